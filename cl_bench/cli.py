@@ -1,0 +1,114 @@
+"""The `clbench` command line. Imports torch only in the commands that need it."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cl_bench import __version__, registry
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE (e.g. -o lr=1e-4)", param_hint="-o/--option")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="clbench")
+def main() -> None:
+    """clbench: grow a language model into new modalities, and measure what it forgets.
+
+    \b
+    Typical use:
+      clbench ls                                          # strategies and streams
+      clbench run --stream vision-audio --strategy full-ft
+      clbench run --strategy align-only --seed 1 --steps 200
+    """
+
+
+@main.command()
+@click.option("--stream", default="vision-audio", show_default=True, help="Task stream to run (see `clbench ls`).")
+@click.option("--strategy", default="full-ft", show_default=True, help="Strategy to run (see `clbench ls`).")
+@click.option("--model", default="mixtral-tiny", show_default=True,
+              help="Base model: a preset (mixtral-tiny, olmoe-tiny, qwen2-moe-tiny) or a local Hugging Face "
+                   "MoE checkpoint directory.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the run.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (the GPU where there is one), cpu, cuda or cuda:N.")
+@click.option("--steps", default=400, show_default=True, type=click.IntRange(min=1),
+              help="Training steps per stage.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Training examples per step.")
+@click.option("--pretrain-steps", default=400, show_default=True, type=click.IntRange(min=1),
+              help="Pre-training steps of a preset base model (done once, then cached).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A strategy option, e.g. -o lr=1e-4 (repeatable; `clbench ls -v` lists them).")
+@click.option("--results-dir", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Directory the result file is written under (runs/<stream>/<strategy>/).")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Cache of data, base models and resumable runs [default: $CLBENCH_CACHE or ~/.cache/clbench].")
+@click.option("--restart", is_flag=True, help="Ignore the saved state of an interrupted run and start over.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage lines; print only the summary.")
+def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps, options, results_dir, cache_dir,
+        restart, quiet) -> None:
+    """Run a strategy through a task stream and write its result file.
+
+    Builds (once, cached) the stream's data and the pre-trained base model, evaluates
+    every task before the first stage and after each stage, prints the accuracy matrix
+    and metrics, and writes results/runs/<stream>/<strategy>/<model>-seed<N>-<key>.json.
+    Running the same command again after a crash resumes from the last finished stage.
+    """
+    from cl_bench.summary import format_summary
+
+    try:
+        from cl_bench.config import Budget
+        from cl_bench.models.lm import PretrainConfig
+        from cl_bench.runner import RunConfig
+        from cl_bench.runner import run as run_stream
+
+        registry.streams.entry(stream)
+        registry.strategies.entry(strategy)
+        config = RunConfig(stream=stream, strategy=strategy, model=model, seed=seed, device=device,
+                           budget=Budget(steps=steps, batch_size=batch_size),
+                           pretrain=PretrainConfig(steps=pretrain_steps), strategy_options=_parse_options(options),
+                           results_dir=results_dir, cache_dir=cache_dir)
+        result, path = run_stream(config, progress=not quiet, restart=restart,
+                                  echo=lambda s: click.echo(s, err=True))
+    except (ValueError, TypeError, LookupError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(format_summary(result, path))
+
+
+@main.command(name="ls")
+@click.option("-v", "--verbose", is_flag=True, help="Also list each strategy's options (imports the strategies).")
+def ls(verbose) -> None:
+    """List the registered strategies and task streams, one line each.
+
+    Built-ins and third-party plug-ins (entry points in the groups clbench.strategies
+    and clbench.streams) are listed alike, with the package that registered them.
+    """
+    try:
+        for title, reg in (("strategies", registry.strategies), ("streams", registry.streams)):
+            click.echo(f"{title}:")
+            entries = reg.entries()
+            width = max((len(n) for n in entries), default=0) + 2
+            for name, entry in entries.items():
+                origin = "" if entry.origin == "package clbench" else f"  [{entry.origin}]"
+                click.echo(f"  {name:<{width}}{entry.summary()}{origin}")
+                if verbose and reg is registry.strategies:
+                    from cl_bench.config import describe
+
+                    for opt, default, help_ in describe(entry.load().Config):
+                        click.echo(f"  {'':<{width}}  -o {opt}=... (default {default}) {help_}")
+    except LookupError as e:
+        raise click.ClickException(str(e)) from e
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

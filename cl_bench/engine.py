@@ -1,0 +1,145 @@
+"""Batches, the training loop and exact-match evaluation, shared by every strategy."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from cl_bench.experience import INPUT_MARKER
+from cl_bench.models.multimodal import Batch, MultimodalLM
+
+
+class TaskData:
+    """One split, tokenized and featurized once, served as padded batches."""
+
+    def __init__(self, split, model: MultimodalLM, modality: str) -> None:
+        tok = model.tokenizer
+        self.modality = modality
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self.features = None
+        n_slots = 0
+        if modality != "text":
+            if modality not in model.encoders:
+                raise ValueError(f"the model has no encoder for modality {modality!r}")
+            self.features = model.encoders[modality].featurize(list(split["input"]))
+            with torch.no_grad():
+                n_slots = model.encoders[modality](self.features[:1]).shape[1]
+        # Each prompt is tokenized around its input marker: [before] + P slots + [after].
+        before, after = [], []
+        for prompt in split["prompt"]:
+            head, marker, tail = prompt.partition(INPUT_MARKER)
+            if not marker:
+                head, tail = "", prompt
+            before.append(head.strip())
+            after.append(tail.strip())
+        pre = tok(before, add_special_tokens=True)["input_ids"] if n_slots else None
+        post = tok(after, add_special_tokens=not n_slots)["input_ids"]
+        answers = tok([" " + a for a in split["answer"]], add_special_tokens=False)["input_ids"]
+        if any(len(a) == 0 for a in answers):
+            raise ValueError("an answer tokenizes to nothing; check the tokenizer's vocabulary")
+        self.seqs, self.slot_start, self.n_prompt = [], [], []
+        for i, (p, a) in enumerate(zip(post, answers)):
+            head = pre[i] if n_slots else []
+            self.seqs.append(head + [self.pad_id] * n_slots + p + a)
+            self.slot_start.append(len(head))
+            self.n_prompt.append(len(head) + n_slots + len(p))
+        self.n_slots = n_slots
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def batch(self, index: Sequence[int]) -> Batch:
+        index = list(index)
+        L = max(len(self.seqs[i]) for i in index)
+        ids = torch.full((len(index), L), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(index), L), dtype=torch.long)
+        answer = torch.zeros((len(index), L), dtype=torch.bool)
+        slots = torch.zeros((len(index), L), dtype=torch.bool)
+        for row, i in enumerate(index):
+            s = self.seqs[i]
+            ids[row, : len(s)] = torch.tensor(s)
+            attention[row, : len(s)] = 1
+            answer[row, self.n_prompt[i]: len(s)] = True
+            slots[row, self.slot_start[i]: self.slot_start[i] + self.n_slots] = True
+        if self.features is None:
+            return Batch(self.modality, ids, attention, answer)
+        return Batch(self.modality, ids, attention, answer, self.features[index], slots)
+
+
+@dataclass
+class TrainStats:
+    steps: int
+    first_loss: float
+    last_loss: float
+    seconds: float
+    seconds_per_step: float
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups: list[dict], *, steps: int,
+          batch_size: int, seed: int, device: torch.device, warmup_fraction: float = 0.03,
+          router_aux_loss: bool = True, max_grad_norm: float = 1.0, desc: str = "training",
+          progress: bool = True) -> TrainStats:
+    """AdamW with linear warmup and cosine decay on the answer-only loss.
+
+    Only the parameters in `param_groups` are updated; each step takes a batch from one
+    dataset of `data`, chosen in proportion to its size.
+    """
+    from tqdm.auto import tqdm
+
+    datasets = [data] if isinstance(data, TaskData) else list(data)
+    groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in param_groups]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ValueError(f"{desc}: nothing to train (no parameter requires grad)")
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    warmup = max(1, int(warmup_fraction * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, steps, warmup))
+    gen = torch.Generator().manual_seed(seed)
+    sizes = torch.tensor([len(d) for d in datasets], dtype=torch.float)
+    orders = [torch.randperm(len(d), generator=gen) for d in datasets]
+    cursors = [0] * len(datasets)
+
+    model.train()
+    losses = []
+    t0 = time.perf_counter()
+    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False, unit="step"):
+        k = int(torch.multinomial(sizes, 1, generator=gen)) if len(datasets) > 1 else 0
+        d = datasets[k]
+        if cursors[k] + batch_size > len(d):  # new epoch over this dataset
+            orders[k], cursors[k] = torch.randperm(len(d), generator=gen), 0
+        idx = orders[k][cursors[k]: cursors[k] + batch_size].tolist()
+        cursors[k] += batch_size
+        out = model(d.batch(idx).to(device), router_aux_loss=router_aux_loss)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        opt.step()
+        sched.step()
+        losses.append(out.loss.item())
+    model.eval()
+    secs = time.perf_counter() - t0
+    return TrainStats(steps, losses[0] if losses else float("nan"), sum(losses[-10:]) / max(1, len(losses[-10:])),
+                      secs, secs / max(1, steps))
+
+
+@torch.no_grad()
+def accuracy(model: MultimodalLM, data: TaskData, device: torch.device, batch_size: int = 256) -> float:
+    """Exact-match accuracy of `model` on `data`."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(data), batch_size):
+        idx = range(start, min(len(data), start + batch_size))
+        correct += int(model.correct(data.batch(idx).to(device)).sum())
+    return correct / len(data)

@@ -1,0 +1,82 @@
+"""Experiences and task streams: what a stage trains on and what the runner evaluates."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MODALITIES = ("text", "image", "audio")
+INPUT_MARKER = "<input>"  # where a prompt's modality tokens go; at the start when a prompt has none
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a strategy may know about a task without seeing its data."""
+
+    name: str  # "text", "vision", "audio"
+    modality: str  # one of MODALITIES
+    task: str  # what is asked, e.g. "number-questions"
+    chance: float  # accuracy of guessing, averaged over the test items
+
+
+@dataclass(frozen=True)
+class Experience:
+    """One stage of a stream: a task in one modality, with its splits.
+
+    Splits are ``datasets.Dataset`` objects with columns ``prompt`` (the question, with
+    INPUT_MARKER where the modality's tokens go), ``answer``, ``template`` and, for non-text modalities, ``input``
+    (the raw image or waveform). ``test`` and ``probes`` are the runner's alone: a
+    strategy receives ``without_test()``.
+    """
+
+    name: str
+    modality: str
+    task: str
+    train: Any
+    val: Any
+    test: Any | None
+    prompt_templates: Mapping[str, str]  # template id -> human-readable template
+    answer_set: tuple[str, ...]
+    chance: float
+    probes: Mapping[str, Any] = field(default_factory=dict)  # extra evaluation sets, e.g. {"train": ...}
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"Experience {self.name!r}: modality {self.modality!r} is not one of {MODALITIES}")
+        if not 0.0 <= self.chance <= 1.0:
+            raise ValueError(f"Experience {self.name!r}: chance must be in [0, 1], got {self.chance}")
+
+    @property
+    def info(self) -> TaskInfo:
+        return TaskInfo(self.name, self.modality, self.task, self.chance)
+
+    def without_test(self) -> "Experience":
+        """The same experience with the test split and evaluation probes removed."""
+        return dataclasses.replace(self, test=None, probes={})
+
+
+@dataclass(frozen=True)
+class TaskStream:
+    """The base text task whose retention is measured, then new modalities in order."""
+
+    name: str
+    base: Experience
+    experiences: tuple[Experience, ...]
+
+    def __post_init__(self) -> None:
+        if self.base.modality != "text":
+            raise ValueError(f"stream {self.name!r}: the base task must be text, got {self.base.modality!r}")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stream {self.name!r}: task names must be unique, got {names}")
+
+    @property
+    def tasks(self) -> tuple[Experience, ...]:
+        """All evaluated tasks: the base text task first (column 0 of R)."""
+        return (self.base, *self.experiences)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(e.modality for e in self.experiences)

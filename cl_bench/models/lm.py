@@ -1,0 +1,181 @@
+"""The base language model: a transformers MoE causal LM, tiny presets or a local checkpoint.
+
+`load_base` is the one entry point: a preset name builds the model from its config,
+pre-trains it on the stream's text task once and caches it on disk (keyed by a hash of
+everything that shapes it), so every strategy starts from the same base. A directory
+is loaded as a Hugging Face checkpoint (config, weights and tokenizer), as is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from cl_bench.data import stable_hash
+from cl_bench.experience import INPUT_MARKER
+
+BASE_VERSION = 1  # bump when pre-training changes
+
+_SHAPE = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+              max_position_embeddings=128, tie_word_embeddings=False)
+# name -> (transformers model_type, config overrides). Tiny: hidden 128, 4 layers, 4 experts, top-2.
+PRESETS: dict[str, tuple[str, dict]] = {
+    "mixtral-tiny": ("mixtral", dict(_SHAPE, intermediate_size=256, num_local_experts=4, num_experts_per_tok=2)),
+    "olmoe-tiny": ("olmoe", dict(_SHAPE, intermediate_size=256, num_experts=4, num_experts_per_tok=2)),
+    "qwen2-moe-tiny": ("qwen2_moe", dict(_SHAPE, intermediate_size=256, moe_intermediate_size=256,
+                                         shared_expert_intermediate_size=256, num_experts=4,
+                                         num_experts_per_tok=2)),
+}
+DEFAULT_MODEL = "mixtral-tiny"
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Pre-training of a preset base model on the stream's text task."""
+
+    steps: int = field(default=400, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=64, metadata={"help": "examples per step"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (warmup, then cosine)"})
+    seed: int = field(default=0, metadata={"help": "seed of the base model (fixed across runs)"})
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"PretrainConfig: steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"PretrainConfig.lr must be > 0, got {self.lr}")
+
+
+def word_tokenizer(words: list[str]):
+    """A word-level tokenizer (tokenizers library) over `words`, prompts starting with [BOS]."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate([*SPECIAL_TOKENS, *sorted(set(words) - set(SPECIAL_TOKENS))])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", vocab["[BOS]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
+                                   eos_token="[EOS]")
+
+
+def preset_config(name: str, vocab_size: int, tokenizer=None):
+    from transformers import AutoConfig
+
+    model_type, overrides = PRESETS[name]
+    ids = {}
+    if tokenizer is not None:
+        ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                   eos_token_id=tokenizer.eos_token_id)
+    return AutoConfig.for_model(model_type, vocab_size=vocab_size, **overrides, **ids)
+
+
+def experts_implementation(device: torch.device) -> str | None:
+    """Eager experts on CPU (grouped_mm was 6-30x slower per step there); the library's default elsewhere."""
+    return "eager" if device.type == "cpu" else None
+
+
+def _set_experts(lm, device: torch.device) -> None:
+    impl = experts_implementation(device)
+    if impl and hasattr(lm, "set_experts_implementation"):
+        try:
+            lm.set_experts_implementation(impl)
+        except (ValueError, NotImplementedError):
+            pass  # a model without fused experts: nothing to choose
+
+
+@dataclass
+class BaseModel:
+    lm: torch.nn.Module
+    tokenizer: object
+    info: dict
+
+
+def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrain: PretrainConfig | None = None,
+              progress: bool = True) -> BaseModel:
+    """The stream's base LM on `device`: a pre-trained preset (cached) or a local checkpoint."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pretrain = pretrain or PretrainConfig()
+    path = Path(model).expanduser()
+    if model not in PRESETS:
+        if not (path.is_dir() and (path / "config.json").exists()):
+            raise ValueError(f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory with a "
+                             f"Hugging Face checkpoint (config.json); save one with save_pretrained() and pass its path")
+        lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        info = {"source": "checkpoint", "path": str(path.resolve()), "model_type": lm.config.model_type}
+        return _finish(lm, tok, info, device)
+
+    words = sorted({w for split in (stream.base.train, *[e.train for e in stream.experiences])
+                    for text in (*split["prompt"], *split["answer"]) for w in text.split()} - {INPUT_MARKER})
+    tok = word_tokenizer(words)
+    config = preset_config(model, len(tok), tok)
+    shape = {k: v for k, v in config.to_dict().items() if k != "transformers_version"}
+    key = stable_hash({"version": BASE_VERSION, "preset": model, "config": shape, "vocab": words,
+                       "pretrain": asdict(pretrain), "text": stable_hash(stream.base.train.to_dict())})
+    target = Path(cache_dir) / "models" / f"{stream.name}-{model}-{key}"
+    if (target / "clbench.json").exists():
+        lm = AutoModelForCausalLM.from_pretrained(target, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(target, local_files_only=True)
+        info = json.loads((target / "clbench.json").read_text())
+        info["cached"] = True
+        return _finish(lm, tok, info, device)
+
+    torch.manual_seed(pretrain.seed)
+    lm = AutoModelForCausalLM.from_config(config)
+    info = {"source": "preset", "preset": model, "model_type": config.model_type, "key": key,
+            "pretrain": asdict(pretrain)}
+    base = _finish(lm, tok, info, device)
+    info.update(_pretrain(base, stream, device, pretrain, progress))
+    _save_atomic(base, target)
+    info["cached"] = False
+    return base
+
+
+def _finish(lm, tok, info, device) -> BaseModel:
+    lm.to(device).eval()
+    _set_experts(lm, device)
+    info.setdefault("parameters", sum(p.numel() for p in lm.parameters()))
+    return BaseModel(lm, tok, info)
+
+
+def _pretrain(base: BaseModel, stream, device, cfg: PretrainConfig, progress: bool) -> dict:
+    from cl_bench.engine import TaskData, accuracy, train
+    from cl_bench.models.multimodal import MultimodalLM
+
+    wrapper = MultimodalLM(base.lm, base.tokenizer, {})
+    t0 = time.perf_counter()
+    data = TaskData(stream.base.train, wrapper, "text")
+    stats = train(wrapper, data, [{"params": list(base.lm.parameters()), "lr": cfg.lr}], steps=cfg.steps,
+                  batch_size=cfg.batch_size, seed=cfg.seed, device=device, desc="pre-training the base model",
+                  progress=progress)
+    secs = time.perf_counter() - t0
+    acc = {f"text_{name}": accuracy(wrapper, TaskData(split, wrapper, "text"), device)
+           for name, split in (("train", stream.base.train), ("val", stream.base.val))}
+    return {"pretrain_seconds": round(secs, 2), "pretrain_final_loss": stats.last_loss, **acc}
+
+
+def _save_atomic(base: BaseModel, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        base.lm.save_pretrained(tmp)
+        base.tokenizer.save_pretrained(tmp)
+        (tmp / "clbench.json").write_text(json.dumps(base.info, indent=2))
+        try:
+            os.replace(tmp, target)
+        except OSError:  # a concurrent build won: keep it
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,215 @@
+"""The runner: build the stream and base model, run the strategy stage by stage, evaluate every
+task before the first stage and after each one, and write the result file.
+
+State after each finished stage (accuracy rows, stage records, the strategy's state) is
+written atomically to a work directory; running the same configuration again resumes
+from the last finished stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cl_bench import __version__, registry
+from cl_bench.config import Budget, from_options
+from cl_bench.data import default_cache_dir, stable_hash
+from cl_bench.models.lm import DEFAULT_MODEL, PretrainConfig
+from cl_bench.results import SCHEMA_VERSION, atomic_torch_save, atomic_write_json, environment
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run (and so its result file and its resume key)."""
+
+    stream: str = field(default="vision-audio", metadata={"help": "task stream name (`clbench ls`)"})
+    strategy: str = field(default="full-ft", metadata={"help": "strategy name (`clbench ls`)"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "preset name or local checkpoint directory"})
+    seed: int = field(default=0, metadata={"help": "seed of projector init and training order"})
+    device: str = field(default="auto", metadata={"help": "auto (the GPU where there is one), cpu, cuda or cuda:N"})
+    budget: Budget = field(default_factory=Budget)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    strategy_options: dict = field(default_factory=dict, metadata={"help": "the strategy's own options"})
+    eval_batch_size: int = field(default=256, metadata={"help": "examples per evaluation batch"})
+    results_dir: str = field(default="results", metadata={"help": "where result files go"})
+    cache_dir: str | None = field(default=None, metadata={"help": "data, models and resumable state"})
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"RunConfig.seed must be >= 0, got {self.seed}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"RunConfig.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"RunConfig.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+
+    def identity(self) -> dict:
+        """The fields that change results (not where files go)."""
+        d = dataclasses.asdict(self)
+        for k in ("results_dir", "cache_dir", "eval_batch_size", "device"):
+            d.pop(k)
+        return d
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} was asked for, but torch sees no CUDA GPU; use --device auto or cpu")
+    return torch.device(name)
+
+
+def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
+        echo: Callable[[str], None] = print) -> tuple[dict, Path]:
+    """Run `config` end to end; returns the result document and the path it was written to."""
+    import torch
+
+    from cl_bench import metrics
+    from cl_bench.engine import TaskData, accuracy
+    from cl_bench.models.encoders import build_encoder
+    from cl_bench.models.lm import load_base
+    from cl_bench.models.multimodal import MultimodalLM
+    from cl_bench.strategy import RunContext, Strategy
+
+    t_start = time.perf_counter()
+    device = resolve_device(config.device)
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    strategy_cls = registry.strategies.get(config.strategy)
+    if not (isinstance(strategy_cls, type) and issubclass(strategy_cls, Strategy)):
+        raise TypeError(f"strategy {config.strategy!r} is {strategy_cls!r}, not a cl_bench.strategy.Strategy subclass")
+    strategy = strategy_cls(from_options(strategy_cls.Config, config.strategy_options, f"strategy {config.strategy!r}"))
+    _quiet_libraries()
+
+    t0 = time.perf_counter()
+    stream = registry.streams.get(config.stream)().build(cache, progress=progress)
+    base = load_base(config.model, stream, device, cache, config.pretrain, progress=progress)
+    setup_seconds = time.perf_counter() - t0
+
+    torch.manual_seed(config.seed)  # projector initialisation
+    model = MultimodalLM(base.lm, base.tokenizer,
+                         {m: build_encoder(m) for m in dict.fromkeys(stream.modalities) if m != "text"}).to(device)
+    ctx = RunContext(device=device, seed=config.seed, budget=config.budget, stream=stream.name,
+                     tasks=tuple(t.info for t in stream.tasks), progress=progress)
+    strategy.setup(model, ctx)
+
+    # Evaluation data: the runner's alone.
+    evals = [(t, TaskData(t.test, model, t.modality)) for t in stream.tasks]
+    probes = {f"{t.name}/{name}": (t, TaskData(split, model, t.modality))
+              for t in stream.tasks for name, split in t.probes.items()}
+
+    def evaluate() -> tuple[list[float], dict[str, float]]:
+        row = [accuracy(strategy.model_for(t.info), d, device, config.eval_batch_size) for t, d in evals]
+        extra = {k: accuracy(strategy.model_for(t.info), d, device, config.eval_batch_size)
+                 for k, (t, d) in probes.items()}
+        return row, extra
+
+    data = stable_hash([(t.name, len(t.train), len(t.val), list(t.test["prompt"]), list(t.test["answer"]))
+                        for t in stream.tasks])
+    key = stable_hash({"clbench": __version__, "config": config.identity(), "data": data,
+                       "base": base.info.get("key"), "base_path": base.info.get("path")})
+    work = cache / "runs" / key
+    if restart and work.exists():
+        shutil.rmtree(work)
+    state = _load_state(work, strategy, echo)
+    if state is None:
+        t0 = time.perf_counter()
+        row, extra = evaluate()
+        state = {"rows": [row], "extra": {k: [v] for k, v in extra.items()}, "stages": [],
+                 "row0_eval_seconds": round(time.perf_counter() - t0, 3)}
+        _save_state(work, state, strategy)
+
+    for i, exp in enumerate(stream.experiences, start=1):
+        if i < len(state["rows"]):
+            continue  # finished before a resume
+        t0 = time.perf_counter()
+        stats = strategy.learn(exp.without_test())
+        train_seconds = time.perf_counter() - t0
+        cost = strategy.cost()
+        t0 = time.perf_counter()
+        row, extra = evaluate()
+        state["rows"].append(row)
+        for k, v in extra.items():
+            state["extra"][k].append(v)
+        state["stages"].append({"stage": i, "experience": exp.name, "modality": exp.modality,
+                                "train_seconds": round(train_seconds, 3),
+                                "eval_seconds": round(time.perf_counter() - t0, 3),
+                                "cost": dataclasses.asdict(cost), "train_stats": stats})
+        _save_state(work, state, strategy)
+        if progress:
+            echo(f"stage {i}/{len(stream.experiences)} {exp.name}: "
+                 + ", ".join(f"{t.name} {a:.3f}" for t, a in zip(stream.tasks, row)))
+
+    R = torch.tensor(state["rows"], dtype=torch.float64, device=device)
+    chance = torch.tensor([t.chance for t in stream.tasks], dtype=torch.float64, device=device)
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "status": "complete",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run_key": key,
+        "config": {**dataclasses.asdict(config), "strategy_options": dataclasses.asdict(strategy.config)},
+        "seed": config.seed,
+        "stream": {"name": stream.name, "tasks": [
+            {"name": t.name, "modality": t.modality, "task": t.task, "chance": t.chance,
+             "n_train": len(t.train), "n_val": len(t.val), "n_test": len(t.test)} for t in stream.tasks]},
+        "base_model": base.info,
+        "accuracy_matrix": state["rows"],
+        "extra_accuracy": state["extra"],
+        "metrics": {**metrics.summarize(R, chance), "fwt_reference": "base"},
+        "stages": state["stages"],
+        "timing": {"setup_seconds": round(setup_seconds, 3), "row0_eval_seconds": state["row0_eval_seconds"],
+                   "train_seconds": round(sum(s["train_seconds"] for s in state["stages"]), 3),
+                   "this_process_seconds": round(time.perf_counter() - t_start, 3)},
+        "environment": environment(device),
+    }
+    model_name = Path(config.model).name if config.model not in _presets() else config.model
+    path = Path(config.results_dir) / "runs" / stream.name / config.strategy / f"{model_name}-seed{config.seed}-{key[:8]}.json"
+    atomic_write_json(path, result)
+    shutil.rmtree(work, ignore_errors=True)  # the result file now holds everything
+    return result, path
+
+
+def _presets():
+    from cl_bench.models.lm import PRESETS
+
+    return PRESETS
+
+
+def _quiet_libraries() -> None:
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _save_state(work: Path, state: dict, strategy) -> None:
+    # Checkpoint first, then the state that refers to it: a kill in between leaves the
+    # previous state, which matches the previous checkpoint... unless the checkpoint was
+    # replaced; so each stage's checkpoint has its own name.
+    n = len(state["rows"]) - 1
+    atomic_torch_save(work / f"stage{n}.pt", strategy.state_dict())
+    atomic_write_json(work / "state.json", {**state, "checkpoint": f"stage{n}.pt"})
+    for old in work.glob("stage*.pt"):
+        if old.name != f"stage{n}.pt":
+            old.unlink(missing_ok=True)
+
+
+def _load_state(work: Path, strategy, echo) -> dict | None:
+    import torch
+
+    path = work / "state.json"
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    strategy.load_state_dict(torch.load(work / state.pop("checkpoint"), map_location=strategy.context.device,
+                                        weights_only=True))
+    echo(f"resuming from stage {len(state['rows']) - 1} (state in {work}; --restart to start over)")
+    return state

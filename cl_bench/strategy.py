@@ -1,0 +1,124 @@
+"""The Strategy interface every method implements, built-in or third-party.
+
+The runner owns the loop; a strategy only:
+- ``setup`` once on the base model (before row 0 of the accuracy matrix is measured),
+- ``learn`` one experience from its training and validation splits (never test),
+- gives, with ``model_for``, the model to evaluate a task with,
+- reports its ``cost`` (trainable, added and total parameters),
+- saves and loads its ``state_dict`` between stages, so that a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import abc
+import zlib
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from cl_bench.config import Budget
+from cl_bench.experience import Experience, TaskInfo
+from cl_bench.models.multimodal import MultimodalLM, count_parameters
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A strategy without options of its own."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a strategy may know about the run: never the test data or the evaluator."""
+
+    device: torch.device
+    seed: int
+    budget: Budget
+    stream: str
+    tasks: tuple[TaskInfo, ...]  # column order of the accuracy matrix, text first
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Parameter counts after a stage.
+
+    trainable: parameters the stage updated; added: parameters held beyond the base LM
+    (projectors, adapters, experts, ...); total: every parameter the strategy holds.
+    """
+
+    trainable: int
+    added: int
+    total: int
+
+    def __post_init__(self) -> None:
+        if min(self.trainable, self.added, self.total) < 0 or self.trainable > self.total or self.added > self.total:
+            raise ValueError(f"inconsistent cost report {self}")
+
+
+class Strategy(abc.ABC):
+    """Base class of continual-learning strategies. Subclasses implement ``learn``."""
+
+    Config: ClassVar[type] = NoOptions
+
+    def __init__(self, config=None) -> None:
+        self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, got {type(self.config).__name__}")
+        self.model: MultimodalLM | None = None
+        self.context: RunContext | None = None
+
+    # -- the interface -------------------------------------------------------------
+    def setup(self, model: MultimodalLM, context: RunContext) -> None:
+        """Take the base model (with fresh projectors) once, before anything is measured."""
+        self.model, self.context = model, context
+        self._base_parameters = count_parameters(model.lm)
+
+    @abc.abstractmethod
+    def learn(self, experience: Experience) -> dict:
+        """Learn one experience (its ``test`` is None). Returns statistics for the result file."""
+
+    def model_for(self, task: TaskInfo) -> MultimodalLM:
+        """The model that answers inputs of `task` (the same one for every task by default)."""
+        return self.model
+
+    def cost(self) -> Cost:
+        """Parameter counts of ``self.model``: trainable ones are those with requires_grad set."""
+        m = self.model
+        total = count_parameters(m.lm) + count_parameters(m.projectors)
+        trainable = count_parameters(m.lm, True) + count_parameters(m.projectors, True)
+        return Cost(trainable=trainable, added=total - self._base_parameters, total=total)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything needed to continue after a stage (encoders are rebuilt, not saved)."""
+        return {k: v for k, v in self.model.state_dict().items() if not k.startswith("encoders.")}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        expected = set(self.state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not fit {type(self).__name__}: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}; start the run again with --restart")
+        self.model.load_state_dict(state, strict=False)
+
+    # -- helpers for subclasses --------------------------------------------------------
+    def seed_for(self, experience: Experience) -> int:
+        """A seed for this run and experience, the same whether or not the run was resumed."""
+        return (self.context.seed * 1_000_003 + zlib.crc32(experience.name.encode())) % 2**31
+
+    def fit(self, experience: Experience, param_groups: list[dict], desc: str | None = None) -> dict:
+        """Train `param_groups` on the experience's training split within the run's budget."""
+        from cl_bench.engine import TaskData, train
+
+        if experience.test is not None:
+            raise RuntimeError("a strategy was handed test data; the runner must pass experience.without_test()")
+        ctx = self.context
+        data = TaskData(experience.train, self.model, experience.modality)
+        stats = train(self.model, data, param_groups, steps=ctx.budget.steps, batch_size=ctx.budget.batch_size,
+                      seed=self.seed_for(experience), device=ctx.device, warmup_fraction=ctx.budget.warmup_fraction,
+                      desc=desc or f"{experience.name}", progress=ctx.progress)
+        return {"steps": stats.steps, "first_loss": round(stats.first_loss, 5), "last_loss": round(stats.last_loss, 5),
+                "seconds_per_step": round(stats.seconds_per_step, 5)}
+
+    def freeze_all(self) -> None:
+        self.model.requires_grad_(False)

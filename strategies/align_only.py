@@ -1,0 +1,40 @@
+"""Align-only: the projector of each new modality is trained; the language model stays frozen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from cl_bench.experience import Experience
+from cl_bench.strategy import Strategy
+
+
+@dataclass(frozen=True)
+class AlignOnlyConfig:
+    """Learning rate of the projector."""
+
+    projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
+
+    def __post_init__(self) -> None:
+        if not self.projector_lr > 0:
+            raise ValueError(f"AlignOnlyConfig.projector_lr must be > 0, got {self.projector_lr}")
+
+
+class AlignOnly(Strategy):
+    """Only each new modality's projector is trained; the LM is frozen, so text is untouched."""
+
+    Config = AlignOnlyConfig
+
+    def learn(self, experience: Experience) -> dict:
+        if experience.modality not in self.model.projectors:
+            raise ValueError(f"align-only has nothing to train for modality {experience.modality!r}: "
+                             "it only trains projectors of non-text modalities")
+        self.freeze_all()
+        proj = self.model.projectors[experience.modality]
+        proj.requires_grad_(True)
+        return self.fit(experience, [{"params": list(proj.parameters()), "lr": self.config.projector_lr}])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        # The LM never changes: only the projectors need saving between stages.
+        return {k: v for k, v in self.model.state_dict().items() if k.startswith("projectors.")}

@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+from cl_bench.task_streams import numbers
+from cl_bench.task_streams.vision_audio import (TEST_VARIANTS, TRAIN_VARIANTS, VisionAudioConfig, build_digits,
+                                                speakers)
+
+
+def test_number_questions_answers():
+    assert numbers.question("add", 7, 2) == ("what is the number plus two ?", "9")
+    assert numbers.question("prev", 1) == ("what comes before the number ?", "0")
+    with pytest.raises(ValueError, match="not defined"):
+        numbers.question("sub", 2, 5)
+
+
+def test_text_split_is_deterministic_and_held_out():
+    a, b = numbers.split_text(), numbers.split_text()
+    assert a == b
+    train_prompts = {it["prompt"] for it in a["train"]}
+    plain_facts = {it["fact"] for it in a["train"] if it["template"].startswith("plain-")}
+    assert len(a["test"]) >= 40
+    for item in a["test"] + a["val"]:
+        assert item["prompt"] not in train_prompts  # never seen in training ...
+        assert item["fact"] in plain_facts  # ... but its fact is known in plain form
+        assert item["template"].startswith("context-")
+
+
+def test_modality_questions_are_deterministic_and_need_knowledge():
+    rows = numbers.modality_questions(list(range(10)) * 20, seed=3)
+    assert rows == numbers.modality_questions(list(range(10)) * 20, seed=3)
+    kinds = {k for _, k, _, _ in rows}
+    assert kinds == set(numbers.QUESTIONS)  # recognition and arithmetic on the input
+    assert all(p.startswith("the number is <input> .") for _, _, p, _ in rows)
+
+
+def test_chance_level():
+    # "read" has 10 possible answers, "add" 19.
+    assert numbers.chance_level(["read", "add"]) == pytest.approx((1 / 10 + 1 / 19) / 2)
+
+
+def test_digits_build_is_deterministic_and_split_by_image():
+    cfg = VisionAudioConfig()
+    a, b = build_digits(cfg), build_digits(cfg)
+    for split in ("train", "val", "test"):
+        assert a[split].to_dict() == b[split].to_dict()
+    train_imgs = {np.asarray(x).tobytes() for x in a["train"]["input"]}
+    overlap = sum(np.asarray(x).tobytes() in train_imgs for x in a["test"]["input"])
+    assert overlap <= 2  # (the scans contain a couple of exact duplicates)
+    assert len(a["test"]) == 400
+
+
+def test_test_speakers_use_held_out_voices():
+    spk = speakers(VisionAudioConfig())
+    variant = lambda v: v.name.split("+")[1]  # noqa: E731
+    assert {variant(v) for v in spk["train"] + spk["val"]} <= set(TRAIN_VARIANTS)
+    assert {variant(v) for v in spk["test"]} <= set(TEST_VARIANTS)
+    assert not set(TRAIN_VARIANTS) & set(TEST_VARIANTS)
+    assert speakers(VisionAudioConfig()) == spk
+
+
+def test_speech_synthesis_is_real_and_reproducible():
+    from cl_bench.task_streams.speech import Voice, synthesize
+
+    voices = [Voice("en-US+f2", 150, 40), Voice("en-GB-scotland+m3", 200, 60)]
+    a = synthesize(["seven", "three"], voices, 16_000, chunk=1)
+    b = synthesize(["seven", "three"], voices, 16_000, chunk=1)
+    assert len(a) == 4 and all(x.dtype == np.int16 for x in a)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(0.2 * 16_000 < len(x) < 2 * 16_000 and np.abs(x).max() > 1000 for x in a)  # speech, not silence
+    assert not (len(a[0]) == len(a[1]) and np.array_equal(a[0], a[1]))  # "seven" is not "three"
+
+
+def test_unknown_voice_is_named():
+    from cl_bench.task_streams.speech import Synthesizer, Voice
+
+    with pytest.raises(ValueError, match="no voice 'xx-nonexistent'"):
+        Synthesizer().say("seven", Voice("xx-nonexistent"))
+
+
+def test_stream_layout(stream):
+    assert [t.name for t in stream.tasks] == ["text", "vision", "audio"]
+    assert [t.modality for t in stream.tasks] == ["text", "image", "audio"]
+    assert "train" in stream.base.probes
+    for t in stream.tasks:
+        assert 0.05 < t.chance < 0.2
+        assert len(t.test) >= 40
+    exp = stream.experiences[0].without_test()
+    assert exp.test is None and not exp.probes
+    # held-out voices in the audio test split
+    audio = stream.experiences[1]
+    assert not set(audio.train["speaker"]) & set(audio.test["speaker"])
+
+
+def test_speech_build_is_deterministic():
+    from cl_bench.task_streams.vision_audio import build_speech
+
+    cfg = VisionAudioConfig(train_speakers=2, val_speakers=1, test_speakers=1)
+    a, b = build_speech(cfg, progress=False), build_speech(cfg, progress=False)
+    for split in ("train", "val", "test"):
+        assert a[split].to_dict() == b[split].to_dict()
+    assert len(a["train"]) == 2 * 10 * cfg.questions_per_train_input

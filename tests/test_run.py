@@ -1,0 +1,137 @@
+"""End-to-end runs on tiny budgets: the CLI, the result file, resume, and the strategies' contracts."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cl_bench import registry
+from cl_bench.cli import main
+from cl_bench.config import Budget
+from cl_bench.models.lm import PretrainConfig
+from cl_bench.runner import RunConfig, run
+
+TINY = dict(budget=Budget(steps=2, batch_size=4), pretrain=PretrainConfig(steps=5, batch_size=8))
+
+
+def tiny_config(tmp_path, cache_dir, **kw):
+    return RunConfig(**{**TINY, "results_dir": str(tmp_path / "results"), "cache_dir": str(cache_dir), **kw})
+
+
+@pytest.fixture
+def test_strategies():
+    names = {"spy": "helpers_strategies:Spy", "crash-on-audio": "helpers_strategies:CrashOnAudio"}
+    for name, target in names.items():
+        registry.strategies.register(name, target, origin="tests")
+    yield
+    for name in names:
+        registry.strategies.unregister(name)
+
+
+def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
+    res = tmp_path / "results"
+    out = CliRunner().invoke(main, ["run", "--stream", "vision-audio", "--strategy", "full-ft", "--steps", "2",
+                                    "--batch-size", "4", "--pretrain-steps", "5", "--cache-dir", str(cache_dir),
+                                    "--results-dir", str(res), "--device", "cpu", "-q"])
+    assert out.exit_code == 0, out.output
+    assert "accuracy matrix" in out.output and "ACC" in out.output
+    files = list((res / "runs" / "vision-audio" / "full-ft").glob("*.json"))
+    assert len(files) == 1
+    r = json.loads(files[0].read_text())
+    assert r["schema_version"] == 1 and r["status"] == "complete"
+    assert r["config"]["budget"]["steps"] == 2 and r["seed"] == 0
+    R = r["accuracy_matrix"]
+    assert len(R) == 3 and all(len(row) == 3 for row in R)
+    assert all(0.0 <= a <= 1.0 for row in R for a in row)
+    assert [t["name"] for t in r["stream"]["tasks"]] == ["text", "vision", "audio"]
+    assert len(r["extra_accuracy"]["text/train"]) == 3
+    assert set(r["metrics"]) >= {"acc", "bwt", "fwt", "forgetting", "text_retention"}
+    assert r["metrics"]["acc"] == pytest.approx(sum(R[-1]) / 3, abs=1e-6)
+    for s in r["stages"]:
+        assert s["train_seconds"] > 0 and s["cost"]["trainable"] > 0
+        assert s["cost"]["total"] == r["base_model"]["parameters"] + s["cost"]["added"]
+    assert r["environment"]["packages"]["torch"] == torch.__version__.split("+")[0] or r["environment"]["packages"]["torch"]
+    assert r["environment"]["device"] == "cpu"
+    assert not list(res.rglob("*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_align_only_leaves_text_exactly_unchanged(tmp_path, cache_dir, stream):
+    r, _ = run(tiny_config(tmp_path, cache_dir, strategy="align-only"), progress=False)
+    text = [row[0] for row in r["accuracy_matrix"]]
+    assert text == [text[0]] * 3
+    assert r["extra_accuracy"]["text/train"] == [r["extra_accuracy"]["text/train"][0]] * 3
+    assert r["metrics"]["text_retention"] == 100.0
+    # only the projector of the stage's modality trains
+    assert r["stages"][0]["cost"]["trainable"] < r["stages"][0]["cost"]["added"]
+
+
+def test_strategy_never_sees_test_data(tmp_path, cache_dir, stream, test_strategies):
+    from helpers_strategies import Spy
+
+    Spy.seen.clear()
+    run(tiny_config(tmp_path, cache_dir, strategy="spy"), progress=False)
+    assert [e.name for e in Spy.seen] == ["vision", "audio"]
+    assert all(e.test is None and not e.probes for e in Spy.seen)
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, cache_dir, stream, test_strategies):
+    from helpers_strategies import CrashOnAudio
+
+    cfg = tiny_config(tmp_path, cache_dir, strategy="crash-on-audio", seed=3)
+    CrashOnAudio.crash = True
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(cfg, progress=False)
+    assert not (tmp_path / "results").exists() or not list((tmp_path / "results").rglob("*.json"))
+    CrashOnAudio.crash = False
+    said = []
+    resumed, path = run(cfg, progress=False, echo=said.append)
+    assert any("resuming from stage 1" in s for s in said)
+    assert len(resumed["stages"]) == 2
+    fresh, _ = run(cfg, progress=False, restart=True)
+    assert resumed["accuracy_matrix"] == fresh["accuracy_matrix"]
+    assert resumed["extra_accuracy"] == fresh["extra_accuracy"]
+
+
+def test_local_checkpoint_runs_like_a_preset(tmp_path, cache_dir, stream):
+    from transformers import AutoModelForCausalLM
+
+    from cl_bench.models.lm import preset_config, word_tokenizer
+
+    words = {w for t in stream.tasks for split in (t.train,) for s in (*split["prompt"], *split["answer"])
+             for w in s.split()} - {"<input>"}
+    tok = word_tokenizer(sorted(words))
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(preset_config("olmoe-tiny", len(tok), tok))
+    ckpt = tmp_path / "my-olmoe"
+    lm.save_pretrained(ckpt)
+    tok.save_pretrained(ckpt)
+    r, path = run(tiny_config(tmp_path, cache_dir, model=str(ckpt)), progress=False)
+    assert r["base_model"]["source"] == "checkpoint" and r["base_model"]["model_type"] == "olmoe"
+    assert path.name.startswith("my-olmoe-seed0-")
+
+
+def test_cli_errors_name_the_problem(tmp_path, cache_dir):
+    runner = CliRunner()
+    out = runner.invoke(main, ["run", "--strategy", "ful-ft", "--cache-dir", str(cache_dir)])
+    assert out.exit_code != 0 and "Did you mean 'full-ft'" in out.output
+    out = runner.invoke(main, ["run", "--model", str(tmp_path / "nope"), "--cache-dir", str(cache_dir),
+                               "--pretrain-steps", "5", "--steps", "1", "-q"])
+    assert out.exit_code != 0 and "neither a preset" in out.output
+    out = runner.invoke(main, ["run", "-o", "lr", "--cache-dir", str(cache_dir)])
+    assert out.exit_code != 0 and "is not KEY=VALUE" in out.output
+    if not torch.cuda.is_available():
+        out = runner.invoke(main, ["run", "--device", "cuda", "--cache-dir", str(cache_dir)])
+        assert out.exit_code != 0 and "sees no CUDA GPU" in out.output
+
+
+def test_every_command_has_complete_help():
+    runner = CliRunner()
+    for args in ([], ["run"], ["ls"]):
+        out = runner.invoke(main, [*args, "--help"])
+        assert out.exit_code == 0
+        assert "Usage:" in out.output
+    run_help = runner.invoke(main, ["run", "--help"]).output
+    for opt in ("--stream", "--strategy", "--model", "--seed", "--device", "--steps", "--batch-size",
+                "--pretrain-steps", "--option", "--results-dir", "--cache-dir", "--restart", "--quiet"):
+        assert opt in run_help
