@@ -9,12 +9,12 @@ import click
 from cl_bench import __version__, registry
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+def _parse_options(pairs: tuple[str, ...], hint: str = "-o/--option", example: str = "-o lr=1e-4") -> dict[str, str]:
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE (e.g. -o lr=1e-4)", param_hint="-o/--option")
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE (e.g. {example})", param_hint=hint)
         out[key.strip()] = value.strip()
     return out
 
@@ -49,14 +49,17 @@ def main() -> None:
               help="Pre-training steps of a preset base model (done once, then cached).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A strategy option, e.g. -o lr=1e-4 (repeatable; `clbench ls -v` lists them).")
+@click.option("--encoder", "encoders", multiple=True, metavar="MODALITY=NAME",
+              help="Encoder of a modality: image=patches, audio=log-mel (the defaults), or MODALITY=module:Class "
+                   "for an Encoder subclass of your own (repeatable).")
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Directory the result file is written under (runs/<stream>/<strategy>/).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Cache of data, base models and resumable runs [default: $CLBENCH_CACHE or ~/.cache/clbench].")
 @click.option("--restart", is_flag=True, help="Ignore the saved state of an interrupted run and start over.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage lines; print only the summary.")
-def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps, options, results_dir, cache_dir,
-        restart, quiet) -> None:
+def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps, options, encoders, results_dir,
+        cache_dir, restart, quiet) -> None:
     """Run a strategy through a task stream and write its result file.
 
     Builds (once, cached) the stream's data and the pre-trained base model, evaluates
@@ -77,6 +80,7 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
         config = RunConfig(stream=stream, strategy=strategy, model=model, seed=seed, device=device,
                            budget=Budget(steps=steps, batch_size=batch_size),
                            pretrain=PretrainConfig(steps=pretrain_steps), strategy_options=_parse_options(options),
+                           encoders=_parse_options(encoders, "--encoder", "--encoder image=patches"),
                            results_dir=results_dir, cache_dir=cache_dir)
         result, path = run_stream(config, progress=not quiet, restart=restart,
                                   echo=lambda s: click.echo(s, err=True))

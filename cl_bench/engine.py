@@ -88,12 +88,14 @@ def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
 
 def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups: list[dict], *, steps: int,
           batch_size: int, seed: int, device: torch.device, warmup_fraction: float = 0.03,
-          router_aux_loss: bool = True, max_grad_norm: float = 1.0, desc: str = "training",
+          router_aux_loss: bool = True, extra_loss=None, max_grad_norm: float = 1.0, desc: str = "training",
           progress: bool = True) -> TrainStats:
     """AdamW with linear warmup and cosine decay on the answer-only loss.
 
     Only the parameters in `param_groups` are updated; each step takes a batch from one
-    dataset of `data`, chosen in proportion to its size.
+    dataset of `data`, chosen in proportion to its size. `extra_loss(batch)`, if given,
+    is added to the model's loss after the forward pass (e.g. a strategy's own
+    regulariser reading state the forward left behind).
     """
     from tqdm.auto import tqdm
 
@@ -121,13 +123,15 @@ def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups
             orders[k], cursors[k] = torch.randperm(len(d), generator=gen), 0
         idx = orders[k][cursors[k]: cursors[k] + batch_size].tolist()
         cursors[k] += batch_size
-        out = model(d.batch(idx).to(device), router_aux_loss=router_aux_loss)
+        batch = d.batch(idx).to(device)
+        out = model(batch, router_aux_loss=router_aux_loss)
+        loss = out.loss if extra_loss is None else out.loss + extra_loss(batch)
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         opt.step()
         sched.step()
-        losses.append(out.loss.item())
+        losses.append(loss.item())
     model.eval()
     secs = time.perf_counter() - t0
     return TrainStats(steps, losses[0] if losses else float("nan"), sum(losses[-10:]) / max(1, len(losses[-10:])),

@@ -20,7 +20,7 @@ from pathlib import Path
 from cl_bench import __version__, registry
 from cl_bench.config import Budget, from_options
 from cl_bench.data import default_cache_dir, stable_hash
-from cl_bench.models.lm import DEFAULT_MODEL, PretrainConfig
+from cl_bench.models.lm import DEFAULT_MODEL, PRESETS, PretrainConfig
 from cl_bench.results import SCHEMA_VERSION, atomic_torch_save, atomic_write_json, environment
 
 
@@ -36,6 +36,7 @@ class RunConfig:
     budget: Budget = field(default_factory=Budget)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     strategy_options: dict = field(default_factory=dict, metadata={"help": "the strategy's own options"})
+    encoders: dict = field(default_factory=dict, metadata={"help": "modality -> encoder name (default per modality)"})
     eval_batch_size: int = field(default=256, metadata={"help": "examples per evaluation batch"})
     results_dir: str = field(default="results", metadata={"help": "where result files go"})
     cache_dir: str | None = field(default=None, metadata={"help": "data, models and resumable state"})
@@ -49,9 +50,9 @@ class RunConfig:
             raise ValueError(f"RunConfig.eval_batch_size must be >= 1, got {self.eval_batch_size}")
 
     def identity(self) -> dict:
-        """The fields that change results (not where files go)."""
+        """The fields that change results, but for the strategy's options (keyed once resolved)."""
         d = dataclasses.asdict(self)
-        for k in ("results_dir", "cache_dir", "eval_batch_size", "device"):
+        for k in ("results_dir", "cache_dir", "eval_batch_size", "device", "strategy_options"):
             d.pop(k)
         return d
 
@@ -93,8 +94,8 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     setup_seconds = time.perf_counter() - t0
 
     torch.manual_seed(config.seed)  # projector initialisation
-    model = MultimodalLM(base.lm, base.tokenizer,
-                         {m: build_encoder(m) for m in dict.fromkeys(stream.modalities) if m != "text"}).to(device)
+    encoders = {m: build_encoder(m, config.encoders.get(m)) for m in dict.fromkeys(stream.modalities) if m != "text"}
+    model = MultimodalLM(base.lm, base.tokenizer, encoders).to(device)
     ctx = RunContext(device=device, seed=config.seed, budget=config.budget, stream=stream.name,
                      tasks=tuple(t.info for t in stream.tasks), progress=progress)
     strategy.setup(model, ctx)
@@ -113,6 +114,7 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     data = stable_hash([(t.name, len(t.train), len(t.val), list(t.test["prompt"]), list(t.test["answer"]))
                         for t in stream.tasks])
     key = stable_hash({"clbench": __version__, "config": config.identity(), "data": data,
+                       "strategy_options": dataclasses.asdict(strategy.config),
                        "base": base.info.get("key"), "base_path": base.info.get("path")})
     work = cache / "runs" / key
     if restart and work.exists():
@@ -168,17 +170,11 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
                    "this_process_seconds": round(time.perf_counter() - t_start, 3)},
         "environment": environment(device),
     }
-    model_name = Path(config.model).name if config.model not in _presets() else config.model
+    model_name = config.model if config.model in PRESETS else Path(config.model).name
     path = Path(config.results_dir) / "runs" / stream.name / config.strategy / f"{model_name}-seed{config.seed}-{key[:8]}.json"
     atomic_write_json(path, result)
     shutil.rmtree(work, ignore_errors=True)  # the result file now holds everything
     return result, path
-
-
-def _presets():
-    from cl_bench.models.lm import PRESETS
-
-    return PRESETS
 
 
 def _quiet_libraries() -> None:

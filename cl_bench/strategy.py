@@ -106,19 +106,37 @@ class Strategy(abc.ABC):
         """A seed for this run and experience, the same whether or not the run was resumed."""
         return (self.context.seed * 1_000_003 + zlib.crc32(experience.name.encode())) % 2**31
 
-    def fit(self, experience: Experience, param_groups: list[dict], desc: str | None = None) -> dict:
-        """Train `param_groups` on the experience's training split within the run's budget."""
-        from cl_bench.engine import TaskData, train
+    def fit(self, experience: Experience, param_groups: list[dict], desc: str | None = None, steps: int | None = None,
+            **train_kwargs) -> dict:
+        """Train `param_groups` on the experience's training split (the run's budget unless `steps` is given).
+
+        `train_kwargs` go to cl_bench.engine.train (router_aux_loss, extra_loss, ...).
+        """
+        from cl_bench.engine import train
 
         if experience.test is not None:
             raise RuntimeError("a strategy was handed test data; the runner must pass experience.without_test()")
         ctx = self.context
-        data = TaskData(experience.train, self.model, experience.modality)
-        stats = train(self.model, data, param_groups, steps=ctx.budget.steps, batch_size=ctx.budget.batch_size,
+        data = self.data(experience, "train")
+        stats = train(self.model, data, param_groups, steps=steps or ctx.budget.steps, batch_size=ctx.budget.batch_size,
                       seed=self.seed_for(experience), device=ctx.device, warmup_fraction=ctx.budget.warmup_fraction,
-                      desc=desc or f"{experience.name}", progress=ctx.progress)
+                      desc=desc or f"{experience.name}", progress=ctx.progress, **train_kwargs)
         return {"steps": stats.steps, "first_loss": round(stats.first_loss, 5), "last_loss": round(stats.last_loss, 5),
                 "seconds_per_step": round(stats.seconds_per_step, 5)}
+
+    def data(self, experience: Experience, split: str):
+        """The experience's `split` ("train" or "val") as batches for this model, built once per stage."""
+        from cl_bench.engine import TaskData
+
+        if split not in ("train", "val"):
+            raise ValueError(f"strategies read only the train and val splits, not {split!r}")
+        cache = self.__dict__.setdefault("_data_cache", {})
+        key = (experience.name, split)
+        if key not in cache:
+            if any(k[0] != experience.name for k in cache):
+                cache.clear()  # one stage's data at a time
+            cache[key] = TaskData(getattr(experience, split), self.model, experience.modality)
+        return cache[key]
 
     def freeze_all(self) -> None:
         self.model.requires_grad_(False)

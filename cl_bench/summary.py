@@ -6,7 +6,7 @@ from __future__ import annotations
 def _fmt(v, pct: bool = False) -> str:
     if v is None:
         return "n/a"
-    return f"{v:.1f}%" if pct else f"{v:+.3f}" if v < 0 or pct is None else f"{v:.3f}"
+    return f"{v:.1f}%" if pct else f"{v:.3f}"
 
 
 def format_summary(result: dict, path=None) -> str:

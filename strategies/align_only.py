@@ -14,7 +14,7 @@ from cl_bench.strategy import Strategy
 class AlignOnlyConfig:
     """Learning rate of the projector."""
 
-    projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
+    projector_lr: float = field(default=2e-3, metadata={"help": "learning rate of the modality projector"})
 
     def __post_init__(self) -> None:
         if not self.projector_lr > 0:

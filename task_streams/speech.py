@@ -121,18 +121,53 @@ def synthesize(texts: list[str], voices: list[Voice], sample_rate: int | None = 
 
     espeak-ng carries state from one utterance to the next inside a process, so the same
     call gives the same audio only from a fresh library: each chunk of voices is spoken
-    by a fresh process, which makes the output reproducible (and uses `workers` cores).
+    by a fresh interpreter (`python -m` this module; unlike multiprocessing's spawn, it
+    never re-imports the caller's script), which makes the output reproducible and uses
+    `workers` cores.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
 
     chunks = [voices[i: i + chunk] for i in range(0, len(voices), chunk)]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx, max_tasks_per_child=1) as pool:
-        futures = [pool.submit(_say_all, texts, c, sample_rate) for c in chunks]
-        out = []
-        for c, f in zip(chunks, futures):
-            out.extend(f.result())
+    out: list[np.ndarray] = []
+    with tempfile.TemporaryDirectory(prefix="clbench-speech-") as tmp:
+        jobs = []
+        for k, c in enumerate(chunks):
+            spec = Path(tmp) / f"{k}.json"
+            spec.write_text(json.dumps({"texts": texts, "sample_rate": sample_rate,
+                                        "voices": [[v.name, v.rate, v.pitch] for v in c]}))
+            jobs.append((spec, Path(tmp) / f"{k}.npz", len(c)))
+        pending, running = list(jobs), []
+        while pending or running:
+            while pending and len(running) < max(1, workers):
+                spec, target, n = pending.pop(0)
+                cmd = [sys.executable, "-m", __name__, str(spec), str(target)]
+                running.append((subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True), n))
+            proc, n = running.pop(0)
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"speech synthesis worker failed (exit {proc.returncode}): {err.strip()[-500:]}")
             if progress is not None:
-                progress(len(c) * len(texts))
+                progress(n * len(texts))
+        for _, target, _ in jobs:
+            with np.load(target) as z:
+                out.extend(z[f"w{i}"] for i in range(len(z.files)))
     return out
+
+
+def _worker(spec_path: str, out_path: str) -> None:
+    import json
+
+    spec = json.loads(open(spec_path).read())
+    voices = [Voice(name, rate, pitch) for name, rate, pitch in spec["voices"]]
+    waves = _say_all(spec["texts"], voices, spec["sample_rate"])
+    np.savez(out_path, **{f"w{i}": w for i, w in enumerate(waves)})
+
+
+if __name__ == "__main__":
+    import sys
+
+    _worker(sys.argv[1], sys.argv[2])

@@ -56,6 +56,13 @@ def test_log_mel_frames_use_whisper_front_end():
         build_encoder("audio", "spectrogram-of-dreams")
 
 
+def test_encoders_plug_in_by_module_path():
+    enc = build_encoder("image", "cl_bench.models.encoders:ImagePatches")
+    assert isinstance(enc, ImagePatches) and not any(p.requires_grad for p in enc.parameters())
+    with pytest.raises(ValueError, match="is for modality 'image', not 'audio'"):
+        build_encoder("audio", "cl_bench.models.encoders:ImagePatches")
+
+
 def test_input_tokens_replace_the_marker_slots():
     lm, tok = tiny()
     model = MultimodalLM(lm, tok, {"image": build_encoder("image")})

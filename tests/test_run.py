@@ -133,5 +133,5 @@ def test_every_command_has_complete_help():
         assert "Usage:" in out.output
     run_help = runner.invoke(main, ["run", "--help"]).output
     for opt in ("--stream", "--strategy", "--model", "--seed", "--device", "--steps", "--batch-size",
-                "--pretrain-steps", "--option", "--results-dir", "--cache-dir", "--restart", "--quiet"):
+                "--pretrain-steps", "--option", "--encoder", "--results-dir", "--cache-dir", "--restart", "--quiet"):
         assert opt in run_help

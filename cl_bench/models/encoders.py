@@ -96,12 +96,24 @@ DEFAULT_ENCODERS = {"image": "patches", "audio": "log-mel"}
 
 
 def build_encoder(modality: str, name: str | None = None) -> Encoder:
-    """The frozen encoder `name` for `modality` (its default when name is None)."""
+    """The frozen encoder `name` for `modality` (its default when name is None).
+
+    `name` is a built-in name ("patches", "log-mel") or "module:Class" naming an
+    Encoder subclass of your own, constructed without arguments.
+    """
+    from cl_bench.registry import Entry
+
     name = name or DEFAULT_ENCODERS.get(modality)
-    cls = ENCODERS.get((modality, name))
-    if cls is None:
+    if name and ":" in name:
+        cls = Entry(name, name, "--encoder").load()
+    else:
+        cls = ENCODERS.get((modality, name))
+    if not (isinstance(cls, type) and issubclass(cls, Encoder)):
         known = ", ".join(f"{m}={n}" for m, n in ENCODERS)
-        raise ValueError(f"no encoder {name!r} for modality {modality!r}; known: {known}")
+        raise ValueError(f"no encoder {name!r} for modality {modality!r}; known: {known}, "
+                         "or module:Class naming an Encoder subclass")
     enc = cls()
+    if enc.modality != modality:
+        raise ValueError(f"encoder {name!r} is for modality {enc.modality!r}, not {modality!r}")
     enc.requires_grad_(False)
     return enc.eval()
