@@ -1,0 +1,179 @@
+"""MoExtend: new experts for each new modality, with extended routers and calibration.
+
+Three phases per new modality (Zhong et al., ACL 2024 SRW; see README "MoExtend"):
+1. alignment: only the modality's projector trains;
+2. extension: the existing routers are tuned on the modality (the rest frozen), the
+   top-k routing distributions before and after are compared per layer on the
+   modality's validation inputs, the layers that shift most are chosen with, for each,
+   the expert most used after tuning as the source; the tuned routers are then thrown
+   away (restored bit for bit);
+3. fine-tuning: each chosen layer gets a copy of its source expert, a copy of its
+   router row and a calibration module; only these and the projector train, with a
+   load-balancing loss over the extended expert count.
+Everything that existed before the stage stays frozen, earlier additions included.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from cl_bench.experience import Experience
+from cl_bench.strategies.moextend import selection, surgery
+from cl_bench.strategy import Strategy
+
+
+@dataclass(frozen=True)
+class MoExtendConfig:
+    """Options of MoExtend (defaults: the paper's choices, learning rates scaled to the tiny model)."""
+
+    fraction: float = field(default=0.5, metadata={"help": "fraction of MoE layers extended per modality"})
+    layer_choice: Literal["data", "all", "first-half", "random"] = field(
+        default="data", metadata={"help": "data (routing shift), all, first-half or random"})
+    align_steps: int | None = field(default=None, metadata={"help": "alignment steps (default: --steps)"})
+    extension_steps: int | None = field(default=None, metadata={"help": "router-tuning steps (default: --steps / 4)"})
+    finetune_steps: int | None = field(default=None, metadata={"help": "fine-tuning steps (default: --steps)"})
+    align_lr: float = field(default=2e-3, metadata={"help": "projector learning rate in alignment"})
+    extension_lr: float = field(default=1e-3, metadata={"help": "router learning rate in extension"})
+    finetune_lr: float = field(default=1e-3, metadata={"help": "learning rate of new experts, rows, calibration"})
+    projector_lr: float = field(default=2e-3, metadata={"help": "projector learning rate in fine-tuning"})
+    aux_loss_coef: float = field(default=0.001, metadata={"help": "load-balancing loss coefficient"})
+    calibration_hidden: int = field(default=16, metadata={"help": "hidden size of the calibration module"})
+    stats_items: int = field(default=200, metadata={"help": "validation items for the routing statistics"})
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"MoExtendConfig.fraction must be in (0, 1], got {self.fraction}")
+        if self.layer_choice not in selection.LAYER_CHOICES:
+            raise ValueError(f"MoExtendConfig.layer_choice must be one of {', '.join(selection.LAYER_CHOICES)}, "
+                             f"got {self.layer_choice!r}")
+        for name in ("align_steps", "extension_steps", "finetune_steps"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"MoExtendConfig.{name} must be >= 1 (or None for the default), got {v}")
+        for name in ("align_lr", "extension_lr", "finetune_lr", "projector_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"MoExtendConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.aux_loss_coef < 0 or self.calibration_hidden < 1 or self.stats_items < 1:
+            raise ValueError("MoExtendConfig: aux_loss_coef must be >= 0, calibration_hidden and stats_items >= 1")
+
+
+class MoExtend(Strategy):
+    """New experts and router rows per modality, with calibration; the pretrained LM stays frozen."""
+
+    Config = MoExtendConfig
+
+    def setup(self, model, context) -> None:
+        super().setup(model, context)
+        surgery.family_of(model.lm)  # a clear error for a non-MoE model, before anything runs
+        self.layers = surgery.moe_layers(model.lm)
+        self.blocks = surgery.extend(model.lm)  # identity wrappers until experts are added
+        self.stage = 0
+        self._base_active = self.active_parameters()
+
+    # -- phases ----------------------------------------------------------------------
+    def learn(self, experience: Experience) -> dict:
+        cfg, m, steps = self.config, self.model, self.context.budget.steps
+        has_projector = experience.modality in m.projectors
+        proj = list(m.projectors[experience.modality].parameters()) if has_projector else []
+        times = {}
+
+        t0 = time.perf_counter()
+        align = None
+        if has_projector:
+            self.freeze_all()
+            m.projectors[experience.modality].requires_grad_(True)
+            align = self.fit(experience, [{"params": proj, "lr": cfg.align_lr}], f"{experience.name} alignment",
+                             steps=cfg.align_steps or steps, router_aux_loss=False)
+        times["align_seconds"] = round(time.perf_counter() - t0, 3)
+
+        t0 = time.perf_counter()
+        layers, sources, scores, ext = self.extension(experience, cfg.extension_steps or max(1, steps // 4))
+        times["extension_seconds"] = round(time.perf_counter() - t0, 3)
+
+        t0 = time.perf_counter()
+        self.freeze_all()
+        new = []
+        std = getattr(m.lm.config, "initializer_range", 0.02)
+        for layer, src in zip(layers, sources):
+            add = self.blocks[self.layers.index(layer)].add_experts([src], self.stage, cfg.calibration_hidden, std)
+            new += list(add.parameters())
+        for p in new:
+            p.requires_grad_(True)
+        groups = [{"params": new, "lr": cfg.finetune_lr}]
+        if has_projector:
+            m.projectors[experience.modality].requires_grad_(True)
+            groups.append({"params": proj, "lr": cfg.projector_lr})
+        finetune = self.fit(experience, groups, f"{experience.name} fine-tuning", steps=cfg.finetune_steps or steps,
+                            router_aux_loss=False, extra_loss=self.aux_loss)
+        times["finetune_seconds"] = round(time.perf_counter() - t0, 3)
+        self.stage += 1
+        return {**times, "extended_layers": layers, "source_experts": sources,
+                "routing_shift": [round(float(s), 6) for s in scores],
+                "active_parameters_per_token": {"base": self._base_active, "now": self.active_parameters()},
+                "align": align, "extension": ext, "finetune": finetune}
+
+    def extension(self, experience: Experience, steps: int):
+        """Router-only tuning, routing statistics before/after, layer and source choice; routers restored."""
+        cfg = self.config
+        self.freeze_all()
+        routers = [b.block.gate.weight for b in self.blocks] + [a.router for b in self.blocks for a in b.additions]
+        saved = [r.detach().clone() for r in routers]
+        before = self.routing_counts(experience)
+        for r in routers:
+            r.requires_grad_(True)
+        stats = self.fit(experience, [{"params": routers, "lr": cfg.extension_lr}], f"{experience.name} extension",
+                         steps=steps, router_aux_loss=False, extra_loss=self.aux_loss)
+        after = self.routing_counts(experience)
+        with torch.no_grad():  # the tuned routers are discarded: only the selection is kept
+            for r, s in zip(routers, saved):
+                r.copy_(s)
+        self.freeze_all()
+        scores = torch.stack([selection.routing_shift(b[None], a[None])[0] for b, a in zip(before, after)])
+        chosen = selection.select_layers(scores, cfg.fraction, cfg.layer_choice, seed=self.seed_for(experience))
+        sources = selection.source_experts(torch.nn.utils.rnn.pad_sequence(after, batch_first=True), chosen)
+        return [self.layers[i] for i in chosen], sources, scores.tolist(), stats
+
+    @torch.no_grad()
+    def routing_counts(self, experience: Experience) -> list[torch.Tensor]:
+        """Per MoE layer, top-k counts per expert on the modality's validation inputs (not test)."""
+        data = self.data(experience, "val")
+        n = min(len(data), self.config.stats_items)
+        counts = [torch.zeros(b.n_experts, dtype=torch.float64) for b in self.blocks]
+        self.model.eval()
+        for start in range(0, n, 64):
+            batch = data.batch(range(start, min(n, start + 64))).to(self.context.device)
+            self.model.correct(batch)  # a forward pass; the blocks keep their router logits
+            for c, b in zip(counts, self.blocks):
+                c += selection.topk_counts(b.last_router_logits, b.top_k, batch.attention).cpu()
+        return counts
+
+    def aux_loss(self, batch) -> torch.Tensor:
+        """Load-balancing loss over each layer's current (extended) expert count, averaged over layers."""
+        losses = [surgery.load_balancing_loss(b.last_router_logits, b.top_k, batch.attention) for b in self.blocks]
+        return self.config.aux_loss_coef * torch.stack(losses).mean()
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def active_parameters(self) -> int:
+        """Parameters used per token: everything but the experts, plus top-k experts per MoE layer."""
+        expert_ids = {id(p) for b in self.blocks for mod in (b.block.experts, *[a.experts for a in b.additions])
+                      for p in mod.parameters()}
+        dense = sum(p.numel() for p in self.model.lm.parameters() if id(p) not in expert_ids)
+        per_expert = [sum(p.numel() for p in b.block.experts.parameters()) // b.n_original for b in self.blocks]
+        return dense + sum(b.top_k * e for b, e in zip(self.blocks, per_expert))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = super().state_dict()
+        state["moextend.structure"] = torch.tensor(surgery.structure(self.model.lm) or [[-1, -1, -1]])
+        state["moextend.stage"] = torch.tensor(self.stage)
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        rows = [r for r in state["moextend.structure"].tolist() if r[0] >= 0]
+        if surgery.structure(self.model.lm) != rows:
+            surgery.apply_structure(self.model.lm, rows, self.config.calibration_hidden)
+        self.stage = int(state["moextend.stage"])
+        super().load_state_dict(state)

@@ -1,0 +1,302 @@
+"""MoE-layer surgery for MoExtend: add experts and router rows to transformers' MoE blocks.
+
+transformers 5 keeps a block's experts as fused 3-D tensors (gate_up_proj (E, 2I, H),
+down_proj (E, H, I)) and its router in gate.weight (E, H). requires_grad is per tensor,
+so added experts live in tensors of their own: an extended block holds the original
+block untouched (frozen) and, per stage, a module of the family's own experts class with
+the new expert(s), a router row per new expert and a calibration module. The old experts
+are still computed by the family's expert code (eager, batched_mm or grouped_mm); the
+new ones by the same code on their own tensors.
+
+Hand-written because no library extends a pretrained MoE layer with new experts.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one transformers MoE family is laid out."""
+
+    model_type: str
+    block_class: str  # class name of the sparse block in decoder_layer.mlp
+    shared_expert: bool = False  # Qwen2-MoE: sigmoid-gated shared expert added to the output
+    float_weights: bool = False  # Mixtral hands the experts float32 routing weights; the others cast them
+
+    def renormalizes(self, block: nn.Module) -> bool:
+        """Whether the top-k weights are renormalised to sum to 1 (Mixtral always; others by config)."""
+        return getattr(block.gate, "norm_topk_prob", True)
+
+
+FAMILIES = {
+    "mixtral": Family("mixtral", "MixtralSparseMoeBlock", float_weights=True),
+    "olmoe": Family("olmoe", "OlmoeSparseMoeBlock"),
+    "qwen2_moe": Family("qwen2_moe", "Qwen2MoeSparseMoeBlock", shared_expert=True),
+}
+
+
+def family_of(lm: nn.Module) -> Family:
+    model_type = lm.config.model_type
+    if model_type not in FAMILIES:
+        raise ValueError(f"MoExtend supports the MoE families {', '.join(FAMILIES)}; this model is {model_type!r}")
+    return FAMILIES[model_type]
+
+
+def decoder_layers(lm: nn.Module) -> nn.ModuleList:
+    return lm.model.layers
+
+
+def moe_layers(lm: nn.Module) -> list[int]:
+    """Indices of decoder layers whose mlp is a sparse MoE block (original or extended)."""
+    fam = family_of(lm)
+    return [i for i, layer in enumerate(decoder_layers(lm))
+            if type(layer.mlp).__name__ == fam.block_class or isinstance(layer.mlp, ExtendedMoeBlock)]
+
+
+class Calibration(nn.Module):
+    """p' = p + W2 GELU(W1 p); W2 = 0 at start, so the module begins as the identity."""
+
+    def __init__(self, n_experts: int, hidden: int = 16, init_std: float = 0.02) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(n_experts, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, n_experts, bias=False)
+        nn.init.normal_(self.w1.weight, std=init_std)
+        nn.init.zeros_(self.w2.weight)
+
+    def delta(self, p: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.gelu(self.w1(p)))
+
+
+class Addition(nn.Module):
+    """One stage's additions to a block: expert(s) in their own tensors, router rows, calibration."""
+
+    def __init__(self, experts: nn.Module, router: torch.Tensor, calibration: Calibration, sources: list[int],
+                 stage: int) -> None:
+        super().__init__()
+        self.experts = experts
+        self.router = nn.Parameter(router)  # (n_new, H)
+        self.calibration = calibration  # over all experts up to and including these
+        self.register_buffer("sources", torch.tensor(sources, dtype=torch.long))
+        self.register_buffer("stage", torch.tensor(stage, dtype=torch.long))
+
+    @property
+    def n(self) -> int:
+        return self.router.shape[0]
+
+
+def slice_experts(experts: nn.Module, index: list[int]) -> nn.Module:
+    """A new module of the same experts class holding copies of experts `index` only.
+
+    Built without copying the other experts' tensors (a shallow copy with fresh parameters).
+    """
+    new = copy.copy(experts)
+    new._parameters = {}
+    new._buffers = dict(experts._buffers)
+    new._modules = dict(experts._modules)
+    for name, p in experts._parameters.items():
+        if p is None:
+            new._parameters[name] = None
+        else:
+            new._parameters[name] = nn.Parameter(p.detach()[index].clone(), requires_grad=True)
+    new.num_experts = len(index)
+    return new
+
+
+class ExtendedMoeBlock(nn.Module):
+    """A family's sparse MoE block plus MoExtend's additions.
+
+    Routing: logits = [old rows, new rows]; p = softmax(logits); top-k chosen on p
+    (uncalibrated); p' = p + sum of the stages' calibrations (each on the prefix of p it
+    was made for); the chosen weights are gathered from p' and renormalised as the
+    family does. With no additions it computes exactly what the original block does.
+    """
+
+    def __init__(self, block: nn.Module, family: Family) -> None:
+        super().__init__()
+        self.block = block
+        self.family = family
+        self.additions = nn.ModuleList()
+        self.top_k = block.gate.top_k
+        self.last_router_logits: torch.Tensor | None = None
+        # Old and new experts each see the other group's picks as "not mine" (index = their
+        # num_experts, weight 0): eager skips such slots, batched/grouped kernels need this flag.
+        block.experts._is_expert_parallel = True
+
+    @property
+    def n_original(self) -> int:
+        return self.block.gate.weight.shape[0]
+
+    @property
+    def n_experts(self) -> int:
+        return self.n_original + sum(a.n for a in self.additions)
+
+    def add_experts(self, sources: list[int], stage: int, calibration_hidden: int = 16,
+                    init_std: float = 0.02) -> Addition:
+        """Add one new expert per source (copies of the source expert and of its router row)."""
+        all_rows = self.router_weight().detach()
+        experts = slice_experts(self._experts_holding(sources[0]), [self._local(s) for s in sources])
+        experts._is_expert_parallel = True
+        add = Addition(experts, all_rows[sources].clone(), Calibration(self.n_experts + len(sources),
+                                                                       calibration_hidden, init_std), sources, stage)
+        add.to(all_rows.device)
+        self.additions.append(add)
+        return add
+
+    def _experts_holding(self, index: int) -> nn.Module:
+        if index < self.n_original:
+            return self.block.experts
+        offset = self.n_original
+        for a in self.additions:
+            if index < offset + a.n:
+                return a.experts
+            offset += a.n
+        raise IndexError(f"expert {index} does not exist (the block has {self.n_experts})")
+
+    def _local(self, index: int) -> int:
+        if index < self.n_original:
+            return index
+        offset = self.n_original
+        for a in self.additions:
+            if index < offset + a.n:
+                return index - offset
+            offset += a.n
+        raise IndexError(index)
+
+    def router_weight(self) -> torch.Tensor:
+        """All router rows, (n_experts, H)."""
+        return torch.cat([self.block.gate.weight, *[a.router for a in self.additions]], 0)
+
+    def route(self, h: torch.Tensor):
+        """(logits (N, E'), weights (N, k), indices (N, k)) for flattened hidden states h (N, H)."""
+        logits = F.linear(h, self.router_weight())  # (N, E')
+        p = torch.softmax(logits.float(), dim=-1)
+        top_p, idx = torch.topk(p, self.top_k, dim=-1)  # chosen on the uncalibrated p
+        if self.additions:
+            cal = p
+            for a in self.additions:
+                d = a.calibration.delta(p[:, : a.calibration.w1.in_features].to(a.calibration.w1.weight.dtype))
+                cal = cal + F.pad(d.float(), (0, p.shape[-1] - d.shape[-1]))
+            top_p = torch.gather(cal, 1, idx)
+        if self.family.renormalizes(self.block):
+            top_p = top_p / top_p.sum(dim=-1, keepdim=True)
+        return logits, (top_p if self.family.float_weights else top_p.to(logits.dtype)), idx
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        B, S, H = hidden_states.shape
+        h = hidden_states.reshape(-1, H)
+        logits, weights, idx = self.route(h)
+        self.last_router_logits = logits
+        out = self._group(self.block.experts, h, idx, weights, 0, self.n_original)
+        offset = self.n_original
+        for a in self.additions:
+            out = out + self._group(a.experts, h, idx, weights, offset, a.n)
+            offset += a.n
+        if self.family.shared_expert:
+            out = out + torch.sigmoid(self.block.shared_expert_gate(h)) * self.block.shared_expert(h)
+        return out.reshape(B, S, H)
+
+    @staticmethod
+    def _group(experts, h, idx, weights, offset, n):
+        local = idx - offset
+        mine = (local >= 0) & (local < n)
+        return experts(h, torch.where(mine, local, n), torch.where(mine, weights, torch.zeros_like(weights)))
+
+
+def extend(lm: nn.Module) -> list[ExtendedMoeBlock]:
+    """Wrap every sparse MoE block of `lm` in an ExtendedMoeBlock (in place; idempotent)."""
+    fam = family_of(lm)
+    out = []
+    for i in moe_layers(lm):
+        layer = decoder_layers(lm)[i]
+        if not isinstance(layer.mlp, ExtendedMoeBlock):
+            layer.mlp = ExtendedMoeBlock(layer.mlp, fam)
+        out.append(layer.mlp)
+    if not out:
+        raise ValueError(f"the {fam.model_type} model has no sparse MoE layer to extend")
+    return out
+
+
+def extended_blocks(lm: nn.Module) -> dict[int, ExtendedMoeBlock]:
+    return {i: layer.mlp for i, layer in enumerate(decoder_layers(lm)) if isinstance(layer.mlp, ExtendedMoeBlock)}
+
+
+def structure(lm: nn.Module) -> list[list[int]]:
+    """[[stage, layer, source], ...] for every added expert, in order of addition."""
+    rows = []
+    for i, block in extended_blocks(lm).items():
+        for a in block.additions:
+            rows += [[int(a.stage), i, int(s)] for s in a.sources.tolist()]
+    return sorted(rows)
+
+
+def apply_structure(lm: nn.Module, rows: list[list[int]], calibration_hidden: int = 16) -> None:
+    """Rebuild on a freshly loaded base model the additions that `structure` describes.
+
+    Additions are re-made stage by stage, as they were made; their weights are loaded afterwards.
+    """
+    blocks = {i: b for i, b in zip(moe_layers(lm), extend(lm))}
+    for stage in sorted({r[0] for r in rows}):
+        for layer in sorted({r[1] for r in rows if r[0] == stage}):
+            sources = [r[2] for r in rows if r[0] == stage and r[1] == layer]
+            blocks[layer].add_experts(sources, stage, calibration_hidden)
+
+
+def save_extended(lm: nn.Module, directory, calibration_hidden: int = 16) -> None:
+    """Save an extended model: its config, weights (safetensors) and the structure of its additions."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_model
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    lm.config.save_pretrained(d)
+    save_model(lm, str(d / "model.safetensors"))
+    (d / "moextend.json").write_text(json.dumps({"structure": structure(lm),
+                                                 "calibration_hidden": calibration_hidden}))
+
+
+def load_extended(directory, device="cpu") -> nn.Module:
+    """Load a model saved by save_extended: base architecture, additions, then the weights."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    d = Path(directory)
+    meta = json.loads((d / "moextend.json").read_text())
+    lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(d))
+    apply_structure(lm, meta["structure"], meta["calibration_hidden"])
+    load_model(lm, str(d / "model.safetensors"), device=str(device))
+    return lm.to(device).eval()
+
+
+def load_balancing_loss(logits: torch.Tensor, top_k: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Switch-style load-balancing loss of one layer: E * sum_e f_e * P_e.
+
+    logits (N, E); f_e = fraction of top-k slots routed to e, P_e = mean router probability;
+    mask (N,) selects real (non-padding) tokens. The same formula as transformers'
+    load_balancing_loss_func, per layer, so that layers may have different expert counts.
+    """
+    p = torch.softmax(logits.float(), dim=-1)
+    chosen = F.one_hot(torch.topk(p, top_k, dim=-1).indices, p.shape[-1]).float()  # (N, k, E)
+    if mask is not None:
+        m = mask.reshape(-1).to(p.dtype)
+        f = (chosen * m[:, None, None]).sum(0) / m.sum().clamp(min=1)  # (k, E)
+        P = (p * m[:, None]).sum(0) / m.sum().clamp(min=1)
+    else:
+        f, P = chosen.mean(0), p.mean(0)
+    return p.shape[-1] * (f * P.unsqueeze(0)).sum()
+
+
+def n_selected(n_layers: int, fraction: float) -> int:
+    return max(1, math.ceil(n_layers * fraction))

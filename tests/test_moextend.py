@@ -1,0 +1,245 @@
+"""MoExtend: surgery on each MoE family, the calibration module, layer selection, save/load, and a full run."""
+
+import math
+
+import pytest
+import torch
+
+from cl_bench.models.lm import PRESETS, preset_config, word_tokenizer
+from cl_bench.strategies.moextend import selection, surgery
+
+FAMILIES = sorted(PRESETS)  # mixtral-tiny, olmoe-tiny, qwen2-moe-tiny
+
+
+def tiny_lm(preset, seed=0):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    tok = word_tokenizer([str(i) for i in range(30)])
+    lm = AutoModelForCausalLM.from_config(preset_config(preset, len(tok), tok)).eval()
+    lm.set_experts_implementation("eager")
+    with torch.no_grad():  # non-zero routers (OLMoE and Qwen2-MoE initialise them at 0)
+        for i in surgery.moe_layers(lm):
+            lm.model.layers[i].mlp.gate.weight.normal_(0, 0.5)
+    return lm
+
+
+def ids(n=2, L=7, seed=1):
+    return torch.randint(4, 30, (n, L), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("preset", FAMILIES)
+def test_wrapping_without_additions_changes_nothing(preset):
+    lm = tiny_lm(preset)
+    x = ids()
+    want = lm(x).logits
+    surgery.extend(lm)
+    assert all(isinstance(lm.model.layers[i].mlp, surgery.ExtendedMoeBlock) for i in surgery.moe_layers(lm))
+    assert torch.equal(lm(x).logits, want)
+
+
+@pytest.mark.parametrize("preset", FAMILIES)
+def test_added_expert_is_a_copy_in_its_own_tensors_and_trains_alone(preset):
+    lm = tiny_lm(preset)
+    blocks = surgery.extend(lm)
+    b = blocks[1]
+    E = b.n_original
+    add = b.add_experts([2], stage=0)
+    assert b.n_experts == E + 1
+    assert b.block.experts.gate_up_proj.shape[0] == E  # old tensors untouched
+    assert add.experts.gate_up_proj.shape[0] == 1
+    assert add.experts.gate_up_proj.data_ptr() != b.block.experts.gate_up_proj.data_ptr()
+    assert torch.equal(add.experts.gate_up_proj[0], b.block.experts.gate_up_proj[2])
+    assert torch.equal(add.experts.down_proj[0], b.block.experts.down_proj[2])
+    assert torch.equal(add.router[0], b.block.gate.weight[2])
+    # only the additions train
+    lm.requires_grad_(False)
+    add.requires_grad_(True)
+    out = lm(ids(), labels=ids())
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert add.router.grad is not None and add.router.grad.abs().sum() > 0
+    assert add.experts.gate_up_proj.grad is not None
+    assert add.calibration.w2.weight.grad is not None  # calibration is on the path
+    assert b.block.experts.gate_up_proj.grad is None and b.block.gate.weight.grad is None
+
+
+def reference_moe(b: surgery.ExtendedMoeBlock, h: torch.Tensor) -> torch.Tensor:
+    """The extended layer computed by hand, expert by expert, from the weights alone."""
+    experts = [(b.block.experts.gate_up_proj[e], b.block.experts.down_proj[e]) for e in range(b.n_original)]
+    experts += [(a.experts.gate_up_proj[j], a.experts.down_proj[j]) for a in b.additions for j in range(a.n)]
+    p = torch.softmax(h @ b.router_weight().T, -1)
+    idx = torch.topk(p, b.top_k, -1).indices
+    w = torch.gather(p, 1, idx)
+    if b.family.renormalizes(b.block):
+        w = w / w.sum(-1, keepdim=True)
+    out = torch.zeros_like(h)
+    act = b.block.experts.act_fn
+    for t in range(h.shape[0]):
+        for j in range(b.top_k):
+            gate_up, down = experts[idx[t, j]]
+            g, u = (gate_up @ h[t]).chunk(2)
+            out[t] += w[t, j] * (down @ (act(g) * u))
+    if b.family.shared_expert:
+        out += torch.sigmoid(b.block.shared_expert_gate(h)) * b.block.shared_expert(h)
+    return out
+
+
+@pytest.mark.parametrize("preset", FAMILIES)
+def test_extended_layer_matches_a_hand_computed_moe(preset):
+    """Old experts through the family's expert code plus new ones in their own tensors = the MoE by hand."""
+    lm = tiny_lm(preset)
+    b = surgery.extend(lm)[0]
+    b.add_experts([1], stage=0)
+    b.add_experts([3], stage=1)
+    with torch.no_grad():
+        for a in b.additions:  # make the new experts different from their sources, and popular
+            a.experts.gate_up_proj.normal_(0, 0.2)
+            a.router.normal_(0, 1.0)
+    h = torch.randn(1, 40, lm.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got = b(h)[0]
+        _, _, idx = b.route(h[0])
+        assert (idx >= b.n_original).any() and (idx < b.n_original).any()  # both groups are used
+        torch.testing.assert_close(got, reference_moe(b, h[0]), rtol=1e-4, atol=1e-5)
+
+
+def test_calibration_is_identity_at_init_and_topk_uses_uncalibrated_probabilities():
+    lm = tiny_lm("mixtral-tiny")
+    b = surgery.extend(lm)[0]
+    add = b.add_experts([1], stage=0)
+    h = torch.randn(50, lm.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    p = torch.softmax(torch.nn.functional.linear(h, b.router_weight()).float(), -1)
+    assert torch.equal(add.calibration.delta(p), torch.zeros_like(p))
+    _, w, idx = b.route(h)
+    top = torch.topk(p, b.top_k, -1)
+    assert torch.equal(idx, top.indices)
+    torch.testing.assert_close(w, top.values / top.values.sum(-1, keepdim=True))
+    # A calibration that reverses the order of p must not change which experts are chosen.
+    with torch.no_grad():
+        add.calibration.w1.weight.copy_(torch.eye(16, p.shape[1]))
+        add.calibration.w2.weight.copy_(-10 * torch.eye(p.shape[1], 16))
+    _, w2, idx2 = b.route(h)
+    assert torch.equal(idx2, top.indices)
+    assert not torch.allclose(w2, w)
+
+
+def test_topk_counts_count_the_most_likely_experts():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0], [0.0, 5.0, 4.0, -1.0]])
+    assert selection.topk_counts(logits, 2).tolist() == [1, 2, 2, 1]
+    mask = torch.tensor([1, 0, 1])
+    assert selection.topk_counts(logits, 2, mask).tolist() == [1, 2, 1, 0]
+
+
+def test_selection_picks_the_layers_whose_routing_shifts_most():
+    before = torch.full((4, 4), 25.0)
+    after = before.clone()
+    after[1] = torch.tensor([70.0, 10.0, 10.0, 10.0])  # strong shift towards expert 0
+    after[3] = torch.tensor([10.0, 10.0, 40.0, 40.0])  # weaker shift
+    after[2] = torch.tensor([24.0, 26.0, 25.0, 25.0])  # almost none
+    scores = selection.routing_shift(before, after)
+    assert scores[1] > scores[3] > scores[2] > scores[0] == 0
+    assert selection.select_layers(scores, 0.5) == [1, 3]
+    assert selection.select_layers(scores, 0.25) == [1]
+    assert selection.select_layers(scores, 0.3) == [1, 3]  # ceil(4 * 0.3) = 2
+    assert selection.source_experts(after, [1, 3]) == [0, 2]
+    assert selection.select_layers(scores, 0.5, "all") == [0, 1, 2, 3]
+    assert selection.select_layers(scores, 0.5, "first-half") == [0, 1]
+    r = selection.select_layers(scores, 0.5, "random", seed=3)
+    assert len(r) == 2 and r == selection.select_layers(scores, 0.5, "random", seed=3)
+    with pytest.raises(ValueError, match="layer choice must be one of"):
+        selection.select_layers(scores, 0.5, "best")
+
+
+def test_load_balancing_loss_matches_transformers():
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+    logits = torch.randn(40, 5, generator=torch.Generator().manual_seed(0))
+    ours = surgery.load_balancing_loss(logits, 2)
+    theirs = load_balancing_loss_func((logits,), num_experts=5, top_k=2)
+    torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("preset", FAMILIES)
+def test_save_and_load_round_trip(preset, tmp_path):
+    lm = tiny_lm(preset)
+    blocks = surgery.extend(lm)
+    blocks[0].add_experts([1], stage=0)
+    blocks[2].add_experts([3], stage=0)
+    blocks[2].add_experts([0], stage=1)
+    with torch.no_grad():
+        for b in blocks:
+            for a in b.additions:
+                a.calibration.w2.weight.normal_()
+                a.experts.gate_up_proj.normal_(0, 0.1)
+    surgery.save_extended(lm, tmp_path / "ext")
+    assert (tmp_path / "ext" / "model.safetensors").exists()
+    back = surgery.load_extended(tmp_path / "ext")
+    back.set_experts_implementation("eager")
+    assert surgery.structure(back) == surgery.structure(lm) == [[0, 0, 1], [0, 2, 3], [1, 2, 0]]
+    x = ids()
+    assert torch.equal(back(x).logits, lm(x).logits)
+
+
+def test_batched_kernel_agrees_with_eager():
+    lm = tiny_lm("mixtral-tiny")
+    for b in surgery.extend(lm)[:2]:
+        b.add_experts([1], stage=0)
+        with torch.no_grad():
+            b.additions[0].router.add_(0.5)  # make the new expert popular
+    x = ids(3, 9)
+    eager = lm(x).logits
+    lm.set_experts_implementation("batched_mm")
+    torch.testing.assert_close(lm(x).logits, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_non_moe_model_is_refused():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=10, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1))
+    with pytest.raises(ValueError, match="MoExtend supports the MoE families"):
+        surgery.extend(lm)
+
+
+def test_full_run_keeps_every_original_parameter_bit_identical(stream, cache_dir):
+    from cl_bench.config import Budget
+    from cl_bench.models.encoders import build_encoder
+    from cl_bench.models.lm import PretrainConfig, load_base
+    from cl_bench.models.multimodal import MultimodalLM
+    from cl_bench.strategies.moextend import MoExtend, MoExtendConfig
+    from cl_bench.strategy import RunContext
+
+    dev = torch.device("cpu")
+    base = load_base("mixtral-tiny", stream, dev, cache_dir, PretrainConfig(steps=5, batch_size=8), progress=False)
+    torch.manual_seed(0)
+    model = MultimodalLM(base.lm, base.tokenizer, {m: build_encoder(m) for m in ("image", "audio")})
+    original = [(p, p.detach().clone()) for p in model.lm.parameters()]
+    strat = MoExtend(MoExtendConfig(align_steps=2, extension_steps=3, finetune_steps=2, stats_items=32))
+    strat.setup(model, RunContext(dev, 0, Budget(steps=2, batch_size=4), stream.name,
+                                  tuple(t.info for t in stream.tasks), progress=False))
+    stats = [strat.learn(e.without_test()) for e in stream.experiences]
+    assert all(torch.equal(p, before) for p, before in original)  # attention, embeddings, head, experts, routers
+    L = len(surgery.moe_layers(model.lm))
+    for s in stats:
+        assert len(s["extended_layers"]) == math.ceil(L * 0.5) and len(s["source_experts"]) == len(s["extended_layers"])
+        assert s["active_parameters_per_token"]["now"] > s["active_parameters_per_token"]["base"]
+    # each modality added its own experts; the first modality's are frozen in the second stage
+    first = [a for b in strat.blocks for a in b.additions if int(a.stage) == 0]
+    second = [a for b in strat.blocks for a in b.additions if int(a.stage) == 1]
+    assert len(first) == len(second) == math.ceil(L * 0.5)
+    assert not any(p.requires_grad for a in first for p in a.parameters())
+    assert all(p.requires_grad for a in second for p in a.parameters())
+    cost = strat.cost()
+    assert cost.trainable == sum(p.numel() for a in second for p in a.parameters()) + sum(
+        p.numel() for p in model.projectors["audio"].parameters())
+    # resume: a fresh strategy restores structure and weights from the state dict
+    state = strat.state_dict()
+    torch.manual_seed(0)
+    model2 = MultimodalLM(load_base("mixtral-tiny", stream, dev, cache_dir, PretrainConfig(steps=5, batch_size=8),
+                                    progress=False).lm, base.tokenizer, {m: build_encoder(m) for m in ("image", "audio")})
+    strat2 = MoExtend(strat.config)
+    strat2.setup(model2, strat.context)
+    strat2.load_state_dict(state)
+    x = torch.randint(4, 20, (2, 6))
+    assert torch.equal(model2.lm(x).logits, model.lm(x).logits)
