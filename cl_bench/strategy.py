@@ -76,7 +76,11 @@ class Strategy(abc.ABC):
 
     @abc.abstractmethod
     def learn(self, experience: Experience) -> dict:
-        """Learn one experience (its ``test`` is None). Returns statistics for the result file."""
+        """Learn one experience (its ``test`` is None).
+
+        Returns statistics for the result file; a "summary" entry (one short line) is
+        also printed under the run's summary table.
+        """
 
     def model_for(self, task: TaskInfo) -> MultimodalLM:
         """The model that answers inputs of `task` (the same one for every task by default)."""

@@ -31,6 +31,9 @@ def format_summary(result: dict, path=None) -> str:
         c = s["cost"]
         out.append(f"{s['experience']:<12}{s['train_seconds']:>9.1f}{s['train_stats'].get('seconds_per_step', 0):>9.3f}"
                    f"{c['trainable']:>12,}{c['added']:>10,}{c['total']:>12,}")
+    for s in result["stages"]:
+        if s["train_stats"].get("summary"):
+            out.append(f"  {s['experience']}: {s['train_stats']['summary']}")
     t = result["timing"]
     out.append(f"\nset-up (data + base model) {t['setup_seconds']:.1f} s, training {t['train_seconds']:.1f} s, "
                f"this process {t['this_process_seconds']:.1f} s")

@@ -243,3 +243,24 @@ def test_full_run_keeps_every_original_parameter_bit_identical(stream, cache_dir
     strat2.load_state_dict(state)
     x = torch.randint(4, 20, (2, 6))
     assert torch.equal(model2.lm(x).logits, model.lm(x).logits)
+
+
+def test_moextend_through_the_runner(tmp_path, cache_dir, stream):
+    from cl_bench.config import Budget
+    from cl_bench.models.lm import PretrainConfig
+    from cl_bench.runner import RunConfig, run
+    from cl_bench.summary import format_summary
+
+    cfg = RunConfig(strategy="moextend", budget=Budget(steps=4, batch_size=4), pretrain=PretrainConfig(steps=5, batch_size=8),
+                    strategy_options={"fraction": "0.25", "layer-choice": "first-half", "stats-items": "16"},
+                    results_dir=str(tmp_path), cache_dir=str(cache_dir))
+    r, path = run(cfg, progress=False)
+    assert r["config"]["strategy_options"]["layer_choice"] == "first-half"
+    for st in r["stages"]:
+        ts = st["train_stats"]
+        assert ts["extended_layers"] == [0]  # ceil(4 * 0.25) = 1, the first layer
+        assert set(ts) >= {"align_seconds", "extension_seconds", "finetune_seconds", "source_experts",
+                           "active_parameters_per_token"}
+        assert st["cost"]["added"] > 0 and st["cost"]["trainable"] < st["cost"]["added"]
+    text = format_summary(r, path)
+    assert "extended from experts" in text and "fine-tuning" in text

@@ -111,9 +111,14 @@ class MoExtend(Strategy):
                             router_aux_loss=False, extra_loss=self.aux_loss)
         times["finetune_seconds"] = round(time.perf_counter() - t0, 3)
         self.stage += 1
-        return {**times, "extended_layers": layers, "source_experts": sources,
+        active = self.active_parameters()
+        summary = (f"align {times['align_seconds']:.1f} s, extension {times['extension_seconds']:.1f} s, "
+                   f"fine-tuning {times['finetune_seconds']:.1f} s; layers {layers} extended from experts {sources}; "
+                   f"active parameters per token {self._base_active:,} -> {active:,}")
+        return {**times, "summary": summary, "seconds_per_step": finetune["seconds_per_step"],  # of fine-tuning
+                "extended_layers": layers, "source_experts": sources,
                 "routing_shift": [round(float(s), 6) for s in scores],
-                "active_parameters_per_token": {"base": self._base_active, "now": self.active_parameters()},
+                "active_parameters_per_token": {"base": self._base_active, "now": active},
                 "align": align, "extension": ext, "finetune": finetune}
 
     def extension(self, experience: Experience, steps: int):
