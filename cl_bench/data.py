@@ -7,7 +7,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -29,18 +30,29 @@ def cached_splits(path: Path, build: Callable[[], dict]):
     """
     from datasets import DatasetDict, load_from_disk
 
-    if (path / "dataset_dict.json").exists():
-        return load_from_disk(str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    splits = DatasetDict(build())
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
+    if not (path / "dataset_dict.json").exists():
+        splits = DatasetDict(build())
+        with atomic_directory(path) as tmp:
+            splits.save_to_disk(str(tmp))
+    return load_from_disk(str(path))
+
+
+@contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `target` to fill; on success it is renamed to `target`.
+
+    A reader sees no directory or a complete one. If another process created `target`
+    meanwhile, theirs is kept; on error the temporary directory is removed.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
     try:
-        splits.save_to_disk(str(tmp))
+        yield tmp
         try:
-            os.replace(tmp, path)
-        except OSError:  # another process finished first: keep theirs
+            os.replace(tmp, target)
+        except OSError:  # a concurrent build won: keep it
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return load_from_disk(str(path))

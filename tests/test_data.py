@@ -99,3 +99,31 @@ def test_speech_build_is_deterministic():
     for split in ("train", "val", "test"):
         assert a[split].to_dict() == b[split].to_dict()
     assert len(a["train"]) == 2 * 10 * cfg.questions_per_train_input
+
+
+def test_atomic_directory_appears_whole_or_not_at_all(tmp_path):
+    from cl_bench.data import atomic_directory
+
+    target = tmp_path / "built"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as tmp:
+            (tmp / "part").write_text("half")
+            raise RuntimeError("killed while building")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with atomic_directory(target) as tmp:
+        (tmp / "part").write_text("whole")
+    assert (target / "part").read_text() == "whole" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_atomic_json_keeps_the_old_file_on_failure(tmp_path):
+    from cl_bench.results import atomic_write_json, load_result
+
+    path = tmp_path / "r.json"
+    atomic_write_json(path, {"schema_version": 1, "x": 1})
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"schema_version": 1, "x": object()})
+    assert load_result(path) == {"schema_version": 1, "x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    atomic_write_json(path, {"schema_version": 99})
+    with pytest.raises(ValueError, match="newer than this clbench reads"):
+        load_result(path)

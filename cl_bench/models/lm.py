@@ -9,16 +9,13 @@ is loaded as a Hugging Face checkpoint (config, weights and tokenizer), as is.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from cl_bench.data import stable_hash
+from cl_bench.data import atomic_directory, stable_hash
 from cl_bench.experience import INPUT_MARKER
 
 BASE_VERSION = 1  # bump when pre-training changes
@@ -166,16 +163,7 @@ def _pretrain(base: BaseModel, stream, device, cfg: PretrainConfig, progress: bo
 
 
 def _save_atomic(base: BaseModel, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         base.lm.save_pretrained(tmp)
         base.tokenizer.save_pretrained(tmp)
         (tmp / "clbench.json").write_text(json.dumps(base.info, indent=2))
-        try:
-            os.replace(tmp, target)
-        except OSError:  # a concurrent build won: keep it
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
