@@ -1,0 +1,218 @@
+"""MMER: training-free merge of per-modality models into one task vector, decoupled again
+by a binary mask per modality (Li et al., ACL 2025; reconstruction in README "MMER").
+
+For each new modality a copy of the base LM is fine-tuned on that modality alone (LM and
+projector); its task vector tau_i = theta_i - theta_0 is kept on disk. All task vectors so
+far are merged tensor by tensor into tau*, and each modality gets a mask
+m_i = 1[|tau_i| >= lambda |tau_i - tau*|]. An input of modality i is answered with
+theta_0 + alpha (m_i * tau*) and its own projector; text with theta_0. alpha and lambda
+are chosen for each modality on its validation split (never test) in the stage that
+learns it; when later modalities change tau*, the earlier modalities keep their alpha
+and lambda and their masks are recomputed against the new tau*.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from cl_bench.experience import Experience, TaskInfo
+from cl_bench.strategies.mmer import merge as M
+from cl_bench.strategy import Cost, Strategy
+
+
+def _grid(text: str, name: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"MMERConfig.{name} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"MMERConfig.{name} must list at least one value")
+    return values
+
+
+@dataclass(frozen=True)
+class MMERConfig:
+    """Options of MMER."""
+
+    merge: Literal["max", "mean"] = field(default="max", metadata={"help": "max (MMER) or mean (TIES) over agreeing"})
+    keep: float = field(default=1.0, metadata={"help": "TIES trimming: fraction of each task vector kept"})
+    alphas: str = field(default="0.5,0.75,1.0,1.25,1.5", metadata={"help": "grid of alpha (comma-separated)"})
+    lambdas: str = field(default="0.2,0.4,0.6,0.8,1.0", metadata={"help": "grid of lambda (comma-separated)"})
+    lr: float = field(default=3e-4, metadata={"help": "LM learning rate of the per-modality fine-tuning"})
+    projector_lr: float = field(default=5e-3, metadata={"help": "projector learning rate of the fine-tuning"})
+
+    def __post_init__(self) -> None:
+        if self.merge not in ("max", "mean"):
+            raise ValueError(f"MMERConfig.merge must be 'max' or 'mean', got {self.merge!r}")
+        if not 0.0 < self.keep <= 1.0:
+            raise ValueError(f"MMERConfig.keep must be in (0, 1], got {self.keep}")
+        _grid(self.alphas, "alphas")
+        _grid(self.lambdas, "lambdas")
+        if not (self.lr > 0 and self.projector_lr > 0):
+            raise ValueError("MMERConfig: lr and projector_lr must be > 0")
+
+
+class MMER(Strategy):
+    """Per-modality fine-tuned LMs merged into one task vector, with a binary mask per modality."""
+
+    Config = MMERConfig
+
+    def setup(self, model, context) -> None:
+        super().setup(model, context)
+        self.names = [n for n, _ in model.lm.named_parameters()]
+        self.theta0 = {n: p.detach().clone() for n, p in model.lm.named_parameters()}
+        self._dir = tempfile.TemporaryDirectory(prefix="clbench-mmer-")
+        self.modalities: list[str] = []  # in order of learning
+        self.tau_star: dict[str, torch.Tensor] = {}
+        self.chosen: dict[str, dict] = {}  # modality -> {"alpha", "lambda"}
+        self.packed: dict[str, dict[str, torch.Tensor]] = {}  # modality -> name -> bit-packed mask
+        self._loaded: str | None = "text"  # which parameters are in model.lm now
+
+    # -- stages ------------------------------------------------------------------------
+    def learn(self, experience: Experience) -> dict:
+        from safetensors.torch import save_file
+
+        m, mod = self.model, experience.modality
+        if mod == "text" or mod not in m.projectors:
+            raise ValueError(f"MMER merges models of non-text modalities; got {experience.name!r} ({mod})")
+        self._load_parameters(None)  # theta_0
+        self.freeze_all()
+        m.lm.requires_grad_(True)
+        m.projectors[mod].requires_grad_(True)
+        t0 = time.perf_counter()
+        stats = self.fit(experience, [{"params": list(m.lm.parameters()), "lr": self.config.lr},
+                                      {"params": list(m.projectors[mod].parameters()), "lr": self.config.projector_lr}],
+                         f"{experience.name} fine-tuning")
+        finetune_seconds = time.perf_counter() - t0
+        tau = {n: (p.detach() - self.theta0[n]).cpu().contiguous() for n, p in m.lm.named_parameters()}
+        save_file(tau, str(self._tau_path(mod)))
+        del tau
+        if mod not in self.modalities:
+            self.modalities.append(mod)
+
+        t0 = time.perf_counter()
+        self._merge()
+        merge_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        grid = self._select(mod, self.data(experience, "val"))
+        select_seconds = time.perf_counter() - t0
+        self._loaded = "dirty"
+        n = sum(t.numel() for t in self.tau_star.values())
+        return {**stats, "finetune_seconds": round(finetune_seconds, 3), "merge_seconds": round(merge_seconds, 3),
+                "selection_seconds": round(select_seconds, 3),
+                "chosen": {k: dict(v) for k, v in self.chosen.items()}, "validation_grid": grid,
+                "storage": {"base_parameters": self._base_parameters, "merged_vector": n,
+                            "mask_bits": n * len(self.modalities),
+                            "mask_bytes": sum(t.numel() for d in self.packed.values() for t in d.values())},
+                "summary": f"fine-tuning {finetune_seconds:.1f} s, merge {merge_seconds:.2f} s; chosen "
+                           + ", ".join(f"{k}: alpha {v['alpha']}, lambda {v['lambda']}" for k, v in self.chosen.items())}
+
+    def _tau_path(self, modality: str) -> Path:
+        return Path(self._dir.name) / f"tau-{modality}.safetensors"
+
+    def _taus(self, name: str) -> torch.Tensor:
+        """The task vectors of every modality so far for one parameter tensor, (n, ...), read from disk."""
+        from safetensors import safe_open
+
+        out = []
+        for k in self.modalities:
+            with safe_open(str(self._tau_path(k)), framework="pt") as f:
+                out.append(f.get_tensor(name))
+        return torch.stack(out)
+
+    def _merge(self) -> None:
+        """tau* from every task vector so far; earlier modalities' masks are recomputed with their lambda."""
+        # Tensor by tensor: only one parameter's task vectors are in memory at a time.
+        self.tau_star = {n: M.merge(self._taus(n), self.config.merge, self.config.keep) for n in self.names}
+        for k, c in self.chosen.items():
+            self.packed[k] = self._masks(c["lambda"])[k]
+
+    def _masks(self, lam: float) -> dict[str, dict[str, torch.Tensor]]:
+        out = {k: {} for k in self.modalities}
+        for n in self.names:
+            ms = M.masks(self._taus(n), self.tau_star[n], lam)
+            for k, mk in zip(self.modalities, ms):
+                out[k][n] = M.pack(mk)
+        return out
+
+    def _select(self, modality: str, val) -> list[dict]:
+        """Grid search of (alpha, lambda) on the modality's validation split; keeps the best."""
+        from cl_bench.engine import accuracy
+
+        results, best = [], None
+        for lam in _grid(self.config.lambdas, "lambdas"):
+            packed = self._masks(lam)[modality]
+            for alpha in _grid(self.config.alphas, "alphas"):
+                self._load_parameters((packed, alpha))
+                acc = accuracy(self.model, val, self.context.device)
+                results.append({"alpha": alpha, "lambda": lam, "val_accuracy": acc})
+                if best is None or acc > best[0]:
+                    best = (acc, alpha, lam, packed)
+        self.chosen[modality] = {"alpha": best[1], "lambda": best[2], "val_accuracy": best[0]}
+        self.packed[modality] = best[3]
+        self._loaded = "dirty"
+        return results
+
+    # -- modality-routed inference -----------------------------------------------------
+    @torch.no_grad()
+    def _load_parameters(self, masked) -> None:
+        """Put theta_0 (masked=None) or theta_0 + alpha * (m * tau*) into the model."""
+        for n, p in self.model.lm.named_parameters():
+            if masked is None:
+                p.copy_(self.theta0[n])
+            else:
+                packed, alpha = masked
+                mask = M.unpack(packed[n], tuple(p.shape)).to(p.device)
+                p.copy_(self.theta0[n] + alpha * mask * self.tau_star[n].to(p.device))
+
+    def model_for(self, task: TaskInfo):
+        key = task.modality if task.modality in self.chosen else "text"
+        if key != self._loaded:
+            c = self.chosen.get(key)
+            self._load_parameters(None if c is None else (self.packed[key], c["alpha"]))
+            self._loaded = key
+        return self.model
+
+    def cost(self) -> Cost:
+        m = self.model
+        projectors = sum(p.numel() for p in m.projectors.parameters())
+        merged = sum(t.numel() for t in self.tau_star.values())
+        trainable = sum(p.numel() for p in m.lm.parameters() if p.requires_grad) + sum(
+            p.numel() for p in m.projectors.parameters() if p.requires_grad)
+        added = projectors + merged
+        return Cost(trainable=trainable, added=added, total=self._base_parameters + added)
+
+    # -- resume --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        kinds = [t.modality for t in self.context.tasks]
+        state = {k: v for k, v in self.model.state_dict().items() if k.startswith("projectors.")}
+        state["mmer.modalities"] = torch.tensor([kinds.index(k) for k in self.modalities], dtype=torch.long)
+        for k in self.modalities:
+            state.update({f"mmer.tau.{k}.{n}": t for n, t in load_file(str(self._tau_path(k))).items()})
+            state[f"mmer.chosen.{k}"] = torch.tensor([self.chosen[k]["alpha"], self.chosen[k]["lambda"],
+                                                      self.chosen[k]["val_accuracy"]], dtype=torch.float64)
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        kinds = [t.modality for t in self.context.tasks]
+        self.modalities = [kinds[i] for i in state["mmer.modalities"].tolist()]
+        self.model.load_state_dict({k: v for k, v in state.items() if k.startswith("projectors.")}, strict=False)
+        for k in self.modalities:
+            prefix = f"mmer.tau.{k}."
+            save_file({n[len(prefix):]: t.contiguous() for n, t in state.items() if n.startswith(prefix)},
+                      str(self._tau_path(k)))
+            alpha, lam, acc = state[f"mmer.chosen.{k}"].tolist()
+            self.chosen[k] = {"alpha": alpha, "lambda": lam, "val_accuracy": acc}
+        if self.modalities:
+            self._merge()
+        self._loaded = "dirty"

@@ -1,0 +1,63 @@
+"""MMER's merge and decoupling as pure tensor functions (one parameter tensor at a time).
+
+Task vectors tau_i = theta_i - theta_0 of n per-modality models, stacked as (n, ...):
+- trim: keep each tau_i's top-K% magnitudes (K = 100%: no trimming, the default);
+- elect: gamma = sgn(sum_i tau_i);
+- merge: per entry, over the tau_i whose sign agrees with gamma, the largest magnitude
+  (default) or the mean (TIES), times gamma;
+- masks: m_i = 1[|tau_i| >= lambda |tau_i - tau*|], the entry-wise choice between
+  theta_0 and theta_0 + tau* that is closer to theta_i when lambda = 1.
+Masks are stored bit-packed: one bit per parameter per modality.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def trim(tau: torch.Tensor, keep: float = 1.0) -> torch.Tensor:
+    """Zero all but the `keep` fraction of largest-magnitude entries of one task vector."""
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    if keep == 1.0 or tau.numel() == 0:
+        return tau
+    k = max(1, int(round(keep * tau.numel())))
+    threshold = tau.abs().flatten().kthvalue(tau.numel() - k + 1).values
+    return torch.where(tau.abs() >= threshold, tau, torch.zeros_like(tau))
+
+
+def elect_sign(taus: torch.Tensor) -> torch.Tensor:
+    """gamma = sgn(sum_i tau_i), shape of one task vector. taus: (n, ...)."""
+    return torch.sign(taus.sum(0))
+
+
+def merge(taus: torch.Tensor, method: str = "max", keep: float = 1.0) -> torch.Tensor:
+    """tau*: per entry, the agreeing task vectors' largest magnitude ("max") or mean ("mean"), signed by gamma."""
+    if method not in ("max", "mean"):
+        raise ValueError(f"merge method must be 'max' or 'mean', got {method!r}")
+    taus = torch.stack([trim(t, keep) for t in taus]) if keep < 1.0 else taus
+    gamma = elect_sign(taus)
+    agree = (torch.sign(taus) == gamma) & (taus != 0)  # (n, ...)
+    mags = taus.abs() * agree
+    if method == "max":
+        return gamma * mags.amax(0)
+    count = agree.sum(0).clamp(min=1)
+    return gamma * mags.sum(0) / count
+
+
+def masks(taus: torch.Tensor, tau_star: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
+    """m_i = |tau_i| >= lambda * |tau_i - tau*|, as bool (n, ...)."""
+    return taus.abs() >= lam * (taus - tau_star.unsqueeze(0)).abs()
+
+
+def pack(mask: torch.Tensor) -> torch.Tensor:
+    """Bit-pack a bool mask into uint8 (8 entries a byte)."""
+    return torch.from_numpy(np.packbits(mask.detach().cpu().numpy().reshape(-1).astype(np.uint8)))
+
+
+def unpack(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of `pack` for a mask of `shape`."""
+    n = int(np.prod(shape)) if len(shape) else 1
+    bits = np.unpackbits(packed.cpu().numpy(), count=n)
+    return torch.from_numpy(bits.astype(bool)).reshape(shape)

@@ -1,0 +1,93 @@
+"""The MMER strategy on the default stream with tiny budgets."""
+
+import pytest
+import torch
+
+from cl_bench.config import Budget
+from cl_bench.models.encoders import build_encoder
+from cl_bench.models.lm import PretrainConfig, load_base
+from cl_bench.models.multimodal import MultimodalLM
+from cl_bench.strategies.mmer import MMER, MMERConfig
+from cl_bench.strategy import RunContext
+
+CPU = torch.device("cpu")
+
+
+def make(stream, cache_dir, config=None):
+    base = load_base("mixtral-tiny", stream, CPU, cache_dir, PretrainConfig(steps=5, batch_size=8), progress=False)
+    torch.manual_seed(0)
+    model = MultimodalLM(base.lm, base.tokenizer, {m: build_encoder(m) for m in ("image", "audio")})
+    strat = MMER(config or MMERConfig(alphas="0.5,1.0", lambdas="0.5,1.0"))
+    strat.setup(model, RunContext(CPU, 0, Budget(steps=3, batch_size=4), stream.name,
+                                  tuple(t.info for t in stream.tasks), progress=False))
+    return strat
+
+
+@pytest.fixture(scope="module")
+def learned(stream, cache_dir):
+    strat = make(stream, cache_dir)
+    x = torch.randint(4, 20, (2, 6))
+    base_logits = strat.model.lm(x).logits.detach().clone()
+    stats = [strat.learn(e.without_test()) for e in stream.experiences]
+    return strat, stats, x, base_logits
+
+
+def test_text_inputs_get_exactly_the_base_model(learned, stream):
+    strat, _, x, base_logits = learned
+    strat.model_for(stream.experiences[0].info)  # load the vision parameters ...
+    strat.model_for(stream.base.info)  # ... then back to text
+    assert all(torch.equal(p, strat.theta0[n]) for n, p in strat.model.lm.named_parameters())
+    assert torch.equal(strat.model.lm(x).logits, base_logits)
+
+
+def test_each_modality_runs_with_its_masked_merge(learned, stream):
+    from cl_bench.strategies.mmer import merge as M
+
+    strat, stats, _, _ = learned
+    for exp in stream.experiences:
+        k = exp.modality
+        c = strat.chosen[k]
+        assert c["alpha"] in (0.5, 1.0) and c["lambda"] in (0.5, 1.0)
+        model = strat.model_for(exp.info)
+        for n, p in list(model.lm.named_parameters())[:5]:
+            mask = M.unpack(strat.packed[k][n], tuple(p.shape))
+            assert torch.equal(p, strat.theta0[n] + c["alpha"] * mask * strat.tau_star[n])
+    last = stats[-1]
+    assert set(last["chosen"]) == {"image", "audio"}
+    assert len(last["validation_grid"]) == 4  # 2 alphas x 2 lambdas
+    st = last["storage"]
+    assert st["mask_bits"] == 2 * st["merged_vector"] and st["mask_bytes"] >= st["mask_bits"] // 8
+    cost = strat.cost()
+    assert cost.added == st["merged_vector"] + sum(p.numel() for p in strat.model.projectors.parameters())
+
+
+def test_grid_search_reads_validation_data_only(stream, cache_dir, monkeypatch):
+    import cl_bench.engine as engine
+
+    strat = make(stream, cache_dir)
+    seen = []
+    real = engine.accuracy
+    monkeypatch.setattr(engine, "accuracy", lambda model, data, *a, **k: seen.append(data) or real(model, data, *a, **k))
+    exp = stream.experiences[0]
+    strat.learn(exp.without_test())
+    val = strat.data(exp.without_test(), "val")
+    assert len(seen) == 4 and all(d is val for d in seen)
+    assert len(val) == len(exp.val) != len(exp.test)
+    with pytest.raises(RuntimeError, match="handed test data"):
+        strat.learn(exp)  # an experience with its test split is refused
+
+
+def test_state_round_trip_gives_the_same_models(learned, stream, cache_dir):
+    strat, _, x, _ = learned
+    state = strat.state_dict()
+    again = make(stream, cache_dir, strat.config)
+    again.load_state_dict(state)
+    for t in stream.tasks:
+        a = strat.model_for(t.info).lm(x).logits
+        b = again.model_for(t.info).lm(x).logits
+        assert torch.equal(a, b), t.name
+
+
+def test_bad_grid_is_named():
+    with pytest.raises(ValueError, match="MMERConfig.alphas must be comma-separated numbers"):
+        MMERConfig(alphas="0.5,big")
