@@ -126,6 +126,8 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         state = {"rows": [row], "extra": {k: [v] for k, v in extra.items()}, "stages": [],
                  "row0_eval_seconds": round(time.perf_counter() - t0, 3)}
         _save_state(work, state, strategy)
+    else:
+        strategy.resumed([e.without_test() for e in stream.experiences[: len(state["rows"]) - 1]])
 
     for i, exp in enumerate(stream.experiences, start=1):
         if i < len(state["rows"]):

@@ -105,6 +105,13 @@ class Strategy(abc.ABC):
                              f"unexpected {unexpected[:3]}; start the run again with --restart")
         self.model.load_state_dict(state, strict=False)
 
+    def resumed(self, experiences: list[Experience]) -> None:
+        """Called on resume, after ``load_state_dict``, with the experiences learned before (test removed).
+
+        For strategies that keep something of earlier experiences' train/val data
+        (validation sets, replay buffers) beyond their saved state. Does nothing by default.
+        """
+
     # -- helpers for subclasses --------------------------------------------------------
     def seed_for(self, experience: Experience) -> int:
         """A seed for this run and experience, the same whether or not the run was resumed."""

@@ -17,6 +17,10 @@ class CrashOnAudio(FullFineTuning):
     """Full fine-tuning that dies on the audio stage while `crash` is set (a simulated kill)."""
 
     crash = True
+    resumed_with: list = []
+
+    def resumed(self, experiences):
+        CrashOnAudio.resumed_with = experiences
 
     def learn(self, experience):
         if experience.name == "audio" and CrashOnAudio.crash:

@@ -54,7 +54,7 @@ def test_each_modality_runs_with_its_masked_merge(learned, stream):
             assert torch.equal(p, strat.theta0[n] + c["alpha"] * mask * strat.tau_star[n])
     last = stats[-1]
     assert set(last["chosen"]) == {"image", "audio"}
-    assert len(last["validation_grid"]) == 4  # 2 alphas x 2 lambdas
+    assert {k: len(v) for k, v in last["validation_grid"].items()} == {"image": 4, "audio": 4}  # 2 alphas x 2 lambdas
     st = last["storage"]
     assert st["mask_bits"] == 2 * st["merged_vector"] and st["mask_bytes"] >= st["mask_bits"] // 8
     cost = strat.cost()
@@ -71,7 +71,7 @@ def test_grid_search_reads_validation_data_only(stream, cache_dir, monkeypatch):
     exp = stream.experiences[0]
     strat.learn(exp.without_test())
     val = strat.data(exp.without_test(), "val")
-    assert len(seen) == 4 and all(d is val for d in seen)
+    assert len(seen) == 4 and all(d is val for d in seen)  # 2 alphas x 2 lambdas, all on val
     assert len(val) == len(exp.val) != len(exp.test)
     with pytest.raises(RuntimeError, match="handed test data"):
         strat.learn(exp)  # an experience with its test split is refused
@@ -91,3 +91,30 @@ def test_state_round_trip_gives_the_same_models(learned, stream, cache_dir):
 def test_bad_grid_is_named():
     with pytest.raises(ValueError, match="MMERConfig.alphas must be comma-separated numbers"):
         MMERConfig(alphas="0.5,big")
+
+
+def test_given_checkpoints_are_merged_without_training(learned, stream, cache_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    # Export per-modality fine-tuned models, then merge them in a fresh strategy with no training.
+    trained = make(stream, cache_dir, MMERConfig(alphas="1.0", lambdas="1.0", export_dir=str(tmp_path)))
+    exp = stream.experiences[0]
+    trained.learn(exp.without_test())
+    assert (tmp_path / "image" / "projector.safetensors").exists()
+    given = make(stream, cache_dir, MMERConfig(alphas="1.0", lambdas="1.0", sources=f"image={tmp_path / 'image'}"))
+    stats = given.learn(exp.without_test())
+    assert stats["steps"] == 0 and stats["source"].endswith("image")
+    assert not any(p.requires_grad for p in given.model.parameters())
+    tau_trained = load_file(str(trained._tau_path("image")))
+    tau_given = load_file(str(given._tau_path("image")))
+    assert tau_trained.keys() == tau_given.keys()
+    assert all(torch.equal(tau_trained[k], tau_given[k]) for k in tau_trained)
+    x = torch.randint(4, 20, (2, 6))
+    assert torch.equal(trained.model_for(exp.info).lm(x).logits, given.model_for(exp.info).lm(x).logits)
+
+
+def test_bad_sources_are_named(tmp_path):
+    with pytest.raises(ValueError, match="modality=DIR pairs"):
+        MMERConfig(sources="image")
+    with pytest.raises(ValueError, match="needs config.json"):
+        MMERConfig(sources=f"image={tmp_path}")

@@ -6,9 +6,8 @@ projector); its task vector tau_i = theta_i - theta_0 is kept on disk. All task 
 far are merged tensor by tensor into tau*, and each modality gets a mask
 m_i = 1[|tau_i| >= lambda |tau_i - tau*|]. An input of modality i is answered with
 theta_0 + alpha (m_i * tau*) and its own projector; text with theta_0. alpha and lambda
-are chosen for each modality on its validation split (never test) in the stage that
-learns it; when later modalities change tau*, the earlier modalities keep their alpha
-and lambda and their masks are recomputed against the new tau*.
+are chosen for each modality on its validation split (never test), for every modality
+again each time a new one changes tau*.
 """
 
 from __future__ import annotations
@@ -44,6 +43,10 @@ class MMERConfig:
     keep: float = field(default=1.0, metadata={"help": "TIES trimming: fraction of each task vector kept"})
     alphas: str = field(default="0.5,0.75,1.0,1.25,1.5", metadata={"help": "grid of alpha (comma-separated)"})
     lambdas: str = field(default="0.2,0.4,0.6,0.8,1.0", metadata={"help": "grid of lambda (comma-separated)"})
+    sources: str = field(default="", metadata={
+        "help": "modality=DIR,...: fine-tuned models merged as they are, without training (DIR: an LM saved "
+                "with save_pretrained on the same base, plus projector.safetensors)"})
+    export_dir: str = field(default="", metadata={"help": "save each per-modality fine-tuned model here (as sources)"})
     lr: float = field(default=3e-4, metadata={"help": "LM learning rate of the per-modality fine-tuning"})
     projector_lr: float = field(default=5e-3, metadata={"help": "projector learning rate of the fine-tuning"})
 
@@ -54,8 +57,22 @@ class MMERConfig:
             raise ValueError(f"MMERConfig.keep must be in (0, 1], got {self.keep}")
         _grid(self.alphas, "alphas")
         _grid(self.lambdas, "lambdas")
+        for path in self.source_dirs().values():
+            if not (Path(path) / "config.json").exists() or not (Path(path) / "projector.safetensors").exists():
+                raise ValueError(f"MMERConfig.sources: {path} needs config.json and the LM weights (save_pretrained) "
+                                 "and projector.safetensors; MMER's export_dir option writes such directories")
         if not (self.lr > 0 and self.projector_lr > 0):
             raise ValueError("MMERConfig: lr and projector_lr must be > 0")
+
+
+    def source_dirs(self) -> dict[str, str]:
+        out = {}
+        for item in filter(None, (x.strip() for x in self.sources.split(","))):
+            modality, sep, path = item.partition("=")
+            if not sep or not modality or not path:
+                raise ValueError(f"MMERConfig.sources must be modality=DIR pairs, got {item!r}")
+            out[modality.strip()] = path.strip()
+        return out
 
 
 class MMER(Strategy):
@@ -69,6 +86,7 @@ class MMER(Strategy):
         self.theta0 = {n: p.detach().clone() for n, p in model.lm.named_parameters()}
         self._dir = tempfile.TemporaryDirectory(prefix="clbench-mmer-")
         self.modalities: list[str] = []  # in order of learning
+        self.val = {}  # modality -> its validation batches (train/val only: never test)
         self.tau_star: dict[str, torch.Tensor] = {}
         self.chosen: dict[str, dict] = {}  # modality -> {"alpha", "lambda"}
         self.packed: dict[str, dict[str, torch.Tensor]] = {}  # modality -> name -> bit-packed mask
@@ -83,24 +101,32 @@ class MMER(Strategy):
             raise ValueError(f"MMER merges models of non-text modalities; got {experience.name!r} ({mod})")
         self._load_parameters(None)  # theta_0
         self.freeze_all()
-        m.lm.requires_grad_(True)
-        m.projectors[mod].requires_grad_(True)
+        source = self.config.source_dirs().get(mod)
         t0 = time.perf_counter()
-        stats = self.fit(experience, [{"params": list(m.lm.parameters()), "lr": self.config.lr},
-                                      {"params": list(m.projectors[mod].parameters()), "lr": self.config.projector_lr}],
-                         f"{experience.name} fine-tuning")
+        if source:  # training-free: merge a given fine-tuned model
+            self._load_source(Path(source), mod)
+            stats = {"source": source, "steps": 0}
+        else:
+            m.lm.requires_grad_(True)
+            m.projectors[mod].requires_grad_(True)
+            stats = self.fit(experience, [{"params": list(m.lm.parameters()), "lr": self.config.lr},
+                                          {"params": list(m.projectors[mod].parameters()),
+                                           "lr": self.config.projector_lr}], f"{experience.name} fine-tuning")
+            if self.config.export_dir:
+                self._export(Path(self.config.export_dir) / mod, mod)
         finetune_seconds = time.perf_counter() - t0
         tau = {n: (p.detach() - self.theta0[n]).cpu().contiguous() for n, p in m.lm.named_parameters()}
         save_file(tau, str(self._tau_path(mod)))
         del tau
         if mod not in self.modalities:
             self.modalities.append(mod)
+        self.val[mod] = self.data(experience, "val")
 
         t0 = time.perf_counter()
         self._merge()
         merge_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        grid = self._select(mod, self.data(experience, "val"))
+        grid = self._select()
         select_seconds = time.perf_counter() - t0
         self._loaded = "dirty"
         n = sum(t.numel() for t in self.tau_star.values())
@@ -113,25 +139,37 @@ class MMER(Strategy):
                 "summary": f"fine-tuning {finetune_seconds:.1f} s, merge {merge_seconds:.2f} s; chosen "
                            + ", ".join(f"{k}: alpha {v['alpha']}, lambda {v['lambda']}" for k, v in self.chosen.items())}
 
+    def _export(self, directory: Path, modality: str) -> None:
+        from safetensors.torch import save_file
+
+        self.model.lm.save_pretrained(directory)
+        save_file({k: v.contiguous() for k, v in self.model.projectors[modality].state_dict().items()},
+                  str(directory / "projector.safetensors"))
+
+    @torch.no_grad()
+    def _load_source(self, directory: Path, modality: str) -> None:
+        from safetensors.torch import load_file
+        from transformers import AutoModelForCausalLM
+
+        source = dict(AutoModelForCausalLM.from_pretrained(directory, local_files_only=True).named_parameters())
+        for n, p in self.model.lm.named_parameters():
+            if n not in source or source[n].shape != p.shape:
+                raise ValueError(f"source model {directory} does not share the base model's architecture "
+                                 f"(parameter {n}); MMER merges models fine-tuned from the same base")
+            p.copy_(source[n])
+        self.model.projectors[modality].load_state_dict(load_file(str(directory / "projector.safetensors")))
+
     def _tau_path(self, modality: str) -> Path:
         return Path(self._dir.name) / f"tau-{modality}.safetensors"
 
     def _taus(self, name: str) -> torch.Tensor:
         """The task vectors of every modality so far for one parameter tensor, (n, ...), read from disk."""
-        from safetensors import safe_open
-
-        out = []
-        for k in self.modalities:
-            with safe_open(str(self._tau_path(k)), framework="pt") as f:
-                out.append(f.get_tensor(name))
-        return torch.stack(out)
+        return torch.stack([M.read_tensor(self._tau_path(k), name) for k in self.modalities])
 
     def _merge(self) -> None:
-        """tau* from every task vector so far; earlier modalities' masks are recomputed with their lambda."""
-        # Tensor by tensor: only one parameter's task vectors are in memory at a time.
-        self.tau_star = {n: M.merge(self._taus(n), self.config.merge, self.config.keep) for n in self.names}
-        for k, c in self.chosen.items():
-            self.packed[k] = self._masks(c["lambda"])[k]
+        """tau* from every task vector so far, tensor by tensor."""
+        self.tau_star = M.merge_files([self._tau_path(k) for k in self.modalities], self.names, self.config.merge,
+                                      self.config.keep)
 
     def _masks(self, lam: float) -> dict[str, dict[str, torch.Tensor]]:
         out = {k: {} for k in self.modalities}
@@ -141,21 +179,24 @@ class MMER(Strategy):
                 out[k][n] = M.pack(mk)
         return out
 
-    def _select(self, modality: str, val) -> list[dict]:
-        """Grid search of (alpha, lambda) on the modality's validation split; keeps the best."""
+    def _select(self) -> dict[str, list[dict]]:
+        """Grid search of (alpha, lambda) for every modality so far, each on its validation split."""
         from cl_bench.engine import accuracy
 
-        results, best = [], None
+        results = {k: [] for k in self.modalities}
+        best = {}
         for lam in _grid(self.config.lambdas, "lambdas"):
-            packed = self._masks(lam)[modality]
-            for alpha in _grid(self.config.alphas, "alphas"):
-                self._load_parameters((packed, alpha))
-                acc = accuracy(self.model, val, self.context.device)
-                results.append({"alpha": alpha, "lambda": lam, "val_accuracy": acc})
-                if best is None or acc > best[0]:
-                    best = (acc, alpha, lam, packed)
-        self.chosen[modality] = {"alpha": best[1], "lambda": best[2], "val_accuracy": best[0]}
-        self.packed[modality] = best[3]
+            packed = self._masks(lam)
+            for k in self.modalities:
+                for alpha in _grid(self.config.alphas, "alphas"):
+                    self._load_parameters((packed[k], alpha))
+                    acc = accuracy(self.model, self.val[k], self.context.device)
+                    results[k].append({"alpha": alpha, "lambda": lam, "val_accuracy": acc})
+                    if k not in best or acc > best[k][0]:
+                        best[k] = (acc, alpha, lam, packed[k])
+        for k, (acc, alpha, lam, packed_k) in best.items():
+            self.chosen[k] = {"alpha": alpha, "lambda": lam, "val_accuracy": acc}
+            self.packed[k] = packed_k
         self._loaded = "dirty"
         return results
 
@@ -215,4 +256,11 @@ class MMER(Strategy):
             self.chosen[k] = {"alpha": alpha, "lambda": lam, "val_accuracy": acc}
         if self.modalities:
             self._merge()
+            for k in self.modalities:
+                self.packed[k] = self._masks(self.chosen[k]["lambda"])[k]
         self._loaded = "dirty"
+
+    def resumed(self, experiences: list[Experience]) -> None:
+        """After a resume: the validation splits of the modalities learned before it."""
+        for e in experiences:
+            self.val[e.modality] = self.data(e, "val")

@@ -61,3 +61,20 @@ def unpack(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     n = int(np.prod(shape)) if len(shape) else 1
     bits = np.unpackbits(packed.cpu().numpy(), count=n)
     return torch.from_numpy(bits.astype(bool)).reshape(shape)
+
+
+def read_tensor(path, name: str) -> torch.Tensor:
+    """One tensor of a safetensors file, without reading the others."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_tensor(name)
+
+
+def merge_files(paths: list, names: list[str], method: str = "max", keep: float = 1.0) -> dict[str, torch.Tensor]:
+    """tau* of the task vectors stored in safetensors files, tensor by tensor.
+
+    Only one parameter's task vectors (n of them) are in memory at a time, besides the
+    growing merged vector itself.
+    """
+    return {n: merge(torch.stack([read_tensor(p, n) for p in paths]), method, keep) for n in names}
