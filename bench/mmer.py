@@ -6,8 +6,8 @@ Usage: python bench/mmer.py [--seeds 0 1 2]
 Each seed runs `mmer` with export-dir set, so the per-modality fine-tuned models are
 kept; the bench (as the evaluator, not the strategy) scores each on its modality's test
 split. The merge's memory is measured in a fresh process that merges the saved task
-vectors with the strategy's own function (peak resident set size above the process's
-size before the merge).
+vectors with the strategy's own function (peak of torch's CPU allocations, from
+torch's profiler).
 """
 
 from __future__ import annotations
@@ -21,16 +21,21 @@ import tempfile
 from pathlib import Path
 
 MERGE_PROBE = r"""
-import resource, sys, json, torch
+# Peak of torch's CPU allocations during the merge, from the profiler's memory events.
+import json, sys, torch
 from safetensors import safe_open
 from cl_bench.strategies.mmer.merge import merge_files
 paths = sys.argv[1:]
 with safe_open(paths[0], framework="pt") as f:
     names = list(f.keys())
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-star = merge_files(paths, names)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_kib_above_start": peak - before, "merged_bytes": sum(t.numel() * 4 for t in star.values())}))
+with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    star = merge_files(paths, names)
+live = peak = 0
+for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+    if e.name == "[memory]":  # leaf allocation (+) and free (-) events; ops also report their children's
+        live += e.cpu_memory_usage
+        peak = max(peak, live)
+print(json.dumps({"peak_bytes": peak, "merged_bytes": sum(t.numel() * 4 for t in star.values())}))
 """
 
 
@@ -98,7 +103,7 @@ def main() -> None:
           f"{ms(r['audio']['retention_pct'] for r in rows)}% |")
     print(f"\ntext retention {ms(r['text_retention'] for r in rows)}%; merge of 2 task vectors "
           f"{ms(r['merge_seconds'] for r in rows)} s vs one fine-tuning {ms(r['finetune_seconds'] for r in rows)} s; "
-          f"merge peak memory {ms(r['merge_memory']['peak_kib_above_start'] / 1024 for r in rows)} MiB above start, "
+          f"merge peak memory {ms(r['merge_memory']['peak_bytes'] / 2**20 for r in rows)} MiB of torch allocations, "
           f"model {rows[0]['model_bytes'] / 2**20:.1f} MiB (fp32)")
 
 
