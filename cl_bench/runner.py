@@ -189,9 +189,8 @@ def _quiet_libraries() -> None:
 
 
 def _save_state(work: Path, state: dict, strategy) -> None:
-    # Checkpoint first, then the state that refers to it: a kill in between leaves the
-    # previous state, which matches the previous checkpoint... unless the checkpoint was
-    # replaced; so each stage's checkpoint has its own name.
+    # Each stage's checkpoint has its own name and is written before the state that names
+    # it, so a kill at any point leaves a state whose checkpoint exists; older ones go last.
     n = len(state["rows"]) - 1
     atomic_torch_save(work / f"stage{n}.pt", strategy.state_dict())
     atomic_write_json(work / "state.json", {**state, "checkpoint": f"stage{n}.pt"})
