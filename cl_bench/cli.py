@@ -89,6 +89,33 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
     click.echo(format_summary(result, path))
 
 
+@main.command()
+@click.option("--strategy", required=True, help="Strategy to check (built-in or a plug-in's name).")
+@click.option("--stream", default="vision-audio", show_default=True, help="Task stream to run it on.")
+@click.option("--steps", default=2, show_default=True, type=click.IntRange(min=1), help="Training steps per stage.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="A strategy option (repeatable).")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Cache of data and base models [default: $CLBENCH_CACHE or ~/.cache/clbench].")
+def validate(strategy, stream, steps, options, cache_dir) -> None:
+    """Check a strategy against the contract on a tiny run (CPU, about a minute).
+
+    Parameters the strategy declares frozen (Strategy.frozen) must be bit-identical
+    after the run, its cost report must add up, and its result file must be complete.
+    Exits with 1 and lists the problems when the contract is broken.
+    """
+    from cl_bench.validate import validate as check
+
+    try:
+        registry.strategies.entry(strategy)
+        problems = check(strategy, stream, cache_dir, steps=steps, options=_parse_options(options))
+    except (ValueError, TypeError, LookupError) as e:
+        raise click.ClickException(str(e)) from e
+    if problems:
+        click.echo(f"{strategy}: the contract is broken:\n" + "\n".join(f"  - {p}" for p in problems))
+        sys.exit(1)
+    click.echo(f"{strategy}: the contract holds (frozen parameters unchanged, cost adds up, result complete)")
+
+
 @main.command(name="ls")
 @click.option("-v", "--verbose", is_flag=True, help="Also list each strategy's options (imports the strategies).")
 def ls(verbose) -> None:

@@ -68,8 +68,13 @@ def resolve_device(name: str):
 
 
 def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
-        echo: Callable[[str], None] = print) -> tuple[dict, Path]:
-    """Run `config` end to end; returns the result document and the path it was written to."""
+        echo: Callable[[str], None] = print, inspect: Callable[[str, object], None] | None = None
+        ) -> tuple[dict, Path]:
+    """Run `config` end to end; returns the result document and the path it was written to.
+
+    `inspect(event, strategy)`, if given, is called with "setup" after the strategy's
+    setup and "end" after the last stage (used by `clbench validate`).
+    """
     import torch
 
     from cl_bench import metrics
@@ -99,6 +104,8 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     ctx = RunContext(device=device, seed=config.seed, budget=config.budget, stream=stream.name,
                      tasks=tuple(t.info for t in stream.tasks), progress=progress)
     strategy.setup(model, ctx)
+    if inspect:
+        inspect("setup", strategy)
 
     # Evaluation data: the runner's alone.
     evals = [(t, TaskData(t.test, model, t.modality)) for t in stream.tasks]
@@ -150,6 +157,8 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
             echo(f"stage {i}/{len(stream.experiences)} {exp.name}: "
                  + ", ".join(f"{t.name} {a:.3f}" for t, a in zip(stream.tasks, row)))
 
+    if inspect:
+        inspect("end", strategy)
     R = torch.tensor(state["rows"], dtype=torch.float64, device=device)
     chance = torch.tensor([t.chance for t in stream.tasks], dtype=torch.float64, device=device)
     result = {

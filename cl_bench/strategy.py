@@ -105,6 +105,13 @@ class Strategy(abc.ABC):
                              f"unexpected {unexpected[:3]}; start the run again with --restart")
         self.model.load_state_dict(state, strict=False)
 
+    def frozen(self) -> list[torch.nn.Parameter]:
+        """Parameters this strategy promises never to change during a run (checked by `clbench validate`).
+
+        Called once after ``setup``; none by default.
+        """
+        return []
+
     def resumed(self, experiences: list[Experience]) -> None:
         """Called on resume, after ``load_state_dict``, with the experiences learned before (test removed).
 

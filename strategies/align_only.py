@@ -35,6 +35,9 @@ class AlignOnly(Strategy):
         proj.requires_grad_(True)
         return self.fit(experience, [{"params": list(proj.parameters()), "lr": self.config.projector_lr}])
 
+    def frozen(self) -> list[torch.nn.Parameter]:
+        return list(self.model.lm.parameters())
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         # The LM never changes: only the projectors need saving between stages.
         return {k: v for k, v in self.model.state_dict().items() if k.startswith("projectors.")}

@@ -26,3 +26,16 @@ class CrashOnAudio(FullFineTuning):
         if experience.name == "audio" and CrashOnAudio.crash:
             raise RuntimeError("simulated crash")
         return super().learn(experience)
+
+
+class Liar(FullFineTuning):
+    """Declares the LM frozen, trains it anyway, and misreports its cost."""
+
+    def frozen(self):
+        return list(self.model.lm.parameters())
+
+    def cost(self):
+        from cl_bench.strategy import Cost
+
+        c = super().cost()
+        return Cost(trainable=c.trainable, added=c.added + 1, total=c.total)

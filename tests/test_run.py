@@ -129,7 +129,7 @@ def test_cli_errors_name_the_problem(tmp_path, cache_dir):
 
 def test_every_command_has_complete_help():
     runner = CliRunner()
-    for args in ([], ["run"], ["ls"]):
+    for args in ([], ["run"], ["ls"], ["validate"]):
         out = runner.invoke(main, [*args, "--help"])
         assert out.exit_code == 0
         assert "Usage:" in out.output

@@ -74,6 +74,10 @@ class MoExtend(Strategy):
         self.stage = 0
         self._base_active = self.active_parameters()
 
+    def frozen(self) -> list[torch.nn.Parameter]:
+        # Called right after setup, before any addition: the whole pretrained LM, routers included.
+        return list(self.model.lm.parameters())
+
     # -- phases ----------------------------------------------------------------------
     def learn(self, experience: Experience) -> dict:
         cfg, m, steps = self.config, self.model, self.context.budget.steps
