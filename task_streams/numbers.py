@@ -96,14 +96,6 @@ def template_text(template: str) -> str:
     return f"{INPUT_PREFIX} {about}"
 
 
-def vocabulary() -> list[str]:
-    """Every word the stream's prompts and answers use, for the word-level tokenizer."""
-    words = set(ANSWERS) | set(WORDS) | set(CONTEXT.format(a="zero").split())
-    for about, plain, _, _ in QUESTIONS.values():
-        words |= set(about.replace("{b}", "").split()) | set(plain.replace("{a}", "").replace("{b}", "").split())
-    return sorted(words)
-
-
 def chance_level(templates: list[str]) -> float:
     """Mean over items of 1 / (number of answers its question form can have)."""
     n_answers = {}
