@@ -51,7 +51,8 @@ def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
     for s in r["stages"]:
         assert s["train_seconds"] > 0 and s["cost"]["trainable"] > 0
         assert s["cost"]["total"] == r["base_model"]["parameters"] + s["cost"]["added"]
-    assert r["environment"]["packages"]["torch"] == torch.__version__.split("+")[0] or r["environment"]["packages"]["torch"]
+    assert r["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert r["environment"]["packages"]["clbench"] == "0.1.0"
     assert r["environment"]["device"] == "cpu"
     assert not list(res.rglob("*.tmp"))  # atomic writes leave nothing behind
 
