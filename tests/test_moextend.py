@@ -264,3 +264,17 @@ def test_moextend_through_the_runner(tmp_path, cache_dir, stream):
         assert st["cost"]["added"] > 0 and st["cost"]["trainable"] < st["cost"]["added"]
     text = format_summary(r, path)
     assert "extended from experts" in text and "fine-tuning" in text
+
+
+def test_a_later_stage_can_copy_an_earlier_added_expert():
+    lm = tiny_lm("mixtral-tiny")
+    b = surgery.extend(lm)[0]
+    E = b.n_original
+    first = b.add_experts([1], stage=0)
+    with torch.no_grad():
+        first.experts.gate_up_proj.normal_()
+    second = b.add_experts([E], stage=1)  # source: the expert added in stage 0
+    assert torch.equal(second.experts.gate_up_proj[0], first.experts.gate_up_proj[0])
+    assert torch.equal(second.router[0], first.router[0])
+    with pytest.raises(IndexError, match="does not exist"):
+        b.add_experts([E + 5], stage=2)

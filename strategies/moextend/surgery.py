@@ -142,7 +142,10 @@ class ExtendedMoeBlock(nn.Module):
                     init_std: float = 0.02) -> Addition:
         """Add one new expert per source (copies of the source expert and of its router row)."""
         all_rows = self.router_weight().detach()
-        experts = slice_experts(self._experts_holding(sources[0]), [self._local(s) for s in sources])
+        located = [self._locate(s) for s in sources]
+        if any(mod is not located[0][0] for mod, _ in located):
+            raise ValueError(f"sources {sources} lie in different expert groups; add them in separate calls")
+        experts = slice_experts(located[0][0], [i for _, i in located])
         experts._is_expert_parallel = True
         add = Addition(experts, all_rows[sources].clone(), Calibration(self.n_experts + len(sources),
                                                                        calibration_hidden, init_std), sources, stage)
@@ -150,25 +153,15 @@ class ExtendedMoeBlock(nn.Module):
         self.additions.append(add)
         return add
 
-    def _experts_holding(self, index: int) -> nn.Module:
-        if index < self.n_original:
-            return self.block.experts
-        offset = self.n_original
-        for a in self.additions:
-            if index < offset + a.n:
-                return a.experts
-            offset += a.n
+    def _locate(self, index: int) -> tuple[nn.Module, int]:
+        """The experts module holding expert `index` of this block, and its index there."""
+        groups = [(self.block.experts, self.n_original), *[(a.experts, a.n) for a in self.additions]]
+        offset = 0
+        for experts, n in groups:
+            if index < offset + n:
+                return experts, index - offset
+            offset += n
         raise IndexError(f"expert {index} does not exist (the block has {self.n_experts})")
-
-    def _local(self, index: int) -> int:
-        if index < self.n_original:
-            return index
-        offset = self.n_original
-        for a in self.additions:
-            if index < offset + a.n:
-                return index - offset
-            offset += a.n
-        raise IndexError(index)
 
     def router_weight(self) -> torch.Tensor:
         """All router rows, (n_experts, H)."""
