@@ -102,7 +102,8 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     encoders = {m: build_encoder(m, config.encoders.get(m)) for m in dict.fromkeys(stream.modalities) if m != "text"}
     model = MultimodalLM(base.lm, base.tokenizer, encoders).to(device)
     ctx = RunContext(device=device, seed=config.seed, budget=config.budget, stream=stream.name,
-                     tasks=tuple(t.info for t in stream.tasks), progress=progress)
+                     tasks=tuple(t.info for t in stream.tasks), progress=progress,
+                     base=stream.base.without_test())
     strategy.setup(model, ctx)
     if inspect:
         inspect("setup", strategy)

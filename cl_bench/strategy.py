@@ -37,6 +37,9 @@ class RunContext:
     stream: str
     tasks: tuple[TaskInfo, ...]  # column order of the accuracy matrix, text first
     progress: bool = True
+    # The base text task's train and val splits (test removed): the data the base model was
+    # pre-trained on, for strategies that rehearse it (joint training, replay). None when unknown.
+    base: Experience | None = None
 
 
 @dataclass(frozen=True)
