@@ -128,17 +128,19 @@ class Strategy(abc.ABC):
         return (self.context.seed * 1_000_003 + zlib.crc32(experience.name.encode())) % 2**31
 
     def fit(self, experience: Experience, param_groups: list[dict], desc: str | None = None, steps: int | None = None,
-            **train_kwargs) -> dict:
+            data=None, **train_kwargs) -> dict:
         """Train `param_groups` on the experience's training split (the run's budget unless `steps` is given).
 
-        `train_kwargs` go to cl_bench.engine.train (router_aux_loss, extra_loss, ...).
+        `data`: TaskData (or a list of them, mixed in proportion to their sizes) to train on
+        instead of the experience's training split. `train_kwargs` go to
+        cl_bench.engine.train (router_aux_loss, extra_loss, ...).
         """
         from cl_bench.engine import train
 
         if experience.test is not None:
             raise RuntimeError("a strategy was handed test data; the runner must pass experience.without_test()")
         ctx = self.context
-        data = self.data(experience, "train")
+        data = self.data(experience, "train") if data is None else data
         stats = train(self.model, data, param_groups, steps=steps or ctx.budget.steps, batch_size=ctx.budget.batch_size,
                       seed=self.seed_for(experience), device=ctx.device, warmup_fraction=ctx.budget.warmup_fraction,
                       desc=desc or f"{experience.name}", progress=ctx.progress, **train_kwargs)

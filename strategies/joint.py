@@ -1,0 +1,87 @@
+"""Joint training: the multi-task upper bound, re-trained on every task seen so far at each stage.
+
+At stage k the model starts again from the base (LM and freshly initialised projectors,
+by default) and trains on the union of the base text task's training split and the
+training splits of modalities 1..k, each batch drawn from one task in proportion to the
+tasks' sizes. Its accuracy R[k, k] is the a*_k of intransigence (Chaudhry et al. 2018).
+It is not a continual learner: it keeps every earlier training split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from cl_bench.experience import Experience
+from cl_bench.strategy import Strategy
+
+
+@dataclass(frozen=True)
+class JointConfig:
+    """Joint multi-task training options."""
+
+    lr: float = field(default=3e-4, metadata={"help": "learning rate of the language model"})
+    projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projectors"})
+    include_text: bool = field(default=True, metadata={
+        "help": "mix the base text task's training split in (the data the base was pre-trained on)"})
+    from_scratch: bool = field(default=True, metadata={
+        "help": "start each stage again from the base model; false continues from the previous stage"})
+    scale_steps: bool = field(default=True, metadata={
+        "help": "train k x the budget's steps at stage k, as many as a sequential learner has had by then"})
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "projector_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"JointConfig.{name} must be > 0, got {getattr(self, name)}")
+
+
+class Joint(Strategy):
+    """Multi-task training on the base text task and every modality seen so far (the upper bound)."""
+
+    Config = JointConfig
+
+    def setup(self, model, context) -> None:
+        super().setup(model, context)
+        self._seen: list[Experience] = []
+        self._task_data: dict[str, object] = {}
+        # The starting point of every stage; a CPU copy (the whole model: this is a baseline, not a CL method).
+        self._start = {k: v.detach().to("cpu", copy=True) for k, v in super().state_dict().items()}
+
+    def resumed(self, experiences: list[Experience]) -> None:
+        self._seen = list(experiences)
+
+    def _train_data(self, experience: Experience):
+        from cl_bench.engine import TaskData
+
+        if experience.name not in self._task_data:
+            self._task_data[experience.name] = TaskData(experience.train, self.model, experience.modality)
+        return self._task_data[experience.name]
+
+    def learn(self, experience: Experience) -> dict:
+        if experience.test is not None:
+            raise RuntimeError("a strategy was handed test data; the runner must pass experience.without_test()")
+        self._seen = [e for e in self._seen if e.name != experience.name] + [experience]
+        m = self.model
+        if self.config.from_scratch:
+            m.load_state_dict(self._start, strict=False)
+        tasks = list(self._seen)
+        if self.config.include_text:
+            if self.context.base is None:
+                raise ValueError("joint: include_text needs the base task's training split, which this run does "
+                                 "not provide; pass -o include-text=false")
+            tasks.insert(0, self.context.base)
+        self.freeze_all()
+        m.lm.requires_grad_(True)
+        groups = [{"params": list(m.lm.parameters()), "lr": self.config.lr}]
+        projectors = [m.projectors[e.modality] for e in tasks if e.modality in m.projectors]
+        for p in dict.fromkeys(projectors):
+            p.requires_grad_(True)
+            groups.append({"params": list(p.parameters()), "lr": self.config.projector_lr})
+        k = len(self._seen)
+        steps = self.context.budget.steps * (k if self.config.scale_steps else 1)
+        stats = self.fit(experience, groups, desc=f"joint {'+'.join(e.name for e in tasks)}", steps=steps,
+                         data=[self._train_data(e) for e in tasks])
+        stats["tasks"] = [e.name for e in tasks]
+        stats["summary"] = f"joint on {' + '.join(e.name for e in tasks)}, {steps} steps"
+        return stats
