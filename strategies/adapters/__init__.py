@@ -1,0 +1,122 @@
+"""Bottleneck adapters (in-tree, see modules.py) after the MoE block of each decoder layer, or after attention too.
+
+`adapter`: one adapter set trained through the whole stream (with each modality's projector);
+it is always on, text included, which is where its forgetting shows.
+`adapter-per-modality`: one adapter set per modality, chosen by the input's modality at test
+time; text runs the base model exactly (adapters off); earlier adapters are frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from cl_bench.experience import Experience, TaskInfo
+from cl_bench.strategies.adapters.modules import (NONLINEARITIES, PLACEMENTS, activate, adapter_parameters,
+                                                  add_adapter, bottleneck_size, insert_slots)
+from cl_bench.strategy import Strategy
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Bottleneck adapter options."""
+
+    placement: Literal["pfeiffer", "houlsby"] = field(
+        default="pfeiffer", metadata={"help": "pfeiffer: after each MoE block; houlsby: after attention too"})
+    reduction_factor: int = field(default=16, metadata={"help": "bottleneck size = hidden size / reduction_factor"})
+    nonlinearity: Literal["relu", "gelu"] = field(default="relu", metadata={"help": "activation in the bottleneck"})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate of the adapters"})
+    projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
+
+    def __post_init__(self) -> None:
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"AdapterConfig.placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
+        if self.nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"AdapterConfig.nonlinearity must be one of {', '.join(NONLINEARITIES)}, "
+                             f"got {self.nonlinearity!r}")
+        if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int) \
+                or self.reduction_factor < 1:
+            raise ValueError(f"AdapterConfig.reduction_factor must be an integer >= 1 that divides the hidden size "
+                             f"(e.g. 16: 128 -> 8), got {self.reduction_factor!r}")
+        for name in ("lr", "projector_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"AdapterConfig.{name} must be > 0, got {getattr(self, name)}")
+
+
+class Adapter(Strategy):
+    """One bottleneck adapter set (in-tree) in every decoder layer, trained through the whole stream."""
+
+    Config = AdapterConfig
+    per_modality = False
+
+    def setup(self, model, context) -> None:
+        super().setup(model, context)
+        self._base = list(model.lm.parameters())
+        self._hidden = model.lm.config.hidden_size
+        bottleneck_size(self._hidden, self.config.reduction_factor)  # a bad factor fails here, before any training
+        self.slots = insert_slots(model.lm, self.config.placement)
+        self.adapters: list[str] = []
+        if not self.per_modality:
+            self._ensure("shared")
+            activate(self.slots, "shared")
+
+    def frozen(self) -> list[torch.nn.Parameter]:
+        return list(self._base)  # the base LM: only adapters (and projectors) change
+
+    def _adapter_for(self, modality: str) -> str:
+        return modality if self.per_modality else "shared"
+
+    def _ensure(self, name: str) -> None:
+        if name in self.adapters:
+            return
+        c = self.config
+        params = add_adapter(self.slots, name, self._hidden, c.reduction_factor, c.nonlinearity, self._base[0])
+        for p in params:
+            p.requires_grad_(False)  # trainable only while its modality is learned
+        self.adapters.append(name)
+
+    def learn(self, experience: Experience) -> dict:
+        m, name = self.model, self._adapter_for(experience.modality)
+        self._ensure(name)
+        activate(self.slots, name)
+        self.freeze_all()
+        adapter = adapter_parameters(self.slots, name)
+        for p in adapter:
+            p.requires_grad_(True)
+        groups = [{"params": adapter, "lr": self.config.lr}]
+        if experience.modality in m.projectors:
+            m.projectors[experience.modality].requires_grad_(True)
+            groups.append({"params": list(m.projectors[experience.modality].parameters()),
+                           "lr": self.config.projector_lr})
+        stats = self.fit(experience, groups)
+        stats["adapter"] = name
+        stats["adapter_parameters"] = sum(p.numel() for p in adapter)
+        return stats
+
+    def model_for(self, task: TaskInfo):
+        name = self._adapter_for(task.modality)
+        activate(self.slots, name if name in self.adapters else None)  # text / not learned yet: the base model
+        return self.model
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = super().state_dict()
+        if self.per_modality:
+            kinds = [t.modality for t in self.context.tasks]
+            state["adapter.modalities"] = torch.tensor([kinds.index(a) for a in self.adapters], dtype=torch.long)
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if self.per_modality:
+            kinds = [t.modality for t in self.context.tasks]
+            # Recreate the adapters the checkpoint holds; a checkpoint without the list fails in the check below.
+            for i in state.get("adapter.modalities", torch.zeros(0, dtype=torch.long)).tolist():
+                self._ensure(kinds[i])
+        super().load_state_dict(state)
+
+
+class AdapterPerModality(Adapter):
+    """One bottleneck adapter set (in-tree) per modality, picked by the input's modality; text runs the base model."""
+
+    per_modality = True
