@@ -1,0 +1,378 @@
+"""The leaderboard: result files -> one table per stream, mean and 95% CI over seeds.
+
+Nothing is re-run. Every metric is recomputed from the stored accuracy matrices with the
+batched torch functions of cl_bench.metrics (on the device given; all runs of a row in one
+call), so a change of definition reaches old results too. A file that cannot be used
+(unreadable, newer schema, a failed or incomplete run) is reported by name and left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cl_bench.results import load_result
+from cl_bench.validate import check_result
+
+FORMATS = ("md", "csv", "latex", "html")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    higher_is_better: bool | None  # None: not a quality (e.g. seeds)
+    kind: str = "score"  # score | percent | count | seconds | int
+
+
+@dataclass
+class Run:
+    path: Path
+    doc: dict
+
+    @property
+    def config(self) -> dict:
+        return self.doc["config"]
+
+    def group_key(self) -> str:
+        """Runs that differ only by seed (or by where they ran) share a row."""
+        c = dict(self.config)
+        for k in ("seed", "device", "results_dir", "cache_dir", "eval_batch_size"):
+            c.pop(k, None)
+        return json.dumps(c, sort_keys=True)
+
+
+@dataclass
+class Row:
+    label: str
+    strategy: str
+    runs: list[Run]
+    values: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (mean, CI half-width)
+
+
+@dataclass
+class Table:
+    stream: str
+    tasks: list[dict]
+    columns: list[Column]
+    rows: list[Row]
+
+
+@dataclass
+class Leaderboard:
+    tables: list[Table]
+    skipped: list[tuple[Path, str]]  # (file, why it was left out)
+
+
+def collect(results_dir: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
+    """Every usable result file under results_dir/runs, and the unusable ones with the reason."""
+    root = Path(results_dir) / "runs"
+    runs, skipped = [], []
+    for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
+        try:
+            doc = load_result(path)
+        except ValueError as e:
+            skipped.append((path, str(e).removeprefix(f"{path}: ")))
+            continue
+        if doc.get("status") != "complete":
+            skipped.append((path, f"status {doc.get('status')!r}: not a finished run"))
+            continue
+        problems = check_result(doc)
+        if problems:
+            skipped.append((path, "; ".join(problems[:3])))
+            continue
+        runs.append(Run(path, doc))
+    return runs, skipped
+
+
+def _labels(groups: dict[str, list[Run]]) -> dict[str, str]:
+    """Row labels: the strategy name, plus what tells apart rows of the same strategy."""
+    by_strategy = defaultdict(list)
+    for key, runs in groups.items():
+        by_strategy[runs[0].config["strategy"]].append(key)
+    labels = {}
+    for strategy, keys in by_strategy.items():
+        if len(keys) == 1:
+            labels[keys[0]] = strategy
+            continue
+        flat = {k: _flatten(json.loads(k)) for k in keys}
+        differing = sorted({f for k in keys for f in flat[k]
+                            if len({json.dumps(flat[j].get(f)) for j in keys}) > 1} - {"strategy"})
+        for k in keys:
+            parts = [f"{f.split('.')[-1]}={flat[k].get(f, 'default')}" for f in differing]
+            labels[k] = f"{strategy} ({', '.join(parts)})" if parts else strategy
+    return labels
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):  # an empty dict (no options) adds nothing
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def columns_for(tasks: list[dict], with_intransigence: bool) -> list[Column]:
+    cols = [Column("acc", "ACC", True), Column("bwt", "BWT", True), Column("fwt", "FWT", True),
+            Column("forgetting", "Forgetting", False)]
+    if with_intransigence:
+        cols.append(Column("intransigence", "Intransigence", False))
+    # Retention of every task but the last (whose reference is its own final accuracy: always 100%).
+    cols += [Column("retention:" + t["name"], f"{t['name'].capitalize()} ret. %", True, "percent")
+             for t in tasks[:-1]]
+    cols += [Column("trainable", "Trainable", False, "count"), Column("added", "Added", False, "count"),
+             Column("train_seconds", "Train s", False, "seconds"), Column("step_seconds", "s/step", False, "step"),
+             Column("seeds", "Seeds", None, "int")]
+    return cols
+
+
+def build(results_dir: Path, *, stream: str | None = None, sort: str = "acc", device: str = "cpu",
+          level: float = 0.95) -> Leaderboard:
+    """The leaderboard of every stream under `results_dir` (or only `stream`), rows sorted by `sort`."""
+    import torch
+
+    from cl_bench import metrics
+
+    runs, skipped = collect(results_dir)
+    by_stream: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        by_stream[r.doc["stream"]["name"]].append(r)
+    if stream is not None:
+        if stream not in by_stream:
+            known = ", ".join(sorted(by_stream)) or "none"
+            raise ValueError(f"no finished runs of stream {stream!r} under {results_dir}/runs (streams there: {known})")
+        by_stream = {stream: by_stream[stream]}
+    dev = torch.device(device)
+    tables = []
+    for name in sorted(by_stream):
+        stream_runs = by_stream[name]
+        tasks = stream_runs[0].doc["stream"]["tasks"]
+        groups: dict[str, list[Run]] = defaultdict(list)
+        for r in stream_runs:
+            if [t["name"] for t in r.doc["stream"]["tasks"]] != [t["name"] for t in tasks]:
+                skipped.append((r.path, f"its tasks differ from the other runs of stream {name!r}"))
+                continue
+            groups[r.group_key()].append(r)
+        joint = _joint_reference(groups, dev)
+        labels = _labels(groups)
+        chance = torch.tensor([t["chance"] for t in tasks], dtype=torch.float64, device=dev)
+        rows = []
+        for key, group in groups.items():
+            group.sort(key=lambda r: r.doc["seed"])
+            R = torch.tensor([r.doc["accuracy_matrix"] for r in group], dtype=torch.float64, device=dev)
+            per_run = metrics.all_metrics(R, chance=chance, joint_diag=joint.get(_model_key(group[0])))
+            vals = {k: per_run[k] for k in ("acc", "bwt", "fwt", "forgetting")}
+            if joint:
+                vals["intransigence"] = per_run["intransigence"]
+            ret = per_run["retention"]  # [runs, T+1]: 100 R[T, j] / R[j, j] (text: / R[0, 0])
+            for j, t in enumerate(tasks[:-1]):
+                vals["retention:" + t["name"]] = ret[:, j]
+            vals["trainable"] = torch.tensor([max(s["cost"]["trainable"] for s in r.doc["stages"]) for r in group],
+                                             dtype=torch.float64)
+            vals["added"] = torch.tensor([r.doc["stages"][-1]["cost"]["added"] for r in group], dtype=torch.float64)
+            vals["train_seconds"] = torch.tensor([r.doc["timing"]["train_seconds"] for r in group],
+                                                 dtype=torch.float64)
+            vals["step_seconds"] = torch.tensor([_mean_step(r) for r in group], dtype=torch.float64)
+            row = Row(labels[key], group[0].config["strategy"], group)
+            for k, v in vals.items():
+                mean, half, _ = metrics.mean_ci(v.cpu(), level=level)
+                row.values[k] = (float(mean), float(half))
+            row.values["seeds"] = (float(len(group)), float("nan"))
+            rows.append(row)
+        cols = columns_for(tasks, bool(joint))
+        rows = sort_rows(rows, cols, sort)
+        tables.append(Table(name, tasks, cols, rows))
+    return Leaderboard(tables, skipped)
+
+
+def _mean_step(run: Run) -> float:
+    """Seconds per optimizer step, averaged over stages (a strategy with phases reports its main one)."""
+    steps = [s["train_stats"].get("seconds_per_step") for s in run.doc["stages"]]
+    steps = [x for x in steps if isinstance(x, (int, float)) and x > 0]
+    return sum(steps) / len(steps) if steps else float("nan")
+
+
+def _model_key(run: Run) -> str:
+    c = run.config
+    return json.dumps([c["model"], c["budget"], c["pretrain"], c.get("encoders")], sort_keys=True)
+
+
+def _joint_reference(groups: dict[str, list[Run]], dev) -> dict[str, object]:
+    """a*_k per base model and budget: the diagonal of the `joint` strategy's mean accuracy matrix."""
+    import torch
+
+    out = {}
+    for group in groups.values():
+        if group[0].config["strategy"] != "joint":
+            continue
+        R = torch.tensor([r.doc["accuracy_matrix"] for r in group], dtype=torch.float64, device=dev).mean(0)
+        out.setdefault(_model_key(group[0]), torch.diagonal(R)[1:])
+    return out
+
+
+def sort_rows(rows: list[Row], cols: list[Column], key: str) -> list[Row]:
+    by_key = {c.key: c for c in cols}
+    aliases = {c.header.lower(): c.key for c in cols}
+    col = by_key.get(key) or by_key.get(aliases.get(key.lower(), ""))
+    if col is None:
+        raise ValueError(f"cannot sort by {key!r}; choose one of: {', '.join(c.key for c in cols)}")
+    sign = -1.0 if col.higher_is_better in (True, None) else 1.0
+
+    def order(r: Row):
+        m = r.values.get(col.key, (float("nan"), 0))[0]
+        return (math.isnan(m), sign * m if not math.isnan(m) else 0.0, r.label)
+
+    return sorted(rows, key=order)
+
+
+# -- rendering ---------------------------------------------------------------------------
+def _number(v: float, kind: str) -> str:
+    if math.isnan(v):
+        return "n/a"
+    if kind == "count":
+        return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}"
+    if kind == "percent":
+        return f"{v:.1f}"
+    if kind == "seconds":
+        return f"{v:.0f}"
+    if kind == "step":
+        return f"{v:.3f}"
+    if kind == "int":
+        return f"{v:.0f}"
+    return f"{v:.3f}"
+
+
+def cell(row: Row, col: Column, pm: str = " ± ") -> str:
+    mean, half = row.values.get(col.key, (float("nan"), float("nan")))
+    text = _number(mean, col.kind)
+    if not math.isnan(mean) and not math.isnan(half) and col.kind != "int" and not (col.kind == "count" and half == 0):
+        text += pm + _number(half, col.kind)
+    return text
+
+
+def to_markdown(board: Leaderboard, level: float = 0.95) -> str:
+    out = []
+    for t in board.tables:
+        out.append(f"## {t.stream}\n")
+        out.append(f"Mean ± {level:.0%} confidence interval (Student t) over seeds. Tasks: "
+                   + ", ".join(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f})" for x in t.tasks) + ".\n")
+        out.append("| Strategy | " + " | ".join(c.header for c in t.columns) + " |")
+        out.append("|---|" + "|".join("---:" for _ in t.columns) + "|")
+        for r in t.rows:
+            out.append(f"| {r.label} | " + " | ".join(cell(r, c) for c in t.columns) + " |")
+        out.append("")
+        out += matrix_table(t)
+    out += _skipped_lines(board)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def matrix_table(t: Table) -> list[str]:
+    """Each row's mean accuracy matrix, one column per stage, tasks in stream order within a cell."""
+    names = [x["name"] for x in t.tasks]
+    stages = ["base"] + [f"after {n}" for n in names[1:]]
+    out = [f"Mean accuracy matrix R[stage, task] over seeds; each cell lists {' / '.join(names)}.\n",
+           "| Strategy | " + " | ".join(stages) + " |", "|---|" + "|".join("---" for _ in stages) + "|"]
+    for r in t.rows:
+        R = [[sum(run.doc["accuracy_matrix"][i][j] for run in r.runs) / len(r.runs) for j in range(len(names))]
+             for i in range(len(names))]
+        out.append(f"| {r.label} | " + " | ".join(" / ".join(f"{a:.3f}" for a in row) for row in R) + " |")
+    return out + [""]
+
+
+def _skipped_lines(board: Leaderboard) -> list[str]:
+    if not board.skipped:
+        return []
+    return ["Left out:", *[f"- {p}: {why}" for p, why in board.skipped], ""]
+
+
+def to_csv(board: Leaderboard) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for i, t in enumerate(board.tables):
+        if i == 0:
+            header = ["stream", "strategy", "label"]
+            for c in t.columns:
+                header += [c.key] if c.kind == "int" else [c.key, f"{c.key}_ci95"]
+            w.writerow(header)
+        for r in t.rows:
+            line = [t.stream, r.strategy, r.label]
+            for c in t.columns:
+                mean, half = r.values.get(c.key, (float("nan"), float("nan")))
+                line += [_raw(mean)] if c.kind == "int" else [_raw(mean), _raw(half)]
+            w.writerow(line)
+    return buf.getvalue()
+
+
+def _raw(v: float) -> str:
+    return "" if math.isnan(v) else f"{v:.6g}"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def to_latex(board: Leaderboard) -> str:
+    """A booktabs tabular per stream."""
+    def esc(s: str) -> str:
+        return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in s)
+
+    out = []
+    for t in board.tables:
+        out += [f"% {t.stream}: mean $\\pm$ 95% CI over seeds", r"\begin{tabular}{l" + "r" * len(t.columns) + "}",
+                r"\toprule", "Strategy & " + " & ".join(esc(c.header) for c in t.columns) + r" \\", r"\midrule"]
+        for r in t.rows:
+            out.append(esc(r.label) + " & " + " & ".join(cell(r, c, r" $\pm$ ") for c in t.columns) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(out)
+
+
+def to_html(board: Leaderboard, figures: dict[str, dict[str, bytes]] | None = None, level: float = 0.95) -> str:
+    """One self-contained page: the tables, then each stream's figures inlined as PNG data."""
+    import base64
+
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'><title>clbench leaderboard</title>",
+             "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
+             "table{border-collapse:collapse;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px}"
+             "td{text-align:right}td:first-child{text-align:left}th{background:#f4f4f4}"
+             "figure{display:inline-block;margin:1em}img{max-width:640px}</style></head><body>",
+             "<h1>clbench leaderboard</h1>"]
+    for t in board.tables:
+        parts.append(f"<h2>{html.escape(t.stream)}</h2>")
+        parts.append(f"<p>Mean ± {level:.0%} confidence interval (Student t) over seeds. Tasks: "
+                     + ", ".join(html.escape(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f})")
+                                 for x in t.tasks) + ".</p>")
+        parts.append("<table><thead><tr><th>Strategy</th>"
+                     + "".join(f"<th>{html.escape(c.header)}</th>" for c in t.columns) + "</tr></thead><tbody>")
+        for r in t.rows:
+            parts.append(f"<tr><td>{html.escape(r.label)}</td>"
+                         + "".join(f"<td>{html.escape(cell(r, c))}</td>" for c in t.columns) + "</tr>")
+        parts.append("</tbody></table>")
+        for name, png in (figures or {}).get(t.stream, {}).items():
+            data = base64.b64encode(png).decode("ascii")
+            parts.append(f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{html.escape(name)}</figcaption></figure>")
+    if board.skipped:
+        parts.append("<h2>Left out</h2><ul>" + "".join(
+            f"<li>{html.escape(str(p))}: {html.escape(why)}</li>" for p, why in board.skipped) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def render(board: Leaderboard, fmt: str, figures=None) -> str:
+    if fmt == "md":
+        return to_markdown(board)
+    if fmt == "csv":
+        return to_csv(board)
+    if fmt == "latex":
+        return to_latex(board)
+    if fmt == "html":
+        return to_html(board, figures)
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

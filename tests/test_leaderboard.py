@@ -1,0 +1,144 @@
+"""The leaderboard and the figures, from fixture result files (tests/fixtures/results).
+
+Fixture runs on the vision-audio stream (tasks text, vision, audio):
+  full-ft seed 0  R = [[.9 .1 .1] [.5 .6 .1] [.3 .4 .7]]
+  full-ft seed 1  R = [[.9 .1 .1] [.7 .8 .1] [.5 .6 .9]]
+  align-only 0    R = [[.9 .1 .1] [.9 .4 .1] [.9 .4 .5]]
+  joint 0 and 1   R = [[.9 .1 .1] [.85 .9 .1] [.85 .85 .95]]
+and four broken files: truncated JSON, a newer schema, a failed run, no accuracy matrix.
+"""
+
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cl_bench import leaderboard
+from cl_bench.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+T975_1 = 12.706204736174707  # scipy.stats.t.ppf(0.975, df=1): the 95% CI factor for two seeds
+
+
+@pytest.fixture
+def board(monkeypatch):
+    monkeypatch.chdir(FIXTURES)  # paths in the table are then relative: results/runs/...
+    return leaderboard.build(Path("results"))
+
+
+def row(board, label):
+    (t,) = board.tables
+    return next(r for r in t.rows if r.label == label)
+
+
+def test_values_against_hand_computed_means_and_intervals(board):
+    ft = row(board, "full-ft")
+    # ACC per seed (.3+.4+.7)/3 = .4667 and (.5+.6+.9)/3 = .6667; sd .1414; half-width t * sd / sqrt(2)
+    assert ft.values["acc"][0] == pytest.approx(0.566667, abs=1e-6)
+    assert ft.values["acc"][1] == pytest.approx(T975_1 * 0.141421356 / math.sqrt(2), rel=1e-6)
+    # BWT: ((.3-.9) + (.4-.6)) / 2 = -.4 and ((.5-.9) + (.6-.8)) / 2 = -.3
+    assert ft.values["bwt"][0] == pytest.approx(-0.35)
+    # forgetting: ((.9-.3) + (.6-.4)) / 2 = .4 and ((.9-.5) + (.8-.6)) / 2 = .3
+    assert ft.values["forgetting"][0] == pytest.approx(0.35)
+    # FWT vs base: only j = 2 counts: R[1, 2] - R[0, 2] = 0
+    assert ft.values["fwt"][0] == pytest.approx(0.0)
+    # intransigence vs joint's diagonal a* = (.9, .95): ((.9-.6) + (.95-.7)) / 2 = .275, ((.9-.8) + (.95-.9)) / 2 = .075
+    assert ft.values["intransigence"][0] == pytest.approx(0.175)
+    # retention: text 100 * .3/.9, 100 * .5/.9; vision 100 * .4/.6, 100 * .6/.8
+    assert ft.values["retention:text"][0] == pytest.approx(100 * (0.3 + 0.5) / 0.9 / 2)
+    assert ft.values["retention:vision"][0] == pytest.approx(100 * (0.4 / 0.6 + 0.6 / 0.8) / 2)
+    assert ft.values["trainable"][0] == 1_000_000 and ft.values["train_seconds"][0] == pytest.approx(74.0)
+    # seconds per step, mean over stages: (30 + 40) / 800 = .0875 and (34 + 44) / 800 = .0975
+    assert ft.values["step_seconds"][0] == pytest.approx(0.0925)
+    single = row(board, "align-only")
+    assert single.values["acc"][0] == pytest.approx(0.6) and math.isnan(single.values["acc"][1])  # one seed: no CI
+    assert single.values["trainable"][0] == 110_000  # the largest stage
+    joint = row(board, "joint")
+    assert joint.values["intransigence"][0] == pytest.approx(0.0) and joint.values["acc"][1] == pytest.approx(0.0)
+
+
+def test_rows_sorted_best_first_and_by_any_column(board):
+    assert [r.label for r in board.tables[0].rows] == ["joint", "align-only", "full-ft"]  # by ACC, descending
+    (t,) = board.tables
+    assert [r.label for r in leaderboard.sort_rows(t.rows, t.columns, "forgetting")] == [
+        "align-only", "joint", "full-ft"]  # lower is better: 0, .05, .35
+    assert [r.label for r in leaderboard.sort_rows(t.rows, t.columns, "trainable")][0] == "align-only"
+    with pytest.raises(ValueError, match="cannot sort by 'speed'; choose one of: acc, bwt"):
+        leaderboard.sort_rows(t.rows, t.columns, "speed")
+
+
+def test_bad_files_are_named_and_left_out(board):
+    why = {p.name: reason for p, reason in board.skipped}
+    assert set(why) == {"truncated.json", "future.json", "failed.json", "incomplete.json"}
+    assert "unreadable" in why["truncated.json"]
+    assert "newer than this clbench reads" in why["future.json"]
+    assert "not a finished run" in why["failed.json"]
+    assert "accuracy_matrix" in why["incomplete.json"]
+    assert sum(len(r.runs) for r in board.tables[0].rows) == 5  # the good files all made it
+
+
+def test_markdown_matches_the_golden_table(board):
+    text = leaderboard.to_markdown(board)
+    golden = FIXTURES / "leaderboard.md"
+    if os.environ.get("CLBENCH_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_csv_latex_and_html(board):
+    csv_text = leaderboard.to_csv(board)
+    header, *lines = csv_text.splitlines()
+    assert header.startswith("stream,strategy,label,acc,acc_ci95,bwt,bwt_ci95") and len(lines) == 3
+    assert lines[0].startswith("vision-audio,joint,joint,0.883333,0,")
+    latex = leaderboard.to_latex(board)
+    assert r"\begin{tabular}" in latex and r"0.567 $\pm$ 1.271" in latex and "Text ret. \\%" in latex
+    page = leaderboard.to_html(board, {"vision-audio": {"pareto.png": b"\x89PNG fake"}})
+    assert "<table>" in page and "data:image/png;base64," in page
+    assert not re.search(r"(src|href)=['\"](?!data:)", page)  # self-contained: nothing fetched
+
+
+def test_rows_of_one_strategy_with_different_options_get_telling_labels(tmp_path):
+    import json
+    import shutil
+
+    shutil.copytree(FIXTURES / "results" / "runs" / "vision-audio" / "full-ft", tmp_path / "runs" / "s" / "full-ft")
+    path = next((tmp_path / "runs" / "s" / "full-ft").glob("*seed1*"))
+    doc = json.loads(path.read_text())
+    doc["config"]["strategy_options"] = {"lr": 0.001}
+    path.write_text(json.dumps(doc))
+    labels = sorted(r.label for r in leaderboard.build(tmp_path).tables[0].rows)
+    assert labels == ["full-ft (lr=0.001)", "full-ft (lr=default)"]
+
+
+def test_cli_leaderboard_formats_stream_and_errors(monkeypatch):
+    monkeypatch.chdir(FIXTURES)
+    runner = CliRunner()
+    out = runner.invoke(main, ["leaderboard", "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    assert "| joint |" in out.stdout and "left out results/runs/vision-audio/broken/future.json" in out.stderr
+    out = runner.invoke(main, ["leaderboard", "--format", "csv", "--sort", "forgetting", "--device", "cpu"])
+    assert out.exit_code == 0 and out.stdout.splitlines()[1].startswith("vision-audio,align-only")
+    out = runner.invoke(main, ["leaderboard", "--stream", "nope", "--device", "cpu"])
+    assert out.exit_code != 0 and "no finished runs of stream 'nope'" in out.output and "vision-audio" in out.output
+    out = runner.invoke(main, ["leaderboard", "--results-dir", "missing", "--device", "cpu"])
+    assert out.exit_code != 0 and "no finished result files under missing/runs" in out.output
+
+
+def test_plot_writes_every_figure(monkeypatch, tmp_path):
+    monkeypatch.chdir(FIXTURES)
+    out = CliRunner().invoke(main, ["plot", "--out-dir", str(tmp_path), "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    names = sorted(p.name for p in (tmp_path / "vision-audio").iterdir())
+    assert names == sorted(["forgetting-curves.png", "pareto.png"] + [
+        f"{s}-{k}.png" for s in ("align-only", "full-ft", "joint") for k in ("accuracy", "transfer")])
+    assert all((tmp_path / "vision-audio" / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
+
+
+def test_pareto_front():
+    from cl_bench.plots import pareto_front
+
+    pts = [(10, 0.5), (5, 0.4), (20, 0.45), (30, 0.9), (5, 0.3)]
+    assert pareto_front(pts) == [(5, 0.4), (10, 0.5), (30, 0.9)]
