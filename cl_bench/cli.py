@@ -141,5 +141,142 @@ def ls(verbose) -> None:
         raise click.ClickException(str(e)) from e
 
 
+def _device(name: str) -> str:
+    from cl_bench.runner import resolve_device
+
+    return str(resolve_device(name))
+
+
+def _board(results_dir, stream, sort, device):
+    from cl_bench.leaderboard import build
+
+    board = build(results_dir, stream=stream, sort=sort, device=_device(device))
+    for path, why in board.skipped:
+        click.echo(f"left out {path}: {why}", err=True)
+    if not board.tables:
+        raise click.ClickException(f"no finished result files under {results_dir}/runs; "
+                                   "run `clbench run` (or `clbench publish`) first")
+    return board
+
+
+_results_option = click.option("--results-dir", default="results", show_default=True,
+                               type=click.Path(file_okay=False), help="Directory holding runs/ of result files.")
+_stream_option = click.option("--stream", default=None, help="Only this stream [default: every stream found].")
+_device_option = click.option("--device", default="auto", show_default=True,
+                              help="Where the metrics are computed: auto (the GPU where there is one), cpu, cuda.")
+
+
+@main.command()
+@_results_option
+@_stream_option
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex", "html"]), default="md", show_default=True,
+              help="Table format; html is one self-contained page with the table and the figures.")
+@click.option("--sort", default="acc", show_default=True,
+              help="Column to sort rows by (acc, bwt, fwt, forgetting, intransigence, retention:<task>, trainable, "
+                   "added, train_seconds); best first.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write to this file instead of printing.")
+@_device_option
+def leaderboard(results_dir, stream, fmt, sort, output, device) -> None:
+    """Print the leaderboard of every stream: one row per strategy, mean and 95% CI over seeds.
+
+    Every metric is recomputed from the result files' accuracy matrices; nothing is
+    re-run. Files that are unreadable, of a newer schema or from unfinished runs are
+    named on stderr and left out.
+    """
+    from cl_bench.leaderboard import render
+    from cl_bench.results import atomic_write_text
+
+    try:
+        board = _board(results_dir, stream, sort, device)
+        figures = None
+        if fmt == "html":
+            from cl_bench.plots import render_figures
+
+            figures = render_figures(board, _device(device))
+        text = render(board, fmt, figures)
+    except (ValueError, LookupError) as e:
+        raise click.ClickException(str(e)) from e
+    if output:
+        atomic_write_text(output, text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@_results_option
+@_stream_option
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the figures go [default: RESULTS_DIR/figures].")
+@_device_option
+def plot(results_dir, stream, out_dir, device) -> None:
+    """Draw the figures: per strategy, heatmaps of the accuracy and transfer matrices (each run and the mean);
+    per stream, forgetting curves and Pareto plots of ACC against trainable parameters and train time.
+    """
+    from pathlib import Path
+
+    from cl_bench.plots import draw
+
+    try:
+        board = _board(results_dir, stream, "acc", device)
+        out = Path(out_dir) if out_dir else Path(results_dir) / "figures"
+        figures = draw(board, out, _device(device))
+    except (ValueError, LookupError) as e:
+        raise click.ClickException(str(e)) from e
+    for stream_name, figs in figures.items():
+        click.echo(f"{out / stream_name}: {len(figs)} figures")
+
+
+@main.command()
+@click.option("--stream", default="vision-audio", show_default=True, help="Task stream to run.")
+@click.option("--strategies", default="all", show_default=True,
+              help="Comma-separated strategy names, or all (every registered strategy).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
+@_results_option
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Cache of data, base models and resumable runs [default: $CLBENCH_CACHE or ~/.cache/clbench].")
+@click.option("--steps", default=400, show_default=True, type=click.IntRange(min=1),
+              help="Training steps per stage (the published leaderboard uses the default).")
+@click.option("--pretrain-steps", default=400, show_default=True, type=click.IntRange(min=1),
+              help="Pre-training steps of the base model (the published leaderboard uses the default).")
+@_device_option
+def publish(stream, strategies, seeds, results_dir, cache_dir, steps, pretrain_steps, device) -> None:
+    """Run every strategy x seed still missing (default settings), then write the leaderboard and figures.
+
+    Finished runs are reused, an interrupted one resumes, so the command can be run again
+    at any time. Writes RESULTS_DIR/leaderboard.{md,csv,tex,html} and RESULTS_DIR/figures/.
+    """
+    from pathlib import Path
+
+    from cl_bench.config import Budget
+    from cl_bench.leaderboard import render
+    from cl_bench.models.lm import PretrainConfig
+    from cl_bench.plots import draw
+    from cl_bench.results import atomic_write_text
+    from cl_bench.runner import RunConfig
+    from cl_bench.runner import run as run_stream
+
+    try:
+        names = registry.strategies.names() if strategies == "all" else [s.strip() for s in strategies.split(",")]
+        for n in names:
+            registry.strategies.entry(n)
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        for n in names:
+            for seed in seed_list:
+                click.echo(f"{n} seed {seed}", err=True)
+                run_stream(RunConfig(stream=stream, strategy=n, seed=seed, device=device, results_dir=results_dir,
+                                     cache_dir=cache_dir, budget=Budget(steps=steps),
+                                     pretrain=PretrainConfig(steps=pretrain_steps)), progress=False, reuse=True,
+                           echo=lambda s: click.echo(s, err=True))
+        board = _board(results_dir, stream, "acc", device)
+        figures = draw(board, Path(results_dir) / "figures", _device(device))
+        for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("html", "html")):
+            atomic_write_text(Path(results_dir) / f"leaderboard.{ext}", render(board, fmt, figures))
+    except (ValueError, TypeError, LookupError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"wrote {results_dir}/leaderboard.{{md,csv,tex,html}} and {results_dir}/figures/")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

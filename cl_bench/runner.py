@@ -21,7 +21,7 @@ from cl_bench import __version__, registry
 from cl_bench.config import Budget, from_options
 from cl_bench.data import default_cache_dir, stable_hash
 from cl_bench.models.lm import DEFAULT_MODEL, PRESETS, PretrainConfig
-from cl_bench.results import SCHEMA_VERSION, atomic_torch_save, atomic_write_json, environment
+from cl_bench.results import SCHEMA_VERSION, atomic_torch_save, atomic_write_json, environment, load_result
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,12 @@ def resolve_device(name: str):
 
 
 def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
-        echo: Callable[[str], None] = print, inspect: Callable[[str, object], None] | None = None
-        ) -> tuple[dict, Path]:
+        echo: Callable[[str], None] = print, inspect: Callable[[str, object], None] | None = None,
+        reuse: bool = False) -> tuple[dict, Path]:
     """Run `config` end to end; returns the result document and the path it was written to.
+
+    `reuse`: if this exact run's result file already exists and is complete, return it
+    without running (what `clbench publish` does to fill in only missing runs).
 
     `inspect(event, strategy)`, if given, is called with "setup" after the strategy's
     setup and "end" after the last stage (used by `clbench validate`).
@@ -98,6 +101,22 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     base = load_base(config.model, stream, device, cache, config.pretrain, progress=progress)
     setup_seconds = time.perf_counter() - t0
 
+    data = stable_hash([(t.name, len(t.train), len(t.val), list(t.test["prompt"]), list(t.test["answer"]))
+                        for t in stream.tasks])
+    key = stable_hash({"clbench": __version__, "config": config.identity(), "data": data,
+                       "strategy_options": dataclasses.asdict(strategy.config),
+                       "base": base.info.get("key"), "base_path": base.info.get("path")})
+    model_name = config.model if config.model in PRESETS else Path(config.model).name
+    path = Path(config.results_dir) / "runs" / stream.name / config.strategy / f"{model_name}-seed{config.seed}-{key[:8]}.json"
+    if reuse and not restart and path.exists():
+        try:
+            done = load_result(path)
+        except ValueError:
+            done = None
+        if done is not None and done.get("status") == "complete" and done.get("run_key") == key:
+            echo(f"{path}: finished before, reused")
+            return done, path
+
     torch.manual_seed(config.seed)  # projector initialisation
     encoders = {m: build_encoder(m, config.encoders.get(m)) for m in dict.fromkeys(stream.modalities) if m != "text"}
     model = MultimodalLM(base.lm, base.tokenizer, encoders).to(device)
@@ -119,11 +138,6 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
                  for k, (t, d) in probes.items()}
         return row, extra
 
-    data = stable_hash([(t.name, len(t.train), len(t.val), list(t.test["prompt"]), list(t.test["answer"]))
-                        for t in stream.tasks])
-    key = stable_hash({"clbench": __version__, "config": config.identity(), "data": data,
-                       "strategy_options": dataclasses.asdict(strategy.config),
-                       "base": base.info.get("key"), "base_path": base.info.get("path")})
     work = cache / "runs" / key
     if restart and work.exists():
         shutil.rmtree(work)
@@ -182,8 +196,6 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
                    "this_process_seconds": round(time.perf_counter() - t_start, 3)},
         "environment": environment(device),
     }
-    model_name = config.model if config.model in PRESETS else Path(config.model).name
-    path = Path(config.results_dir) / "runs" / stream.name / config.strategy / f"{model_name}-seed{config.seed}-{key[:8]}.json"
     atomic_write_json(path, result)
     shutil.rmtree(work, ignore_errors=True)  # the result file now holds everything
     return result, path

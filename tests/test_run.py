@@ -130,7 +130,7 @@ def test_cli_errors_name_the_problem(tmp_path, cache_dir):
 
 def test_every_command_has_complete_help():
     runner = CliRunner()
-    for args in ([], ["run"], ["ls"], ["validate"]):
+    for args in ([], ["run"], ["ls"], ["validate"], ["leaderboard"], ["plot"], ["publish"]):
         out = runner.invoke(main, [*args, "--help"])
         assert out.exit_code == 0
         assert "Usage:" in out.output
@@ -138,3 +138,20 @@ def test_every_command_has_complete_help():
     for opt in ("--stream", "--strategy", "--model", "--seed", "--device", "--steps", "--batch-size",
                 "--pretrain-steps", "--option", "--encoder", "--results-dir", "--cache-dir", "--restart", "--quiet"):
         assert opt in run_help
+
+
+def test_publish_runs_what_is_missing_then_writes_the_leaderboard(tmp_path, cache_dir, stream):
+    res = tmp_path / "published"
+    args = ["publish", "--strategies", "align-only,full-ft", "--seeds", "0,1", "--steps", "2", "--pretrain-steps", "5",
+            "--results-dir", str(res), "--cache-dir", str(cache_dir), "--device", "cpu"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    assert len(list((res / "runs").rglob("*.json"))) == 4
+    table = (res / "leaderboard.md").read_text()
+    assert "| align-only |" in table and "| full-ft |" in table
+    assert all((res / f"leaderboard.{ext}").stat().st_size > 0 for ext in ("csv", "tex", "html"))
+    assert (res / "figures" / "vision-audio" / "pareto.png").exists()
+    again = CliRunner().invoke(main, args)  # nothing left to run: every run is reused
+    assert again.exit_code == 0 and again.output.count("finished before, reused") == 4
+    out = CliRunner().invoke(main, [*args[:2], "ful-ft", *args[3:]])
+    assert out.exit_code != 0 and "Did you mean 'full-ft'" in out.output
