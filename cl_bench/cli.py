@@ -240,7 +240,8 @@ def plot(results_dir, stream, out_dir, device) -> None:
               help="Training steps per stage (the published leaderboard uses the default).")
 @click.option("--pretrain-steps", default=400, show_default=True, type=click.IntRange(min=1),
               help="Pre-training steps of the base model (the published leaderboard uses the default).")
-@_device_option
+@click.option("--device", default="auto", show_default=True,
+              help="Device of the runs and the metrics: auto (the GPU where there is one), cpu, cuda.")
 def publish(stream, strategies, seeds, results_dir, cache_dir, steps, pretrain_steps, device) -> None:
     """Run every strategy x seed still missing (default settings), then write the leaderboard and figures.
 
