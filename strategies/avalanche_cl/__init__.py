@@ -194,6 +194,8 @@ class AvalancheStrategy(Strategy):
 
         m, ctx = self.model, self.context
         self.freeze_all()
+        for p in m.parameters():  # EWC's Fisher squares every .grad: none may be left from an earlier stage
+            p.grad = None
         m.lm.requires_grad_(True)
         groups = [{"params": list(m.lm.parameters()), "lr": self.config.lr}]
         if experience.modality in m.projectors:

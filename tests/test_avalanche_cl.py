@@ -1,0 +1,207 @@
+"""EWC, LwF and replay through avalanche-lib: its plugins really run, the glue's loss, resume, options."""
+
+import dataclasses
+import io
+
+import pytest
+import torch
+from avalanche.benchmarks.utils.data_loader import ReplayDataLoader, TaskBalancedDataLoader
+from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin
+
+from cl_bench.config import Budget, from_options
+from cl_bench.models.encoders import build_encoder
+from cl_bench.models.lm import PretrainConfig, load_base
+from cl_bench.models.multimodal import MultimodalLM
+from cl_bench.strategies.avalanche_cl import EWC, LwF, Replay, glue
+from cl_bench.strategies.avalanche_cl import EWCConfig, LwFConfig, ReplayConfig
+from cl_bench.strategy import RunContext
+
+CPU = torch.device("cpu")
+# Avalanche's ReplayPlugin calls its own deprecated storage_policy.update.
+pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated function update:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def small(stream):
+    """The stream with 48 training items per task: EWC's Fisher passes over whole training splits."""
+
+    def cut(e):
+        return dataclasses.replace(e, train=e.train.select(range(48)), val=e.val.select(range(8)))
+
+    return dataclasses.replace(stream, base=cut(stream.base), experiences=tuple(cut(e) for e in stream.experiences))
+
+
+def make(cls, stream, small, cache_dir, steps=3, base=True, **options):
+    # The base model of the full stream (cached; its vocabulary covers every split).
+    lm = load_base("mixtral-tiny", stream, CPU, cache_dir, PretrainConfig(steps=5, batch_size=8), progress=False)
+    torch.manual_seed(0)
+    model = MultimodalLM(lm.lm, lm.tokenizer, {m: build_encoder(m) for m in ("image", "audio")})
+    strat = cls(cls.Config(**options))
+    strat.setup(model, RunContext(CPU, 0, Budget(steps=steps, batch_size=4), small.name,
+                                  tuple(t.info for t in small.tasks), progress=False,
+                                  base=small.base.without_test() if base else None))
+    return strat
+
+
+def spy(monkeypatch, cls, name):
+    """Record the calls of avalanche's `cls.name` (still calling it)."""
+    calls = []
+    original = getattr(cls, name)
+
+    def wrapper(self, strategy, **kwargs):
+        calls.append(strategy)
+        return original(self, strategy, **kwargs)
+
+    monkeypatch.setattr(cls, name, wrapper)
+    return calls
+
+
+def batch_of(strat, experience, n=4):
+    exp = strat._avalanche_experience(experience, 0)
+    return exp.dataset.collate_fn([exp.dataset[i] for i in range(n)])
+
+
+# -- the glue ------------------------------------------------------------------------------
+def test_criterion_is_the_multimodal_loss(stream, small, cache_dir):
+    strat = make(EWC, stream, small, cache_dir)
+    vision = small.experiences[0]
+    x, labels, tasks = batch_of(strat, vision)
+    assert len(x.parts) == 1 and tasks.tolist() == [1] * 4
+    strat.module.train()
+    ours = glue.answer_loss(strat.module(x), labels)
+    theirs = strat.model(x.parts[0], router_aux_loss=True).loss
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+    # A mixed batch (replay): the answer tokens of both sources weigh alike.
+    text = strat._avalanche_experience(small.base, 0).dataset
+    image = strat._avalanche_experience(vision, 1).dataset
+    x, labels, tasks = strat.collate([text[0], image[0], text[1], image[1], image[2]])
+    assert [p.modality for p in x.parts] == ["text", "image"] and tasks.tolist() == [0, 0, 1, 1, 1]
+    strat.module.eval()  # no router loss
+    mixed = glue.answer_loss(strat.module(x), labels)
+    sums = [strat.model(p).loss * p.answer.sum() for p in x.parts]
+    assert torch.allclose(mixed, sum(sums) / sum(p.answer.sum() for p in x.parts), rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_holds_only_what_trains_and_the_budget_is_exact(stream, small, cache_dir):
+    strat = make(EWC, stream, small, cache_dir, steps=5)
+    audio_projector = [p.detach().clone() for p in strat.model.projectors["audio"].parameters()]
+    stats = strat.learn(small.experiences[0].without_test())
+    assert stats["steps"] == 5 and stats["avalanche_experience"] == 1  # the base text task was experience 0
+    in_optimizer = {id(p) for g in strat.template.optimizer.param_groups for p in g["params"]}
+    trainable = {id(p) for p in strat.model.parameters() if p.requires_grad}
+    assert in_optimizer == trainable
+    assert trainable == {id(p) for p in [*strat.model.lm.parameters(), *strat.model.projectors["image"].parameters()]}
+    assert [g["initial_lr"] for g in strat.template.optimizer.param_groups] == [3e-4, 5e-3]
+    assert all(torch.equal(p, q) for p, q in zip(strat.model.projectors["audio"].parameters(), audio_projector))
+    cost = strat.cost()
+    assert cost.trainable == sum(p.numel() for p in strat.model.parameters() if p.requires_grad)
+
+
+# -- avalanche's plugins really run ----------------------------------------------------------
+def test_ewc_runs_avalanche_and_holds_important_parameters(stream, small, cache_dir, monkeypatch):
+    fisher = spy(monkeypatch, EWCPlugin, "after_training_exp")
+    penalty = spy(monkeypatch, EWCPlugin, "before_backward")
+    vision = small.experiences[0].without_test()
+    moved = {}
+    for lam in (0.0, 1e5):
+        strat = make(EWC, stream, small, cache_dir, steps=6, ewc_lambda=lam)
+        strat.learn(vision)
+        assert set(strat.ewc.importances) == {0, 1}  # text (avalanche's experience 0) and vision
+        # What EWC holds: the distance from the base, weighted by the text task's Fisher.
+        F, start = strat.ewc.importances[0], strat.ewc.saved_params[0]
+        moved[lam] = sum((F[k].data * (p - start[k].data) ** 2).sum() for k, p in strat.module.named_parameters())
+    assert len(fisher) == 4 and len(penalty) == 12  # per run: Fisher after text and after vision; 6 steps
+    assert moved[1e5] < 0.2 * moved[0.0]
+
+
+def test_lwf_distils_through_avalanche(stream, small, cache_dir, monkeypatch):
+    hooks = spy(monkeypatch, LwFPlugin, "before_backward")
+    strat = make(LwF, stream, small, cache_dir, include_text=False)
+    strat.learn(small.experiences[0].without_test())
+    assert len(hooks) == 3 and strat.lwf.lwf.prev_model is not None
+    assert strat.lwf.lwf.last_penalty == 0.0  # no teacher before the first experience
+    stats = strat.learn(small.experiences[1].without_test())
+    assert len(hooks) == 6 and stats["last_distillation"] > 0
+    # With the base text task as experience 0, the base model teaches from the first modality on.
+    strat = make(LwF, stream, small, cache_dir, positions="all")
+    assert strat.learn(small.experiences[0].without_test())["last_distillation"] > 0
+
+
+def test_replay_mixes_earlier_items_into_training_batches(stream, small, cache_dir, monkeypatch):
+    loaders = []
+    original = ReplayPlugin.before_training_exp
+
+    def before(self, strategy, **kwargs):
+        original(self, strategy, **kwargs)
+        loaders.append(type(strategy.dataloader))
+
+    monkeypatch.setattr(ReplayPlugin, "before_training_exp", before)
+    seen = []
+    forward = glue.LMModule.forward
+    monkeypatch.setattr(glue.LMModule, "forward", lambda self, x: seen.append([p.modality for p in x.parts])
+                        or forward(self, x))
+    strat = make(Replay, stream, small, cache_dir)
+    vision, audio = small.experiences
+    strat.learn(vision.without_test())
+    seen.clear()
+    stats = strat.learn(audio.without_test())
+    assert loaders == [TaskBalancedDataLoader, ReplayDataLoader, ReplayDataLoader]  # text's buffer was empty
+    assert stats["buffer"] == {"text": 48, "vision": 48, "audio": 48}  # 200 places, 48 items per task here
+    assert len(seen) == 3 and all(mods[0] == "audio" and len(mods) > 1 for mods in seen)
+    assert {"text", "image"} & {m for mods in seen for m in mods[1:]}
+    assert stats["batch"] == {"current": 2, "memory": 2}
+
+
+# -- resume ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [EWC, LwF, Replay])
+def test_resume_gives_the_same_model(cls, stream, small, cache_dir):
+    vision, audio = (e.without_test() for e in small.experiences)
+    straight = make(cls, stream, small, cache_dir)
+    straight.learn(vision)
+    buffer = io.BytesIO()
+    torch.save(straight.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = make(cls, stream, small, cache_dir)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    resumed.resumed([vision])
+    if cls is Replay:
+        assert resumed.replay.storage_policy.sources() == straight.replay.storage_policy.sources()
+    a, b = straight.learn(audio), resumed.learn(audio)
+    assert a["last_loss"] == b["last_loss"]
+    expected, got = straight.state_dict(), resumed.state_dict()
+    assert set(expected) == set(got) and all(torch.equal(v, got[k]) for k, v in expected.items())
+    x = batch_of(straight, audio)[0]
+    assert torch.equal(straight.module(x).logits, resumed.module(x).logits)
+
+
+def test_a_checkpoint_of_another_strategy_is_refused(stream, small, cache_dir):
+    lwf = make(LwF, stream, small, cache_dir)
+    state = {k: v for k, v in lwf.state_dict().items() if not k.startswith("avalanche.")}
+    with pytest.raises(ValueError, match="does not fit"):
+        make(EWC, stream, small, cache_dir).load_state_dict(state)
+
+
+# -- options ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("config, options, message", [
+    (EWCConfig, {"ewc_lambda": "-1"}, "ewc_lambda must be"),
+    (EWCConfig, {"mode": "online"}, "needs decay_factor"),
+    (EWCConfig, {"decay_factor": "0.5"}, "only used with mode 'online'"),
+    (EWCConfig, {"lr": "0"}, "EWCConfig.lr must be > 0"),
+    (LwFConfig, {"temperature": "0"}, "temperature must be > 0"),
+    (LwFConfig, {"positions": "prompt"}, "'answer' or 'all'"),
+    (ReplayConfig, {"memory_fraction": "1"}, "memory_fraction must be in"),
+    (ReplayConfig, {"mem_size": "0"}, "mem_size must be >= 1"),
+])
+def test_bad_options_are_named(config, options, message):
+    with pytest.raises(ValueError, match=message):
+        from_options(config, options, "strategy")
+
+
+def test_include_text_without_the_base_split_says_how_to_fix_it(stream, small, cache_dir):
+    strat = make(Replay, stream, small, cache_dir, base=False)
+    with pytest.raises(ValueError, match="include-text=false"):
+        strat.learn(small.experiences[0].without_test())
+    assert ReplayConfig().split(32) == (16, 16) and ReplayConfig(memory_fraction=0.25).split(4) == (3, 1)
+    with pytest.raises(ValueError, match="at least 2"):
+        ReplayConfig().split(1)
