@@ -216,13 +216,14 @@ class VocabularyLwF(LearningWithoutForgetting):
 
     The distillation is avalanche's own (``_distillation_loss``: KL at temperature T,
     averaged over rows, times alpha), applied with the vocabulary as the "units" and
-    one row per distilled position: the positions that predict answer tokens
-    (``positions="answer"``, where the task is decided) or every position that predicts
-    a real text token of the prompt or answer (``positions="all"``). The teacher sees
-    the same batch as the student (for replay-free LwF: the current task's inputs).
+    one row per distilled position: every position that predicts a real text token of
+    the prompt or answer (``positions="all"``, the default: it keeps the LM's behaviour
+    on the new prompts, and measured better on the default stream), or only those that
+    predict answer tokens (``positions="answer"``, where the teacher, which has not
+    learnt the new modality, mostly guesses). The teacher sees the student's batch.
     """
 
-    def __init__(self, alpha: float = 1.0, temperature: float = 2.0, positions: str = "answer") -> None:
+    def __init__(self, alpha: float = 1.0, temperature: float = 2.0, positions: str = "all") -> None:
         super().__init__(alpha=alpha, temperature=temperature)
         self.positions = positions
         self.last_penalty = 0.0
