@@ -45,7 +45,7 @@ class AvalancheConfig:
 class EWCConfig(AvalancheConfig):
     """EWC options (avalanche's EWCPlugin)."""
 
-    # Avalanche's Fisher squares mini-batch gradients (small: ~1e-5 a weight here), hence a large default;
+    # Avalanche's Fisher squares mini-batch gradients (about 3e-5 a weight on average here): a large default;
     # 1e2..1e8 were tried on the default stream, 1e6 had the best final validation accuracy.
     ewc_lambda: float = field(default=1e6, metadata={"help": "weight of the EWC penalty"})
     mode: str = field(default="separate", metadata={
