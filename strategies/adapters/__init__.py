@@ -25,9 +25,13 @@ class AdapterConfig:
 
     placement: Literal["pfeiffer", "houlsby"] = field(
         default="pfeiffer", metadata={"help": "pfeiffer: after each MoE block; houlsby: after attention too"})
-    reduction_factor: int = field(default=16, metadata={"help": "bottleneck size = hidden size / reduction_factor"})
+    # 4 and 5e-3 rather than the usual 16 and 1e-3: the adapter starts at zero and, at this model size, a bottleneck of
+    # 8 at 1e-3 barely learns a modality in the stage budget. Default stream, seed 0, per-modality variant: vision
+    # 0.53 / audio 0.40 against 0.47 / 0.25. The shared variant then learns more and forgets more (text at the end
+    # 0.13 against 0.52): both variants keep the same defaults, chosen for learning the new modality.
+    reduction_factor: int = field(default=4, metadata={"help": "bottleneck size = hidden size / reduction_factor"})
     nonlinearity: Literal["relu", "gelu"] = field(default="relu", metadata={"help": "activation in the bottleneck"})
-    lr: float = field(default=1e-3, metadata={"help": "learning rate of the adapters"})
+    lr: float = field(default=5e-3, metadata={"help": "learning rate of the adapters"})
     projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
 
     def __post_init__(self) -> None:
@@ -39,7 +43,7 @@ class AdapterConfig:
         if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int) \
                 or self.reduction_factor < 1:
             raise ValueError(f"AdapterConfig.reduction_factor must be an integer >= 1 that divides the hidden size "
-                             f"(e.g. 16: 128 -> 8), got {self.reduction_factor!r}")
+                             f"(e.g. 4: 128 -> 32), got {self.reduction_factor!r}")
         for name in ("lr", "projector_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"AdapterConfig.{name} must be > 0, got {getattr(self, name)}")
