@@ -125,11 +125,31 @@ def pareto(table: Table) -> bytes:
         if len(front) > 1:
             ax.step(*zip(*front), where="post", color="black", lw=0.8, ls="--", alpha=0.6)
         ax.set_xscale("log")
+        _log_ticks(ax.xaxis)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("ACC (final average accuracy)")
     fig.suptitle(f"{table.stream}: accuracy against cost (dashed: Pareto front)", fontsize=10)
     return _png(fig)
+
+
+def _log_ticks(axis) -> None:
+    """Ticks at 1, 2 and 5 per decade, labelled 200k / 1.9M / 50, with no minor labels.
+
+    Matplotlib's default labels every minor tick of a narrow log axis in 10^x notation, which overlaps.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: _compact(v)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _compact(v: float) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:g}{suffix}"
+    return f"{v:g}"
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -142,3 +142,9 @@ def test_pareto_front():
 
     pts = [(10, 0.5), (5, 0.4), (20, 0.45), (30, 0.9), (5, 0.3)]
     assert pareto_front(pts) == [(5, 0.4), (10, 0.5), (30, 0.9)]
+
+
+def test_log_axis_labels_are_compact():
+    from cl_bench.plots import _compact
+
+    assert [_compact(v) for v in (50, 200, 2e3, 1.9e6, 3e9)] == ["50", "200", "2k", "1.9M", "3G"]
