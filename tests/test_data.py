@@ -127,3 +127,18 @@ def test_atomic_json_keeps_the_old_file_on_failure(tmp_path):
     atomic_write_json(path, {"schema_version": 99})
     with pytest.raises(ValueError, match="newer than this clbench reads"):
         load_result(path)
+
+
+def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from cl_bench.results import atomic_torch_save, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "t.md", "x")
+        atomic_torch_save(tmp_path / "s.pt", {"a": 1})
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in ("t.md", "s.pt")} == {0o644}
