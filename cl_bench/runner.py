@@ -146,10 +146,19 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         t0 = time.perf_counter()
         row, extra = evaluate()
         state = {"rows": [row], "extra": {k: [v] for k, v in extra.items()}, "stages": [],
-                 "row0_eval_seconds": round(time.perf_counter() - t0, 3)}
+                 "row0_eval_seconds": round(time.perf_counter() - t0, 3), "resumes": []}
         _save_state(work, state, strategy)
     else:
-        strategy.resumed([e.without_test() for e in stream.experiences[: len(state["rows"]) - 1]])
+        done = len(state["rows"]) - 1
+        # A resumed run's stages may come from another process, machine load or commit: the result file says
+        # when each stage finished and with which commit, so that nobody takes its timings for an
+        # uninterrupted run's unawares.
+        state.setdefault("resumes", []).append({"at_stage": done, "when": _now(), **_where()})
+        earlier = {s.get("git_commit") for s in state["stages"]} - {None}
+        if earlier and earlier != {_where()["git_commit"]}:
+            echo(f"warning: stages 1-{done} were run by clbench {', '.join(sorted(earlier))}, this is "
+                 f"{_where()['git_commit']}; --restart runs the whole stream with this code")
+        strategy.resumed([e.without_test() for e in stream.experiences[:done]])
 
     for i, exp in enumerate(stream.experiences, start=1):
         if i < len(state["rows"]):
@@ -166,7 +175,8 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         state["stages"].append({"stage": i, "experience": exp.name, "modality": exp.modality,
                                 "train_seconds": round(train_seconds, 3),
                                 "eval_seconds": round(time.perf_counter() - t0, 3),
-                                "cost": dataclasses.asdict(cost), "train_stats": stats})
+                                "cost": dataclasses.asdict(cost), "train_stats": stats,
+                                "finished": _now(), **_where()})
         _save_state(work, state, strategy)
         if progress:
             echo(f"stage {i}/{len(stream.experiences)} {exp.name}: "
@@ -193,12 +203,30 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         "stages": state["stages"],
         "timing": {"setup_seconds": round(setup_seconds, 3), "row0_eval_seconds": state["row0_eval_seconds"],
                    "train_seconds": round(sum(s["train_seconds"] for s in state["stages"]), 3),
+                   "resumed_at_stages": [r["at_stage"] for r in state.get("resumes", [])],
                    "this_process_seconds": round(time.perf_counter() - t_start, 3)},
         "environment": environment(device),
     }
     atomic_write_json(path, result)
     shutil.rmtree(work, ignore_errors=True)  # the result file now holds everything
     return result, path
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+_WHERE: dict | None = None
+
+
+def _where() -> dict:
+    """The clbench commit of this process (recorded per stage; computed once per process)."""
+    global _WHERE
+    if _WHERE is None:
+        from cl_bench.results import git_commit
+
+        _WHERE = {"git_commit": git_commit()}
+    return _WHERE
 
 
 def _quiet_libraries() -> None:

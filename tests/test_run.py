@@ -94,6 +94,28 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, cache_dir
     fresh, _ = run(cfg, progress=False, restart=True)
     assert resumed["accuracy_matrix"] == fresh["accuracy_matrix"]
     assert resumed["extra_accuracy"] == fresh["extra_accuracy"]
+    assert resumed["timing"]["resumed_at_stages"] == [1] and fresh["timing"]["resumed_at_stages"] == []
+    assert all(s["finished"] and "git_commit" in s for s in resumed["stages"])
+
+
+def test_resuming_with_other_code_is_recorded_and_warned(tmp_path, cache_dir, stream, test_strategies,
+                                                          monkeypatch):
+    from helpers_strategies import CrashOnAudio
+
+    from cl_bench import runner
+
+    cfg = tiny_config(tmp_path, cache_dir, strategy="crash-on-audio", seed=4)
+    monkeypatch.setattr(runner, "_WHERE", {"git_commit": "0ld"})
+    CrashOnAudio.crash = True
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(cfg, progress=False)
+    CrashOnAudio.crash = False
+    monkeypatch.setattr(runner, "_WHERE", {"git_commit": "n3w"})
+    said = []
+    result, _ = run(cfg, progress=False, echo=said.append)
+    assert any("stages 1-1 were run by clbench 0ld, this is n3w; --restart" in s for s in said)
+    assert [s["git_commit"] for s in result["stages"]] == ["0ld", "n3w"]
+    assert result["timing"]["resumed_at_stages"] == [1]
 
 
 def test_local_checkpoint_runs_like_a_preset(tmp_path, cache_dir, stream):
