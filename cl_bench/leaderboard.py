@@ -209,12 +209,14 @@ def _joint_reference(groups: dict[str, list[Run]], dev) -> dict[str, object]:
     """a*_k per base model and budget: the diagonal of the `joint` strategy's mean accuracy matrix."""
     import torch
 
+    from cl_bench.metrics import joint_reference
+
     out = {}
     for group in groups.values():
         if group[0].config["strategy"] != "joint":
             continue
         R = torch.tensor([r.doc["accuracy_matrix"] for r in group], dtype=torch.float64, device=dev).mean(0)
-        out.setdefault(_model_key(group[0]), torch.diagonal(R)[1:])
+        out.setdefault(_model_key(group[0]), joint_reference(R))
     return out
 
 
