@@ -146,18 +146,18 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         t0 = time.perf_counter()
         row, extra = evaluate()
         state = {"rows": [row], "extra": {k: [v] for k, v in extra.items()}, "stages": [],
-                 "row0_eval_seconds": round(time.perf_counter() - t0, 3), "resumes": []}
+                 "row0_eval_seconds": round(time.perf_counter() - t0, 3), "resumed_at_stages": []}
         _save_state(work, state, strategy)
     else:
         done = len(state["rows"]) - 1
         # A resumed run's stages may come from another process, machine load or commit: the result file says
         # when each stage finished and with which commit, so that nobody takes its timings for an
         # uninterrupted run's unawares.
-        state.setdefault("resumes", []).append({"at_stage": done, "when": _now(), **_where()})
-        earlier = {s.get("git_commit") for s in state["stages"]} - {None}
-        if earlier and earlier != {_where()["git_commit"]}:
+        state.setdefault("resumed_at_stages", []).append(done)
+        earlier, now = {s.get("git_commit") for s in state["stages"]} - {None}, _where()["git_commit"]
+        if earlier and earlier != {now}:
             echo(f"warning: stages 1-{done} were run by clbench {', '.join(sorted(earlier))}, this is "
-                 f"{_where()['git_commit']}; --restart runs the whole stream with this code")
+                 f"{now}; --restart runs the whole stream with this code")
         strategy.resumed([e.without_test() for e in stream.experiences[:done]])
 
     for i, exp in enumerate(stream.experiences, start=1):
@@ -189,7 +189,7 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     result = {
         "schema_version": SCHEMA_VERSION,
         "status": "complete",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": _now(),
         "run_key": key,
         "config": {**dataclasses.asdict(config), "strategy_options": dataclasses.asdict(strategy.config)},
         "seed": config.seed,
@@ -203,7 +203,7 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         "stages": state["stages"],
         "timing": {"setup_seconds": round(setup_seconds, 3), "row0_eval_seconds": state["row0_eval_seconds"],
                    "train_seconds": round(sum(s["train_seconds"] for s in state["stages"]), 3),
-                   "resumed_at_stages": [r["at_stage"] for r in state.get("resumes", [])],
+                   "resumed_at_stages": state.get("resumed_at_stages", []),
                    "this_process_seconds": round(time.perf_counter() - t_start, 3)},
         "environment": environment(device),
     }
