@@ -63,6 +63,29 @@ def atomic_torch_save(path: Path, obj) -> None:
         raise
 
 
+def pack_items(correct) -> str:
+    """Per-item correctness (a sequence of bools, in test-split order) as compact text:
+    the bits packed little-endian into bytes, base64-encoded (1,000 items -> 168 characters)."""
+    import base64
+
+    import numpy as np
+
+    bits = np.packbits(np.asarray(correct, dtype=bool), bitorder="little")
+    return base64.b64encode(bits.tobytes()).decode("ascii")
+
+
+def unpack_items(text: str, n: int):
+    """The inverse of pack_items: a bool numpy array of the `n` items' correctness."""
+    import base64
+
+    import numpy as np
+
+    raw = np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype=np.uint8)
+    if len(raw) != (n + 7) // 8:
+        raise ValueError(f"packed item results hold {len(raw) * 8} bits, expected {n} items")
+    return np.unpackbits(raw, count=n, bitorder="little").astype(bool)
+
+
 def package_versions() -> dict[str, str | None]:
     out = {}
     for name in PACKAGES:
