@@ -1,4 +1,4 @@
-"""The leaderboard: result files -> one table per stream, mean and 95% CI over seeds.
+"""The leaderboard: result files -> one table per stream, mean and 95% interval over seeds, and tiers.
 
 Nothing is re-run. Every metric is recomputed from the stored accuracy matrices with the
 batched torch functions of cl_bench.metrics (on the device given; all runs of a row in one
@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cl_bench import stats
 from cl_bench.results import load_result
 from cl_bench.validate import check_result
 
@@ -53,7 +54,11 @@ class Row:
     label: str
     strategy: str
     runs: list[Run]
-    values: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (mean, CI half-width)
+    # key -> (mean, half the interval's width); the interval itself is in `ci`, and need not be symmetric
+    values: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high), stats.bootstrap_ci
+    # key -> {seed: value}: every column's and every scalar metric's per-run values (tiers, `clbench compare`)
+    per_seed: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -121,7 +126,8 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def columns_for(tasks: list[dict], with_intransigence: bool) -> list[Column]:
-    cols = [Column("acc", "ACC", True), Column("bwt", "BWT", True), Column("fwt", "FWT", True),
+    cols = [Column("tier", "Tier", False, "int"), Column("acc", "ACC", True), Column("bwt", "BWT", True),
+            Column("fwt", "FWT", True),
             Column("forgetting", "Forgetting", False)]
     if with_intransigence:
         cols.append(Column("intransigence", "Intransigence", False))
@@ -182,15 +188,55 @@ def build(results_dir: Path, *, stream: str | None = None, sort: str = "acc", de
                                                  dtype=torch.float64)
             vals["step_seconds"] = torch.tensor([_mean_step(r) for r in group], dtype=torch.float64)
             row = Row(labels[key], group[0].config["strategy"], group)
+            seeds = [r.doc["seed"] for r in group]
             for k, v in vals.items():
-                mean, half, _ = metrics.mean_ci(v.cpu(), level=level)
-                row.values[k] = (float(mean), float(half))
+                ci = stats.bootstrap_ci(v, level=level)  # one method for every column, counts and seconds too
+                row.values[k] = (ci.mean, (ci.high - ci.low) / 2)
+                row.ci[k] = (ci.low, ci.high)
+            scalars = {k: v for k, v in per_run.items() if v.dim() == 1}  # [runs]: acc, text_retention, ...
+            for k, v in {**scalars, **vals}.items():
+                row.per_seed[k] = dict(zip(seeds, v.cpu().tolist()))
             row.values["seeds"] = (float(len(group)), float("nan"))
             rows.append(row)
+        _set_tiers(rows)
         cols = columns_for(tasks, bool(joint))
         rows = sort_rows(rows, cols, sort)
         tables.append(Table(name, tasks, cols, rows))
     return Leaderboard(tables, skipped)
+
+
+def _set_tiers(rows: list[Row]) -> None:
+    """Tier 1, 2, ... of each row on ACC (stats.tiers: paired t-tests over shared seeds, Holm)."""
+    t = stats.tiers([str(i) for i in range(len(rows))], [r.per_seed["acc"] for r in rows])
+    for i, r in enumerate(rows):
+        tier = t.tier[str(i)]
+        r.values["tier"] = (float("nan") if tier is None else float(tier), float("nan"))
+
+
+def interval_note(level: float = 0.95) -> str:
+    """What the intervals and the Tier column are, for the note under each table."""
+    return (f"Intervals: mean [{level:.0%} interval] over seeds, an expanded percentile bootstrap of the mean "
+            f"(scipy.stats.bootstrap, {stats.N_RESAMPLES:,} resamples, seed {stats.SEED}), inside the seeds' range "
+            "and so inside the metric's. An interval inside n seeds' range covers a symmetric spread's mean at most "
+            "1 - 2^(1-n) of the time (94% at 5 seeds): compare strategies by tier or with `clbench compare`. "
+            + stats.TIER_RULE.format(alpha=0.05))
+
+
+def find_row(table: Table, name: str) -> Row:
+    """The row labelled `name`, or the only row of strategy `name`; ValueError naming the choices otherwise."""
+    for r in table.rows:
+        if r.label == name:
+            return r
+    rows = [r for r in table.rows if r.strategy == name]
+    if len(rows) == 1:
+        return rows[0]
+    if rows:
+        labels = ", ".join(repr(r.label) for r in rows)
+        raise ValueError(f"strategy {name!r} has {len(rows)} rows with different options on stream {table.stream!r}: "
+                         f"{labels}; pass one of these labels instead")
+    known = ", ".join(sorted({r.label for r in table.rows}))
+    raise ValueError(f"no finished runs of {name!r} on stream {table.stream!r} (there: {known}); "
+                     f"run `clbench run --stream {table.stream} --strategy {name}` first")
 
 
 def _mean_step(run: Run) -> float:
@@ -252,11 +298,13 @@ def _number(v: float, kind: str) -> str:
     return f"{v:.3f}"
 
 
-def cell(row: Row, col: Column, pm: str = " ± ") -> str:
-    mean, half = row.values.get(col.key, (float("nan"), float("nan")))
+def cell(row: Row, col: Column, pm: str = " ") -> str:
+    """The mean, then its interval as [low, high] (after `pm`) where there is one and it is not a point."""
+    mean = row.values.get(col.key, (float("nan"), float("nan")))[0]
+    low, high = row.ci.get(col.key, (float("nan"), float("nan")))
     text = _number(mean, col.kind)
-    if not math.isnan(mean) and not math.isnan(half) and col.kind != "int" and not (col.kind == "count" and half == 0):
-        text += pm + _number(half, col.kind)
+    if not math.isnan(mean) and not math.isnan(low) and col.kind != "int" and not (col.kind == "count" and low == high):
+        text += f"{pm}[{_number(low, col.kind)}, {_number(high, col.kind)}]"
     return text
 
 
@@ -264,13 +312,14 @@ def to_markdown(board: Leaderboard, level: float = 0.95) -> str:
     out = []
     for t in board.tables:
         out.append(f"## {t.stream}\n")
-        out.append(f"Mean ± {level:.0%} confidence interval (Student t) over seeds. Tasks: "
+        out.append(f"Mean [{level:.0%} interval] over seeds. Tasks: "
                    + ", ".join(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f})" for x in t.tasks) + ".\n")
         out.append("| Strategy | " + " | ".join(c.header for c in t.columns) + " |")
         out.append("|---|" + "|".join("---:" for _ in t.columns) + "|")
         for r in t.rows:
             out.append(f"| {r.label} | " + " | ".join(cell(r, c) for c in t.columns) + " |")
         out.append("")
+        out.append(interval_note(level) + "\n")
         out += matrix_table(t)
     out += _skipped_lines(board)
     return "\n".join(out).rstrip() + "\n"
@@ -295,21 +344,23 @@ def _skipped_lines(board: Leaderboard) -> list[str]:
     return ["Left out:", *[f"- {p}: {why}" for p, why in board.skipped], ""]
 
 
-def to_csv(board: Leaderboard) -> str:
+def to_csv(board: Leaderboard, level: float = 0.95) -> str:
+    """One line per row: each column's mean, interval low and high; the last column says how they were made."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     for i, t in enumerate(board.tables):
         if i == 0:
             header = ["stream", "strategy", "label"]
             for c in t.columns:
-                header += [c.key] if c.kind == "int" else [c.key, f"{c.key}_ci95"]
-            w.writerow(header)
+                header += [c.key] if c.kind == "int" else [c.key, f"{c.key}_low", f"{c.key}_high"]
+            w.writerow(header + ["method"])
         for r in t.rows:
             line = [t.stream, r.strategy, r.label]
             for c in t.columns:
-                mean, half = r.values.get(c.key, (float("nan"), float("nan")))
-                line += [_raw(mean)] if c.kind == "int" else [_raw(mean), _raw(half)]
-            w.writerow(line)
+                mean = r.values.get(c.key, (float("nan"), float("nan")))[0]
+                low, high = r.ci.get(c.key, (float("nan"), float("nan")))
+                line += [_raw(mean)] if c.kind == "int" else [_raw(mean), _raw(low), _raw(high)]
+            w.writerow(line + [interval_note(level)])
     return buf.getvalue()
 
 
@@ -328,10 +379,11 @@ def to_latex(board: Leaderboard) -> str:
 
     out = []
     for t in board.tables:
-        out += [f"% {t.stream}: mean $\\pm$ 95% CI over seeds", r"\begin{tabular}{l" + "r" * len(t.columns) + "}",
+        out += [f"% {t.stream}: mean [95% interval] over seeds", f"% {interval_note()}",
+                r"\begin{tabular}{l" + "r" * len(t.columns) + "}",
                 r"\toprule", "Strategy & " + " & ".join(esc(c.header) for c in t.columns) + r" \\", r"\midrule"]
         for r in t.rows:
-            out.append(esc(r.label) + " & " + " & ".join(cell(r, c, r" $\pm$ ") for c in t.columns) + r" \\")
+            out.append(esc(r.label) + " & " + " & ".join(cell(r, c) for c in t.columns) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(out)
 

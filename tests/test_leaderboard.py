@@ -13,14 +13,15 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from scipy import stats as sps
 
 from cl_bench import leaderboard
 from cl_bench.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
-T975_1 = 12.706204736174707  # scipy.stats.t.ppf(0.975, df=1): the 95% CI factor for two seeds
 
 
 @pytest.fixture
@@ -36,9 +37,12 @@ def row(board, label):
 
 def test_values_against_hand_computed_means_and_intervals(board):
     ft = row(board, "full-ft")
-    # ACC per seed (.3+.4+.7)/3 = .4667 and (.5+.6+.9)/3 = .6667; sd .1414; half-width t * sd / sqrt(2)
+    # ACC per seed (.3+.4+.7)/3 = .4667 and (.5+.6+.9)/3 = .6667; with two seeds the expanded percentile
+    # bootstrap's level is ~1 - 1e-70, so its interval is the two values (the Student t one was .567 ± 1.271)
     assert ft.values["acc"][0] == pytest.approx(0.566667, abs=1e-6)
-    assert ft.values["acc"][1] == pytest.approx(T975_1 * 0.141421356 / math.sqrt(2), rel=1e-6)
+    assert ft.ci["acc"] == (pytest.approx(1.4 / 3), pytest.approx(2.0 / 3)) and ft.values["acc"][1] == pytest.approx(0.1)
+    assert ft.per_seed["acc"] == {0: pytest.approx(1.4 / 3), 1: pytest.approx(2.0 / 3)}
+    assert ft.ci["retention:text"] == (pytest.approx(100 * 0.3 / 0.9), pytest.approx(100 * 0.5 / 0.9))  # inside [0, 100]
     # BWT: ((.3-.9) + (.4-.6)) / 2 = -.4 and ((.5-.9) + (.6-.8)) / 2 = -.3
     assert ft.values["bwt"][0] == pytest.approx(-0.35)
     # forgetting: ((.9-.3) + (.6-.4)) / 2 = .4 and ((.9-.5) + (.8-.6)) / 2 = .3
@@ -58,6 +62,18 @@ def test_values_against_hand_computed_means_and_intervals(board):
     assert single.values["trainable"][0] == 110_000  # the largest stage
     joint = row(board, "joint")
     assert joint.values["intransigence"][0] == pytest.approx(0.0) and joint.values["acc"][1] == pytest.approx(0.0)
+    # joint - full-ft ACC on seeds 0, 1: .4167, .2167; paired t p = .195: no tier splits (align-only: one seed)
+    assert [r.values["tier"][0] for r in board.tables[0].rows] == [1, 1, 1]
+
+
+def test_intervals_are_scipy_bootstrap(board):
+    """The train-time interval of full-ft against scipy.stats.bootstrap, called directly."""
+    ft = row(board, "full-ft")
+    x = np.array([r.doc["timing"]["train_seconds"] for r in ft.runs])
+    z = math.sqrt(2) * sps.t.ppf(0.975, 1)  # Hesterberg's widening for n = 2: sqrt(n / (n-1)) t_{n-1}
+    ref = sps.bootstrap((x,), np.mean, n_resamples=10_000, confidence_level=1 - 2 * sps.norm.sf(z),
+                        method="percentile", rng=np.random.default_rng(0)).confidence_interval
+    assert ft.ci["train_seconds"] == (pytest.approx(ref.low), pytest.approx(ref.high))
 
 
 def test_rows_sorted_best_first_and_by_any_column(board):
@@ -66,7 +82,7 @@ def test_rows_sorted_best_first_and_by_any_column(board):
     assert [r.label for r in leaderboard.sort_rows(t.rows, t.columns, "forgetting")] == [
         "align-only", "joint", "full-ft"]  # lower is better: 0, .05, .35
     assert [r.label for r in leaderboard.sort_rows(t.rows, t.columns, "trainable")][0] == "align-only"
-    with pytest.raises(ValueError, match="cannot sort by 'speed'; choose one of: acc, bwt"):
+    with pytest.raises(ValueError, match="cannot sort by 'speed'; choose one of: tier, acc, bwt"):
         leaderboard.sort_rows(t.rows, t.columns, "speed")
 
 
@@ -91,10 +107,13 @@ def test_markdown_matches_the_golden_table(board):
 def test_csv_latex_and_html(board):
     csv_text = leaderboard.to_csv(board)
     header, *lines = csv_text.splitlines()
-    assert header.startswith("stream,strategy,label,acc,acc_ci95,bwt,bwt_ci95") and len(lines) == 3
-    assert lines[0].startswith("vision-audio,joint,joint,0.883333,0,")
+    assert header.startswith("stream,strategy,label,tier,acc,acc_low,acc_high,bwt,bwt_low") and len(lines) == 3
+    assert header.endswith(",seeds,method") and "expanded percentile bootstrap" in lines[0]
+    assert lines[0].startswith("vision-audio,joint,joint,1,0.883333,0.883333,0.883333,")
     latex = leaderboard.to_latex(board)
-    assert r"\begin{tabular}" in latex and r"0.567 $\pm$ 1.271" in latex and "Text ret. \\%" in latex
+    assert r"\begin{tabular}" in latex and "0.567 [0.467, 0.667]" in latex and "Text ret. \\%" in latex
+    assert "% Intervals: mean [95% interval] over seeds, an expanded percentile bootstrap" in latex
+    assert "Tier: strategies ranked by mean ACC" in latex.splitlines()[1]  # a comment line
     page = leaderboard.to_html(board, {"vision-audio": {"pareto.png": b"\x89PNG fake"}})
     assert "<table>" in page and "data:image/png;base64," in page
     assert not re.search(r"(src|href)=['\"](?!data:)", page)  # self-contained: nothing fetched
