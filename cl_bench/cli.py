@@ -205,6 +205,96 @@ def leaderboard(results_dir, stream, fmt, sort, output, device) -> None:
 
 
 @main.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--stream", default=None, help="Stream of the runs [default: the only stream with runs of both].")
+@click.option("--metric", default="acc", show_default=True,
+              help="Per-run metric: a leaderboard column (acc, bwt, fwt, forgetting, intransigence, retention:<task>, "
+                   "trainable, train_seconds, ...) or a scalar of metrics.all_metrics (text_retention, "
+                   "mean_retention, mean_plasticity, fwt_vs_chance).")
+@_results_option
+@click.option("--level", default=0.95, show_default=True, type=click.FloatRange(0.5, 1, max_open=True),
+              help="Confidence level of the interval; the test's alpha is 1 - level.")
+@_device_option
+def compare(a, b, stream, metric, results_dir, level, device) -> None:
+    """Compare strategies A and B, paired by seed: is the difference real or a tie?
+
+    A and B are strategy names (or leaderboard row labels, for a strategy run with
+    several options). Runs with the same seed share the base model, projector init and
+    data order, so the comparison uses the difference on each shared seed: its mean and
+    paired-t interval, the paired t-test's p-value, the share of seeds A wins, and how
+    many seeds the observed difference would need to be detected at 95% and 80% power.
+    """
+    from cl_bench import stats
+    from cl_bench.leaderboard import _number, find_row
+
+    try:
+        board = _board(results_dir, stream, "acc", device)
+        tables = [t for t in board.tables if _has(t, a) and _has(t, b)] if len(board.tables) > 1 else board.tables
+        if not tables:
+            found = ", ".join(t.stream for t in board.tables)
+            raise ValueError(f"no stream under {results_dir}/runs has finished runs of both {a!r} and {b!r} "
+                             f"(streams: {found}); run the missing one with `clbench run`")
+        if len(tables) > 1:
+            raise ValueError(f"{a!r} and {b!r} both ran on streams {', '.join(t.stream for t in tables)}; "
+                             "pick one with --stream")
+        (table,) = tables
+        row_a, row_b = find_row(table, a), find_row(table, b)
+        cols = {c.key: c for c in table.columns}
+        key = metric if metric in row_a.per_seed else {c.header.lower(): c.key for c in table.columns}.get(
+            metric.lower(), metric)
+        if key not in row_a.per_seed or key not in row_b.per_seed:
+            known = ", ".join(k for k in row_a.per_seed if k in row_b.per_seed)
+            raise ValueError(f"no per-run metric {metric!r} for both; choose --metric from: {known}")
+    except (ValueError, LookupError) as e:
+        raise click.ClickException(str(e)) from e
+    va, vb = row_a.per_seed[key], row_b.per_seed[key]
+    shared = sorted(set(va) & set(vb))
+    if len(shared) < 2:
+        raise click.ClickException(
+            f"{row_a.label} (seeds {_seeds(va)}) and {row_b.label} (seeds {_seeds(vb)}) share {len(shared)} seed(s) "
+            f"on {table.stream}; a paired comparison needs at least 2: run the missing seeds with `clbench run --seed N`")
+    col = cols.get(key)
+    kind = col.kind if col else "percent" if key.endswith("_retention") else "score"
+    res = stats.paired_comparison([va[s] for s in shared], [vb[s] for s in shared], level=level, alpha=1 - level)
+    num = lambda v: _number(v, kind) if v >= 0 or kind in ("score", "percent") else f"{v:.3g}"  # noqa: E731
+    width = max(len(row_a.label), len(row_b.label), 8) + 2
+    click.echo(f"{table.stream}: {key} of {row_a.label} (A) and {row_b.label} (B) over {res.n} shared seeds "
+               f"({', '.join(map(str, shared))})")
+    click.echo(f"  {'seed':<6}{'A':>{width}}{'B':>{width}}{'A - B':>{width}}")
+    for s in shared:
+        click.echo(f"  {s:<6}{num(va[s]):>{width}}{num(vb[s]):>{width}}{num(va[s] - vb[s]):>{width}}")
+    click.echo(f"  {'mean':<6}{num(res.mean_a):>{width}}{num(res.mean_b):>{width}}{num(res.mean_diff):>{width}}")
+    click.echo(f"mean difference A - B: {num(res.mean_diff)}, {level:.0%} interval [{num(res.low)}, {num(res.high)}] "
+               "(paired t)")
+    click.echo(f"paired t-test: p = {res.p_value:.3g} (two-sided)")
+    click.echo(f"P(A > B): {res.p_a_better:.2f} (share of shared seeds where A is higher, ties half)")
+    click.echo(f"effect size d = {res.effect_size:.3g}; seeds to detect it at alpha {1 - level:.2g}: "
+               f"{_needed(res.seeds_95)} at 95% power, {_needed(res.seeds_80)} at 80% power")
+    better = "" if col is None or col.higher_is_better is None else \
+        " (higher is better)" if col.higher_is_better else " (lower is better)"
+    if res.p_value < 1 - level:
+        hi, lo = (row_a.label, row_b.label) if res.mean_diff > 0 else (row_b.label, row_a.label)
+        click.echo(f"verdict: {hi} > {lo} on {key}{better} (p={res.p_value:.3g})")
+    else:
+        click.echo(f"verdict: no significant difference: a tie at this number of seeds (p={res.p_value:.3g})")
+
+
+def _has(table, name: str) -> bool:
+    return any(r.label == name or r.strategy == name for r in table.rows)
+
+
+def _seeds(values: dict) -> str:
+    return ", ".join(map(str, sorted(values))) or "none"
+
+
+def _needed(n) -> str:
+    if n is None:
+        return "n/a"
+    return "never (no difference observed)" if n == float("inf") else str(n)
+
+
+@main.command()
 @_results_option
 @_stream_option
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
