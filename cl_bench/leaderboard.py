@@ -389,35 +389,111 @@ def to_latex(board: Leaderboard) -> str:
 
 
 def to_html(board: Leaderboard, figures: dict[str, dict[str, bytes]] | None = None, level: float = 0.95) -> str:
-    """One self-contained page: the tables, then each stream's figures inlined as PNG data."""
-    import base64
-
-    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'><title>clbench leaderboard</title>",
-             "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
-             "table{border-collapse:collapse;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px}"
-             "td{text-align:right}td:first-child{text-align:left}th{background:#f4f4f4}"
-             "figure{display:inline-block;margin:1em}img{max-width:640px}</style></head><body>",
+    """One self-contained page (nothing fetched): per stream the table (click a header to sort), the
+    mean accuracy matrices, then the figures inlined as PNG data (click one to see it at full size)."""
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             f"<title>clbench leaderboard</title><style>{_HTML_STYLE}</style></head><body>",
              "<h1>clbench leaderboard</h1>"]
     for t in board.tables:
         parts.append(f"<h2>{html.escape(t.stream)}</h2>")
-        parts.append(f"<p>Mean ± {level:.0%} confidence interval (Student t) over seeds. Tasks: "
+        parts.append(f"<p>Mean [{level:.0%} interval] over seeds. Tasks: "
                      + ", ".join(html.escape(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f})")
-                                 for x in t.tasks) + ".</p>")
-        parts.append("<table><thead><tr><th>Strategy</th>"
-                     + "".join(f"<th>{html.escape(c.header)}</th>" for c in t.columns) + "</tr></thead><tbody>")
-        for r in t.rows:
-            parts.append(f"<tr><td>{html.escape(r.label)}</td>"
-                         + "".join(f"<td>{html.escape(cell(r, c))}</td>" for c in t.columns) + "</tr>")
-        parts.append("</tbody></table>")
-        for name, png in (figures or {}).get(t.stream, {}).items():
-            data = base64.b64encode(png).decode("ascii")
-            parts.append(f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{html.escape(name)}</figcaption></figure>")
+                                 for x in t.tasks) + ". Click a column's header to sort by it.</p>")
+        parts.append(_html_table(t))
+        parts.append(f"<p class='note'>{html.escape(interval_note(level))}</p>")
+        parts.append(_html_matrix_table(t))
+        parts += _html_figures((figures or {}).get(t.stream, {}))
     if board.skipped:
         parts.append("<h2>Left out</h2><ul>" + "".join(
             f"<li>{html.escape(str(p))}: {html.escape(why)}</li>" for p, why in board.skipped) + "</ul>")
-    parts.append("</body></html>")
+    parts.append(f"<div id='zoom' hidden><img alt=''></div><script>{_HTML_SCRIPT}</script></body></html>")
     return "\n".join(parts) + "\n"
+
+
+_HTML_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
+    ".scroll{overflow-x:auto;max-width:100%;margin-bottom:1em}"
+    "table{border-collapse:collapse;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;white-space:nowrap}"
+    "td{text-align:right;font-variant-numeric:tabular-nums}td:first-child,th:first-child{text-align:left}"
+    "td:first-child{position:sticky;left:0;background:#fff}th{background:#f4f4f4;position:sticky;top:0}"
+    "table.sortable th{cursor:pointer;user-select:none}table.sortable th:hover{background:#e6e6e6}"
+    "th[aria-sort=ascending]::after{content:' \\25B2'}th[aria-sort=descending]::after{content:' \\25BC'}"
+    "tbody tr:nth-child(even) td{background:#fafafa}"
+    "figure{margin:1em 0}figure img{max-width:100%;height:auto;cursor:zoom-in;display:block}"
+    "figcaption{font-size:13px;color:#555}.note{font-size:13px;color:#444;max-width:75em}"
+    ".figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,1100px),1fr));gap:0 2em}"
+    "#zoom{position:fixed;inset:0;background:rgba(0,0,0,.85);overflow:auto;cursor:zoom-out;z-index:9}"
+    "#zoom img{display:block;margin:2em auto;background:#fff;max-width:none}"
+)
+
+# Sorting: by each cell's data-v (the mean, a number; empty for n/a, always last), else its text.
+# The first click sorts best first (data-desc='1': higher is better), the next click reverses.
+_HTML_SCRIPT = (
+    "document.querySelectorAll('table.sortable').forEach(function(table){"
+    "table.querySelectorAll('th').forEach(function(th,col){th.addEventListener('click',function(){"
+    "var body=table.tBodies[0],rows=Array.from(body.rows);"
+    "var desc=th.getAttribute('aria-sort')?th.getAttribute('aria-sort')==='ascending':th.dataset.desc==='1';"
+    "table.querySelectorAll('th').forEach(function(h){h.removeAttribute('aria-sort')});"
+    "th.setAttribute('aria-sort',desc?'descending':'ascending');"
+    "function key(r){var c=r.cells[col],v=c.dataset.v;return v===undefined?c.textContent:v===''?null:+v}"
+    "rows.sort(function(a,b){var x=key(a),y=key(b);if(x===null||y===null)return(x===null)-(y===null);"
+    "var d=typeof x==='number'?x-y:String(x).localeCompare(y);return desc?-d:d});"
+    "rows.forEach(function(r){body.appendChild(r)})})})});"
+    "var zoom=document.getElementById('zoom');"
+    "document.querySelectorAll('figure img').forEach(function(img){img.addEventListener('click',function(){"
+    "zoom.firstChild.src=img.src;zoom.hidden=false})});"
+    "zoom.addEventListener('click',function(){zoom.hidden=true});"
+    "document.addEventListener('keydown',function(e){if(e.key==='Escape')zoom.hidden=true});"
+)
+
+
+def _html_table(t: Table) -> str:
+    """The leaderboard table, sortable: each cell keeps its raw mean in data-v."""
+    head = "<th data-desc='0'>Strategy</th>" + "".join(
+        f"<th data-desc='{0 if c.higher_is_better is False else 1}'>{html.escape(c.header)}</th>" for c in t.columns)
+    body = []
+    for r in t.rows:
+        cells = []
+        for c in t.columns:
+            mean = r.values.get(c.key, (float("nan"), float("nan")))[0]
+            cells.append(f"<td data-v='{'' if math.isnan(mean) else repr(float(mean))}'>{html.escape(cell(r, c))}</td>")
+        body.append(f"<tr><td>{html.escape(r.label)}</td>{''.join(cells)}</tr>")
+    return (f"<div class='scroll'><table class='sortable'><thead><tr>{head}</tr></thead><tbody>"
+            + "\n".join(body) + "</tbody></table></div>")
+
+
+def _html_matrix_table(t: Table) -> str:
+    """Each row's mean accuracy matrix, as matrix_table writes it in the markdown."""
+    lines = [ln for ln in matrix_table(t) if ln.startswith("|")]
+    caption = matrix_table(t)[0].strip()
+
+    def split(line: str) -> list[str]:
+        return [x.strip() for x in line.strip().strip("|").split("|")]
+
+    head, rows = split(lines[0]), [split(ln) for ln in lines[2:]]
+    return (f"<p>{html.escape(caption)}</p><div class='scroll'><table><thead><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in row) + "</tr>" for row in rows)
+            + "</tbody></table></div>")
+
+
+def _html_figures(figs: dict[str, bytes]) -> list[str]:
+    """The stream's figures first (full width), then each strategy's, two side by side where they fit."""
+    import base64
+
+    def figure(name: str, png: bytes) -> str:
+        data = base64.b64encode(png).decode("ascii")
+        return (f"<figure><img alt='{html.escape(name)}' title='click to see it at full size' "
+                f"src='data:image/png;base64,{data}'><figcaption>{html.escape(name)}</figcaption></figure>")
+
+    per_row = [n for n in figs if n.endswith(("-accuracy.png", "-transfer.png"))]
+    stream = [n for n in figs if n not in per_row]
+    out = [figure(n, figs[n]) for n in stream]
+    if per_row:
+        out.append("<h3>Per strategy: accuracy and transfer matrices</h3><div class='figs'>"
+                   + "".join(figure(n, figs[n]) for n in per_row) + "</div>")
+    return out
 
 
 def render(board: Leaderboard, fmt: str, figures=None) -> str:

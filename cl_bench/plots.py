@@ -1,19 +1,56 @@
-"""Figures from result files (seaborn / matplotlib, headless): nothing is re-run.
+"""Figures from result files (matplotlib, headless): nothing is re-run.
 
 Per strategy (one row of the leaderboard): heatmaps of the accuracy matrix and of the
 normalised transfer matrix, one panel per run and one for the mean over runs.
 Per stream: forgetting curves (each task's accuracy across stages, one line per
-strategy with its confidence band) and Pareto plots of ACC against trainable parameters
-and against training time.
+strategy with its confidence interval at every stage) and Pareto plots of ACC against
+trainable parameters and against training time.
+
+Every strategy has one colour, marker and line style (`style`), the same in every figure.
+Intervals are the leaderboard's bootstrap intervals over seeds (cl_bench.stats.bootstrap_ci):
+they lie between the smallest and the largest seed's value, so never outside the metric's range.
+Each figure is built by a `*_figure` function that returns the matplotlib Figure (for
+tests to inspect) and encoded to PNG by the function of the same name without `_figure`.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
+import zlib
 from pathlib import Path
 
+import numpy as np
+
 from cl_bench.leaderboard import Leaderboard, Row, Table
+
+DPI = 110
+
+# One colour, marker and line style per built-in strategy: fixed, so that a strategy looks the
+# same in every figure and in every leaderboard, whatever the other rows are. Colours are
+# tab10's plus black and navy (every pair at least 27 CIELAB units apart); related strategies
+# (lora / lora-per-modality, adapter / adapter-per-modality) get different hues and line styles.
+_BUILTIN_STYLES: dict[str, tuple[str, str, object]] = {
+    "mmer": ("#d62728", "o", "-"),
+    "joint": ("#000000", "s", (0, (5, 2))),
+    "full-ft": ("#8c564b", "v", "-"),
+    "align-only": ("#7f7f7f", "^", (0, (1, 1.5))),
+    "lora": ("#2ca02c", "D", "-"),
+    "lora-per-modality": ("#17becf", "P", (0, (5, 2))),
+    "adapter": ("#9467bd", "X", "-"),
+    "adapter-per-modality": ("#e377c2", "*", (0, (5, 2))),
+    "moextend": ("#ff7f0e", "h", (0, (3, 1, 1, 1))),
+    "ewc": ("#1f77b4", "<", (0, (3, 1, 1, 1))),
+    "lwf": ("#bcbd22", ">", (0, (1, 1.5))),
+    "replay": ("#0b3d91", "p", (0, (5, 1, 1, 1, 1, 1))),
+}
+# Other strategies (plugins): a colour and marker chosen by a hash of the name (stable across runs
+# and machines), from colours unlike the built-ins'.
+_EXTRA_COLORS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
+                 "#756bb1", "#636363", "#b5cf6b", "#e7ba52")
+_EXTRA_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "h", "p", "<", ">")
+_LINESTYLES = ("-", (0, (5, 2)), (0, (1, 1.5)), (0, (3, 1, 1, 1)))
 
 
 def _pyplot():
@@ -29,9 +66,33 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
 
 
+def style(strategy: str) -> tuple[str, str, object]:
+    """(colour, marker, line style) of a strategy: fixed for the built-ins, by a stable hash otherwise."""
+    if strategy in _BUILTIN_STYLES:
+        return _BUILTIN_STYLES[strategy]
+    h = zlib.crc32(strategy.encode())
+    return (_EXTRA_COLORS[h % len(_EXTRA_COLORS)], _EXTRA_MARKERS[(h >> 8) % len(_EXTRA_MARKERS)],
+            _LINESTYLES[(h >> 16) % len(_LINESTYLES)])
+
+
+def _row_styles(rows: list[Row]) -> list[tuple[str, str, object]]:
+    """Each row's style; rows of one strategy with other options keep its colour and marker and
+    take the next line style, so that they stay apart."""
+    seen: dict[str, int] = {}
+    out = []
+    for r in rows:
+        color, marker, ls = style(r.strategy)
+        k = seen.get(r.strategy, 0)
+        seen[r.strategy] = k + 1
+        if k:
+            ls = _LINESTYLES[(_LINESTYLES.index(ls) + k if ls in _LINESTYLES else k) % len(_LINESTYLES)]
+        out.append((color, marker, ls))
+    return out
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     _pyplot().close(fig)
     return buf.getvalue()
 
@@ -42,105 +103,337 @@ def _matrices(row: Row, device: str):
     return torch.tensor([r.doc["accuracy_matrix"] for r in row.runs], dtype=torch.float64, device=device)
 
 
-def matrix_heatmaps(row: Row, table: Table, kind: str = "accuracy", device: str = "cpu") -> bytes:
-    """One panel per run and one for the mean: R[i, j] (kind="accuracy") or the transfer matrix M[i, j]."""
-    import seaborn as sns
+def bootstrap_interval(values, level: float = 0.95, lower: float = -math.inf,
+                       upper: float = math.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds and its bootstrap interval, column by column, as the leaderboard computes its
+    intervals (cl_bench.stats.bootstrap_ci: a percentile bootstrap, inside the seeds' range and so
+    inside the metric's), clipped to [lower, upper] as well.
+
+    values: [runs] or [runs, k]. Returns (mean, lo, hi), each [k] (0-d for a flat input); the interval
+    is NaN where a column has fewer than 2 values."""
+    from cl_bench.stats import bootstrap_ci
+
+    x = np.asarray(values, dtype=np.float64)
+    flat = x.ndim == 1
+    x = x.reshape(x.shape[0], -1)
+    cis = [bootstrap_ci(x[:, j], level) for j in range(x.shape[1])]
+    mean = np.array([c.mean for c in cis])
+    lo = np.clip([c.low for c in cis], lower, upper)
+    hi = np.clip([c.high for c in cis], lower, upper)
+    return (mean[0], lo[0], hi[0]) if flat else (mean, lo, hi)
+
+
+def _row_interval(row: Row, table: Table, key: str, device: str, level: float, lower: float = -math.inf,
+                  upper: float = math.inf) -> tuple[float, float, float]:
+    """(mean, low, high) of a leaderboard column: the row's own interval where the leaderboard keeps
+    one (Row.ci), else the same bootstrap over the row's runs."""
+    ci = getattr(row, "ci", {}).get(key)
+    if ci is not None and key in row.values:
+        lo, hi = (float(np.clip(v, lower, upper)) for v in ci)
+        return row.values[key][0], lo, hi
+    return tuple(float(v) for v in bootstrap_interval(_per_run(row, table, key, device), level, lower, upper))
+
+
+# -- heatmaps ----------------------------------------------------------------------------
+def matrix_heatmaps_figure(row: Row, table: Table, kind: str = "accuracy", device: str = "cpu"):
+    """One panel per run and one for the mean: R[i, j] (kind="accuracy") or the transfer matrix M[i, j].
+
+    The transfer matrix uses a diverging colour scale centred on zero (white: no change; red:
+    below the reference, -1 is chance; blue: above it), symmetric and wide enough for every value.
+    Above the diagonal it holds a task's accuracy before the stage that learns it, which is no
+    forgetting: those cells are hatched grey, off the colour scale, with their value in grey.
+    """
     import torch
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+    from matplotlib.patches import Rectangle
 
     from cl_bench import metrics
 
     plt = _pyplot()
     R = _matrices(row, device)  # [runs, T+1, T+1]
     if kind == "accuracy":
-        mats, vmin, vmax, cmap, center = R, 0.0, 1.0, "viridis", None
+        mats = R
     elif kind == "transfer":
         chance = torch.tensor([t["chance"] for t in table.tasks], dtype=torch.float64, device=R.device)
-        mats, vmin, vmax, cmap, center = metrics.transfer_matrix(R, chance=chance), -1.0, 1.0, "RdBu", 0.0
+        mats = metrics.transfer_matrix(R, chance=chance)
     else:
         raise ValueError(f"kind must be 'accuracy' or 'transfer', got {kind!r}")
-    mats = mats.cpu()
+    mats = mats.cpu().numpy()
     panels = [(f"seed {r.doc['seed']}", mats[i]) for i, r in enumerate(row.runs)]
     if len(panels) > 1:
-        panels.append((f"mean of {len(panels)}", mats.nanmean(0)))
+        panels.append((f"mean of {len(panels)}", np.nanmean(mats, 0)))
     names = [t["name"] for t in table.tasks]
-    stages = ["base"] + [f"after {n}" for n in names[1:]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1, 3.2), squeeze=False)
-    for ax, (title, m) in zip(axes[0], panels):
-        sns.heatmap(m.numpy(), ax=ax, vmin=vmin, vmax=vmax, center=center, cmap=cmap, annot=True, fmt=".2f",
-                    cbar=ax is axes[0][-1], xticklabels=names, yticklabels=stages if ax is axes[0][0] else False,
-                    annot_kws={"size": 8})
+    n = len(names)
+    stages = ["base"] + [f"after {x}" for x in names[1:]]
+    future = np.triu(np.ones((n, n), dtype=bool), k=1)  # task j not learned yet at stage i
+    if kind == "accuracy":
+        cmap, norm = plt.get_cmap("viridis").with_extremes(bad="#d0d0d0"), Normalize(0.0, 1.0)
+    else:
+        shown = np.stack([m for _, m in panels])[:, ~future]
+        top = float(np.nanmax(np.abs(shown))) if np.isfinite(shown).any() else 1.0
+        top = max(1.0, math.ceil(top * 4) / 4)  # symmetric, and every value on the scale
+        cmap, norm = plt.get_cmap("RdBu").with_extremes(bad="#d0d0d0"), TwoSlopeNorm(0.0, -top, top)
+    width = 2.6 * len(panels) + 1.4
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 2.9), squeeze=False, dpi=DPI)
+    fig.subplots_adjust(left=0.9 / width, right=1 - 1.2 / width, bottom=0.2, top=0.8, wspace=0.12)
+    image = None
+    for k, (ax, (title, m)) in enumerate(zip(axes[0], panels)):
+        masked = np.ma.masked_invalid(np.where(future, 0.0, m) if kind == "transfer" else m)
+        image = ax.imshow(masked, cmap=cmap, norm=norm, aspect="auto")
+        if kind == "transfer":  # before the task is learned: hatched grey, off the colour scale
+            for i, j in zip(*np.nonzero(future)):
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#ececec", edgecolor="#c4c4c4",
+                                       hatch="///", lw=0))
+        for i in range(n):
+            for j in range(n):
+                v = m[i, j]
+                text = "n/a" if not np.isfinite(v) else f"{v:.2f}".replace("-0.00", "0.00")
+                if kind == "transfer" and future[i, j]:
+                    ax.text(j, i, text, ha="center", va="center", fontsize=8, color="#666666", style="italic")
+                    continue
+                rgb = cmap(norm(v))[:3] if np.isfinite(v) else (0.9, 0.9, 0.9)
+                light = 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2] > 0.45
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if light else "white")
+        ax.set_xticks(range(n), names, fontsize=8)
+        ax.set_yticks(range(n), stages if k == 0 else [""] * n, fontsize=8)
+        ax.tick_params(length=0)
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("task")
-    what = "accuracy R[i, j]" if kind == "accuracy" else "transfer (R - R_ref) / (R_ref - chance)"
-    fig.suptitle(f"{table.stream} / {row.label}: {what}", fontsize=10, y=1.03)
-    return _png(fig)
+        ax.set_xlabel("task", fontsize=8)
+    cbar = fig.colorbar(image, cax=fig.add_axes((1 - 1.05 / width, 0.2, 0.12 / width, 0.6)))
+    cbar.ax.tick_params(labelsize=8)
+    if kind == "accuracy":
+        what = "accuracy R[i, j] (row: after stage i; column: task j)"
+    else:
+        what = ("transfer (R - R_ref) / (R_ref - chance): 0 no change, -1 back to chance "
+                "(hatched, above the diagonal: before the task is learned)")
+    fig.suptitle(f"{table.stream} / {row.label}: {what}", fontsize=9)
+    return fig
 
 
-def forgetting_curves(table: Table, device: str = "cpu") -> bytes:
-    """Each task's accuracy after every stage, one line per strategy (mean and 95% CI band)."""
-    from cl_bench import metrics
+def matrix_heatmaps(row: Row, table: Table, kind: str = "accuracy", device: str = "cpu") -> bytes:
+    return _png(matrix_heatmaps_figure(row, table, kind, device))
 
+
+# -- forgetting curves -------------------------------------------------------------------
+def forgetting_curves_figure(table: Table, device: str = "cpu", level: float = 0.95):
+    """Each task's accuracy after every stage, one line per strategy: the mean over seeds and its
+    bootstrap interval at every stage. Points are dodged sideways, one slot per strategy, and every
+    strategy has its own marker and line style, so that equal values stay visible."""
     plt = _pyplot()
-    tasks = table.tasks
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), squeeze=False, sharey=True)
-    stages = list(range(len(tasks)))
-    palette = _palette(len(table.rows))
+    tasks, rows = table.tasks, table.rows
+    styles = _row_styles(rows)
+    stages = np.arange(len(tasks), dtype=np.float64)
+    width = 4.2 * len(tasks)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(width + 2.2, 4.8), squeeze=False, sharey=True, dpi=DPI)
+    fig.subplots_adjust(left=0.6 / (width + 2.2), right=(width + 0.1) / (width + 2.2), bottom=0.16, top=0.84,
+                        wspace=0.08)
+    slot = min(0.06, 0.66 / max(len(rows), 1))
     for ax, (j, task) in zip(axes[0], enumerate(tasks)):
-        for color, row in zip(palette, table.rows):
-            R = _matrices(row, device)[:, :, j].cpu()  # [runs, stages]
-            mean, half, _ = metrics.mean_ci(R)
-            half = half.nan_to_num(0)
-            ax.plot(stages, mean.numpy(), marker="o", ms=3, color=color, label=row.label)
-            ax.fill_between(stages, (mean - half).clamp(0, 1).numpy(), (mean + half).clamp(0, 1).numpy(),
-                            color=color, alpha=0.10, linewidth=0)
-        ax.axhline(task["chance"], color="grey", ls=":", lw=1)
+        for i, (row, (color, marker, ls)) in enumerate(zip(rows, styles)):
+            acc = _matrices(row, device)[:, :, j].cpu().numpy()  # [runs, stages]
+            mean, lo, hi = bootstrap_interval(acc, level, lower=0.0, upper=1.0)
+            x = stages + (i - (len(rows) - 1) / 2) * slot
+            ok = ~np.isnan(lo)
+            if ok.any():
+                ax.vlines(x[ok], lo[ok], hi[ok], color=color, lw=1.0, alpha=0.55, zorder=2)
+            ax.plot(x, mean, color=color, marker=marker, ms=5.5, ls=ls, lw=1.3, label=row.label, zorder=3,
+                    markerfacecolor=_tint(color, 0.35), markeredgewidth=1.0)
+        ax.axhline(task["chance"], color="grey", ls=":", lw=1, zorder=1)
         if j > 0:
-            ax.axvline(j, color="grey", ls="--", lw=0.8)  # the stage that learns this task
-        ax.set_ylim(0, 1.02)
+            ax.axvline(j, color="grey", ls="--", lw=0.8, zorder=1)  # the stage that learns this task
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlim(-0.5, len(tasks) - 0.5)
         ax.set_title(f"{task['name']} ({task['modality']})", fontsize=10)
         ax.set_xticks(stages, ["base"] + [t["name"] for t in tasks[1:]], fontsize=8)
         ax.set_xlabel("after stage")
+        ax.grid(axis="y", color="#eeeeee", lw=0.6, zorder=0)
     axes[0][0].set_ylabel("accuracy")
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.suptitle(f"{table.stream}: accuracy of each task across stages, mean and 95% CI over seeds "
-                 "(dotted: chance; dashed: the stage that learns the task)", fontsize=10)
-    return _png(fig)
+    axes[0][-1].legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.03, 0.5), handlelength=3)
+    fig.suptitle(f"{table.stream}: accuracy of each task across stages, mean over seeds and {level:.0%} bootstrap "
+                 "interval (bars)\npoints dodged sideways; dotted: chance; dashed: the stage that learns the task",
+                 fontsize=9)
+    return fig
 
 
-def pareto(table: Table) -> bytes:
-    """ACC against trainable parameters and against training time; the Pareto front joined."""
+def forgetting_curves(table: Table, device: str = "cpu") -> bytes:
+    return _png(forgetting_curves_figure(table, device))
+
+
+# -- Pareto plots ------------------------------------------------------------------------
+_COSTS = (("trainable", "trainable parameters (max over stages)"),
+          ("train_seconds", "training time, all stages (s)"))
+
+
+def _per_run(row: Row, table: Table, key: str, device: str) -> np.ndarray:
+    """One value per run, as the leaderboard computes it."""
+    import torch
+
+    from cl_bench import metrics
+
+    if key == "acc":
+        chance = torch.tensor([t["chance"] for t in table.tasks], dtype=torch.float64, device=device)
+        return metrics.all_metrics(_matrices(row, device), chance=chance)["acc"].cpu().numpy()
+    if key == "trainable":
+        return np.array([max(s["cost"]["trainable"] for s in r.doc["stages"]) for r in row.runs], dtype=np.float64)
+    if key == "train_seconds":
+        return np.array([r.doc["timing"]["train_seconds"] for r in row.runs], dtype=np.float64)
+    raise ValueError(key)
+
+
+def pareto_figure(table: Table, device: str = "cpu", level: float = 0.95):
+    """ACC against trainable parameters and against training time; the Pareto front joined.
+
+    Error bars: bootstrap intervals over seeds, inside the metric's range (ACC in [0, 1], costs > 0).
+    Points of equal cost are dodged sideways by a few pixels (their cost is unchanged) so that their
+    error bars stay apart; labels go where they overlap no other label and no point (`place_labels`)."""
+    from matplotlib.transforms import ScaledTranslation
+
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
-    palette = _palette(len(table.rows))
-    for ax, key, xlabel in ((axes[0][0], "trainable", "trainable parameters (max over stages)"),
-                            (axes[0][1], "train_seconds", "training time, all stages (s)")):
-        pts = []
-        for color, row in zip(palette, table.rows):
-            (x, xh), (y, yh) = row.values[key], row.values["acc"]
-            ax.errorbar(x, y, xerr=None if xh != xh else xh, yerr=None if yh != yh else yh, fmt="o", color=color,
-                        capsize=2, label=row.label)
-            ax.annotate(row.label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-            pts.append((x, y))
-        front = pareto_front(pts)
-        if len(front) > 1:
-            ax.step(*zip(*front), where="post", color="black", lw=0.8, ls="--", alpha=0.6)
+    styles = _row_styles(table.rows)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), squeeze=False, dpi=DPI)
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.11, top=0.9, wspace=0.14)
+    ys = [_row_interval(r, table, "acc", device, level, 0.0, 1.0) for r in table.rows]
+    for ax, (key, xlabel) in zip(axes[0], _COSTS):
+        points = []  # (x, xlo, xhi, y, ylo, yhi, row, style)
+        for row, st, (y, ylo, yhi) in zip(table.rows, styles, ys):
+            x, xlo, xhi = _row_interval(row, table, key, device, level, lower=0.0)
+            if np.isfinite(x) and x > 0 and np.isfinite(y):
+                points.append((x, xlo, xhi, y, ylo, yhi, row, st))
         ax.set_xscale("log")
-        _log_ticks(ax.xaxis)
-        ax.set_ylim(0, 1.02)
+        xs = [v for p in points for v in p[:3] if np.isfinite(v) and v > 0]
+        if xs:  # room on both sides for the labels
+            lo, hi = math.log10(min(xs)), math.log10(max(xs))
+            pad = max(0.3 * (hi - lo), 0.15)
+            ax.set_xlim(10 ** (lo - pad), 10 ** (hi + pad))
+            _log_ticks(ax.xaxis, decades=hi - lo + 2 * pad)
+        ax.set_ylim(-0.02, 1.05)
+        shifts = _dodge([ax.transData.transform((p[0], p[3]))[0] for p in points], fig.dpi)
+        labels = []
+        for (x, xlo, xhi, y, ylo, yhi, row, (color, marker, _)), shift in zip(points, shifts):
+            where = ax.transData + ScaledTranslation(shift / 72, 0, fig.dpi_scale_trans)
+            xerr = None if np.isnan(xlo) or xhi == xlo else [[x - xlo], [xhi - x]]
+            yerr = None if np.isnan(ylo) else [[y - ylo], [yhi - y]]
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=marker, ms=7, color=color, ecolor=color, elinewidth=1.1,
+                        capsize=2.5, label=row.label, zorder=3, markerfacecolor=_tint(color), markeredgewidth=1.2,
+                        transform=where)
+            labels.append((x, y, row.label, color, where))
+        front = pareto_front([(p[0], p[3]) for p in points])
+        if len(front) > 1:
+            ax.step(*zip(*front), where="post", color="#555555", lw=0.9, ls="--", alpha=0.7, zorder=1)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("ACC (final average accuracy)")
-    fig.suptitle(f"{table.stream}: accuracy against cost (dashed: Pareto front)", fontsize=10)
-    return _png(fig)
+        ax.grid(color="#eeeeee", lw=0.6, zorder=0)
+        ax.set_axisbelow(True)
+        place_labels(ax, labels)
+    fig.suptitle(f"{table.stream}: accuracy against cost, mean over seeds and {level:.0%} bootstrap interval "
+                 "(dashed: Pareto front; points of equal cost drawn side by side)", fontsize=10)
+    return fig
 
 
-def _log_ticks(axis) -> None:
-    """Ticks at 1, 2 and 5 per decade, labelled 200k / 1.9M / 50, with no minor labels.
+def pareto(table: Table, device: str = "cpu") -> bytes:
+    return _png(pareto_figure(table, device))
+
+
+def _tint(color: str, amount: float = 0.55) -> tuple[float, float, float]:
+    """The colour mixed with white: a marker's face, so that coinciding markers show each other's edges."""
+    from matplotlib.colors import to_rgb
+
+    return tuple(c + (1 - c) * amount for c in to_rgb(color))
+
+
+def _dodge(px: list[float], dpi: float, near: float = 7.0, step: float = 6.0) -> list[float]:
+    """Sideways shifts in points for markers at display x positions `px`: markers closer than `near`
+    points to a neighbour form a group, spread `step` points apart around the group's centre, in the
+    given order. Single markers are not moved."""
+    order = sorted(range(len(px)), key=lambda i: (px[i], i))
+    shifts, group = [0.0] * len(px), []
+    for i in order + [None]:
+        if i is not None and group and (px[i] - px[group[-1]]) * 72 / dpi < near:
+            group.append(i)
+            continue
+        for k, g in enumerate(sorted(group)):
+            shifts[g] = (k - (len(group) - 1) / 2) * step
+        group = [] if i is None else [i]
+    return shifts
+
+
+def place_labels(ax, points: list[tuple], fontsize: float = 7.5) -> list:
+    """Label each point (x, y, text, colour[, transform]) where the label overlaps no other label and no
+    marker and stays inside the axes: the first free spot on rings of growing radius around the point,
+    tried in a fixed order (so the result is deterministic); a label away from its point gets a leader
+    line. Where no spot is free, the one with the least overlap. Returns the annotations."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = _Box.of(ax.get_window_extent(renderer))
+    half = 4.5 * fig.dpi / 72  # a marker's half-size in pixels
+    where = [p[4] if len(p) > 4 else ax.transData for p in points]
+    centres = [w.transform((p[0], p[1])) for p, w in zip(points, where)]
+    markers = [_Box(cx - half, cy - half, cx + half, cy + half) for cx, cy in centres]
+    placed: list[_Box] = []
+    angles = (0, 35, -35, 180, 145, -145, 70, -70, 110, -110, 90, -90)
+    candidates = [(r * math.cos(math.radians(a)), r * math.sin(math.radians(a)))
+                  for r in (6, 11, 18, 27, 38, 50, 64, 80, 98, 120) for a in angles]
+    out = []
+    for k, ((x, y, text, color, *_), w) in enumerate(zip(points, where)):
+        ann = ax.annotate(text, (x, y), xycoords=w, xytext=(0, 0), textcoords="offset points", fontsize=fontsize,
+                          zorder=5, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8),
+                          arrowprops=dict(arrowstyle="-", color=color, lw=0.7, shrinkA=0, shrinkB=4, alpha=0.8))
+        best, best_cost = None, math.inf
+        for dx, dy in candidates:
+            b = _Box.of(_set_offset(ann, dx, dy, renderer))
+            cost = sum(b.overlap(o) for o in placed) + sum(b.overlap(m) for i, m in enumerate(markers) if i != k)
+            cost += b.area() - b.overlap(frame)  # outside the axes
+            if cost < best_cost:
+                best, best_cost = (dx, dy), cost
+            if cost == 0:
+                break
+        placed.append(_Box.of(_set_offset(ann, *best, renderer)))
+        if math.hypot(*best) < 12:
+            ann.arrow_patch.set_visible(False)  # next to its point: no leader line needed
+        out.append(ann)
+    return out
+
+
+def _set_offset(ann, dx: float, dy: float, renderer):
+    from matplotlib.text import Text
+
+    ann.set_position((dx, dy))
+    ann.set_horizontalalignment("left" if dx > 2 else "right" if dx < -2 else "center")
+    ann.set_verticalalignment("bottom" if dy > 2 else "top" if dy < -2 else "center")
+    ann.update_positions(renderer)
+    return Text.get_window_extent(ann, renderer)  # the text alone (an Annotation's adds its leader line)
+
+
+class _Box:
+    """An axis-aligned box in pixels, with 2 px of padding (a label's white background) so that labels
+    do not touch."""
+
+    def __init__(self, x0: float, y0: float, x1: float, y1: float):
+        self.x0, self.y0, self.x1, self.y1 = x0 - 2, y0 - 2, x1 + 2, y1 + 2
+
+    @classmethod
+    def of(cls, bbox) -> "_Box":
+        return cls(bbox.x0, bbox.y0, bbox.x1, bbox.y1)
+
+    def area(self) -> float:
+        return (self.x1 - self.x0) * (self.y1 - self.y0)
+
+    def overlap(self, o: "_Box") -> float:
+        w = min(self.x1, o.x1) - max(self.x0, o.x0)
+        h = min(self.y1, o.y1) - max(self.y0, o.y0)
+        return w * h if w > 0 and h > 0 else 0.0
+
+
+def _log_ticks(axis, decades: float = 2.0) -> None:
+    """Ticks at 1, 2 and 5 per decade (every integer multiple on an axis of under 1.5 decades),
+    labelled 200k / 1.9M / 50, with no minor labels.
 
     Matplotlib's default labels every minor tick of a narrow log axis in 10^x notation, which overlaps.
     """
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    subs = (1.0, 2.0, 5.0) if decades >= 1.5 else tuple(float(k) for k in range(1, 10))
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: _compact(v)))
     axis.set_minor_formatter(NullFormatter())
 
@@ -162,17 +455,11 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def _palette(n: int):
-    import seaborn as sns
-
-    return sns.color_palette("tab20" if n > 10 else "tab10", n)
-
-
 def render_figures(board: Leaderboard, device: str = "cpu") -> dict[str, dict[str, bytes]]:
     """Every figure as {stream: {file name: PNG bytes}}."""
     figures: dict[str, dict[str, bytes]] = {}
     for table in board.tables:
-        figs = {"forgetting-curves.png": forgetting_curves(table, device), "pareto.png": pareto(table)}
+        figs = {"forgetting-curves.png": forgetting_curves(table, device), "pareto.png": pareto(table, device)}
         for row in table.rows:
             for kind in ("accuracy", "transfer"):
                 figs[f"{slug(row.label)}-{kind}.png"] = matrix_heatmaps(row, table, kind, device)
