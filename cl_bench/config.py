@@ -12,7 +12,12 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Budget:
-    """Training budget of every stage, shared by all strategies so that they compare fairly."""
+    """Training budget of every stage, shared by all strategies so that they compare fairly.
+
+    A stage's budget is steps x batch_size training examples, all of a strategy's phases
+    together (alignment, router tuning, fine-tuning, ...); a strategy that spends another
+    amount says so in its Declaration and its result is labelled.
+    """
 
     steps: int = field(default=400, metadata={"help": "optimizer steps per stage"})
     batch_size: int = field(default=32, metadata={"help": "examples per step"})
@@ -25,6 +30,11 @@ class Budget:
             raise ValueError(f"Budget.batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"Budget.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+
+    @property
+    def examples(self) -> int:
+        """Training examples a stage may see, all phases together: what every strategy gets."""
+        return self.steps * self.batch_size
 
 
 def _convert(raw: str, tp: Any, where: str):

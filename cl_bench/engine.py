@@ -77,6 +77,40 @@ class TrainStats:
     last_loss: float
     seconds: float
     seconds_per_step: float
+    examples: int = 0  # training examples seen (rows of every batch)
+    tokens: int = 0  # real tokens of those batches (padding left out)
+    flops: float = 0.0  # estimate, see FlopMeter
+
+
+class FlopMeter:
+    """Training FLOPs of a loop, estimated as (FLOPs per token of its first step) x (tokens of all steps).
+
+    The first step's forward and backward run under torch's own FlopCounterMode, which counts
+    what actually executes (top-k experts only, no work for frozen weights' gradients); the
+    per-token rate then scales with each later batch's real token count, so batches of other
+    lengths are accounted for. Elementwise work and the optimizer update are not counted.
+    """
+
+    def __init__(self) -> None:
+        self.tokens, self.per_token, self._mode, self._first_tokens = 0, None, None, 0
+
+    def start_step(self, tokens: int) -> None:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        self.tokens += tokens
+        if self.per_token is None and self._mode is None:
+            self._mode, self._first_tokens = FlopCounterMode(display=False), tokens
+            self._mode.__enter__()
+
+    def end_step(self) -> None:
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self.per_token = self._mode.get_total_flops() / max(1, self._first_tokens)
+            self._mode = None
+
+    @property
+    def flops(self) -> float:
+        return float((self.per_token or 0.0) * self.tokens)
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
@@ -115,6 +149,7 @@ def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups
 
     model.train()
     losses = []
+    examples, meter = 0, FlopMeter()
     t0 = time.perf_counter()
     for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False, unit="step"):
         k = int(torch.multinomial(sizes, 1, generator=gen)) if len(datasets) > 1 else 0
@@ -124,10 +159,13 @@ def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups
         idx = orders[k][cursors[k]: cursors[k] + batch_size].tolist()
         cursors[k] += batch_size
         batch = d.batch(idx).to(device)
+        examples += len(idx)
+        meter.start_step(int(batch.attention.sum()))
         out = model(batch, router_aux_loss=router_aux_loss)
         loss = out.loss if extra_loss is None else out.loss + extra_loss(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        meter.end_step()
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         opt.step()
         sched.step()
@@ -135,15 +173,20 @@ def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups
     model.eval()
     secs = time.perf_counter() - t0
     return TrainStats(steps, losses[0] if losses else float("nan"), sum(losses[-10:]) / max(1, len(losses[-10:])),
-                      secs, secs / max(1, steps))
+                      secs, secs / max(1, steps), examples, meter.tokens, meter.flops)
 
 
 @torch.no_grad()
-def accuracy(model: MultimodalLM, data: TaskData, device: torch.device, batch_size: int = 256) -> float:
-    """Exact-match accuracy of `model` on `data`."""
+def item_correct(model: MultimodalLM, data: TaskData, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """Exact match of every item of `data`, in order: a bool tensor (N,) on the CPU."""
     model.eval()
-    correct = 0
+    out = []
     for start in range(0, len(data), batch_size):
         idx = range(start, min(len(data), start + batch_size))
-        correct += int(model.correct(data.batch(idx).to(device)).sum())
-    return correct / len(data)
+        out.append(model.correct(data.batch(idx).to(device)).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+def accuracy(model: MultimodalLM, data: TaskData, device: torch.device, batch_size: int = 256) -> float:
+    """Exact-match accuracy of `model` on `data`."""
+    return int(item_correct(model, data, device, batch_size).sum()) / len(data)

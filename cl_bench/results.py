@@ -10,7 +10,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-item results, each stage's training record and memory, the declaration
 PACKAGES = ("clbench", "torch", "transformers", "tokenizers", "datasets", "avalanche-lib", "peft", "numpy", "scipy")
 
 

@@ -21,7 +21,8 @@ from cl_bench import __version__, registry
 from cl_bench.config import Budget, from_options
 from cl_bench.data import default_cache_dir, stable_hash
 from cl_bench.models.lm import DEFAULT_MODEL, PRESETS, PretrainConfig
-from cl_bench.results import SCHEMA_VERSION, atomic_torch_save, atomic_write_json, environment, load_result
+from cl_bench.results import (SCHEMA_VERSION, atomic_torch_save, atomic_write_json, environment, load_result,
+                              pack_items)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     import torch
 
     from cl_bench import metrics
-    from cl_bench.engine import TaskData, accuracy
+    from cl_bench.engine import TaskData, accuracy, item_correct
     from cl_bench.models.encoders import build_encoder
     from cl_bench.models.lm import load_base
     from cl_bench.models.multimodal import MultimodalLM
@@ -132,11 +133,13 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     probes = {f"{t.name}/{name}": (t, TaskData(split, model, t.modality))
               for t in stream.tasks for name, split in t.probes.items()}
 
-    def evaluate() -> tuple[list[float], dict[str, float]]:
-        row = [accuracy(strategy.model_for(t.info), d, device, config.eval_batch_size) for t, d in evals]
+    def evaluate() -> tuple[list[float], list[str], dict[str, float]]:
+        """Accuracy of every task, its items' correctness (packed) and the probes' accuracies."""
+        items = [item_correct(strategy.model_for(t.info), d, device, config.eval_batch_size) for t, d in evals]
+        row = [int(c.sum()) / len(c) for c in items]
         extra = {k: accuracy(strategy.model_for(t.info), d, device, config.eval_batch_size)
                  for k, (t, d) in probes.items()}
-        return row, extra
+        return row, [pack_items(c.numpy()) for c in items], extra
 
     work = cache / "runs" / key
     if restart and work.exists():
@@ -144,8 +147,8 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     state = _load_state(work, strategy, echo)
     if state is None:
         t0 = time.perf_counter()
-        row, extra = evaluate()
-        state = {"rows": [row], "extra": {k: [v] for k, v in extra.items()}, "stages": [],
+        row, items, extra = evaluate()
+        state = {"rows": [row], "items": [items], "extra": {k: [v] for k, v in extra.items()}, "stages": [],
                  "row0_eval_seconds": round(time.perf_counter() - t0, 3), "resumed_at_stages": []}
         _save_state(work, state, strategy)
     else:
@@ -164,19 +167,23 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         if i < len(state["rows"]):
             continue  # finished before a resume
         t0 = time.perf_counter()
+        strategy.take_training_record()  # nothing from before this stage counts towards it
         stats = strategy.learn(exp.without_test())
         train_seconds = time.perf_counter() - t0
         cost = strategy.cost()
+        training = _training_record(strategy.take_training_record(), config.budget)
+        memory = _memory_record(strategy.memory(), stream, exp.name)
         t0 = time.perf_counter()
-        row, extra = evaluate()
+        row, items, extra = evaluate()
         state["rows"].append(row)
+        state["items"].append(items)
         for k, v in extra.items():
             state["extra"][k].append(v)
         state["stages"].append({"stage": i, "experience": exp.name, "modality": exp.modality,
                                 "train_seconds": round(train_seconds, 3),
                                 "eval_seconds": round(time.perf_counter() - t0, 3),
-                                "cost": dataclasses.asdict(cost), "train_stats": stats,
-                                "finished": _now(), **_where()})
+                                "cost": dataclasses.asdict(cost), "training": training, "memory": memory,
+                                "train_stats": stats, "finished": _now(), **_where()})
         _save_state(work, state, strategy)
         if progress:
             echo(f"stage {i}/{len(stream.experiences)} {exp.name}: "
@@ -198,7 +205,10 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
              "n_train": len(t.train), "n_val": len(t.val), "n_test": len(t.test)} for t in stream.tasks]},
         "base_model": base.info,
         "accuracy_matrix": state["rows"],
+        # rows[i][j]: which test items of task j were answered correctly after stage i (cl_bench.results.unpack_items)
+        "item_results": {"encoding": "packbits-little-base64", "rows": state["items"]},
         "extra_accuracy": state["extra"],
+        "declaration": dataclasses.asdict(strategy.declaration()),
         "metrics": {**metrics.summarize(R, chance), "fwt_reference": "base"},
         "stages": state["stages"],
         "timing": {"setup_seconds": round(setup_seconds, 3), "row0_eval_seconds": state["row0_eval_seconds"],
@@ -210,6 +220,30 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     atomic_write_json(path, result)
     shutil.rmtree(work, ignore_errors=True)  # the result file now holds everything
     return result, path
+
+
+def _training_record(phases: list[dict], budget: Budget) -> dict:
+    """A stage's training, summed over its phases, against the budget of training examples."""
+    total = {k: sum(p[k] for p in phases) for k in ("steps", "examples", "tokens", "flops")}
+    return {**total, "budget_examples": budget.examples,
+            "budget_ratio": round(total["examples"] / budget.examples, 6), "phases": phases}
+
+
+def _memory_record(memory, stream, current: str) -> dict:
+    """The strategy's Memory of tasks other than the stage's own, each also as a share of its split."""
+    sizes = {t.name: (len(t.train), len(t.val)) for t in stream.tasks}
+    for items in (memory.past_train_items, memory.past_val_items):
+        unknown = set(items) - set(sizes)
+        if unknown:
+            raise ValueError(f"the strategy's memory names tasks that are not in the stream: {sorted(unknown)}")
+    train = {k: v for k, v in memory.past_train_items.items() if k != current}
+    val = {k: v for k, v in memory.past_val_items.items() if k != current}
+
+    def share(items: dict, k: int) -> dict:
+        return {name: round(n / sizes[name][k], 6) if sizes[name][k] else None for name, n in items.items()}
+
+    return {"past_train_items": train, "past_val_items": val, "past_train_share": share(train, 0),
+            "past_val_share": share(val, 1), "task_weight_bytes": memory.task_weight_bytes}
 
 
 def _now() -> str:
@@ -256,6 +290,10 @@ def _load_state(work: Path, strategy, echo) -> dict | None:
     if not path.exists():
         return None
     state = json.loads(path.read_text())
+    if "items" not in state:  # written by a clbench that kept no per-item results
+        echo(f"the saved state in {work} predates per-item results; starting the run over")
+        shutil.rmtree(work, ignore_errors=True)
+        return None
     strategy.load_state_dict(torch.load(work / state.pop("checkpoint"), map_location=strategy.context.device,
                                         weights_only=True))
     echo(f"resuming from stage {len(state['rows']) - 1} (state in {work}; --restart to start over)")

@@ -5,14 +5,16 @@ The runner owns the loop; a strategy only:
 - ``learn`` one experience from its training and validation splits (never test),
 - gives, with ``model_for``, the model to evaluate a task with,
 - reports its ``cost`` (trainable, added and total parameters),
-- saves and loads its ``state_dict`` between stages, so that a killed run resumes.
+- saves and loads its ``state_dict`` between stages, so that a killed run resumes,
+- declares what it keeps from past tasks and knows at test time (``declares``, ``memory``),
+  which the leaderboard shows next to its scores and `clbench validate` checks.
 """
 
 from __future__ import annotations
 
 import abc
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -59,10 +61,64 @@ class Cost:
             raise ValueError(f"inconsistent cost report {self}")
 
 
+@dataclass(frozen=True)
+class Declaration:
+    """What a strategy keeps from past tasks and knows at test time, shown next to its scores.
+
+    Every strategy picks a modality's projector by the input's modality (each modality has its
+    own encoder); `modality_routed` is about the language model's weights.
+    """
+
+    past_train: bool = False  # keeps items of earlier tasks' training splits (replay, joint)
+    past_val: bool = False  # keeps earlier tasks' validation splits (e.g. to re-tune on them)
+    task_weights: bool = False  # keeps weights per task or from past tasks (experts, adapters, masks, teachers)
+    modality_routed: bool = False  # answers an input with LM weights chosen by its modality
+    budget: str = "equal"  # "equal": the stage budget of training examples; otherwise what it spends instead
+
+    def __post_init__(self) -> None:
+        if not self.budget:
+            raise ValueError("Declaration.budget must be 'equal' or say what the strategy spends instead")
+
+    def short(self) -> str:
+        """A compact label, e.g. "past train, routed" ("-" when nothing is declared)."""
+        parts = [name for flag, name in ((self.past_train, "past train"), (self.past_val, "past val"),
+                                         (self.task_weights, "task weights"), (self.modality_routed, "routed"))
+                 if flag]
+        if self.budget != "equal":
+            parts.append(f"budget: {self.budget}")
+        return ", ".join(parts) or "-"
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What a strategy holds of past tasks after a stage, counted (see Declaration).
+
+    past_train_items / past_val_items: task name -> items of that task's training /
+    validation split kept (tasks learned before the current stage, the base text task
+    included); task_weight_bytes: bytes of weights kept per task or from past tasks,
+    projectors excluded (every strategy has one per modality).
+    """
+
+    past_train_items: dict = field(default_factory=dict)
+    past_val_items: dict = field(default_factory=dict)
+    task_weight_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        counts = [*self.past_train_items.values(), *self.past_val_items.values(), self.task_weight_bytes]
+        if any(not isinstance(c, int) or c < 0 for c in counts):
+            raise ValueError(f"Memory counts must be integers >= 0, got {self}")
+
+
+def tensor_bytes(tensors) -> int:
+    """Bytes held by `tensors` (an iterable of tensors or parameters)."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 class Strategy(abc.ABC):
     """Base class of continual-learning strategies. Subclasses implement ``learn``."""
 
     Config: ClassVar[type] = NoOptions
+    declares: ClassVar[Declaration] = Declaration()
 
     def __init__(self, config=None) -> None:
         self.config = config if config is not None else self.Config()
@@ -115,6 +171,29 @@ class Strategy(abc.ABC):
         """
         return []
 
+    def memory(self) -> Memory:
+        """What the strategy holds of past tasks now (called by the runner after every stage)."""
+        return Memory()
+
+    def declaration(self) -> Declaration:
+        """The declaration for this strategy's options (``declares`` by default; options may change it)."""
+        return self.declares
+
+    def record_training(self, phase: str, steps: int, examples: int, tokens: int = 0, flops: float = 0.0) -> None:
+        """Account one training phase of the current stage (``fit`` does this; call it from a loop of your own).
+
+        The runner sums the phases of a stage into its training record: examples seen are the
+        budget the protocol compares, FLOPs an estimate (cl_bench.engine.FlopMeter).
+        """
+        self.__dict__.setdefault("_phases", []).append(
+            {"phase": phase, "steps": int(steps), "examples": int(examples), "tokens": int(tokens),
+             "flops": float(flops)})
+
+    def take_training_record(self) -> list[dict]:
+        """The phases recorded since the last call (the runner calls it after each stage)."""
+        phases, self._phases = self.__dict__.get("_phases", []), []
+        return phases
+
     def resumed(self, experiences: list[Experience]) -> None:
         """Called on resume, after ``load_state_dict``, with the experiences learned before (test removed).
 
@@ -144,6 +223,7 @@ class Strategy(abc.ABC):
         stats = train(self.model, data, param_groups, steps=steps or ctx.budget.steps, batch_size=ctx.budget.batch_size,
                       seed=self.seed_for(experience), device=ctx.device, warmup_fraction=ctx.budget.warmup_fraction,
                       desc=desc or f"{experience.name}", progress=ctx.progress, **train_kwargs)
+        self.record_training(desc or experience.name, stats.steps, stats.examples, stats.tokens, stats.flops)
         return {"steps": stats.steps, "first_loss": round(stats.first_loss, 5), "last_loss": round(stats.last_loss, 5),
                 "seconds_per_step": round(stats.seconds_per_step, 5)}
 

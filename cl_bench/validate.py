@@ -38,7 +38,79 @@ def check_result(result: dict) -> list[str]:
     for k in ("acc", "bwt", "forgetting"):
         if result["metrics"].get(k) is None:
             problems.append(f"metric {k} missing")
+    if result["schema_version"] >= 2 and not problems:
+        problems += _check_items(result)
     return problems
+
+
+def _check_items(result: dict) -> list[str]:
+    """Per-item results (schema 2) must decode to each task's test size and give the accuracy matrix exactly."""
+    from cl_bench.results import unpack_items
+
+    items = result.get("item_results", {}).get("rows")
+    sizes = [t.get("n_test") for t in result["stream"]["tasks"]]
+    if not isinstance(items, list) or len(items) != len(result["accuracy_matrix"]):
+        return ["per-item results missing or not one row per evaluation"]
+    for i, (row, packed) in enumerate(zip(result["accuracy_matrix"], items)):
+        if not isinstance(packed, list) or len(packed) != len(row):
+            return [f"per-item results of row {i} do not cover every task"]
+        for j, (acc, text) in enumerate(zip(row, packed)):
+            try:
+                ok = unpack_items(text, sizes[j])
+            except (ValueError, TypeError) as e:
+                return [f"per-item results of row {i}, task {j} unreadable ({e})"]
+            if int(ok.sum()) / sizes[j] != acc:
+                return [f"per-item results of row {i}, task {j} give {int(ok.sum())}/{sizes[j]}, not the accuracy {acc}"]
+    return []
+
+
+def check_declaration(result: dict) -> list[str]:
+    """What the run spent and kept must match what the strategy declares (schema 2)."""
+    d = result.get("declaration") or {}
+    problems = []
+    for s in result["stages"]:
+        t, m, name = s.get("training") or {}, s.get("memory") or {}, s.get("experience")
+        if d.get("budget") == "equal" and t.get("examples") != t.get("budget_examples"):
+            problems.append(f"stage {name}: trained on {t.get('examples')} examples, the stage budget is "
+                            f"{t.get('budget_examples')}; spend the budget, or declare what is spent instead "
+                            "(Declaration.budget)")
+        for key, flag, what in (("past_train_items", "past_train", "training items"),
+                                ("past_val_items", "past_val", "validation items")):
+            kept = sum((m.get(key) or {}).values())
+            if kept and not d.get(flag):
+                problems.append(f"stage {name}: keeps {kept} {what} of past tasks but does not declare {flag}")
+        if m.get("task_weight_bytes") and not d.get("task_weights"):
+            problems.append(f"stage {name}: keeps {m['task_weight_bytes']} bytes of per-task weights but does not "
+                            "declare task_weights")
+    return problems
+
+
+def _check_routing(strategy) -> list[str]:
+    """Does the LM answer text differently depending on which task's model is asked? That is
+    modality routing, and it must match the declaration."""
+    import torch
+
+    from cl_bench.engine import TaskData
+
+    base = strategy.context.base
+    if base is None:
+        return []
+    with torch.no_grad():
+        outputs = []
+        for task in strategy.context.tasks:
+            model = strategy.model_for(task)
+            data = TaskData(base.val.select(range(min(8, len(base.val)))), model, "text")
+            batch = data.batch(range(len(data))).to(strategy.context.device)
+            model.eval()
+            outputs.append(model.lm(input_ids=batch.ids, attention_mask=batch.attention).logits.float().cpu())
+    routed = any(not torch.equal(outputs[0], o) for o in outputs[1:])
+    declared = strategy.declaration().modality_routed
+    if routed and not declared:
+        return ["the LM's answers to the same text differ by the task asked for (model_for): the strategy routes "
+                "by modality at test time but does not declare modality_routed"]
+    if declared and not routed:
+        return ["the strategy declares modality_routed, but model_for gives the same LM for every task"]
+    return []
 
 
 def validate(strategy: str, stream: str = "vision-audio", cache_dir: str | None = None,
@@ -66,6 +138,7 @@ def validate(strategy: str, stream: str = "vision-audio", cache_dir: str | None 
             changed = sum(not torch.equal(p, before) for p, before in snapshot)
             if changed:
                 problems.append(f"{changed} of the {len(snapshot)} parameters declared frozen changed")
+            problems.extend(_check_routing(strat))
 
     results_dir = results_dir or tempfile.mkdtemp(prefix="clbench-validate-")
     config = RunConfig(stream=stream, strategy=strategy, budget=Budget(steps=steps, batch_size=4),
@@ -73,6 +146,7 @@ def validate(strategy: str, stream: str = "vision-audio", cache_dir: str | None 
                        results_dir=results_dir, cache_dir=cache_dir, device="cpu")
     result, path = run(config, progress=False, restart=True, inspect=inspect)
     problems += check_result(result)
+    problems += check_declaration(result)
     if not Path(path).exists():
         problems.append(f"no result file at {path}")
     return problems

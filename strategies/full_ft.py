@@ -1,4 +1,8 @@
-"""Full fine-tuning: every LM parameter and the modality's projector, stage after stage."""
+"""Full fine-tuning: every LM parameter and the modality's projector, stage after stage.
+
+With align-fraction > 0 a stage has LLaVA's two phases within the same budget: the
+projector alone first (feature alignment), then the LM and projector together.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,16 @@ class FullFineTuningConfig:
 
     lr: float = field(default=3e-4, metadata={"help": "learning rate of the language model"})
     projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
+    align_fraction: float = field(default=0.0, metadata={
+        "help": "share of each stage's budget spent first on the projector alone (LLaVA's alignment phase); "
+                "0: no alignment phase"})
+    align_lr: float = field(default=2e-3, metadata={"help": "projector learning rate of the alignment phase"})
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.align_fraction < 1.0:
+            raise ValueError(f"FullFineTuningConfig.align_fraction must be in [0, 1), got {self.align_fraction}")
+        if not self.align_lr > 0:
+            raise ValueError(f"FullFineTuningConfig.align_lr must be > 0, got {self.align_lr}")
         for name in ("lr", "projector_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"FullFineTuningConfig.{name} must be > 0, got {getattr(self, name)}")
@@ -27,12 +39,20 @@ class FullFineTuning(Strategy):
     Config = FullFineTuningConfig
 
     def learn(self, experience: Experience) -> dict:
-        m = self.model
+        m, steps = self.model, self.context.budget.steps
+        proj = m.projectors[experience.modality] if experience.modality in m.projectors else None
+        align_steps = round(self.config.align_fraction * steps) if proj is not None else 0
+        align = None
+        if align_steps:
+            self.freeze_all()
+            proj.requires_grad_(True)
+            align = self.fit(experience, [{"params": list(proj.parameters()), "lr": self.config.align_lr}],
+                             f"{experience.name} alignment", steps=align_steps)
         self.freeze_all()
         m.lm.requires_grad_(True)
         groups = [{"params": list(m.lm.parameters()), "lr": self.config.lr}]
-        if experience.modality in m.projectors:
-            proj = m.projectors[experience.modality]
+        if proj is not None:
             proj.requires_grad_(True)
             groups.append({"params": list(proj.parameters()), "lr": self.config.projector_lr})
-        return self.fit(experience, groups)
+        stats = self.fit(experience, groups, steps=max(1, steps - align_steps))
+        return stats if align is None else {**stats, "align": align}

@@ -5,6 +5,11 @@ by default) and trains on the union of the base text task's training split and t
 training splits of modalities 1..k, each batch drawn from one task in proportion to the
 tasks' sizes. Its accuracy R[k, k] is the a*_k of intransigence (Chaudhry et al. 2018).
 It is not a continual learner: it keeps every earlier training split.
+
+`single-ft` is the per-task reference beside it: each stage starts again from the base and
+fine-tunes on that stage's modality alone, within the stage budget. Here joint training
+mixes tasks and can learn a modality less well than fine-tuning on it alone, so the
+leaderboard's a*_k is the better of the two (see cl_bench.metrics).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from cl_bench.experience import Experience
-from cl_bench.strategy import Strategy
+from cl_bench.strategy import Declaration, Memory, Strategy
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,17 @@ class Joint(Strategy):
     """Multi-task training on the base text task and every modality seen so far (the upper bound)."""
 
     Config = JointConfig
+    declares = Declaration(past_train=True, budget="k x the stage budget at stage k (the multi-task reference)")
+    earlier, word = True, "joint"  # train on every modality seen so far
+
+    def declaration(self) -> Declaration:
+        if self._option("scale_steps"):
+            return self.declares
+        return Declaration(past_train=True)
+
+    def memory(self) -> Memory:
+        tasks = ([self.context.base] if self._option("include_text") and self.context.base is not None else []) + self._seen
+        return Memory(past_train_items={e.name: len(e.train) for e in tasks})
 
     def setup(self, model, context) -> None:
         super().setup(model, context)
@@ -47,6 +63,10 @@ class Joint(Strategy):
         self._task_data: dict[str, object] = {}
         # The starting point of every stage; a CPU copy (the whole model: this is a baseline, not a CL method).
         self._start = {k: v.detach().to("cpu", copy=True) for k, v in super().state_dict().items()}
+
+    def _option(self, name: str, default: bool = False) -> bool:
+        """A JointConfig switch; single-task fine-tuning has none of them (their defaults there: off, from the base)."""
+        return getattr(self.config, name, default)
 
     def resumed(self, experiences: list[Experience]) -> None:
         self._seen = list(experiences)
@@ -63,10 +83,10 @@ class Joint(Strategy):
             raise RuntimeError("a strategy was handed test data; the runner must pass experience.without_test()")
         self._seen = [e for e in self._seen if e.name != experience.name] + [experience]
         m = self.model
-        if self.config.from_scratch:
+        if self._option("from_scratch", True):
             m.load_state_dict(self._start, strict=False)
-        tasks = list(self._seen)
-        if self.config.include_text:
+        tasks = list(self._seen) if self.earlier else [experience]
+        if self._option("include_text"):
             if self.context.base is None:
                 raise ValueError("joint: include_text needs the base task's training split, which this run does "
                                  "not provide; pass -o include-text=false")
@@ -79,9 +99,36 @@ class Joint(Strategy):
             p.requires_grad_(True)
             groups.append({"params": list(p.parameters()), "lr": self.config.projector_lr})
         k = len(self._seen)
-        steps = self.context.budget.steps * (k if self.config.scale_steps else 1)
-        stats = self.fit(experience, groups, desc=f"joint {'+'.join(e.name for e in tasks)}", steps=steps,
+        steps = self.context.budget.steps * (k if self._option("scale_steps") else 1)
+        stats = self.fit(experience, groups, desc=f"{self.word} {'+'.join(e.name for e in tasks)}", steps=steps,
                          data=[self._train_data(e) for e in tasks])
         stats["tasks"] = [e.name for e in tasks]
-        stats["summary"] = f"joint on {' + '.join(e.name for e in tasks)}, {steps} steps"
+        stats["summary"] = f"{self.word} on {' + '.join(e.name for e in tasks)}, {steps} steps"
         return stats
+
+
+@dataclass(frozen=True)
+class SingleTaskConfig:
+    """Single-task fine-tuning options."""
+
+    lr: float = field(default=3e-4, metadata={"help": "learning rate of the language model"})
+    projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "projector_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SingleTaskConfig.{name} must be > 0, got {getattr(self, name)}")
+
+
+class SingleTask(Joint):
+    """Each modality fine-tuned alone from the base (the per-task reference of intransigence and plasticity)."""
+
+    Config = SingleTaskConfig
+    declares = Declaration()
+    earlier, word = False, "single-task"
+
+    def declaration(self) -> Declaration:
+        return self.declares
+
+    def memory(self) -> Memory:
+        return Memory()

@@ -39,3 +39,33 @@ class Liar(FullFineTuning):
 
         c = super().cost()
         return Cost(trainable=c.trainable, added=c.added + 1, total=c.total)
+
+
+class Hoarder(FullFineTuning):
+    """Keeps the base text task's training split without declaring it."""
+
+    def memory(self):
+        from cl_bench.strategy import Memory
+
+        return Memory(past_train_items={"text": len(self.context.base.train)})
+
+
+class SecretRouter(FullFineTuning):
+    """Answers text with the base weights and modalities with the fine-tuned ones, undeclared."""
+
+    def setup(self, model, context):
+        import copy
+
+        super().setup(model, context)
+        self.base_model = copy.deepcopy(model)
+
+    def model_for(self, task):
+        return self.base_model if task.modality == "text" else self.model
+
+
+class Spender(FullFineTuning):
+    """Trains twice the stage budget, undeclared."""
+
+    def learn(self, experience):
+        super().learn(experience)
+        return super().learn(experience)

@@ -1,5 +1,7 @@
 """The strategy contract, for every registered strategy (built-in or third-party)."""
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -8,9 +10,47 @@ from cl_bench.cli import main
 from cl_bench.validate import check_result, validate
 
 
+# Built-ins that spend another budget than the stage's, each labelled in its declaration.
+OVER_BUDGET = {"joint": "k x the stage budget at stage k"}
+
+
 @pytest.mark.parametrize("name", registry.strategies.names())
 def test_every_registered_strategy_keeps_the_contract(name, cache_dir, stream, tmp_path):
-    assert validate(name, cache_dir=str(cache_dir), results_dir=str(tmp_path)) == []
+    # 10 steps, so that MoExtend's three phases fit the stage budget (4 + 1 + 5).
+    assert validate(name, cache_dir=str(cache_dir), results_dir=str(tmp_path), steps=10) == []
+    (path,) = (tmp_path / "runs").rglob("*.json")
+    result = json.loads(path.read_text())
+    budget = result["declaration"]["budget"]
+    if name in OVER_BUDGET:
+        assert budget.startswith(OVER_BUDGET[name])
+    elif registry.strategies.entry(name).origin == "package clbench":  # a built-in at default options
+        assert budget == "equal"
+        assert [s["training"]["examples"] for s in result["stages"]] == [40, 40]
+
+
+def test_the_budget_is_the_examples_every_phase_sees_together(cache_dir, stream, tmp_path):
+    """MoExtend's phases split the stage budget; full-ft's alignment phase comes out of it too."""
+    for name, options, phases in (("moextend", {}, [4, 1, 5]), ("full-ft", {"align-fraction": "0.3"}, [3, 7])):
+        validate(name, cache_dir=str(cache_dir), results_dir=str(tmp_path / name), steps=10, options=options)
+        (path,) = (tmp_path / name / "runs").rglob("*.json")
+        for stage in json.loads(path.read_text())["stages"]:
+            assert [p["steps"] for p in stage["training"]["phases"]] == phases
+            assert stage["training"]["examples"] == 40 and stage["training"]["budget_ratio"] == 1.0
+
+
+def test_undeclared_memory_routing_or_budget_is_reported(cache_dir, stream, tmp_path):
+    names = {"hoarder": "helpers_strategies:Hoarder", "router": "helpers_strategies:SecretRouter",
+             "spender": "helpers_strategies:Spender"}
+    for name, target in names.items():
+        registry.strategies.register(name, target, origin="tests")
+    try:
+        problems = {n: validate(n, cache_dir=str(cache_dir), results_dir=str(tmp_path / n)) for n in names}
+    finally:
+        for name in names:
+            registry.strategies.unregister(name)
+    assert any("does not declare past_train" in p for p in problems["hoarder"]), problems["hoarder"]
+    assert any("does not declare modality_routed" in p for p in problems["router"]), problems["router"]
+    assert any("the stage budget is 8" in p for p in problems["spender"]), problems["spender"]
 
 
 def test_a_broken_promise_is_reported(cache_dir, stream, tmp_path):
@@ -31,3 +71,17 @@ def test_validate_command(cache_dir, stream):
     out = CliRunner().invoke(main, ["validate", "--strategy", "align-only", "--cache-dir", str(cache_dir)])
     assert out.exit_code == 0, out.output
     assert "the contract holds" in out.output
+
+
+def test_check_result_catches_item_results_that_disagree_with_the_matrix():
+    from pathlib import Path
+
+    from cl_bench.results import pack_items
+
+    path = Path(__file__).parent / "fixtures/results/runs/vision-audio/align-only/mixtral-tiny-seed0-alig0.json"
+    doc = json.loads(path.read_text())
+    assert check_result(doc) == []
+    doc["item_results"]["rows"][2][1] = pack_items([True] * 9 + [False] * 11)  # 9/20, the matrix says 0.4
+    assert check_result(doc) == ["per-item results of row 2, task 1 give 9/20, not the accuracy 0.4"]
+    doc["item_results"]["rows"][2][1] = "not base64!"
+    assert "unreadable" in check_result(doc)[0]

@@ -118,3 +118,27 @@ def test_bad_sources_are_named(tmp_path):
         MMERConfig(sources="image")
     with pytest.raises(ValueError, match="needs config.json"):
         MMERConfig(sources=f"image={tmp_path}")
+
+
+def test_reselect_new_keeps_earlier_choices_and_no_past_validation_data(stream, cache_dir, monkeypatch):
+    import cl_bench.engine as engine
+
+    strat = make(stream, cache_dir, MMERConfig(alphas="0.5,1.0", lambdas="0.5,1.0", reselect="new"))
+    vision, audio = stream.experiences
+    strat.learn(vision.without_test())
+    first = dict(strat.chosen["image"])
+    seen = []
+    real = engine.accuracy
+    monkeypatch.setattr(engine, "accuracy", lambda model, data, *a, **k: seen.append(data) or real(model, data, *a, **k))
+    strat.learn(audio.without_test())
+    audio_val = strat.data(audio.without_test(), "val")
+    assert len(seen) == 4 and all(d is audio_val for d in seen)  # only the new modality is tuned
+    assert strat.chosen["image"] == first
+    assert strat.memory().past_val_items == {"audio": len(audio.val)}  # the stage's own: no past task's
+    assert strat.declaration().past_val is False and strat.declaration().modality_routed
+    # The default re-tunes every modality on its kept validation split, and declares it.
+    again = make(stream, cache_dir)
+    again.learn(vision.without_test())
+    again.learn(audio.without_test())
+    assert again.memory().past_val_items == {"vision": len(vision.val), "audio": len(audio.val)}
+    assert again.declaration().past_val is True

@@ -278,3 +278,12 @@ def test_a_later_stage_can_copy_an_earlier_added_expert():
     assert torch.equal(second.router[0], first.router[0])
     with pytest.raises(IndexError, match="does not exist"):
         b.add_experts([E + 5], stage=2)
+
+
+def test_phases_split_the_stage_budget():
+    from cl_bench.strategies.moextend import MoExtend, MoExtendConfig
+
+    assert MoExtend(MoExtendConfig()).phase_steps(400) == (160, 40, 200)
+    assert MoExtend(MoExtendConfig()).phase_steps(400, has_projector=False) == (0, 40, 360)
+    assert MoExtend(MoExtendConfig(phases="paper")).phase_steps(400) == (400, 100, 400)
+    assert MoExtend(MoExtendConfig(finetune_steps=50)).phase_steps(400) == (160, 40, 50)

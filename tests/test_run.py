@@ -39,7 +39,7 @@ def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
     files = list((res / "runs" / "vision-audio" / "full-ft").glob("*.json"))
     assert len(files) == 1
     r = json.loads(files[0].read_text())
-    assert r["schema_version"] == 1 and r["status"] == "complete"
+    assert r["schema_version"] == 2 and r["status"] == "complete"
     assert r["config"]["budget"]["steps"] == 2 and r["seed"] == 0
     R = r["accuracy_matrix"]
     assert len(R) == 3 and all(len(row) == 3 for row in R)
@@ -52,9 +52,26 @@ def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
         assert s["train_seconds"] > 0 and s["cost"]["trainable"] > 0
         assert s["cost"]["total"] == r["base_model"]["parameters"] + s["cost"]["added"]
     assert r["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
-    assert r["environment"]["packages"]["clbench"] == "0.1.0"
+    assert r["environment"]["packages"]["clbench"] == "0.2.0"
     assert r["environment"]["device"] == "cpu"
     assert not list(res.rglob("*.tmp"))  # atomic writes leave nothing behind
+    # Per-item results: every row and task decodes to its test items and gives the matrix exactly.
+    from cl_bench.results import unpack_items
+
+    sizes = [t["n_test"] for t in r["stream"]["tasks"]]
+    for i, packed in enumerate(r["item_results"]["rows"]):
+        for j, text in enumerate(packed):
+            ok = unpack_items(text, sizes[j])
+            assert int(ok.sum()) / sizes[j] == R[i][j]
+    # The budget: 2 steps x 4 examples per stage, in one phase; FLOPs measured.
+    for s in r["stages"]:
+        t = s["training"]
+        assert t["examples"] == t["budget_examples"] == 8 and t["budget_ratio"] == 1.0 and t["steps"] == 2
+        assert t["flops"] > 0 and t["tokens"] > 0 and len(t["phases"]) == 1
+        assert s["memory"] == {"past_train_items": {}, "past_val_items": {}, "past_train_share": {},
+                               "past_val_share": {}, "task_weight_bytes": 0}
+    assert r["declaration"] == {"past_train": False, "past_val": False, "task_weights": False,
+                                "modality_routed": False, "budget": "equal"}
 
 
 def test_align_only_leaves_text_exactly_unchanged(tmp_path, cache_dir, stream):

@@ -16,7 +16,7 @@ import torch
 from cl_bench.experience import Experience, TaskInfo
 from cl_bench.strategies.adapters.modules import (NONLINEARITIES, PLACEMENTS, activate, adapter_parameters,
                                                   add_adapter, bottleneck_size, insert_slots)
-from cl_bench.strategy import Strategy
+from cl_bench.strategy import Declaration, Memory, Strategy, tensor_bytes
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,11 @@ class Adapter(Strategy):
         activate(self.slots, name if name in self.adapters else None)  # text / not learned yet: the base model
         return self.model
 
+    def memory(self) -> Memory:
+        if not self.per_modality:
+            return Memory()  # one shared adapter set: part of the one model, not kept per task
+        return Memory(task_weight_bytes=tensor_bytes(p for a in self.adapters for p in adapter_parameters(self.slots, a)))
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = super().state_dict()
         if self.per_modality:
@@ -124,3 +129,4 @@ class AdapterPerModality(Adapter):
     """One bottleneck adapter set (in-tree) per modality, picked by the input's modality; text runs the base model."""
 
     per_modality = True
+    declares = Declaration(task_weights=True, modality_routed=True)

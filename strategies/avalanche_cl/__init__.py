@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from cl_bench.experience import Experience
-from cl_bench.strategy import Strategy
+from cl_bench.strategy import Declaration, Memory, Strategy, tensor_bytes
 
 PREFIX = "avalanche."
 
@@ -233,6 +233,8 @@ class AvalancheStrategy(Strategy):
             raise RuntimeError(f"{experience.name}: avalanche ran {done} of {steps} steps; the training split "
                                f"({len(experience.train)} items) must hold at least one batch")
         losses = self.budget.losses
+        meter = self.budget.meter
+        self.record_training(f"{experience.name} (avalanche)", done, self.budget.examples, meter.tokens, meter.flops)
         return {"steps": done, "first_loss": round(losses[0], 5) if losses else float("nan"),
                 "last_loss": round(sum(losses[-10:]) / max(1, len(losses[-10:])), 5),
                 "seconds_per_step": round(self.budget.seconds / max(1, done), 5),
@@ -243,6 +245,12 @@ class EWC(AvalancheStrategy):
     """Elastic weight consolidation: avalanche's EWCPlugin on full fine-tuning."""
 
     Config = EWCConfig
+    declares = Declaration(task_weights=True)  # the anchor parameters and their Fisher importances
+
+    def memory(self) -> Memory:
+        kept = [p.data for d in (self.ewc.saved_params, self.ewc.importances) for exp in d.values()
+                for p in exp.values()]
+        return Memory(task_weight_bytes=tensor_bytes(kept))
 
     def plugins(self) -> list:
         from avalanche.training.plugins import EWCPlugin
@@ -277,6 +285,14 @@ class LwF(AvalancheStrategy):
     """Learning without forgetting: avalanche's LwFPlugin, distilling next-token distributions."""
 
     Config = LwFConfig
+    declares = Declaration(task_weights=True)  # the previous model, kept as the teacher
+
+    def memory(self) -> Memory:
+        teacher = self.lwf.lwf.prev_model
+        if teacher is None:
+            return Memory()
+        return Memory(task_weight_bytes=tensor_bytes(v for k, v in teacher.state_dict().items()
+                                                     if not k.startswith("mm.encoders.")))
 
     def plugins(self) -> list:
         from avalanche.training.plugins import LwFPlugin
@@ -321,6 +337,13 @@ class Replay(AvalancheStrategy):
     """Experience replay: avalanche's ReplayPlugin with an experience-balanced buffer on full fine-tuning."""
 
     Config = ReplayConfig
+    declares = Declaration(past_train=True)  # the buffer of earlier experiences' training items
+
+    def memory(self) -> Memory:
+        counts: dict[str, int] = {}
+        for item in self.replay.storage_policy.sources():
+            counts[item.source] = counts.get(item.source, 0) + 1
+        return Memory(past_train_items=counts)
 
     def plugins(self) -> list:
         from avalanche.training.plugins import ReplayPlugin
@@ -343,9 +366,7 @@ class Replay(AvalancheStrategy):
             self.replay.storage_policy.post_adapt(self.template, self._avalanche_experience(e, i))
 
     def stage_stats(self) -> dict:
-        counts: dict[str, int] = {}
-        for item in self.replay.storage_policy.sources():
-            counts[item.source] = counts.get(item.source, 0) + 1
+        counts = self.memory().past_train_items
         current, memory = self.config.split(self.context.budget.batch_size)
         return {"buffer": counts, "batch": {"current": current, "memory": memory},
                 "summary": f"replay (avalanche), buffer {counts}, batches of {current} current + {memory} memory"}

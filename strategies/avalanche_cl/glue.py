@@ -180,20 +180,31 @@ def quiet_evaluator() -> EvaluationPlugin:
 
 
 class StepBudget(SupervisedPlugin):
-    """Stops training after exactly `steps` iterations, clips gradients, records losses and time."""
+    """Stops training after exactly `steps` iterations, clips gradients, records losses, time,
+    examples seen and a FLOP estimate (cl_bench.engine.FlopMeter)."""
 
     def __init__(self, max_grad_norm: float = 1.0) -> None:
         super().__init__()
         self.steps, self.max_grad_norm = 0, max_grad_norm
         self.losses: list[float] = []
         self.seconds = 0.0
+        self.examples, self.meter = 0, None
 
     def before_training_exp(self, strategy, **kwargs):
+        from cl_bench.engine import FlopMeter
+
         self.losses, self.seconds, self._t0 = [], 0.0, time.perf_counter()
+        self.examples, self.meter = 0, FlopMeter()
         if self.steps == 0:
             strategy.stop_training()  # no epoch runs; the after-experience hooks still do
 
+    def before_training_iteration(self, strategy, **kwargs):
+        x = strategy.mbatch[0]  # a MixedBatch
+        self.examples += len(x)
+        self.meter.start_step(int(sum(p.attention.sum() for p in x.parts)))
+
     def before_update(self, strategy, **kwargs):
+        self.meter.end_step()  # forward and backward of the first iteration measured
         params = [p for g in strategy.optimizer.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from cl_bench.experience import Experience, TaskInfo
-from cl_bench.strategy import Strategy
+from cl_bench.strategy import Declaration, Memory, Strategy, tensor_bytes
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,13 @@ class LoRA(Strategy):
             m.lm.set_adapter(name)
         return m
 
+    def memory(self) -> Memory:
+        if not self.per_modality:
+            return Memory()  # one shared adapter: part of the one model, not kept per task
+        m = self.model
+        return Memory(task_weight_bytes=tensor_bytes(p for n, p in m.lm.named_parameters()
+                                                     if any(f".{a}." in n or n.endswith(f".{a}") for a in self.adapters)))
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = super().state_dict()
         kinds = [t.modality for t in self.context.tasks]
@@ -127,3 +134,4 @@ class LoRAPerModality(LoRA):
     """One LoRA adapter per modality (PEFT), picked by the input's modality; text runs the base model."""
 
     per_modality = True
+    declares = Declaration(task_weights=True, modality_routed=True)

@@ -6,8 +6,10 @@ projector); its task vector tau_i = theta_i - theta_0 is kept on disk. All task 
 far are merged tensor by tensor into tau*, and each modality gets a mask
 m_i = 1[|tau_i| >= lambda |tau_i - tau*|]. An input of modality i is answered with
 theta_0 + alpha (m_i * tau*) and its own projector; text with theta_0. alpha and lambda
-are chosen for each modality on its validation split (never test), for every modality
-again each time a new one changes tau*.
+are chosen for each modality on its validation split (never test): by default for every
+modality again each time a new one changes tau* (so earlier modalities' validation splits
+are kept, and declared); with reselect=new only the new modality's are chosen, and the
+earlier ones keep theirs (their masks are recomputed against the new tau* with their lambda).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 from cl_bench.experience import Experience, TaskInfo
 from cl_bench.strategies.mmer import merge as M
-from cl_bench.strategy import Cost, Strategy
+from cl_bench.strategy import Cost, Declaration, Memory, Strategy, tensor_bytes
 
 
 def _grid(text: str, name: str) -> tuple[float, ...]:
@@ -47,6 +49,9 @@ class MMERConfig:
         "help": "modality=DIR,...: fine-tuned models merged as they are, without training (DIR: an LM saved "
                 "with save_pretrained on the same base, plus projector.safetensors)"})
     export_dir: str = field(default="", metadata={"help": "save each per-modality fine-tuned model here (as sources)"})
+    reselect: Literal["all", "new"] = field(default="all", metadata={
+        "help": "all: choose alpha/lambda again for every modality at each stage, on their kept validation "
+                "splits; new: only for the new modality, earlier ones keep theirs (no past validation data)"})
     lr: float = field(default=3e-4, metadata={"help": "LM learning rate of the per-modality fine-tuning"})
     projector_lr: float = field(default=5e-3, metadata={"help": "projector learning rate of the fine-tuning"})
 
@@ -61,6 +66,8 @@ class MMERConfig:
             if not (Path(path) / "config.json").exists() or not (Path(path) / "projector.safetensors").exists():
                 raise ValueError(f"MMERConfig.sources: {path} needs config.json and the LM weights (save_pretrained) "
                                  "and projector.safetensors; MMER's export_dir option writes such directories")
+        if self.reselect not in ("all", "new"):
+            raise ValueError(f"MMERConfig.reselect must be 'all' or 'new', got {self.reselect!r}")
         if not (self.lr > 0 and self.projector_lr > 0):
             raise ValueError("MMERConfig: lr and projector_lr must be > 0")
 
@@ -79,6 +86,17 @@ class MMER(Strategy):
     """Per-modality fine-tuned LMs merged into one task vector, with a binary mask per modality."""
 
     Config = MMERConfig
+    declares = Declaration(past_val=True, task_weights=True, modality_routed=True)
+
+    def declaration(self) -> Declaration:
+        return self.declares if self.config.reselect == "all" else Declaration(task_weights=True, modality_routed=True)
+
+    def memory(self) -> Memory:
+        """Past validation splits (reselect=all), and per modality its task vector (on disk) and packed masks."""
+        names = {t.modality: t.name for t in self.context.tasks}
+        taus = sum(self._tau_path(k).stat().st_size for k in self.modalities if self._tau_path(k).exists())
+        masks = tensor_bytes(t for d in self.packed.values() for t in d.values())
+        return Memory(past_val_items={names[k]: len(v) for k, v in self.val.items()}, task_weight_bytes=taus + masks)
 
     def setup(self, model, context) -> None:
         super().setup(model, context)
@@ -120,6 +138,8 @@ class MMER(Strategy):
         del tau
         if mod not in self.modalities:
             self.modalities.append(mod)
+        if self.config.reselect == "new":
+            self.val.clear()  # earlier modalities keep their alpha/lambda: their validation data goes
         self.val[mod] = self.data(experience, "val")
 
         t0 = time.perf_counter()
@@ -180,14 +200,20 @@ class MMER(Strategy):
         return out
 
     def _select(self) -> dict[str, list[dict]]:
-        """Grid search of (alpha, lambda) for every modality so far, each on its validation split."""
+        """Grid search of (alpha, lambda) on the validation split of every modality whose split is kept
+        (all of them, or only the new one with reselect=new); the others keep their values, with masks
+        recomputed against the current tau*."""
         from cl_bench.engine import accuracy
 
-        results = {k: [] for k in self.modalities}
+        for k in self.modalities:
+            if k not in self.val:
+                self.packed[k] = self._masks(self.chosen[k]["lambda"])[k]
+        tuned = [k for k in self.modalities if k in self.val]
+        results = {k: [] for k in tuned}
         best = {}
         for lam in _grid(self.config.lambdas, "lambdas"):
             packed = self._masks(lam)
-            for k in self.modalities:
+            for k in tuned:
                 for alpha in _grid(self.config.alphas, "alphas"):
                     self._load_parameters((packed[k], alpha))
                     acc = accuracy(self.model, self.val[k], self.context.device)
@@ -261,6 +287,6 @@ class MMER(Strategy):
         self._loaded = "dirty"
 
     def resumed(self, experiences: list[Experience]) -> None:
-        """After a resume: the validation splits of the modalities learned before it."""
-        for e in experiences:
+        """After a resume: the validation splits of the modalities learned before it (reselect=all only)."""
+        for e in experiences[-1:] if self.config.reselect == "new" else experiences:
             self.val[e.modality] = self.data(e, "val")

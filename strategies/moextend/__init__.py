@@ -23,7 +23,7 @@ import torch
 
 from cl_bench.experience import Experience
 from cl_bench.strategies.moextend import selection, surgery
-from cl_bench.strategy import Strategy
+from cl_bench.strategy import Declaration, Memory, Strategy, tensor_bytes
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,12 @@ class MoExtendConfig:
     fraction: float = field(default=0.5, metadata={"help": "fraction of MoE layers extended per modality"})
     layer_choice: Literal["data", "all", "first-half", "random"] = field(
         default="data", metadata={"help": "data (routing shift), all, first-half or random"})
-    align_steps: int | None = field(default=None, metadata={"help": "alignment steps (default: --steps)"})
-    extension_steps: int | None = field(default=None, metadata={"help": "router-tuning steps (default: --steps / 4)"})
-    finetune_steps: int | None = field(default=None, metadata={"help": "fine-tuning steps (default: --steps)"})
+    phases: Literal["budget", "paper"] = field(default="budget", metadata={
+        "help": "budget: the stage budget split 40/10/50 over alignment, extension, fine-tuning; paper: each "
+                "phase as long as in the paper relative to one stage (2.25 x the budget, labelled)"})
+    align_steps: int | None = field(default=None, metadata={"help": "alignment steps (default: from `phases`)"})
+    extension_steps: int | None = field(default=None, metadata={"help": "router-tuning steps (default: from `phases`)"})
+    finetune_steps: int | None = field(default=None, metadata={"help": "fine-tuning steps (default: from `phases`)"})
     align_lr: float = field(default=2e-3, metadata={"help": "projector learning rate in alignment"})
     extension_lr: float = field(default=1e-3, metadata={"help": "router learning rate in extension"})
     finetune_lr: float = field(default=1e-3, metadata={"help": "learning rate of new experts, rows, calibration"})
@@ -45,6 +48,8 @@ class MoExtendConfig:
     stats_items: int = field(default=200, metadata={"help": "validation items for the routing statistics"})
 
     def __post_init__(self) -> None:
+        if self.phases not in ("budget", "paper"):
+            raise ValueError(f"MoExtendConfig.phases must be 'budget' or 'paper', got {self.phases!r}")
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"MoExtendConfig.fraction must be in (0, 1], got {self.fraction}")
         if self.layer_choice not in selection.LAYER_CHOICES:
@@ -65,6 +70,39 @@ class MoExtend(Strategy):
     """New experts and router rows per modality, with calibration; the pretrained LM stays frozen."""
 
     Config = MoExtendConfig
+    declares = Declaration(task_weights=True)  # an expert, router row and calibration per modality (not routed
+    # by modality: the extended routers choose among old and new experts for every token)
+
+    def phase_steps(self, steps: int, has_projector: bool = True) -> tuple[int, int, int]:
+        """(alignment, extension, fine-tuning) steps of a stage whose budget is `steps`.
+
+        phases=budget splits the budget 40/10/50, close to the paper's phase sizes (558K
+        alignment pairs, 1,000 router-tuning steps, 665K instruction pairs); without a
+        projector to align, alignment's share goes to fine-tuning. phases=paper gives
+        alignment and fine-tuning the whole budget each and extension a quarter of it, as the
+        earlier clbench did. Explicit *_steps options override either.
+        """
+        cfg = self.config
+        if cfg.phases == "paper":
+            align, ext, ft = steps, max(1, steps // 4), steps
+        else:
+            ext = max(1, round(0.1 * steps))
+            align = max(1, round(0.4 * steps)) if has_projector else 0
+            ft = max(1, steps - align - ext)
+        align = (cfg.align_steps or align) if has_projector else 0
+        return align, cfg.extension_steps or ext, cfg.finetune_steps or ft
+
+    def declaration(self) -> Declaration:
+        align, ext, ft = self.phase_steps(self.context.budget.steps)
+        ratio = (align + ext + ft) / self.context.budget.steps
+        if abs(ratio - 1) < 1e-9:
+            return self.declares
+        why = "the paper's phase lengths" if self.config.phases == "paper" else "phase steps set by options"
+        return Declaration(task_weights=True, budget=f"{ratio:.2f} x the stage budget ({why})")
+
+    def memory(self) -> Memory:
+        return Memory(task_weight_bytes=tensor_bytes(p for b in self.blocks for a in b.additions
+                                                     for p in a.parameters()))
 
     def setup(self, model, context) -> None:
         super().setup(model, context)
@@ -80,8 +118,9 @@ class MoExtend(Strategy):
 
     # -- phases ----------------------------------------------------------------------
     def learn(self, experience: Experience) -> dict:
-        cfg, m, steps = self.config, self.model, self.context.budget.steps
+        cfg, m = self.config, self.model
         has_projector = experience.modality in m.projectors
+        align_steps, extension_steps, finetune_steps = self.phase_steps(self.context.budget.steps, has_projector)
         proj = list(m.projectors[experience.modality].parameters()) if has_projector else []
         times = {}
 
@@ -91,11 +130,11 @@ class MoExtend(Strategy):
             self.freeze_all()
             m.projectors[experience.modality].requires_grad_(True)
             align = self.fit(experience, [{"params": proj, "lr": cfg.align_lr}], f"{experience.name} alignment",
-                             steps=cfg.align_steps or steps, router_aux_loss=False)
+                             steps=align_steps, router_aux_loss=False)
         times["align_seconds"] = round(time.perf_counter() - t0, 3)
 
         t0 = time.perf_counter()
-        layers, sources, scores, ext = self.extension(experience, cfg.extension_steps or max(1, steps // 4))
+        layers, sources, scores, ext = self.extension(experience, extension_steps)
         times["extension_seconds"] = round(time.perf_counter() - t0, 3)
 
         t0 = time.perf_counter()
@@ -111,7 +150,7 @@ class MoExtend(Strategy):
         if has_projector:
             m.projectors[experience.modality].requires_grad_(True)
             groups.append({"params": proj, "lr": cfg.projector_lr})
-        finetune = self.fit(experience, groups, f"{experience.name} fine-tuning", steps=cfg.finetune_steps or steps,
+        finetune = self.fit(experience, groups, f"{experience.name} fine-tuning", steps=finetune_steps,
                             router_aux_loss=False, extra_loss=self.aux_loss)
         times["finetune_seconds"] = round(time.perf_counter() - t0, 3)
         self.stage += 1
