@@ -101,6 +101,9 @@ def validate(strategy, stream, steps, options, cache_dir) -> None:
 
     Parameters the strategy declares frozen (Strategy.frozen) must be bit-identical
     after the run, its cost report must add up, and its result file must be complete.
+    What it spends and keeps must match its declaration (Strategy.declares): the stage
+    budget of training examples, past training or validation items, per-task weights, and
+    whether the LM it answers with depends on the input's modality.
     Exits with 1 and lists the problems when the contract is broken.
     """
     from cl_bench.validate import validate as check
@@ -113,7 +116,8 @@ def validate(strategy, stream, steps, options, cache_dir) -> None:
     if problems:
         click.echo(f"{strategy}: the contract is broken:\n" + "\n".join(f"  - {p}" for p in problems))
         sys.exit(1)
-    click.echo(f"{strategy}: the contract holds (frozen parameters unchanged, cost adds up, result complete)")
+    click.echo(f"{strategy}: the contract holds (frozen parameters unchanged, cost adds up, result complete, "
+               "budget and memory as declared)")
 
 
 @main.command(name="ls")
@@ -135,10 +139,31 @@ def ls(verbose) -> None:
                 if verbose and reg is registry.strategies:
                     from cl_bench.config import describe
 
-                    for opt, default, help_ in describe(entry.load().Config):
+                    cls = entry.load()
+                    click.echo(f"  {'':<{width}}  declares: {_declaration_line(cls.declares)}")
+                    for opt, default, help_ in describe(cls.Config):
                         click.echo(f"  {'':<{width}}  -o {opt}=... (default {default}) {help_}")
     except LookupError as e:
         raise click.ClickException(str(e)) from e
+
+
+def _declaration_line(d) -> str:
+    """A strategy's Declaration in words, for `clbench ls -v`."""
+    yes = lambda flag: "yes" if flag else "no"  # noqa: E731
+    return (f"past training items {yes(d.past_train)}, past validation items {yes(d.past_val)}, "
+            f"per-task weights {yes(d.task_weights)}, LM chosen by modality at test {yes(d.modality_routed)}, "
+            f"budget {d.budget} (at default options)")
+
+
+def _write_readme(path: str, board) -> None:
+    from pathlib import Path
+
+    from cl_bench.leaderboard import readme_section, splice_readme
+    from cl_bench.results import atomic_write_text
+
+    text = Path(path).read_text(encoding="utf-8")
+    atomic_write_text(path, splice_readme(text, readme_section(board)))
+    click.echo(f"regenerated the leaderboard section of {path}", err=True)
 
 
 def _device(name: str) -> str:
@@ -177,7 +202,9 @@ _device_option = click.option("--device", default="auto", show_default=True,
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write to this file instead of printing.")
 @_device_option
-def leaderboard(results_dir, stream, fmt, sort, output, device) -> None:
+@click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Also regenerate the leaderboard section of this README (between its leaderboard markers).")
+def leaderboard(results_dir, stream, fmt, sort, output, device, readme) -> None:
     """Print the leaderboard of every stream: one row per strategy, mean and 95% CI over seeds.
 
     Every metric is recomputed from the result files' accuracy matrices; nothing is
@@ -195,6 +222,8 @@ def leaderboard(results_dir, stream, fmt, sort, output, device) -> None:
 
             figures = render_figures(board, _device(device))
         text = render(board, fmt, figures)
+        if readme:
+            _write_readme(readme, board)
     except (ValueError, LookupError) as e:
         raise click.ClickException(str(e)) from e
     if output:
@@ -322,7 +351,9 @@ def plot(results_dir, stream, out_dir, device) -> None:
 @click.option("--stream", default="vision-audio", show_default=True, help="Task stream to run.")
 @click.option("--strategies", default="all", show_default=True,
               help="Comma-separated strategy names, or all (every registered strategy).")
-@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
+@click.option("--seeds", default="0,1,2,3,4", show_default=True,
+              help="Comma-separated seeds (five by default: the leaderboard's tiers and `clbench compare` pair runs "
+                   "by seed).")
 @_results_option
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Cache of data, base models and resumable runs [default: $CLBENCH_CACHE or ~/.cache/clbench].")
@@ -332,7 +363,9 @@ def plot(results_dir, stream, out_dir, device) -> None:
               help="Pre-training steps of the base model (the published leaderboard uses the default).")
 @click.option("--device", default="auto", show_default=True,
               help="Device of the runs and the metrics: auto (the GPU where there is one), cpu, cuda.")
-def publish(stream, strategies, seeds, results_dir, cache_dir, steps, pretrain_steps, device) -> None:
+@click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Also regenerate the leaderboard section of this README (between its leaderboard markers).")
+def publish(stream, strategies, seeds, results_dir, cache_dir, steps, pretrain_steps, device, readme) -> None:
     """Run every strategy x seed still missing (default settings), then write the leaderboard and figures.
 
     Finished runs are reused, an interrupted one resumes, so the command can be run again
@@ -364,6 +397,8 @@ def publish(stream, strategies, seeds, results_dir, cache_dir, steps, pretrain_s
         figures = draw(board, Path(results_dir) / "figures", _device(device))
         for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("html", "html")):
             atomic_write_text(Path(results_dir) / f"leaderboard.{ext}", render(board, fmt, figures))
+        if readme:
+            _write_readme(readme, board)
     except (ValueError, TypeError, LookupError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"wrote {results_dir}/leaderboard.{{md,csv,tex,html}} and {results_dir}/figures/")

@@ -29,7 +29,7 @@ class Column:
     key: str
     header: str
     higher_is_better: bool | None  # None: not a quality (e.g. seeds)
-    kind: str = "score"  # score | percent | count | seconds | int
+    kind: str = "score"  # score | percent | count | seconds | step | int | ratio | flops | bytes | text
 
 
 @dataclass
@@ -59,6 +59,7 @@ class Row:
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high), stats.bootstrap_ci
     # key -> {seed: value}: every column's and every scalar metric's per-run values (tiers, `clbench compare`)
     per_seed: dict[str, dict[int, float]] = field(default_factory=dict)
+    text: dict[str, str] = field(default_factory=dict)  # key -> the cell of a "text" column
 
 
 @dataclass
@@ -134,10 +135,35 @@ def columns_for(tasks: list[dict], with_intransigence: bool) -> list[Column]:
     # Retention of every task but the last (whose reference is its own final accuracy: always 100%).
     cols += [Column("retention:" + t["name"], f"{t['name'].capitalize()} ret. %", True, "percent")
              for t in tasks[:-1]]
+    # What each row spent and kept: the protocol's budget and the strategy's declared memory.
+    cols += [Column("budget_ratio", "Budget x", None, "ratio"), Column("train_flops", "Train FLOPs", False, "flops"),
+             Column("past_train", "Past train items", None, "count"), Column("past_val", "Past val items", None, "count"),
+             Column("task_weight_bytes", "Task weights", None, "bytes"), Column("declares", "Keeps / knows", None, "text")]
     cols += [Column("trainable", "Trainable", False, "count"), Column("added", "Added", False, "count"),
              Column("train_seconds", "Train s", False, "seconds"), Column("step_seconds", "s/step", False, "step"),
              Column("seeds", "Seeds", None, "int")]
     return cols
+
+
+def _spent_and_kept(run: Run) -> dict[str, float]:
+    """Per run: the largest budget ratio of a stage, training FLOPs, the most past items held after a stage, and the
+    per-task weight bytes at the end (NaN for result files older than schema 2, which did not record them)."""
+    stages = run.doc["stages"]
+    if run.doc.get("schema_version", 1) < 2:
+        return dict.fromkeys(("budget_ratio", "train_flops", "past_train", "past_val", "task_weight_bytes"),
+                             float("nan"))
+    return {"budget_ratio": max(s["training"]["budget_ratio"] for s in stages),
+            "train_flops": sum(s["training"]["flops"] for s in stages),
+            "past_train": max(sum(s["memory"]["past_train_items"].values()) for s in stages),
+            "past_val": max(sum(s["memory"]["past_val_items"].values()) for s in stages),
+            "task_weight_bytes": stages[-1]["memory"]["task_weight_bytes"]}
+
+
+def _declared(group: list[Run]) -> str:
+    from cl_bench.strategy import Declaration
+
+    labels = {Declaration(**r.doc["declaration"]).short() if "declaration" in r.doc else "n/a" for r in group}
+    return " / ".join(sorted(labels))
 
 
 def build(results_dir: Path, *, stream: str | None = None, sort: str = "acc", device: str = "cpu",
@@ -187,7 +213,10 @@ def build(results_dir: Path, *, stream: str | None = None, sort: str = "acc", de
             vals["train_seconds"] = torch.tensor([r.doc["timing"]["train_seconds"] for r in group],
                                                  dtype=torch.float64)
             vals["step_seconds"] = torch.tensor([_mean_step(r) for r in group], dtype=torch.float64)
-            row = Row(labels[key], group[0].config["strategy"], group)
+            spent = [_spent_and_kept(r) for r in group]
+            for k in spent[0]:
+                vals[k] = torch.tensor([s[k] for s in spent], dtype=torch.float64)
+            row = Row(labels[key], group[0].config["strategy"], group, text={"declares": _declared(group)})
             seeds = [r.doc["seed"] for r in group]
             for k, v in vals.items():
                 ci = stats.bootstrap_ci(v, level=level)  # one method for every column, counts and seconds too
@@ -251,19 +280,24 @@ def _model_key(run: Run) -> str:
     return json.dumps([c["model"], c["budget"], c["pretrain"], c.get("encoders")], sort_keys=True)
 
 
+REFERENCE_STRATEGIES = ("joint", "single-ft")  # whose diagonals give a*_k
+
+
 def _joint_reference(groups: dict[str, list[Run]], dev) -> dict[str, object]:
-    """a*_k per base model and budget: the diagonal of the `joint` strategy's mean accuracy matrix."""
+    """a*_k per base model and budget: the best mean R[k, k] of the reference strategies' rows (joint training
+    on tasks 1..k, and fine-tuning on task k alone), so that intransigence is measured against the best model of
+    task k that the benchmark has."""
     import torch
 
     from cl_bench.metrics import joint_reference
 
-    out = {}
+    diagonals: dict[str, list] = defaultdict(list)
     for group in groups.values():
-        if group[0].config["strategy"] != "joint":
+        if group[0].config["strategy"] not in REFERENCE_STRATEGIES:
             continue
         R = torch.tensor([r.doc["accuracy_matrix"] for r in group], dtype=torch.float64, device=dev).mean(0)
-        out.setdefault(_model_key(group[0]), joint_reference(R))
-    return out
+        diagonals[_model_key(group[0])].append(joint_reference(R))
+    return {k: torch.stack(d).amax(0) for k, d in diagonals.items()}
 
 
 def sort_rows(rows: list[Row], cols: list[Column], key: str) -> list[Row]:
@@ -285,6 +319,12 @@ def sort_rows(rows: list[Row], cols: list[Column], key: str) -> list[Row]:
 def _number(v: float, kind: str) -> str:
     if math.isnan(v):
         return "n/a"
+    if kind == "ratio":
+        return f"{v:.2f}"
+    if kind == "flops":
+        return f"{v / 1e12:.2f}T" if v >= 1e12 else f"{v / 1e9:.1f}G"
+    if kind == "bytes":
+        return f"{v / 2**20:.1f} MiB" if v >= 2**20 else f"{v / 2**10:.0f} KiB" if v >= 2**10 else f"{v:.0f} B"
     if kind == "count":
         return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}"
     if kind == "percent":
@@ -300,10 +340,13 @@ def _number(v: float, kind: str) -> str:
 
 def cell(row: Row, col: Column, pm: str = " ") -> str:
     """The mean, then its interval as [low, high] (after `pm`) where there is one and it is not a point."""
+    if col.kind == "text":
+        return row.text.get(col.key, "")
     mean = row.values.get(col.key, (float("nan"), float("nan")))[0]
     low, high = row.ci.get(col.key, (float("nan"), float("nan")))
     text = _number(mean, col.kind)
-    if not math.isnan(mean) and not math.isnan(low) and col.kind != "int" and not (col.kind == "count" and low == high):
+    if not math.isnan(mean) and not math.isnan(low) and col.kind != "int" and not (
+            col.kind in ("count", "ratio", "bytes") and low == high):
         text += f"{pm}[{_number(low, col.kind)}, {_number(high, col.kind)}]"
     return text
 
@@ -323,6 +366,39 @@ def to_markdown(board: Leaderboard, level: float = 0.95) -> str:
         out += matrix_table(t)
     out += _skipped_lines(board)
     return "\n".join(out).rstrip() + "\n"
+
+
+# The README's summary: the columns a reader compares first (the full table is in results/leaderboard.md).
+README_COLUMNS = ("tier", "acc", "bwt", "forgetting", "intransigence", "retention:text", "budget_ratio", "past_train",
+                  "past_val", "declares", "trainable", "step_seconds", "seeds")
+README_BEGIN, README_END = "<!-- leaderboard:begin (clbench publish --readme) -->", "<!-- leaderboard:end -->"
+
+
+def readme_section(board: Leaderboard, level: float = 0.95) -> str:
+    """The README's leaderboard section: per stream, the README_COLUMNS of the table, the note, the matrices."""
+    out = []
+    for t in board.tables:
+        cols = [c for k in README_COLUMNS for c in t.columns if c.key == k]
+        out.append(f"**{t.stream}** (tasks: " + ", ".join(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f}, "
+                                                          f"{x.get('n_test', '?')} test items)" for x in t.tasks)
+                   + ")\n")
+        out.append("| Strategy | " + " | ".join(c.header for c in cols) + " |")
+        out.append("|---|" + "|".join("---:" for _ in cols) + "|")
+        for r in t.rows:
+            out.append(f"| {r.label} | " + " | ".join(cell(r, c) for c in cols) + " |")
+        out.append("")
+        out.append(interval_note(level) + "\n")
+        out += matrix_table(t)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def splice_readme(text: str, section: str) -> str:
+    """`text` with everything between README_BEGIN and README_END replaced by `section`."""
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"the README has no leaderboard markers; put {README_BEGIN!r} and {README_END!r} on lines "
+                         "of their own where the table goes")
+    return text[:start + len(README_BEGIN)] + "\n\n" + section + "\n" + text[end:]
 
 
 def matrix_table(t: Table) -> list[str]:
@@ -352,11 +428,14 @@ def to_csv(board: Leaderboard, level: float = 0.95) -> str:
         if i == 0:
             header = ["stream", "strategy", "label"]
             for c in t.columns:
-                header += [c.key] if c.kind == "int" else [c.key, f"{c.key}_low", f"{c.key}_high"]
+                header += [c.key] if c.kind in ("int", "text") else [c.key, f"{c.key}_low", f"{c.key}_high"]
             w.writerow(header + ["method"])
         for r in t.rows:
             line = [t.stream, r.strategy, r.label]
             for c in t.columns:
+                if c.kind == "text":
+                    line.append(r.text.get(c.key, ""))
+                    continue
                 mean = r.values.get(c.key, (float("nan"), float("nan")))[0]
                 low, high = r.ci.get(c.key, (float("nan"), float("nan")))
                 line += [_raw(mean)] if c.kind == "int" else [_raw(mean), _raw(low), _raw(high)]

@@ -12,8 +12,9 @@ Definitions (docs/metrics in README.md):
                                               the j = 1 term is 0 by construction, so the mean
                                               runs over j >= 2 and is NaN for T = 1
 - forgetting = mean_{j<T} max_{l<T} R[l, j] - R[T, j]   (Chaudhry et al. 2018)
-- intransigence I_k = a*_k - R[k, k], k = 1..T   (Chaudhry et al. 2018); a*_k = R_joint[k, k],
-                                              the `joint` strategy's accuracy on task k after stage k
+- intransigence I_k = a*_k - R[k, k], k = 1..T   (Chaudhry et al. 2018); a*_k = a reference model's
+                                              accuracy on task k after stage k: on the leaderboard the
+                                              better of `joint` and `single-ft` (fine-tuning on k alone)
 - retention_j = 100 R[T, j] / ref_j          (MMER); default ref_j = R[j, j] (R[0, 0] for text)
 - transfer matrix M[i, j] = (R[i, j] - ref_j) / (ref_j - chance_j)   (CLiMB-style); same default ref
 - plasticity_j = R[j, j], j = 1..T; normalised: M[j, j] against a given reference

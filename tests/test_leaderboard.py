@@ -167,3 +167,37 @@ def test_log_axis_labels_are_compact():
     from cl_bench.plots import _compact
 
     assert [_compact(v) for v in (50, 200, 2e3, 1.9e6, 3e9)] == ["50", "200", "2k", "1.9M", "3G"]
+
+
+def test_intransigence_reference_is_the_better_of_joint_and_single_task(tmp_path):
+    import json
+    import shutil
+
+    shutil.copytree(FIXTURES / "results", tmp_path / "results")
+    src = tmp_path / "results/runs/vision-audio/full-ft/mixtral-tiny-seed0-full0.json"
+    doc = json.loads(src.read_text())
+    doc["config"]["strategy"] = "single-ft"
+    doc["accuracy_matrix"] = [[0.9, 0.1, 0.1], [0.5, 0.95, 0.1], [0.3, 0.2, 0.9]]  # vision alone: .95 > joint's .9
+    (tmp_path / "results/runs/vision-audio/single-ft").mkdir()
+    (tmp_path / "results/runs/vision-audio/single-ft/x.json").write_text(json.dumps(doc))
+    board = leaderboard.build(tmp_path / "results")
+    # a* = (max(.9, .95), max(.95, .9)) = (.95, .95); full-ft seed 0: ((.95-.6) + (.95-.7)) / 2 = .30,
+    # seed 1: ((.95-.8) + (.95-.9)) / 2 = .10
+    assert row(board, "full-ft").per_seed["intransigence"] == {0: pytest.approx(0.30), 1: pytest.approx(0.10)}
+    assert row(board, "joint").values["intransigence"][0] == pytest.approx(0.025)  # ((.95-.9) + (.95-.95)) / 2
+
+
+def test_readme_section_is_regenerated_between_its_markers(tmp_path, monkeypatch):
+    monkeypatch.chdir(FIXTURES)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# intro\n\n{leaderboard.README_BEGIN}\nstale table\n{leaderboard.README_END}\n\nafter\n")
+    for _ in range(2):  # idempotent
+        out = CliRunner().invoke(main, ["leaderboard", "--results-dir", "results", "--readme", str(readme)])
+        assert out.exit_code == 0, out.output
+    text = readme.read_text()
+    assert text.startswith("# intro\n\n") and text.endswith(f"{leaderboard.README_END}\n\nafter\n")
+    assert "stale table" not in text and text.count("| joint | 1 | 0.883 [0.883, 0.883] |") == 1
+    assert "| Strategy | Tier | ACC | BWT | Forgetting | Intransigence | Text ret. % | Budget x |" in text
+    readme.write_text("no markers\n")
+    out = CliRunner().invoke(main, ["leaderboard", "--results-dir", "results", "--readme", str(readme)])
+    assert out.exit_code == 1 and "no leaderboard markers" in out.output

@@ -83,3 +83,17 @@ def test_ls_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "full-ft" in out.stdout and "align-only" in out.stdout and "vision-audio" in out.stdout
+
+
+def test_ls_verbose_shows_each_strategys_declaration():
+    from click.testing import CliRunner
+
+    from cl_bench.cli import main
+
+    out = CliRunner().invoke(main, ["ls", "-v"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    mmer = lines[lines.index(next(l for l in lines if l.strip().startswith("mmer "))) + 1]
+    assert "past validation items yes" in mmer and "LM chosen by modality at test yes" in mmer
+    full = lines[lines.index(next(l for l in lines if l.strip().startswith("full-ft "))) + 1]
+    assert "past training items no" in full and "budget equal" in full
