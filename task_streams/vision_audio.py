@@ -12,7 +12,7 @@ from cl_bench.data import cached_splits, default_cache_dir, stable_hash
 from cl_bench.experience import Experience, TaskStream
 from cl_bench.task_streams import numbers
 
-DATA_VERSION = 3  # bump when the built data changes
+DATA_VERSION = 4  # bump when the built data changes
 
 # espeak-ng English accents, and voice variants; test speakers use variants never heard in training.
 ACCENTS = ("en", "en-US", "en-GB-scotland", "en-GB-x-rp", "en-GB-x-gbclan", "en-GB-x-gbcwmd", "en-029", "en-US-nyc")
@@ -20,6 +20,8 @@ TRAIN_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "f1", "f2", "f3", "f4", "c
                   "adam", "aunty", "benjamin", "david", "ed", "grandma", "john", "linda", "max", "robert", "steph")
 TEST_VARIANTS = ("m7", "f5", "klatt3", "whisper", "grandpa", "edward", "paul", "shelby")
 SAMPLE_RATE = 16_000
+# Digit scans held out for test and val (one question each); the other 897 of the 1,797 are for training.
+DIGITS_TEST, DIGITS_VAL = 720, 180
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,8 @@ class VisionAudioConfig:
     """Sizes of the built data (defaults build in seconds)."""
 
     train_speakers: int = field(default=80, metadata={"help": "speakers (voice, rate, pitch) in audio training"})
-    val_speakers: int = field(default=15, metadata={"help": "speakers in audio validation (training voices)"})
-    test_speakers: int = field(default=40, metadata={"help": "speakers in audio test (held-out voices)"})
+    val_speakers: int = field(default=20, metadata={"help": "speakers in audio validation (training voices)"})
+    test_speakers: int = field(default=100, metadata={"help": "speakers in audio test (held-out voices)"})
     questions_per_train_input: int = field(default=2, metadata={"help": "questions asked about each training input"})
     seed: int = field(default=0, metadata={"help": "seed of the data build (not of the run)"})
 
@@ -94,8 +96,8 @@ def build_digits(config: VisionAudioConfig) -> dict:
 
     d = load_digits()
     idx = np.arange(len(d.target))
-    rest, test = train_test_split(idx, test_size=400, stratify=d.target, random_state=config.seed)
-    train, val = train_test_split(rest, test_size=200, stratify=d.target[rest], random_state=config.seed)
+    rest, test = train_test_split(idx, test_size=DIGITS_TEST, stratify=d.target, random_state=config.seed)
+    train, val = train_test_split(rest, test_size=DIGITS_VAL, stratify=d.target[rest], random_state=config.seed)
     features = Features({"input": Array2D((8, 8), "float32"), "value": Value("int32"), "template": Value("string"),
                          "prompt": Value("string"), "answer": Value("string")})
     out = {}

@@ -13,23 +13,55 @@ def test_number_questions_answers():
         numbers.question("sub", 2, 5)
 
 
+def test_text_items_are_distinct_and_canonical_forms_match_the_modality_prompts():
+    items = numbers.text_items()
+    prompts = [it["prompt"] for it in items]
+    assert len(set(prompts)) == len(prompts)  # no prompt is shared by two facts, wordings or leads
+    assert numbers.LEADS[0].format(a="<input>") == numbers.INPUT_PREFIX
+    for it in items:
+        if it["lead"] == 0 and it["wording"] == 0:  # the context form the image and audio prompts use
+            kind, a, b = it["fact"].split(":")
+            q, ans = numbers.question(kind, int(a), int(b))
+            assert it["prompt"] == f"{numbers.CONTEXT.format(a=numbers.WORDS[int(a)])} {q}" and it["answer"] == ans
+
+
 def test_text_split_is_deterministic_and_held_out():
     a, b = numbers.split_text(), numbers.split_text()
     assert a == b
-    train_prompts = {it["prompt"] for it in a["train"]}
-    plain_facts = {it["fact"] for it in a["train"] if it["template"].startswith("plain-")}
-    assert len(a["test"]) >= 40
-    for item in a["test"] + a["val"]:
-        assert item["prompt"] not in train_prompts  # never seen in training ...
-        assert item["fact"] in plain_facts  # ... but its fact is known in plain form
-        assert item["template"].startswith("context-")
+    assert {k: len(v) for k, v in a.items()} == {"train": 2368, "val": 304, "test": 1008}
+    train = a["train"]
+    train_prompts = {it["prompt"] for it in train}
+    trained_context_cells = {(it["fact"], it["wording"]) for it in train if it["lead"] >= 0}
+    plain_cells = {(it["fact"], it["wording"]) for it in train if it["lead"] < 0}
+    # every plain item (each fact in each wording) is a training item
+    assert plain_cells == {(it["fact"], it["wording"]) for it in numbers.text_items() if it["lead"] < 0}
+    facts_by_phrasing: dict = {}
+    for it in train:
+        facts_by_phrasing.setdefault((it["template"], it["wording"], it["lead"]), set()).add(it["fact"])
+    cells = {}
+    for split in ("val", "test"):
+        cells[split] = {(it["fact"], it["wording"]) for it in a[split]}
+        for item in a[split]:
+            assert item["prompt"] not in train_prompts  # never seen in training ...
+            assert item["template"].startswith("context-") and item["template"] != "context-read"
+            assert (item["fact"], item["wording"]) not in trained_context_cells  # ... nor its fact in this wording
+            # ... but the fact is known in plain form (in this very wording) ...
+            assert (item["fact"], item["wording"]) in plain_cells
+            # ... and the phrasing (lead and wording of this question kind) is trained with other facts
+            assert facts_by_phrasing[item["template"], item["wording"], item["lead"]] - {item["fact"]}
+        # a held-out (fact, wording) cell is asked after every lead
+        assert len(a[split]) == len(numbers.LEADS) * len(cells[split])
+    assert not cells["val"] & cells["test"]
+    assert len({f for f, _ in cells["test"]}) >= 120  # spread over most of the 174 arithmetic facts
+    # chance stays that of the question kinds: the held-out mix of kinds is the facts' own
+    assert numbers.chance_level([it["template"] for it in a["test"]]) == pytest.approx(0.0735, abs=0.002)
 
 
 def test_modality_questions_are_deterministic_and_need_knowledge():
     rows = numbers.modality_questions(list(range(10)) * 20, seed=3)
     assert rows == numbers.modality_questions(list(range(10)) * 20, seed=3)
     kinds = {k for _, k, _, _ in rows}
-    assert kinds == set(numbers.QUESTIONS)  # recognition and arithmetic on the input
+    assert kinds == set(numbers.KINDS)  # recognition and arithmetic on the input
     assert all(p.startswith("the number is <input> .") for _, _, p, _ in rows)
 
 
@@ -46,7 +78,8 @@ def test_digits_build_is_deterministic_and_split_by_image():
     train_imgs = {np.asarray(x).tobytes() for x in a["train"]["input"]}
     overlap = sum(np.asarray(x).tobytes() in train_imgs for x in a["test"]["input"])
     assert overlap <= 2  # (the scans contain a couple of exact duplicates)
-    assert len(a["test"]) == 400
+    assert (len(a["train"]), len(a["val"]), len(a["test"])) == (897 * cfg.questions_per_train_input, 180, 720)
+    assert len({np.asarray(x).tobytes() for x in a["test"]["input"]}) >= 718  # one question per test image
 
 
 def test_test_speakers_use_held_out_voices():
@@ -56,6 +89,9 @@ def test_test_speakers_use_held_out_voices():
     assert {variant(v) for v in spk["test"]} <= set(TEST_VARIANTS)
     assert not set(TRAIN_VARIANTS) & set(TEST_VARIANTS)
     assert speakers(VisionAudioConfig()) == spk
+    assert [len(spk[k]) for k in ("train", "val", "test")] == [80, 20, 100]  # 1,000 test clips
+    keys = [v.key for v in spk["train"] + spk["val"] + spk["test"]]
+    assert len(set(keys)) == len(keys)
 
 
 def test_speech_synthesis_is_real_and_reproducible():
@@ -83,7 +119,8 @@ def test_stream_layout(stream):
     assert "train" in stream.base.probes
     for t in stream.tasks:
         assert 0.05 < t.chance < 0.2
-        assert len(t.test) >= 40
+    assert [(len(t.train), len(t.val), len(t.test)) for t in stream.tasks] == [
+        (2368, 304, 1008), (1794, 180, 720), (1600, 200, 1000)]
     exp = stream.experiences[0].without_test()
     assert exp.test is None and not exp.probes
     # held-out voices in the audio test split
