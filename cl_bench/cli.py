@@ -57,9 +57,12 @@ def main() -> None:
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Cache of data, base models and resumable runs [default: $CLBENCH_CACHE or ~/.cache/clbench].")
 @click.option("--restart", is_flag=True, help="Ignore the saved state of an interrupted run and start over.")
+@click.option("--eval-limit", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Evaluate only the first N items of each test split (a quick look; such runs get their own "
+                   "key and leaderboard row) [default: every item].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage lines; print only the summary.")
 def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps, options, encoders, results_dir,
-        cache_dir, restart, quiet) -> None:
+        cache_dir, restart, eval_limit, quiet) -> None:
     """Run a strategy through a task stream and write its result file.
 
     Builds (once, cached) the stream's data and the pre-trained base model, evaluates
@@ -81,7 +84,7 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
                            budget=Budget(steps=steps, batch_size=batch_size),
                            pretrain=PretrainConfig(steps=pretrain_steps), strategy_options=_parse_options(options),
                            encoders=_parse_options(encoders, "--encoder", "--encoder image=patches"),
-                           results_dir=results_dir, cache_dir=cache_dir)
+                           results_dir=results_dir, cache_dir=cache_dir, eval_limit=eval_limit)
         result, path = run_stream(config, progress=not quiet, restart=restart,
                                   echo=lambda s: click.echo(s, err=True))
     except (ValueError, TypeError, LookupError) as e:
@@ -363,9 +366,13 @@ def plot(results_dir, stream, out_dir, device) -> None:
               help="Pre-training steps of the base model (the published leaderboard uses the default).")
 @click.option("--device", default="auto", show_default=True,
               help="Device of the runs and the metrics: auto (the GPU where there is one), cpu, cuda.")
+@click.option("--eval-limit", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Evaluate only the first N items of each test split (a quick look; such runs get their own "
+                   "key and leaderboard row) [default: every item].")
 @click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Also regenerate the leaderboard section of this README (between its leaderboard markers).")
-def publish(stream, strategies, seeds, results_dir, cache_dir, steps, pretrain_steps, device, readme) -> None:
+def publish(stream, strategies, seeds, results_dir, cache_dir, steps, pretrain_steps, device, eval_limit,
+            readme) -> None:
     """Run every strategy x seed still missing (default settings), then write the leaderboard and figures.
 
     Finished runs are reused, an interrupted one resumes, so the command can be run again
@@ -391,7 +398,8 @@ def publish(stream, strategies, seeds, results_dir, cache_dir, steps, pretrain_s
                 click.echo(f"{n} seed {seed}", err=True)
                 run_stream(RunConfig(stream=stream, strategy=n, seed=seed, device=device, results_dir=results_dir,
                                      cache_dir=cache_dir, budget=Budget(steps=steps),
-                                     pretrain=PretrainConfig(steps=pretrain_steps)), progress=False, reuse=True,
+                                     pretrain=PretrainConfig(steps=pretrain_steps), eval_limit=eval_limit),
+                           progress=False, reuse=True,
                            echo=lambda s: click.echo(s, err=True))
         board = _board(results_dir, stream, "acc", device)
         figures = draw(board, Path(results_dir) / "figures", _device(device))

@@ -39,6 +39,9 @@ class RunConfig:
     strategy_options: dict = field(default_factory=dict, metadata={"help": "the strategy's own options"})
     encoders: dict = field(default_factory=dict, metadata={"help": "modality -> encoder name (default per modality)"})
     eval_batch_size: int = field(default=256, metadata={"help": "examples per evaluation batch"})
+    eval_limit: int | None = field(default=None, metadata={
+        "help": "evaluate only the first N items of each test split and probe (quick looks and tests; "
+                "such runs get their own key and leaderboard row); None: every item"})
     results_dir: str = field(default="results", metadata={"help": "where result files go"})
     cache_dir: str | None = field(default=None, metadata={"help": "data, models and resumable state"})
 
@@ -49,6 +52,8 @@ class RunConfig:
             raise ValueError(f"RunConfig.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.eval_batch_size < 1:
             raise ValueError(f"RunConfig.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ValueError(f"RunConfig.eval_limit must be >= 1 (or None for every item), got {self.eval_limit}")
 
     def identity(self) -> dict:
         """The fields that change results, but for the strategy's options (keyed once resolved)."""
@@ -129,8 +134,11 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         inspect("setup", strategy)
 
     # Evaluation data: the runner's alone.
-    evals = [(t, TaskData(t.test, model, t.modality)) for t in stream.tasks]
-    probes = {f"{t.name}/{name}": (t, TaskData(split, model, t.modality))
+    def limited(split):
+        return split if config.eval_limit is None else split.select(range(min(len(split), config.eval_limit)))
+
+    evals = [(t, TaskData(limited(t.test), model, t.modality)) for t in stream.tasks]
+    probes = {f"{t.name}/{name}": (t, TaskData(limited(split), model, t.modality))
               for t in stream.tasks for name, split in t.probes.items()}
 
     def evaluate() -> tuple[list[float], list[str], dict[str, float]]:
@@ -202,7 +210,7 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         "seed": config.seed,
         "stream": {"name": stream.name, "tasks": [
             {"name": t.name, "modality": t.modality, "task": t.task, "chance": t.chance,
-             "n_train": len(t.train), "n_val": len(t.val), "n_test": len(t.test)} for t in stream.tasks]},
+             "n_train": len(t.train), "n_val": len(t.val), "n_test": len(d)} for t, d in evals]},
         "base_model": base.info,
         "accuracy_matrix": state["rows"],
         # rows[i][j]: which test items of task j were answered correctly after stage i (cl_bench.results.unpack_items)

@@ -62,7 +62,10 @@ class VisionAudio:
                               test=d["test"], prompt_templates=templates, answer_set=numbers.ANSWERS,
                               chance=numbers.chance_level(d["test"]["template"]), probes=probes or {})
 
-        base = exp("text", "text", "number-questions", text, probes={"train": text["train"]})
+        # A second forgetting measure: every fact in every wording, in plain form (training items; the context
+        # forms add 3x the evaluation time and little information).
+        plain = text["train"].filter(lambda t: t.startswith("plain-"), input_columns="template")
+        base = exp("text", "text", "number-questions", text, probes={"train-plain": plain})
         return TaskStream(self.name, base, (
             exp("vision", "image", "digit-questions", image),
             exp("audio", "audio", "spoken-number-questions", audio),

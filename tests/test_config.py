@@ -28,5 +28,5 @@ def test_validation_names_the_field():
 
 def test_describe_lists_every_field_with_help():
     rows = describe(FullFineTuningConfig)
-    assert [r[0] for r in rows] == ["lr", "projector-lr"]
+    assert [r[0] for r in rows] == ["lr", "projector-lr", "align-fraction", "align-lr"]
     assert all(r[2] for r in rows)

@@ -116,7 +116,9 @@ def test_unknown_voice_is_named():
 def test_stream_layout(stream):
     assert [t.name for t in stream.tasks] == ["text", "vision", "audio"]
     assert [t.modality for t in stream.tasks] == ["text", "image", "audio"]
-    assert "train" in stream.base.probes
+    plain = stream.base.probes["train-plain"]  # every fact in every wording, plain form, all training items
+    assert len(plain) == 736 and set(plain["template"]) == {f"plain-{k}" for k in ("read", "add", "sub", "next", "prev")}
+    assert set(plain["prompt"]) <= set(stream.base.train["prompt"])
     for t in stream.tasks:
         assert 0.05 < t.chance < 0.2
     assert [(len(t.train), len(t.val), len(t.test)) for t in stream.tasks] == [

@@ -252,6 +252,7 @@ def test_moextend_through_the_runner(tmp_path, cache_dir, stream):
     from cl_bench.summary import format_summary
 
     cfg = RunConfig(strategy="moextend", budget=Budget(steps=4, batch_size=4), pretrain=PretrainConfig(steps=5, batch_size=8),
+                    eval_limit=64,
                     strategy_options={"fraction": "0.25", "layer-choice": "first-half", "stats-items": "16"},
                     results_dir=str(tmp_path), cache_dir=str(cache_dir))
     r, path = run(cfg, progress=False)

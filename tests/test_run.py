@@ -12,7 +12,7 @@ from cl_bench.config import Budget
 from cl_bench.models.lm import PretrainConfig
 from cl_bench.runner import RunConfig, run
 
-TINY = dict(budget=Budget(steps=2, batch_size=4), pretrain=PretrainConfig(steps=5, batch_size=8))
+TINY = dict(budget=Budget(steps=2, batch_size=4), pretrain=PretrainConfig(steps=5, batch_size=8), eval_limit=64)
 
 
 def tiny_config(tmp_path, cache_dir, **kw):
@@ -33,7 +33,7 @@ def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
     res = tmp_path / "results"
     out = CliRunner().invoke(main, ["run", "--stream", "vision-audio", "--strategy", "full-ft", "--steps", "2",
                                     "--batch-size", "4", "--pretrain-steps", "5", "--cache-dir", str(cache_dir),
-                                    "--results-dir", str(res), "--device", "cpu", "-q"])
+                                    "--results-dir", str(res), "--device", "cpu", "--eval-limit", "64", "-q"])
     assert out.exit_code == 0, out.output
     assert "accuracy matrix" in out.output and "ACC" in out.output
     files = list((res / "runs" / "vision-audio" / "full-ft").glob("*.json"))
@@ -45,7 +45,7 @@ def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
     assert len(R) == 3 and all(len(row) == 3 for row in R)
     assert all(0.0 <= a <= 1.0 for row in R for a in row)
     assert [t["name"] for t in r["stream"]["tasks"]] == ["text", "vision", "audio"]
-    assert len(r["extra_accuracy"]["text/train"]) == 3
+    assert len(r["extra_accuracy"]["text/train-plain"]) == 3
     assert set(r["metrics"]) >= {"acc", "bwt", "fwt", "forgetting", "text_retention"}
     assert r["metrics"]["acc"] == pytest.approx(sum(R[-1]) / 3, abs=1e-6)
     for s in r["stages"]:
@@ -78,7 +78,7 @@ def test_align_only_leaves_text_exactly_unchanged(tmp_path, cache_dir, stream):
     r, _ = run(tiny_config(tmp_path, cache_dir, strategy="align-only"), progress=False)
     text = [row[0] for row in r["accuracy_matrix"]]
     assert text == [text[0]] * 3
-    assert r["extra_accuracy"]["text/train"] == [r["extra_accuracy"]["text/train"][0]] * 3
+    assert r["extra_accuracy"]["text/train-plain"] == [r["extra_accuracy"]["text/train-plain"][0]] * 3
     assert r["metrics"]["text_retention"] == 100.0
     # only the projector of the stage's modality trains
     assert r["stages"][0]["cost"]["trainable"] < r["stages"][0]["cost"]["added"]
@@ -175,14 +175,15 @@ def test_every_command_has_complete_help():
         assert "Usage:" in out.output
     run_help = runner.invoke(main, ["run", "--help"]).output
     for opt in ("--stream", "--strategy", "--model", "--seed", "--device", "--steps", "--batch-size",
-                "--pretrain-steps", "--option", "--encoder", "--results-dir", "--cache-dir", "--restart", "--quiet"):
+                "--pretrain-steps", "--option", "--encoder", "--results-dir", "--cache-dir", "--restart", "--eval-limit",
+                "--quiet"):
         assert opt in run_help
 
 
 def test_publish_runs_what_is_missing_then_writes_the_leaderboard(tmp_path, cache_dir, stream):
     res = tmp_path / "published"
     args = ["publish", "--strategies", "align-only,full-ft", "--seeds", "0,1", "--steps", "2", "--pretrain-steps", "5",
-            "--results-dir", str(res), "--cache-dir", str(cache_dir), "--device", "cpu"]
+            "--results-dir", str(res), "--cache-dir", str(cache_dir), "--device", "cpu", "--eval-limit", "64"]
     out = CliRunner().invoke(main, args)
     assert out.exit_code == 0, out.output
     assert len(list((res / "runs").rglob("*.json"))) == 4
