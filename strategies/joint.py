@@ -23,22 +23,28 @@ from cl_bench.strategy import Declaration, Memory, Strategy
 
 
 @dataclass(frozen=True)
-class JointConfig:
-    """Joint multi-task training options."""
+class SingleTaskConfig:
+    """Single-task fine-tuning options (joint training has these and more)."""
 
     lr: float = field(default=3e-4, metadata={"help": "learning rate of the language model"})
     projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projectors"})
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "projector_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{type(self).__name__}.{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class JointConfig(SingleTaskConfig):
+    """Joint multi-task training options."""
+
     include_text: bool = field(default=True, metadata={
         "help": "mix the base text task's training split in (the data the base was pre-trained on)"})
     from_scratch: bool = field(default=True, metadata={
         "help": "start each stage again from the base model; false continues from the previous stage"})
     scale_steps: bool = field(default=True, metadata={
         "help": "train k x the budget's steps at stage k, as many as a sequential learner has had by then"})
-
-    def __post_init__(self) -> None:
-        for name in ("lr", "projector_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"JointConfig.{name} must be > 0, got {getattr(self, name)}")
 
 
 class Joint(Strategy):
@@ -105,19 +111,6 @@ class Joint(Strategy):
         stats["tasks"] = [e.name for e in tasks]
         stats["summary"] = f"{self.word} on {' + '.join(e.name for e in tasks)}, {steps} steps"
         return stats
-
-
-@dataclass(frozen=True)
-class SingleTaskConfig:
-    """Single-task fine-tuning options."""
-
-    lr: float = field(default=3e-4, metadata={"help": "learning rate of the language model"})
-    projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
-
-    def __post_init__(self) -> None:
-        for name in ("lr", "projector_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"SingleTaskConfig.{name} must be > 0, got {getattr(self, name)}")
 
 
 class SingleTask(Joint):
