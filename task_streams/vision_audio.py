@@ -64,7 +64,7 @@ class VisionAudio:
 
         # A second forgetting measure: every fact in every wording, in plain form (training items; the context
         # forms add 3x the evaluation time and little information).
-        plain = text["train"].filter(lambda t: t.startswith("plain-"), input_columns="template")
+        plain = text["train"].select([i for i, t in enumerate(text["train"]["template"]) if t.startswith("plain-")])
         base = exp("text", "text", "number-questions", text, probes={"train-plain": plain})
         return TaskStream(self.name, base, (
             exp("vision", "image", "digit-questions", image),
