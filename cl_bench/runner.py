@@ -39,6 +39,9 @@ class RunConfig:
     strategy_options: dict = field(default_factory=dict, metadata={"help": "the strategy's own options"})
     encoders: dict = field(default_factory=dict, metadata={"help": "modality -> encoder name (default per modality)"})
     eval_batch_size: int = field(default=256, metadata={"help": "examples per evaluation batch"})
+    eval_split: str = field(default="test", metadata={
+        "help": "the split every evaluation scores: test (results) or val (hyperparameter selection, "
+                "`clbench tune`: such runs never look at test data)"})
     eval_limit: int | None = field(default=None, metadata={
         "help": "evaluate only the first N items of each test split and probe (quick looks and tests; "
                 "such runs get their own key and leaderboard row); None: every item"})
@@ -52,6 +55,8 @@ class RunConfig:
             raise ValueError(f"RunConfig.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.eval_batch_size < 1:
             raise ValueError(f"RunConfig.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if self.eval_split not in ("test", "val"):
+            raise ValueError(f"RunConfig.eval_split must be 'test' or 'val', got {self.eval_split!r}")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ValueError(f"RunConfig.eval_limit must be >= 1 (or None for every item), got {self.eval_limit}")
 
@@ -145,9 +150,9 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     def limited(split):
         return split if config.eval_limit is None else split.select(range(min(len(split), config.eval_limit)))
 
-    evals = [(t, TaskData(limited(t.test), model, t.modality)) for t in stream.tasks]
+    evals = [(t, TaskData(limited(getattr(t, config.eval_split)), model, t.modality)) for t in stream.tasks]
     probes = {f"{t.name}/{name}": (t, TaskData(limited(split), model, t.modality))
-              for t in stream.tasks for name, split in t.probes.items()}
+              for t in stream.tasks for name, split in t.probes.items()} if config.eval_split == "test" else {}
 
     _val: list = []
 

@@ -123,6 +123,9 @@ class Strategy(abc.ABC):
 
     Config: ClassVar[type] = NoOptions
     declares: ClassVar[Declaration] = Declaration()
+    # The grid `clbench tune` searches on validation data: option name -> values (as on the command
+    # line); every combination is run. Empty: nothing to tune.
+    tuning: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, config=None) -> None:
         self.config = config if config is not None else self.Config()

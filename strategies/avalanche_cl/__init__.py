@@ -254,6 +254,7 @@ class EWC(AvalancheStrategy):
     """Elastic weight consolidation: avalanche's EWCPlugin on full fine-tuning."""
 
     Config = EWCConfig
+    tuning = {"ewc_lambda": ("1e5", "1e6", "1e7")}
     declares = Declaration(task_weights=True)  # the anchor parameters and their Fisher importances
 
     def memory(self) -> Memory:
@@ -294,6 +295,7 @@ class LwF(AvalancheStrategy):
     """Learning without forgetting: avalanche's LwFPlugin, distilling next-token distributions."""
 
     Config = LwFConfig
+    tuning = {"positions": ("all", "prompt", "answer")}
     declares = Declaration(task_weights=True)  # the previous model, kept as the teacher
 
     def memory(self) -> Memory:
@@ -346,6 +348,7 @@ class Replay(AvalancheStrategy):
     """Experience replay: avalanche's ReplayPlugin with an experience-balanced buffer on full fine-tuning."""
 
     Config = ReplayConfig
+    tuning = {"lr": ("1e-4", "3e-4", "1e-3")}
     declares = Declaration(past_train=True)  # the buffer of earlier experiences' training items
 
     def memory(self) -> Memory:

@@ -91,6 +91,7 @@ class MMER(Strategy):
     """Per-modality fine-tuned LMs merged into one task vector, with a binary mask per modality."""
 
     Config = MMERConfig
+    tuning = {"lr": ("1e-4", "3e-4", "1e-3")}
     declares = Declaration(past_val=True, task_weights=True, modality_routed=True)
 
     def declaration(self) -> Declaration:
