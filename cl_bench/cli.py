@@ -144,6 +144,10 @@ def ls(verbose) -> None:
 
                     cls = entry.load()
                     click.echo(f"  {'':<{width}}  declares: {_declaration_line(cls.declares)}")
+                    grid = getattr(cls, "tuning", None) or {}
+                    if grid:
+                        click.echo(f"  {'':<{width}}  tuning grid (clbench tune): "
+                                   + "; ".join(f"{k.replace('_', '-')} in {', '.join(v)}" for k, v in grid.items()))
                     for opt, default, help_ in describe(cls.Config):
                         click.echo(f"  {'':<{width}}  -o {opt}=... (default {default}) {help_}")
     except LookupError as e:
