@@ -165,15 +165,15 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     def evaluate() -> tuple[list[float], list[str], dict[str, float], dict | None]:
         """Accuracy of every task, its items' correctness (packed), the probes' accuracies and, for an MoE
         model, the share of each task's tokens routed to each expert of each layer (cl_bench.routing)."""
-        items, shares = [], {}
+        items, shares, layout = [], {}, None
         for t, d in evals:
             m = strategy.model_for(t.info)
             with routing.RoutingRecorder(m.lm) as rec:
                 items.append(item_correct(m, d, device, config.eval_batch_size))
             if rec.layers:
                 shares[t.name] = [[round(x, 6) for x in layer] for layer in rec.shares()]
-        layout = routing.record(strategy.model_for(stream.tasks[0].info).lm)
-        routed = None if layout is None or not shares else {**layout, "shares": shares}
+                layout = layout or routing.record(m.lm)  # layers and who added each expert: one model's
+        routed = None if layout is None else {**layout, "shares": shares}
         row = [int(c.sum()) / len(c) for c in items]
         extra = {k: accuracy(strategy.model_for(t.info), d, device, config.eval_batch_size)
                  for k, (t, d) in probes.items()}
