@@ -6,6 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import cl_bench
 from cl_bench import registry
 from cl_bench.cli import main
 from cl_bench.config import Budget
@@ -52,7 +53,7 @@ def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
         assert s["train_seconds"] > 0 and s["cost"]["trainable"] > 0
         assert s["cost"]["total"] == r["base_model"]["parameters"] + s["cost"]["added"]
     assert r["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
-    assert r["environment"]["packages"]["clbench"] == "0.2.0"
+    assert r["environment"]["packages"]["clbench"] == cl_bench.__version__  # installed metadata = the code's
     assert r["environment"]["device"] == "cpu"
     assert not list(res.rglob("*.tmp"))  # atomic writes leave nothing behind
     # Per-item results: every row and task decodes to its test items and gives the matrix exactly.
