@@ -144,6 +144,10 @@ def ls(verbose) -> None:
 
                     cls = entry.load()
                     click.echo(f"  {'':<{width}}  declares: {_declaration_line(cls.declares)}")
+                    grid = getattr(cls, "tuning", None) or {}
+                    if grid:
+                        click.echo(f"  {'':<{width}}  tuning grid (clbench tune): "
+                                   + "; ".join(f"{k.replace('_', '-')} in {', '.join(v)}" for k, v in grid.items()))
                     for opt, default, help_ in describe(cls.Config):
                         click.echo(f"  {'':<{width}}  -o {opt}=... (default {default}) {help_}")
     except LookupError as e:
@@ -410,6 +414,72 @@ def publish(stream, strategies, seeds, results_dir, cache_dir, steps, pretrain_s
     except (ValueError, TypeError, LookupError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"wrote {results_dir}/leaderboard.{{md,csv,tex,html}} and {results_dir}/figures/")
+
+
+@main.command()
+@click.option("--stream", default="vision-audio", show_default=True, help="Task stream to tune on.")
+@click.option("--strategies", default="all", show_default=True,
+              help="Comma-separated strategy names, or all (every registered strategy with a tuning grid).")
+@click.option("--seeds", default="0,1", show_default=True, help="Comma-separated tuning seeds.")
+@click.option("--results-dir", default="results/tuning", show_default=True, type=click.Path(file_okay=False),
+              help="Where the tuning runs' result files go (apart from the leaderboard's).")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Report path without suffix; .json and .md are written [default: results/hparams/STREAM].")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Cache of data, base models and resumable runs [default: $CLBENCH_CACHE or ~/.cache/clbench].")
+@click.option("--steps", default=400, show_default=True, type=click.IntRange(min=1), help="Training steps per stage.")
+@click.option("--pretrain-steps", default=400, show_default=True, type=click.IntRange(min=1),
+              help="Pre-training steps of the base model.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--eval-limit", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Score only the first N items of each validation split (tests) [default: every item].")
+def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain_steps, device, eval_limit) -> None:
+    """Choose each strategy's hyperparameters on validation data only, from its declared grid.
+
+    Every grid point runs the stream for each seed with every evaluation on the validation
+    splits (no test item is scored); the highest mean final validation ACC wins. Finished runs
+    are reused. Writes the grid, every score and the choice to OUT.json and OUT.md.
+    """
+    import shlex
+    from pathlib import Path
+
+    from cl_bench import __version__, tuning
+    from cl_bench.config import Budget
+    from cl_bench.models.lm import PretrainConfig
+    from cl_bench.runner import RunConfig
+    from cl_bench.runner import run as run_stream
+
+    try:
+        if strategies == "all":
+            names = [n for n in registry.strategies.names() if getattr(registry.strategies.get(n), "tuning", None)]
+        else:
+            names = [s.strip() for s in strategies.split(",")]
+        for n in names:
+            registry.strategies.entry(n)
+        seed_list = tuple(int(x) for x in seeds.split(",") if x.strip())
+        report = {"stream": stream, "seeds": list(seed_list), "clbench": __version__,
+                  "command": "clbench tune " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["tune"] else "clbench tune",
+                  "budget": {"steps": steps, "pretrain_steps": pretrain_steps, "eval_limit": eval_limit},
+                  "strategies": {}}
+        for n in names:
+            def run_one(point, seed, n=n):
+                click.echo(f"{n} {tuning.point_label(point)} seed {seed}", err=True)
+                doc, _ = run_stream(RunConfig(stream=stream, strategy=n, seed=seed, device=device,
+                                              results_dir=results_dir, cache_dir=cache_dir, budget=Budget(steps=steps),
+                                              pretrain=PretrainConfig(steps=pretrain_steps), eval_split="val",
+                                              eval_limit=eval_limit, strategy_options=dict(point)),
+                                    progress=False, reuse=True, echo=lambda s: click.echo(s, err=True))
+                return doc
+
+            report["strategies"][n] = tuning.tune_strategy(n, run_one, seed_list)
+            r = report["strategies"][n]
+            click.echo(f"{n}: chosen {tuning.point_label(r['chosen'])}"
+                       + ("" if r["defaults_match"] else f" (defaults now: {tuning.point_label(r['defaults_now'])})"))
+        path = Path(out) if out else Path("results") / "hparams" / stream
+        tuning.write_report(report, path)
+    except (ValueError, TypeError, LookupError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"wrote {path.with_suffix('.json')} and {path.with_suffix('.md')}")
 
 
 if __name__ == "__main__":  # pragma: no cover

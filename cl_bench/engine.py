@@ -123,11 +123,12 @@ def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
 def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups: list[dict], *, steps: int,
           batch_size: int, seed: int, device: torch.device, warmup_fraction: float = 0.03,
           router_aux_loss: bool = True, extra_loss=None, max_grad_norm: float = 1.0, desc: str = "training",
-          progress: bool = True) -> TrainStats:
+          progress: bool = True, mix: Sequence[float] | None = None) -> TrainStats:
     """AdamW with linear warmup and cosine decay on the answer-only loss.
 
     Only the parameters in `param_groups` are updated; each step takes a batch from one
-    dataset of `data`, chosen in proportion to its size. `extra_loss(batch)`, if given,
+    dataset of `data`, chosen in proportion to its size, or to `mix` (one weight per
+    dataset) when given. `extra_loss(batch)`, if given,
     is added to the model's loss after the forward pass (e.g. a strategy's own
     regulariser reading state the forward left behind).
     """
@@ -143,7 +144,9 @@ def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups
     warmup = max(1, int(warmup_fraction * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, steps, warmup))
     gen = torch.Generator().manual_seed(seed)
-    sizes = torch.tensor([len(d) for d in datasets], dtype=torch.float)
+    if mix is not None and (len(mix) != len(datasets) or min(mix) < 0 or sum(mix) <= 0):
+        raise ValueError(f"{desc}: mix needs one weight >= 0 per dataset ({len(datasets)}), not all 0; got {list(mix)}")
+    sizes = torch.tensor([len(d) for d in datasets] if mix is None else list(mix), dtype=torch.float)
     orders = [torch.randperm(len(d), generator=gen) for d in datasets]
     cursors = [0] * len(datasets)
 
@@ -152,7 +155,7 @@ def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups
     examples, meter = 0, FlopMeter()
     t0 = time.perf_counter()
     for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False, unit="step"):
-        k = int(torch.multinomial(sizes, 1, generator=gen)) if len(datasets) > 1 else 0
+        k = int(torch.multinomial(sizes, 1, generator=gen)) if len(datasets) > 1 else 0  # sizes: or the mix
         d = datasets[k]
         if cursors[k] + batch_size > len(d):  # new epoch over this dataset
             orders[k], cursors[k] = torch.randperm(len(d), generator=gen), 0

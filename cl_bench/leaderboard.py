@@ -566,11 +566,11 @@ def _html_figures(figs: dict[str, bytes]) -> list[str]:
         return (f"<figure><img alt='{html.escape(name)}' title='click to see it at full size' "
                 f"src='data:image/png;base64,{data}'><figcaption>{html.escape(name)}</figcaption></figure>")
 
-    per_row = [n for n in figs if n.endswith(("-accuracy.png", "-transfer.png"))]
+    per_row = [n for n in figs if n.endswith(("-accuracy.png", "-transfer.png", "-routing.png"))]
     stream = [n for n in figs if n not in per_row]
     out = [figure(n, figs[n]) for n in stream]
     if per_row:
-        out.append("<h3>Per strategy: accuracy and transfer matrices</h3><div class='figs'>"
+        out.append("<h3>Per strategy: accuracy and transfer matrices, routing</h3><div class='figs'>"
                    + "".join(figure(n, figs[n]) for n in per_row) + "</div>")
     return out
 

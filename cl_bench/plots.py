@@ -1,7 +1,8 @@
 """Figures from result files (matplotlib, headless): nothing is re-run.
 
 Per strategy (one row of the leaderboard): heatmaps of the accuracy matrix and of the
-normalised transfer matrix, one panel per run and one for the mean over runs.
+normalised transfer matrix, one panel per run and one for the mean over runs; for MoE
+models, the routing analysis (which experts each task's tokens go to, after every stage).
 Per stream: forgetting curves (each task's accuracy across stages, one line per
 strategy with its confidence interval at every stage) and Pareto plots of ACC against
 trainable parameters and against training time.
@@ -212,6 +213,69 @@ def matrix_heatmaps_figure(row: Row, table: Table, kind: str = "accuracy", devic
 
 def matrix_heatmaps(row: Row, table: Table, kind: str = "accuracy", device: str = "cpu") -> bytes:
     return _png(matrix_heatmaps_figure(row, table, kind, device))
+
+
+# -- routing ------------------------------------------------------------------------------
+def has_routing(row: Row) -> bool:
+    return all(any(r) for r in ((run.doc.get("routing") or {}).get("rows") or [None] for run in row.runs))
+
+
+def routing_figure(row: Row, table: Table):
+    """Per task (rows of panels) and after each stage (columns): the share of the task's test tokens
+    that each MoE layer routes to each expert, mean over runs. Experts a strategy added (MoExtend)
+    are summed per stage that added them ("+vision"), so that runs extending different layers
+    average; 0 where a run added none to that layer.
+    """
+    from cl_bench.routing import grouped_shares
+
+    plt = _pyplot()
+    names = [t["name"] for t in table.tasks]
+    n_new = len(names) - 1
+    per_run = []  # [runs, stages, tasks, layers, columns]
+    for run in row.runs:
+        rows = run.doc["routing"]["rows"]
+        per_run.append(np.stack([np.stack([grouped_shares(r["shares"][t], r["expert_stage"], n_new).numpy()
+                                           for t in names]) for r in rows]))
+    shares = np.mean(np.stack(per_run), 0)  # [stages, tasks, layers, columns]
+    layers = row.runs[0].doc["routing"]["rows"][0]["layers"]
+    n_orig = shares.shape[-1] - n_new
+    added = shares[..., n_orig:].any(axis=(0, 1, 2)) if n_new else np.zeros(0, bool)
+    keep = list(range(n_orig)) + [n_orig + s for s in range(n_new) if added[s]]
+    columns = [f"e{e}" for e in range(n_orig)] + [f"+{names[s + 1]}" for s in range(n_new) if added[s]]
+    stages = ["base"] + [f"after {x}" for x in names[1:]]
+    n_t, n_s = len(names), len(stages)
+    fig, axes = plt.subplots(n_t, n_s, figsize=(1.0 + 0.42 * len(keep) * n_s + 0.9, 0.9 + 0.3 * len(layers) * n_t + 0.6),
+                             squeeze=False, dpi=DPI)
+    vmax = max(0.5, float(shares.max()))
+    image = None
+    for ti, task in enumerate(names):
+        for si, stage in enumerate(stages):
+            ax = axes[ti][si]
+            m = shares[si, ti][:, keep]
+            image = ax.imshow(m, cmap="magma", vmin=0.0, vmax=vmax, aspect="auto")
+            for i in range(m.shape[0]):
+                for j in range(m.shape[1]):
+                    ax.text(j, i, f"{m[i, j]:.2f}"[1:] if m[i, j] < 1 else "1", ha="center", va="center",
+                            fontsize=6, color="white" if m[i, j] < 0.6 * vmax else "black")
+            if len(keep) > n_orig:  # the added experts, right of a line
+                ax.axvline(n_orig - 0.5, color="#2ca02c", lw=1.5)
+            ax.set_xticks(range(len(keep)), columns if ti == n_t - 1 else [""] * len(keep), fontsize=7,
+                          rotation=90 if len(keep) > 10 else 0)
+            ax.set_yticks(range(len(layers)), [f"layer {x}" for x in layers] if si == 0 else [""] * len(layers),
+                          fontsize=7)
+            ax.tick_params(length=0)
+            if ti == 0:
+                ax.set_title(stage, fontsize=8)
+            if si == 0:
+                ax.set_ylabel(task, fontsize=8)
+    fig.colorbar(image, ax=axes, fraction=0.025, pad=0.02).ax.tick_params(labelsize=7)
+    fig.suptitle(f"{table.stream} / {row.label}: share of each task's tokens routed to each expert (top-k), "
+                 f"mean of {len(row.runs)} run(s)", fontsize=9)
+    return fig
+
+
+def routing(row: Row, table: Table) -> bytes:
+    return _png(routing_figure(row, table))
 
 
 # -- forgetting curves -------------------------------------------------------------------
@@ -463,6 +527,8 @@ def render_figures(board: Leaderboard, device: str = "cpu") -> dict[str, dict[st
         for row in table.rows:
             for kind in ("accuracy", "transfer"):
                 figs[f"{slug(row.label)}-{kind}.png"] = matrix_heatmaps(row, table, kind, device)
+            if has_routing(row):
+                figs[f"{slug(row.label)}-routing.png"] = routing(row, table)
         figures[table.stream] = figs
     return figures
 

@@ -10,7 +10,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-SCHEMA_VERSION = 2  # 2: per-item results, each stage's training record and memory, the declaration
+SCHEMA_VERSION = 3  # 2: per-item results, each stage's training record and memory, the declaration;
+# 3: the routing analysis (routing.rows) and validation checkpoints inside stages (stages[i].checkpoints)
 PACKAGES = ("clbench", "torch", "transformers", "tokenizers", "datasets", "avalanche-lib", "peft", "numpy", "scipy")
 
 

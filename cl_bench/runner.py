@@ -39,6 +39,9 @@ class RunConfig:
     strategy_options: dict = field(default_factory=dict, metadata={"help": "the strategy's own options"})
     encoders: dict = field(default_factory=dict, metadata={"help": "modality -> encoder name (default per modality)"})
     eval_batch_size: int = field(default=256, metadata={"help": "examples per evaluation batch"})
+    eval_split: str = field(default="test", metadata={
+        "help": "the split every evaluation scores: test (results) or val (hyperparameter selection, "
+                "`clbench tune`: such runs never look at test data)"})
     eval_limit: int | None = field(default=None, metadata={
         "help": "evaluate only the first N items of each test split and probe (quick looks and tests; "
                 "such runs get their own key and leaderboard row); None: every item"})
@@ -52,6 +55,8 @@ class RunConfig:
             raise ValueError(f"RunConfig.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.eval_batch_size < 1:
             raise ValueError(f"RunConfig.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if self.eval_split not in ("test", "val"):
+            raise ValueError(f"RunConfig.eval_split must be 'test' or 'val', got {self.eval_split!r}")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ValueError(f"RunConfig.eval_limit must be >= 1 (or None for every item), got {self.eval_limit}")
 
@@ -86,7 +91,7 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     """
     import torch
 
-    from cl_bench import metrics
+    from cl_bench import metrics, routing
     from cl_bench.engine import TaskData, accuracy, item_correct
     from cl_bench.models.encoders import build_encoder
     from cl_bench.models.lm import load_base
@@ -126,9 +131,17 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     torch.manual_seed(config.seed)  # projector initialisation
     encoders = {m: build_encoder(m, config.encoders.get(m)) for m in dict.fromkeys(stream.modalities) if m != "text"}
     model = MultimodalLM(base.lm, base.tokenizer, encoders).to(device)
+    checkpoints: dict[str, dict[str, float]] = {}  # this stage's Strategy.checkpoint records
+
+    def on_checkpoint(label: str) -> None:
+        if label in checkpoints:
+            raise ValueError(f"checkpoint {label!r} was recorded twice in one stage; give each its own label")
+        checkpoints[label] = {t.name: round(accuracy(strategy.model_for(t.info), d, device, config.eval_batch_size), 6)
+                              for t, d in val_evals()}
+
     ctx = RunContext(device=device, seed=config.seed, budget=config.budget, stream=stream.name,
                      tasks=tuple(t.info for t in stream.tasks), progress=progress,
-                     base=stream.base.without_test())
+                     base=stream.base.without_test(), checkpoint=on_checkpoint)
     strategy.setup(model, ctx)
     if inspect:
         inspect("setup", strategy)
@@ -137,17 +150,34 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     def limited(split):
         return split if config.eval_limit is None else split.select(range(min(len(split), config.eval_limit)))
 
-    evals = [(t, TaskData(limited(t.test), model, t.modality)) for t in stream.tasks]
+    evals = [(t, TaskData(limited(getattr(t, config.eval_split)), model, t.modality)) for t in stream.tasks]
     probes = {f"{t.name}/{name}": (t, TaskData(limited(split), model, t.modality))
-              for t in stream.tasks for name, split in t.probes.items()}
+              for t in stream.tasks for name, split in t.probes.items()} if config.eval_split == "test" else {}
 
-    def evaluate() -> tuple[list[float], list[str], dict[str, float]]:
-        """Accuracy of every task, its items' correctness (packed) and the probes' accuracies."""
-        items = [item_correct(strategy.model_for(t.info), d, device, config.eval_batch_size) for t, d in evals]
+    _val: list = []
+
+    def val_evals() -> list:
+        """Every task's validation split (for Strategy.checkpoint), built on first use."""
+        if not _val:
+            _val.extend((t, TaskData(limited(t.val), model, t.modality)) for t in stream.tasks)
+        return _val
+
+    def evaluate() -> tuple[list[float], list[str], dict[str, float], dict | None]:
+        """Accuracy of every task, its items' correctness (packed), the probes' accuracies and, for an MoE
+        model, the share of each task's tokens routed to each expert of each layer (cl_bench.routing)."""
+        items, shares, layout = [], {}, None
+        for t, d in evals:
+            m = strategy.model_for(t.info)
+            with routing.RoutingRecorder(m.lm) as rec:
+                items.append(item_correct(m, d, device, config.eval_batch_size))
+            if rec.layers:
+                shares[t.name] = [[round(x, 6) for x in layer] for layer in rec.shares()]
+                layout = layout or routing.record(m.lm)  # layers and who added each expert: one model's
+        routed = None if layout is None else {**layout, "shares": shares}
         row = [int(c.sum()) / len(c) for c in items]
         extra = {k: accuracy(strategy.model_for(t.info), d, device, config.eval_batch_size)
                  for k, (t, d) in probes.items()}
-        return row, [pack_items(c.numpy()) for c in items], extra
+        return row, [pack_items(c.numpy()) for c in items], extra, routed
 
     work = cache / "runs" / key
     if restart and work.exists():
@@ -155,8 +185,9 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     state = _load_state(work, strategy, echo)
     if state is None:
         t0 = time.perf_counter()
-        row, items, extra = evaluate()
-        state = {"rows": [row], "items": [items], "extra": {k: [v] for k, v in extra.items()}, "stages": [],
+        row, items, extra, routed = evaluate()
+        state = {"rows": [row], "items": [items], "extra": {k: [v] for k, v in extra.items()}, "routing": [routed],
+                 "stages": [],
                  "row0_eval_seconds": round(time.perf_counter() - t0, 3), "resumed_at_stages": []}
         _save_state(work, state, strategy)
     else:
@@ -176,21 +207,25 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
             continue  # finished before a resume
         t0 = time.perf_counter()
         strategy.take_training_record()  # nothing from before this stage counts towards it
+        checkpoints.clear()
         stats = strategy.learn(exp.without_test())
         train_seconds = time.perf_counter() - t0
         cost = strategy.cost()
         training = _training_record(strategy.take_training_record(), config.budget)
         memory = _memory_record(strategy.memory(), stream, exp.name)
         t0 = time.perf_counter()
-        row, items, extra = evaluate()
+        row, items, extra, routed = evaluate()
         state["rows"].append(row)
         state["items"].append(items)
+        state["routing"].append(routed)
         for k, v in extra.items():
             state["extra"][k].append(v)
         state["stages"].append({"stage": i, "experience": exp.name, "modality": exp.modality,
                                 "train_seconds": round(train_seconds, 3),
                                 "eval_seconds": round(time.perf_counter() - t0, 3),
                                 "cost": dataclasses.asdict(cost), "training": training, "memory": memory,
+                                # validation accuracies at points inside the stage (Strategy.checkpoint)
+                                "checkpoints": dict(checkpoints),
                                 "train_stats": stats, "finished": _now(), **_where()})
         _save_state(work, state, strategy)
         if progress:
@@ -216,6 +251,10 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         # rows[i][j]: which test items of task j were answered correctly after stage i (cl_bench.results.unpack_items)
         "item_results": {"encoding": "packbits-little-base64", "rows": state["items"]},
         "extra_accuracy": state["extra"],
+        # rows[i]: after stage i, per MoE layer the share of each task's test tokens routed to each expert
+        # (top-k slots), with the layers' indices and the stage that added each expert (-1: the model's own);
+        # None for a model without MoE layers (cl_bench.routing)
+        "routing": {"rows": state["routing"]},
         "declaration": dataclasses.asdict(strategy.declaration()),
         "metrics": {**metrics.summarize(R, chance), "fwt_reference": "base"},
         "stages": state["stages"],
@@ -298,8 +337,8 @@ def _load_state(work: Path, strategy, echo) -> dict | None:
     if not path.exists():
         return None
     state = json.loads(path.read_text())
-    if "items" not in state:  # written by a clbench that kept no per-item results
-        echo(f"the saved state in {work} predates per-item results; starting the run over")
+    if "items" not in state or "routing" not in state:  # written by a clbench that kept less
+        echo(f"the saved state in {work} predates per-item results or the routing analysis; starting the run over")
         shutil.rmtree(work, ignore_errors=True)
         return None
     strategy.load_state_dict(torch.load(work / state.pop("checkpoint"), map_location=strategy.context.device,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -42,6 +43,9 @@ class RunContext:
     # The base text task's train and val splits (test removed): the data the base model was
     # pre-trained on, for strategies that rehearse it (joint training, replay). None when unknown.
     base: Experience | None = None
+    # checkpoint(label): the runner evaluates every task's validation split now and records it
+    # under the stage's "checkpoints" (Strategy.checkpoint); the strategy gets nothing back.
+    checkpoint: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,9 @@ class Strategy(abc.ABC):
 
     Config: ClassVar[type] = NoOptions
     declares: ClassVar[Declaration] = Declaration()
+    # The grid `clbench tune` searches on validation data: option name -> values (as on the command
+    # line); every combination is run. Empty: nothing to tune.
+    tuning: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, config=None) -> None:
         self.config = config if config is not None else self.Config()
@@ -202,6 +209,12 @@ class Strategy(abc.ABC):
         """
 
     # -- helpers for subclasses --------------------------------------------------------
+    def checkpoint(self, label: str) -> None:
+        """Have every task's validation accuracy recorded at this point of the stage, under `label`
+        (e.g. MoExtend's "after-surgery"). For analysis: the strategy never sees the numbers."""
+        if self.context is not None and self.context.checkpoint is not None:
+            self.context.checkpoint(label)
+
     def seed_for(self, experience: Experience) -> int:
         """A seed for this run and experience, the same whether or not the run was resumed."""
         return (self.context.seed * 1_000_003 + zlib.crc32(experience.name.encode())) % 2**31

@@ -40,7 +40,30 @@ def check_result(result: dict) -> list[str]:
             problems.append(f"metric {k} missing")
     if result["schema_version"] >= 2 and not problems:
         problems += _check_items(result)
+    if result["schema_version"] >= 3 and not problems:
+        problems += _check_routing_record(result)
     return problems
+
+
+def _check_routing_record(result: dict) -> list[str]:
+    """The routing analysis (schema 3): one entry per evaluation, None or per task a share per expert of
+    every MoE layer, each layer's shares summing to 1 over the experts it had then."""
+    rows = (result.get("routing") or {}).get("rows")
+    if not isinstance(rows, list) or len(rows) != len(result["accuracy_matrix"]):
+        return ["routing analysis missing or not one entry per evaluation"]
+    tasks = {t["name"] for t in result["stream"]["tasks"]}
+    for i, r in enumerate(rows):
+        if r is None:
+            continue
+        stages = r.get("expert_stage") or []
+        if set(r.get("shares") or {}) != tasks or len(stages) != len(r.get("layers") or []):
+            return [f"routing analysis of row {i} does not cover every task and layer"]
+        for task, layers in r["shares"].items():
+            for li, (shares, st) in enumerate(zip(layers, stages)):
+                if len(shares) != len(st) or abs(sum(shares) - 1) > 1e-4 or min(shares) < 0:
+                    return [f"routing analysis of row {i}, {task}, layer {r['layers'][li]}: shares {shares} are not "
+                            f"a distribution over its {len(st)} experts"]
+    return []
 
 
 def _check_items(result: dict) -> list[str]:

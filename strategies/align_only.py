@@ -25,6 +25,7 @@ class AlignOnly(Strategy):
     """Only each new modality's projector is trained; the LM is frozen, so text is untouched."""
 
     Config = AlignOnlyConfig
+    tuning = {"projector_lr": ("1e-3", "2e-3", "5e-3")}
 
     def learn(self, experience: Experience) -> dict:
         if experience.modality not in self.model.projectors:

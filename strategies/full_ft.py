@@ -37,6 +37,7 @@ class FullFineTuning(Strategy):
     """All LM parameters and the new modality's projector are trained on each stage (LLaVA stage-2 style)."""
 
     Config = FullFineTuningConfig
+    tuning = {"lr": ("1e-4", "3e-4", "1e-3")}
 
     def learn(self, experience: Experience) -> dict:
         m, steps = self.model, self.context.budget.steps

@@ -51,6 +51,7 @@ class Joint(Strategy):
     """Multi-task training on the base text task and every modality seen so far (the upper bound)."""
 
     Config = JointConfig
+    tuning = {"lr": ("1e-4", "3e-4", "1e-3")}
     declares = Declaration(past_train=True, budget="k x the stage budget at stage k (the multi-task reference)")
     earlier, word = True, "joint"  # train on every modality seen so far
 

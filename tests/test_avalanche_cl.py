@@ -190,7 +190,7 @@ def test_a_checkpoint_of_another_strategy_is_refused(stream, small, cache_dir):
     (EWCConfig, {"decay_factor": "0.5"}, "only used with mode 'online'"),
     (EWCConfig, {"lr": "0"}, "EWCConfig.lr must be > 0"),
     (LwFConfig, {"temperature": "0"}, "temperature must be > 0"),
-    (LwFConfig, {"positions": "prompt"}, "'answer' or 'all'"),
+    (LwFConfig, {"positions": "question"}, "'all', 'prompt' or 'answer'"),
     (ReplayConfig, {"memory_fraction": "1"}, "memory_fraction must be in"),
     (ReplayConfig, {"mem_size": "0"}, "mem_size must be >= 1"),
 ])
@@ -206,3 +206,16 @@ def test_include_text_without_the_base_split_says_how_to_fix_it(stream, small, c
     assert ReplayConfig().split(32) == (24, 8) and ReplayConfig(memory_fraction=0.5).split(4) == (2, 2)
     with pytest.raises(ValueError, match="at least 2"):
         ReplayConfig().split(1)
+
+
+def test_lwf_positions_masks():
+    """Which next-token predictions LwF distils: row = [p p p a a pad], tokens at real text positions."""
+    from cl_bench.strategies.avalanche_cl.glue import MixedBatch, positions_mask
+
+    labels = torch.tensor([[-100, -100, -100, 7, 8, -100]])
+    tokens = torch.tensor([[True, True, True, True, True, False]])
+    x = MixedBatch([], labels, tokens)
+    # position t predicts token t + 1
+    assert positions_mask(x, "all").tolist() == [[True, True, True, True, False]]
+    assert positions_mask(x, "answer").tolist() == [[False, False, True, True, False]]
+    assert positions_mask(x, "prompt").tolist() == [[True, True, False, False, False]]

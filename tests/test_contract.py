@@ -85,3 +85,20 @@ def test_check_result_catches_item_results_that_disagree_with_the_matrix():
     assert check_result(doc) == ["per-item results of row 2, task 1 give 9/20, not the accuracy 0.4"]
     doc["item_results"]["rows"][2][1] = "not base64!"
     assert "unreadable" in check_result(doc)[0]
+
+
+def test_check_result_catches_a_routing_analysis_that_is_not_a_distribution():
+    from pathlib import Path
+
+    path = Path(__file__).parent / "fixtures/results/runs/vision-audio/align-only/mixtral-tiny-seed0-alig0.json"
+    doc = json.loads(path.read_text())
+    doc["schema_version"] = 3
+    shares = {t: [[0.25, 0.25, 0.5, 0.0], [0.5, 0.5, 0.0, 0.0]] for t in ("text", "vision", "audio")}
+    row = {"layers": [0, 1], "expert_stage": [[-1] * 4, [-1] * 4], "shares": shares}
+    doc["routing"] = {"rows": [row, None, json.loads(json.dumps(row))]}
+    assert check_result(doc) == []
+    doc["routing"]["rows"][2]["shares"]["audio"][1] = [0.5, 0.6, 0.0, 0.0]
+    assert check_result(doc) == ["routing analysis of row 2, audio, layer 1: shares [0.5, 0.6, 0.0, 0.0] are not a "
+                                 "distribution over its 4 experts"]
+    doc["routing"]["rows"].pop()
+    assert check_result(doc) == ["routing analysis missing or not one entry per evaluation"]

@@ -57,3 +57,22 @@ def test_bit_packed_masks_round_trip(shape, seed):
     packed = M.pack(mask)
     assert packed.dtype == torch.uint8 and packed.numel() == (mask.numel() + 7) // 8
     assert torch.equal(M.unpack(packed, tuple(shape)), mask)
+
+
+def test_trim_over_the_whole_task_vector_differs_from_per_tensor(tmp_path):
+    """Two tensors, one of large and one of small entries: keeping the top half of the whole vector
+    keeps all of the large tensor and none of the small one; per tensor keeps half of each."""
+    from safetensors.torch import save_file
+
+    big, small = torch.tensor([4.0, -5.0, 6.0, 7.0]), torch.tensor([0.1, -0.2, 0.3, 0.4])
+    save_file({"a": big, "b": small}, str(tmp_path / "t0.safetensors"))
+    save_file({"a": big * 0, "b": small * 0}, str(tmp_path / "t1.safetensors"))
+    paths = [tmp_path / "t0.safetensors", tmp_path / "t1.safetensors"]
+    per_tensor = M.merge_files(paths, ["a", "b"], keep=0.5)
+    whole = M.merge_files(paths, ["a", "b"], keep=0.5, trim_scope="vector")
+    assert torch.equal(per_tensor["a"], torch.tensor([0.0, 0.0, 6.0, 7.0]))
+    assert torch.equal(per_tensor["b"], torch.tensor([0.0, 0.0, 0.3, 0.4]))
+    assert torch.equal(whole["a"], big) and torch.equal(whole["b"], torch.zeros(4))
+    assert float(M.global_thresholds(paths[:1], ["a", "b"], 0.5)[0]) == 4.0
+    with pytest.raises(ValueError, match="trim_scope must be"):
+        M.merge_files(paths, ["a"], keep=0.5, trim_scope="layer")

@@ -113,14 +113,16 @@ def test_calibration_is_identity_at_init_and_topk_uses_uncalibrated_probabilitie
     assert torch.equal(add.calibration.delta(p), torch.zeros_like(p))
     _, w, idx = b.route(h)
     top = torch.topk(p, b.top_k, -1)
-    assert torch.equal(idx, top.indices)
+    # The chosen experts hold the top-k probabilities (the copied row ties with its source, so where the
+    # source was second either of the two may take that slot: same value, same expert weights).
+    torch.testing.assert_close(torch.gather(p, 1, idx), top.values)
     torch.testing.assert_close(w, top.values / top.values.sum(-1, keepdim=True))
     # A calibration that reverses the order of p must not change which experts are chosen.
     with torch.no_grad():
         add.calibration.w1.weight.copy_(torch.eye(16, p.shape[1]))
         add.calibration.w2.weight.copy_(-10 * torch.eye(p.shape[1], 16))
     _, w2, idx2 = b.route(h)
-    assert torch.equal(idx2, top.indices)
+    assert torch.equal(idx2, idx)
     assert not torch.allclose(w2, w)
 
 
@@ -288,3 +290,181 @@ def test_phases_split_the_stage_budget():
     assert MoExtend(MoExtendConfig()).phase_steps(400, has_projector=False) == (0, 40, 360)
     assert MoExtend(MoExtendConfig(phases="paper")).phase_steps(400) == (400, 100, 400)
     assert MoExtend(MoExtendConfig(finetune_steps=50)).phase_steps(400) == (160, 40, 50)
+
+
+def _router_logits(lm, x):
+    """Per extended block, the router logits of the last forward on x."""
+    with torch.no_grad():
+        lm(x)
+    return [b.last_router_logits for b in surgery.extended_blocks(lm).values()]
+
+
+@pytest.mark.parametrize("preset", FAMILIES)
+def test_outside_router_init_is_function_preserving_and_trains(preset):
+    """router-init=outside: bit-identical logits at step 0 (routers that renormalise the top-k), gradients flow."""
+    lm = tiny_lm(preset)
+    for i in surgery.moe_layers(lm):
+        lm.model.layers[i].mlp.gate.norm_topk_prob = True  # OLMoE / Qwen2-MoE: renormalising, as Mixtral
+    x = ids(4, 9)
+    want = lm(x).logits
+    blocks = surgery.extend(lm)
+    logits = _router_logits(lm, x)
+    adds = []
+    for b, lg in zip(blocks[:2], logits):
+        src = int(torch.topk(lg, b.top_k, -1).indices[:, 0].mode().values)  # a source that is often top-1
+        room = surgery.room_below_topk(lg, b.top_k)
+        add = b.add_experts([src], stage=0)
+        with torch.no_grad():
+            add.offset.add_(float(room[src]) - 0.5)
+        adds.append(add)
+    with torch.no_grad():
+        got = lm(x).logits
+    assert torch.equal(got, want)
+    assert all(bool((b.last_indices < b.n_original).all()) for b in blocks[:2])  # no token reaches a new expert
+    # ... but the new rows are live: the load-balancing loss reaches them through their probabilities.
+    lm.requires_grad_(False)
+    for a in adds:
+        a.requires_grad_(True)
+    lm(x)
+    loss = torch.stack([surgery.load_balancing_loss(b.last_router_logits, b.top_k) for b in blocks[:2]]).sum()
+    loss.backward()
+    assert all(a.router.grad.abs().sum() > 0 and a.offset.grad.abs().sum() > 0 for a in adds)
+
+
+def test_copied_router_row_changes_answers_before_training():
+    """The paper's copy ties source and copy: tokens whose top-1 was the source lose their second expert."""
+    lm = tiny_lm("mixtral-tiny")
+    x = ids(4, 9)
+    want = lm(x).logits
+    blocks = surgery.extend(lm)
+    lg = _router_logits(lm, x)[0]
+    src = int(torch.topk(lg, 2, -1).indices[:, 0].mode().values)
+    blocks[0].add_experts([src], stage=0)
+    with torch.no_grad():
+        got = lm(x).logits
+    assert (blocks[0].last_indices >= blocks[0].n_original).any()
+    assert not torch.equal(got, want)
+
+
+@pytest.mark.parametrize("preset", FAMILIES)
+def test_scope_leaves_tokens_outside_it_on_the_original_routing(preset):
+    lm = tiny_lm(preset)
+    x = ids(3, 8)
+    want = lm(x).logits
+    blocks = surgery.extend(lm)
+    for b in blocks:
+        b.add_experts([1], stage=0)
+        with torch.no_grad():
+            b.additions[0].router.add_(0.5)  # popular new experts
+    with torch.no_grad():
+        assert not torch.equal(lm(x).logits, want)
+        for b in blocks:  # text-only input: no token in scope
+            b.scope = torch.zeros(x.numel(), dtype=torch.bool)
+        assert torch.equal(lm(x).logits, want)
+        # In one block: tokens outside the scope get the original block's output, those inside the extended one.
+        b = blocks[0]
+        h = torch.randn(1, 12, lm.config.hidden_size, generator=torch.Generator().manual_seed(2))
+        inside = torch.arange(12) % 3 == 0
+        b.scope = None
+        full = b(h)[0]
+        original = b.block(h)[0]
+        b.scope = inside
+        scoped = b(h)[0]
+        assert (b.last_indices[inside] >= b.n_original).any() and (b.last_indices[~inside] < b.n_original).all()
+        torch.testing.assert_close(scoped[~inside], original[~inside], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(scoped[inside], full[inside], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("feed", ["prefix", "own"])
+def test_calibration_input_on_a_hand_built_router(feed):
+    """Stage 0's calibration, once stage 1 added an expert: fed the prefix of the current softmax or its own."""
+    import math
+
+    lm = tiny_lm("mixtral-tiny")
+    b = surgery.extend(lm)[0]
+    first = b.add_experts([0], stage=0)
+    b.add_experts([1], stage=1)
+    b.calibration_input = feed
+    with torch.no_grad():  # on h = e_0 the logits are column 0 of the router rows: [1, 2, 3, 4 | 0.5 | 2.5]
+        b.block.gate.weight[:, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+        first.router[0, 0] = 0.5
+        b.additions[1].router[0, 0] = 2.5
+    seen = []
+    first.calibration.delta = lambda p: (seen.append(p), torch.zeros_like(p))[1]
+    h = torch.zeros(1, lm.config.hidden_size)
+    h[0, 0] = 1.0
+    b.route(h)
+    z = [1.0, 2.0, 3.0, 4.0, 0.5, 2.5]
+    if feed == "prefix":  # the first five entries of the softmax over all six experts
+        want = [math.exp(v) / sum(math.exp(u) for u in z) for v in z[:5]]
+    else:  # the softmax over stage 0's own five experts, as in its training
+        want = [math.exp(v) / sum(math.exp(u) for u in z[:5]) for v in z[:5]]
+    torch.testing.assert_close(seen[0][0], torch.tensor(want), rtol=1e-6, atol=1e-7)
+
+
+def test_scope_masks_from_a_batch():
+    from cl_bench.models.multimodal import Batch
+    from cl_bench.strategies.moextend import MoExtend, MoExtendConfig
+
+    slots = torch.tensor([[False, True, True, False, False], [True, True, False, False, False]])
+    batch = Batch("image", torch.zeros(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long),
+                  torch.zeros(2, 5, dtype=torch.bool), torch.zeros(2, 3), slots)
+
+    class Block:
+        scope = None
+
+    for scope, want in (("input", slots), ("input-after", torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]]).bool())):
+        s = MoExtend(MoExtendConfig(scope=scope))
+        s.blocks = [Block(), Block()]
+        s._set_scope(batch)
+        assert all(torch.equal(b.scope, want.reshape(-1)) for b in s.blocks)
+        s._set_scope(Batch("text", batch.ids, batch.attention, batch.answer))
+        assert not any(b.scope.any() for b in s.blocks)
+
+
+def test_moextend_options_are_checked():
+    from cl_bench.strategies.moextend import MoExtendConfig
+
+    for bad, msg in (({"router_init": "zero"}, "router_init must be one of"), ({"scope": "text"}, "scope must be"),
+                     ({"text_mix": 1.0}, "text_mix must be in"), ({"calibration_input": "x"}, "calibration_input"),
+                     ({"outside_margin": -1.0}, "outside_margin")):
+        with pytest.raises(ValueError, match=msg):
+            MoExtendConfig(**bad)
+
+
+def test_moextend_options_through_the_runner(tmp_path, cache_dir, stream):
+    """outside init + input scope + own calibration feed + text mix + kept routers, end to end."""
+    from cl_bench.config import Budget
+    from cl_bench.models.lm import PretrainConfig
+    from cl_bench.runner import RunConfig, run
+
+    gates = {}
+
+    def inspect(event, strategy):
+        gates[event] = [b.block.gate.weight.detach().clone() for b in strategy.blocks]
+        if event == "setup":
+            gates["frozen"] = len(strategy.frozen()), len(list(strategy.model.lm.parameters()))
+
+    cfg = RunConfig(strategy="moextend", budget=Budget(steps=8, batch_size=4), pretrain=PretrainConfig(steps=5, batch_size=8),
+                    eval_limit=64, results_dir=str(tmp_path), cache_dir=str(cache_dir),
+                    strategy_options={"router-init": "outside", "scope": "input", "calibration-input": "own",
+                                      "text-mix": "0.25", "keep-tuned-routers": "true", "stats-items": "64",
+                                      "fraction": "0.25", "layer-choice": "first-half"})
+    r, _ = run(cfg, progress=False, inspect=inspect)
+    assert r["declaration"]["past_train"] and r["declaration"]["budget"] == "equal"
+    for i, st in enumerate(r["stages"], start=1):
+        cp = st["checkpoints"]
+        assert set(cp) == {"after-alignment", "after-surgery"}
+        assert all(set(v) == {"text", "vision", "audio"} for v in cp.values())
+        # Function-preserving surgery: every validation answer is as before it (text is outside the scope too).
+        assert cp["after-surgery"] == cp["after-alignment"]
+        assert all(o < 0 for o in st["train_stats"]["router_offsets"])
+        assert st["memory"]["past_train_items"] == {"text": r["stream"]["tasks"][0]["n_train"]}
+        assert st["training"]["examples"] == st["training"]["budget_examples"]
+        layout = r["routing"]["rows"][i]
+        assert layout["expert_stage"][0] == [-1, -1, -1, -1] + list(range(i))  # layer 0 grows by one per stage
+        assert all(len(sh[0]) == 4 + i for sh in layout["shares"].values())
+        assert layout["shares"]["text"][0][4:] == [0.0] * i  # scope=input: no text token reaches a new expert
+    n_frozen, n_all = gates["frozen"]
+    assert n_frozen == n_all - 4  # the four routers may change under keep-tuned-routers
+    assert not all(torch.equal(a, b) for a, b in zip(gates["setup"], gates["end"]))

@@ -184,3 +184,45 @@ def test_html_is_readable_sortable_and_self_contained():
     for ln in matrix:  # the accuracy matrices, as in the markdown
         cells = [x.strip() for x in ln.strip("| ").split("|")]
         assert "<tr><td>" + "</td><td>".join(cells) + "</td></tr>" in page
+
+
+def test_routing_figure_averages_runs_and_sums_each_stages_added_experts(tmp_path, table):
+    """Two MoExtend-like runs: seed 0 extended layer 1 at the vision stage, seed 1 layer 0; the figure's
+    "+vision" column holds each layer's mean share of the added experts, and is drawn only once added."""
+    def layout(seed, stage):
+        st = [[-1, -1], [-1, -1]]
+        if stage >= 1:
+            st[1 - seed] = [-1, -1, 0]
+        return st
+
+    def shares(seed, stage, task):
+        out = []
+        for st in layout(seed, stage):
+            if len(st) == 3:
+                out.append([0.2, 0.2, 0.6] if task == "vision" else [0.5, 0.5, 0.0])
+            else:
+                out.append([0.7, 0.3])
+        return out
+
+    for seed, src in enumerate(sorted((FIXTURES / "results" / "runs" / "vision-audio" / "full-ft").glob("*.json"))):
+        doc = json.loads(src.read_text())
+        doc["config"]["strategy"] = "moextend"
+        doc["routing"] = {"rows": [{"layers": [0, 1], "expert_stage": layout(seed, i),
+                                    "shares": {t: shares(seed, i, t) for t in ("text", "vision", "audio")}}
+                                   for i in range(3)]}
+        dst = tmp_path / "runs" / "vision-audio" / "moextend" / src.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(json.dumps(doc))
+    (t,) = leaderboard.build(tmp_path).tables
+    r = row(t, "moextend")
+    assert plots.has_routing(r)
+    fig = plots.routing_figure(r, t)
+    axes = np.array(fig.axes[:9]).reshape(3, 3)  # tasks x stages (the colour bar comes last)
+    base = axes[1][0].images[0].get_array()
+    after = axes[1][1].images[0].get_array()  # vision after the vision stage
+    assert base.shape == after.shape == (2, 3)  # e0, e1, +vision
+    np.testing.assert_allclose(base, [[0.7, 0.3, 0.0], [0.7, 0.3, 0.0]])
+    # each layer: one run extended it (0.2, 0.2, 0.6), the other did not (0.7, 0.3, 0)
+    np.testing.assert_allclose(after, [[0.45, 0.25, 0.3], [0.45, 0.25, 0.3]])
+    assert [x.get_text() for x in axes[2][0].get_xticklabels()] == ["e0", "e1", "+vision"]
+    assert not plots.has_routing(row(table, "full-ft"))  # its fixture runs predate the routing analysis

@@ -6,6 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import cl_bench
 from cl_bench import registry
 from cl_bench.cli import main
 from cl_bench.config import Budget
@@ -39,7 +40,7 @@ def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
     files = list((res / "runs" / "vision-audio" / "full-ft").glob("*.json"))
     assert len(files) == 1
     r = json.loads(files[0].read_text())
-    assert r["schema_version"] == 2 and r["status"] == "complete"
+    assert r["schema_version"] == 3 and r["status"] == "complete"
     assert r["config"]["budget"]["steps"] == 2 and r["seed"] == 0
     R = r["accuracy_matrix"]
     assert len(R) == 3 and all(len(row) == 3 for row in R)
@@ -52,7 +53,7 @@ def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
         assert s["train_seconds"] > 0 and s["cost"]["trainable"] > 0
         assert s["cost"]["total"] == r["base_model"]["parameters"] + s["cost"]["added"]
     assert r["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
-    assert r["environment"]["packages"]["clbench"] == "0.2.0"
+    assert r["environment"]["packages"]["clbench"] == cl_bench.__version__  # installed metadata = the code's
     assert r["environment"]["device"] == "cpu"
     assert not list(res.rglob("*.tmp"))  # atomic writes leave nothing behind
     # Per-item results: every row and task decodes to its test items and gives the matrix exactly.
@@ -72,12 +73,23 @@ def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
                                "past_val_share": {}, "task_weight_bytes": 0}
     assert r["declaration"] == {"past_train": False, "past_val": False, "task_weights": False,
                                 "modality_routed": False, "budget": "equal"}
+    # The routing analysis: per row and task, each MoE layer's expert shares sum to 1; no expert added.
+    rows = r["routing"]["rows"]
+    assert len(rows) == 3
+    for row in rows:
+        assert set(row["shares"]) == {"text", "vision", "audio"} and len(row["layers"]) == 4
+        assert all(st == [-1, -1, -1, -1] for st in row["expert_stage"])
+        for layers in row["shares"].values():
+            assert len(layers) == 4 and all(sum(shares) == pytest.approx(1, abs=1e-5) for shares in layers)
 
 
 def test_align_only_leaves_text_exactly_unchanged(tmp_path, cache_dir, stream):
     r, _ = run(tiny_config(tmp_path, cache_dir, strategy="align-only"), progress=False)
     text = [row[0] for row in r["accuracy_matrix"]]
     assert text == [text[0]] * 3
+    routed = [row["shares"]["text"] for row in r["routing"]["rows"]]  # the frozen LM routes text as before
+    assert routed == [routed[0]] * 3
+    assert r["routing"]["rows"][0]["shares"]["vision"] != r["routing"]["rows"][1]["shares"]["vision"]
     assert r["extra_accuracy"]["text/train-plain"] == [r["extra_accuracy"]["text/train-plain"][0]] * 3
     assert r["metrics"]["text_retention"] == 100.0
     # only the projector of the stage's modality trains

@@ -51,6 +51,9 @@ class MultimodalLM(nn.Module):
         self.encoders.requires_grad_(False)
         d = lm.config.hidden_size
         self.projectors = nn.ModuleDict({m: Projector(e.out_dim, d) for m, e in encoders.items()})
+        # Called with each batch before the LM runs on it (e.g. MoExtend's scope reads which positions hold
+        # the modality's input); plain callables, not state.
+        self.batch_hooks: list = []
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -59,6 +62,8 @@ class MultimodalLM(nn.Module):
 
     def inputs(self, batch: Batch):
         """inputs_embeds (B, L, d) with the projected input in the slots, and labels (B, L), -100 off the answer."""
+        for hook in self.batch_hooks:
+            hook(batch)
         tok = self.lm.get_input_embeddings()(batch.ids)  # (B, L, d)
         labels = batch.ids.masked_fill(~batch.answer, -100)
         if batch.features is None:

@@ -53,6 +53,7 @@ class Adapter(Strategy):
     """One bottleneck adapter set (in-tree) in every decoder layer, trained through the whole stream."""
 
     Config = AdapterConfig
+    tuning = {"lr": ("1e-3", "5e-3"), "reduction_factor": ("4", "16")}
     per_modality = False
 
     def setup(self, model, context) -> None:

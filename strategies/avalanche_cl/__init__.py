@@ -72,7 +72,9 @@ class LwFConfig(AvalancheConfig):
     alpha: float = field(default=1.0, metadata={"help": "weight of the distillation loss"})
     temperature: float = field(default=2.0, metadata={"help": "softmax temperature of the distillation"})
     positions: str = field(default="all", metadata={
-        "help": "where to distil: all (every position that predicts a real text token) or answer (answer tokens)"})
+        "help": "where to distil: all (every position that predicts a real text token), prompt (those that "
+                "predict prompt tokens: not the answer, which the teacher has not learnt for a new modality) "
+                "or answer (answer tokens only)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,8 +82,8 @@ class LwFConfig(AvalancheConfig):
             raise ValueError(f"LwFConfig.alpha must be a finite number >= 0, got {self.alpha}")
         if not self.temperature > 0:
             raise ValueError(f"LwFConfig.temperature must be > 0, got {self.temperature}")
-        if self.positions not in ("answer", "all"):
-            raise ValueError(f"LwFConfig.positions must be 'answer' or 'all', got {self.positions!r}")
+        if self.positions not in ("all", "prompt", "answer"):
+            raise ValueError(f"LwFConfig.positions must be 'all', 'prompt' or 'answer', got {self.positions!r}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,13 @@ class ReplayConfig(AvalancheConfig):
             raise ValueError(f"replay needs a batch size of at least 2 (current + memory), got {batch_size}")
         memory = min(batch_size - 1, max(1, round(batch_size * self.memory_fraction)))
         return batch_size - memory, memory
+
+
+@dataclass(frozen=True)
+class SmallReplayConfig(ReplayConfig):
+    """Experience replay with a 50-item buffer (registered as replay-small, beside replay's 500)."""
+
+    mem_size: int = field(default=50, metadata={"help": "items kept in the buffer, shared equally by experiences"})
 
 
 class AvalancheStrategy(Strategy):
@@ -245,6 +254,7 @@ class EWC(AvalancheStrategy):
     """Elastic weight consolidation: avalanche's EWCPlugin on full fine-tuning."""
 
     Config = EWCConfig
+    tuning = {"ewc_lambda": ("1e5", "1e6", "1e7")}
     declares = Declaration(task_weights=True)  # the anchor parameters and their Fisher importances
 
     def memory(self) -> Memory:
@@ -285,6 +295,7 @@ class LwF(AvalancheStrategy):
     """Learning without forgetting: avalanche's LwFPlugin, distilling next-token distributions."""
 
     Config = LwFConfig
+    tuning = {"positions": ("all", "prompt", "answer")}
     declares = Declaration(task_weights=True)  # the previous model, kept as the teacher
 
     def memory(self) -> Memory:
@@ -337,6 +348,7 @@ class Replay(AvalancheStrategy):
     """Experience replay: avalanche's ReplayPlugin with an experience-balanced buffer on full fine-tuning."""
 
     Config = ReplayConfig
+    tuning = {"lr": ("1e-4", "3e-4", "1e-3")}
     declares = Declaration(past_train=True)  # the buffer of earlier experiences' training items
 
     def memory(self) -> Memory:
@@ -370,3 +382,9 @@ class Replay(AvalancheStrategy):
         current, memory = self.config.split(self.context.budget.batch_size)
         return {"buffer": counts, "batch": {"current": current, "memory": memory},
                 "summary": f"replay (avalanche), buffer {counts}, batches of {current} current + {memory} memory"}
+
+
+class SmallReplay(Replay):
+    """Experience replay with a small buffer (50 items by default): replay's memory-light setting."""
+
+    Config = SmallReplayConfig

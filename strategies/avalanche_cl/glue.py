@@ -217,8 +217,11 @@ class StepBudget(SupervisedPlugin):
 
 def positions_mask(x: MixedBatch, positions: str) -> torch.Tensor:
     """(B, L-1) bool: the positions whose next-token distribution is distilled."""
+    answer = x.labels[:, 1:] != -100
     if positions == "answer":
-        return x.labels[:, 1:] != -100
+        return answer
+    if positions == "prompt":  # predicts a real prompt token: the teacher knows those
+        return x.tokens[:, 1:] & ~answer
     return x.tokens[:, 1:]  # "all": every position followed by a real text token
 
 
@@ -228,10 +231,10 @@ class VocabularyLwF(LearningWithoutForgetting):
     The distillation is avalanche's own (``_distillation_loss``: KL at temperature T,
     averaged over rows, times alpha), applied with the vocabulary as the "units" and
     one row per distilled position: every position that predicts a real text token of
-    the prompt or answer (``positions="all"``, the default: it keeps the LM's behaviour
-    on the new prompts, and measured better on the default stream), or only those that
-    predict answer tokens (``positions="answer"``, where the teacher, which has not
-    learnt the new modality, mostly guesses). The teacher sees the student's batch.
+    the prompt or answer (``positions="all"``, the default), only those that predict
+    prompt tokens (``"prompt"``: not the answer, where the teacher, which has not learnt
+    the new modality and whose projector for it is untrained, mostly guesses), or only
+    those that predict answer tokens (``"answer"``). The teacher sees the student's batch.
     """
 
     def __init__(self, alpha: float = 1.0, temperature: float = 2.0, positions: str = "all") -> None:

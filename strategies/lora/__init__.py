@@ -48,6 +48,7 @@ class LoRA(Strategy):
     """One LoRA adapter (PEFT) on attention and experts, trained through the whole stream."""
 
     Config = LoRAConfig
+    tuning = {"lr": ("3e-4", "1e-3", "3e-3")}
     per_modality = False
 
     def setup(self, model, context) -> None:

@@ -43,6 +43,9 @@ class MMERConfig:
 
     merge: Literal["max", "mean"] = field(default="max", metadata={"help": "max (MMER) or mean (TIES) over agreeing"})
     keep: float = field(default=1.0, metadata={"help": "TIES trimming: fraction of each task vector kept"})
+    trim_scope: Literal["tensor", "vector"] = field(default="tensor", metadata={
+        "help": "TIES trimming per parameter tensor (each tensor keeps its top fraction) or over the whole "
+                "task vector (one threshold per modality, as TIES defines it)"})
     alphas: str = field(default="0.5,0.75,1.0,1.25,1.5", metadata={"help": "grid of alpha (comma-separated)"})
     lambdas: str = field(default="0.2,0.4,0.6,0.8,1.0", metadata={"help": "grid of lambda (comma-separated)"})
     sources: str = field(default="", metadata={
@@ -60,6 +63,8 @@ class MMERConfig:
             raise ValueError(f"MMERConfig.merge must be 'max' or 'mean', got {self.merge!r}")
         if not 0.0 < self.keep <= 1.0:
             raise ValueError(f"MMERConfig.keep must be in (0, 1], got {self.keep}")
+        if self.trim_scope not in ("tensor", "vector"):
+            raise ValueError(f"MMERConfig.trim_scope must be 'tensor' or 'vector', got {self.trim_scope!r}")
         _grid(self.alphas, "alphas")
         _grid(self.lambdas, "lambdas")
         for path in self.source_dirs().values():
@@ -86,6 +91,7 @@ class MMER(Strategy):
     """Per-modality fine-tuned LMs merged into one task vector, with a binary mask per modality."""
 
     Config = MMERConfig
+    tuning = {"lr": ("1e-4", "3e-4", "1e-3")}
     declares = Declaration(past_val=True, task_weights=True, modality_routed=True)
 
     def declaration(self) -> Declaration:
@@ -189,7 +195,7 @@ class MMER(Strategy):
     def _merge(self) -> None:
         """tau* from every task vector so far, tensor by tensor."""
         self.tau_star = M.merge_files([self._tau_path(k) for k in self.modalities], self.names, self.config.merge,
-                                      self.config.keep)
+                                      self.config.keep, self.config.trim_scope)
 
     def _masks(self, lam: float) -> dict[str, dict[str, torch.Tensor]]:
         out = {k: {} for k in self.modalities}

@@ -1,7 +1,8 @@
 """MMER's merge and decoupling as pure tensor functions (one parameter tensor at a time).
 
 Task vectors tau_i = theta_i - theta_0 of n per-modality models, stacked as (n, ...):
-- trim: keep each tau_i's top-K% magnitudes (K = 100%: no trimming, the default);
+- trim: keep each tau_i's top-K% magnitudes (K = 100%: no trimming, the default), per
+  parameter tensor (default) or over the whole task vector (`global_thresholds`);
 - elect: gamma = sgn(sum_i tau_i);
 - merge: per entry, over the tau_i whose sign agrees with gamma, the largest magnitude
   (default) or the mean (TIES), times gamma;
@@ -16,14 +17,23 @@ import numpy as np
 import torch
 
 
-def trim(tau: torch.Tensor, keep: float = 1.0) -> torch.Tensor:
-    """Zero all but the `keep` fraction of largest-magnitude entries of one task vector."""
+def magnitude_threshold(magnitudes: torch.Tensor, keep: float) -> torch.Tensor:
+    """The smallest magnitude among the `keep` fraction of largest ones (entries >= it are kept)."""
+    k = max(1, int(round(keep * magnitudes.numel())))
+    return magnitudes.flatten().kthvalue(magnitudes.numel() - k + 1).values
+
+
+def trim(tau: torch.Tensor, keep: float = 1.0, threshold: torch.Tensor | float | None = None) -> torch.Tensor:
+    """Zero all but the `keep` fraction of largest-magnitude entries of one task vector's tensor.
+
+    threshold: a magnitude to trim below instead (a whole task vector's, see global_thresholds).
+    """
     if not 0.0 < keep <= 1.0:
         raise ValueError(f"keep must be in (0, 1], got {keep}")
     if keep == 1.0 or tau.numel() == 0:
         return tau
-    k = max(1, int(round(keep * tau.numel())))
-    threshold = tau.abs().flatten().kthvalue(tau.numel() - k + 1).values
+    if threshold is None:
+        threshold = magnitude_threshold(tau.abs(), keep)
     return torch.where(tau.abs() >= threshold, tau, torch.zeros_like(tau))
 
 
@@ -32,11 +42,16 @@ def elect_sign(taus: torch.Tensor) -> torch.Tensor:
     return torch.sign(taus.sum(0))
 
 
-def merge(taus: torch.Tensor, method: str = "max", keep: float = 1.0) -> torch.Tensor:
-    """tau*: per entry, the agreeing task vectors' largest magnitude ("max") or mean ("mean"), signed by gamma."""
+def merge(taus: torch.Tensor, method: str = "max", keep: float = 1.0, thresholds=None) -> torch.Tensor:
+    """tau*: per entry, the agreeing task vectors' largest magnitude ("max") or mean ("mean"), signed by gamma.
+
+    thresholds: per task vector, the magnitude to trim below (whole-vector trimming); None trims
+    each tensor by its own top-`keep` fraction.
+    """
     if method not in ("max", "mean"):
         raise ValueError(f"merge method must be 'max' or 'mean', got {method!r}")
-    taus = torch.stack([trim(t, keep) for t in taus]) if keep < 1.0 else taus
+    if keep < 1.0:
+        taus = torch.stack([trim(t, keep, None if thresholds is None else thresholds[i]) for i, t in enumerate(taus)])
     gamma = elect_sign(taus)
     agree = (torch.sign(taus) == gamma) & (taus != 0)  # (n, ...)
     mags = taus.abs() * agree
@@ -71,10 +86,24 @@ def read_tensor(path, name: str) -> torch.Tensor:
         return f.get_tensor(name)
 
 
-def merge_files(paths: list, names: list[str], method: str = "max", keep: float = 1.0) -> dict[str, torch.Tensor]:
+def global_thresholds(paths: list, names: list[str], keep: float) -> list[torch.Tensor]:
+    """Per task vector file, the magnitude threshold of its top-`keep` fraction over all its tensors.
+
+    Holds one task vector's magnitudes at a time (4 bytes a parameter).
+    """
+    return [magnitude_threshold(torch.cat([read_tensor(p, n).abs().float().flatten() for n in names]), keep)
+            for p in paths]
+
+
+def merge_files(paths: list, names: list[str], method: str = "max", keep: float = 1.0,
+                trim_scope: str = "tensor") -> dict[str, torch.Tensor]:
     """tau* of the task vectors stored in safetensors files, tensor by tensor.
 
     Only one parameter's task vectors (n of them) are in memory at a time, besides the
-    growing merged vector itself.
+    growing merged vector itself (and, with trim_scope="vector", one pass before that to find
+    each task vector's threshold).
     """
-    return {n: merge(torch.stack([read_tensor(p, n) for p in paths]), method, keep) for n in names}
+    if trim_scope not in ("tensor", "vector"):
+        raise ValueError(f"trim_scope must be 'tensor' or 'vector', got {trim_scope!r}")
+    thresholds = global_thresholds(paths, names, keep) if trim_scope == "vector" and keep < 1.0 else None
+    return {n: merge(torch.stack([read_tensor(p, n) for p in paths]), method, keep, thresholds) for n in names}

@@ -11,6 +11,11 @@ Three phases per new modality (Zhong et al., ACL 2024 SRW; see README "MoExtend"
    router row and a calibration module; only these and the projector train, with a
    load-balancing loss over the extended expert count.
 Everything that existed before the stage stays frozen, earlier additions included.
+
+Options expose the choices where this setting departs from the paper's or the paper is
+silent (README "MoExtend: divergences and their options"): router-init, scope, text-mix,
+calibration-input, keep-tuned-routers; each run records every task's validation accuracy
+after alignment and right after the surgery, before fine-tuning.
 """
 
 from __future__ import annotations
@@ -46,6 +51,24 @@ class MoExtendConfig:
     aux_loss_coef: float = field(default=0.001, metadata={"help": "load-balancing loss coefficient"})
     calibration_hidden: int = field(default=16, metadata={"help": "hidden size of the calibration module"})
     stats_items: int = field(default=200, metadata={"help": "validation items for the routing statistics"})
+    router_init: Literal["copy", "outside"] = field(default="copy", metadata={
+        "help": "copy: the new router row copies the source's (the paper's; source and copy tie, so tokens change "
+                "experts before any training); outside: the same row with a trained logit offset that starts it "
+                "below the top-k on every validation token (the extended model answers as before)"})
+    outside_margin: float = field(default=1.0, metadata={
+        "help": "router-init=outside: logits by which the new expert starts below each token's k-th"})
+    scope: Literal["all", "input", "input-after"] = field(default="all", metadata={
+        "help": "tokens the additions act on: all (the paper's), input (the modality's input positions only) or "
+                "input-after (those and every later position); not the paper's unless all"})
+    text_mix: float = field(default=0.0, metadata={
+        "help": "share of fine-tuning batches drawn from the base text task's training split (the paper's mix "
+                "keeps text-only conversations); declared as rehearsal"})
+    calibration_input: Literal["prefix", "own"] = field(default="prefix", metadata={
+        "help": "what an earlier stage's calibration is fed once later stages add experts: prefix (its entries "
+                "of the current softmax) or own (the softmax over its own expert set, as in its training)"})
+    keep_tuned_routers: bool = field(default=False, metadata={
+        "help": "keep the router-tuned gates for fine-tuning, as the public code does (the original routers "
+                "then change); default: restore them bit for bit"})
 
     def __post_init__(self) -> None:
         if self.phases not in ("budget", "paper"):
@@ -64,12 +87,22 @@ class MoExtendConfig:
                 raise ValueError(f"MoExtendConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.aux_loss_coef < 0 or self.calibration_hidden < 1 or self.stats_items < 1:
             raise ValueError("MoExtendConfig: aux_loss_coef must be >= 0, calibration_hidden and stats_items >= 1")
+        for name, allowed in (("router_init", ("copy", "outside")), ("scope", ("all", "input", "input-after")),
+                              ("calibration_input", ("prefix", "own"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"MoExtendConfig.{name} must be one of {', '.join(allowed)}, "
+                                 f"got {getattr(self, name)!r}")
+        if not 0.0 <= self.text_mix < 1.0:
+            raise ValueError(f"MoExtendConfig.text_mix must be in [0, 1), got {self.text_mix}")
+        if not self.outside_margin >= 0:
+            raise ValueError(f"MoExtendConfig.outside_margin must be >= 0, got {self.outside_margin}")
 
 
 class MoExtend(Strategy):
     """New experts and router rows per modality, with calibration; the pretrained LM stays frozen."""
 
     Config = MoExtendConfig
+    tuning = {"finetune_lr": ("3e-4", "1e-3", "3e-3")}
     declares = Declaration(task_weights=True)  # an expert, router row and calibration per modality (not routed
     # by modality: the extended routers choose among old and new experts for every token)
 
@@ -95,26 +128,49 @@ class MoExtend(Strategy):
     def declaration(self) -> Declaration:
         align, ext, ft = self.phase_steps(self.context.budget.steps)
         ratio = (align + ext + ft) / self.context.budget.steps
-        if abs(ratio - 1) < 1e-9:
-            return self.declares
-        why = "the paper's phase lengths" if self.config.phases == "paper" else "phase steps set by options"
-        return Declaration(task_weights=True, budget=f"{ratio:.2f} x the stage budget ({why})")
+        budget = "equal"
+        if abs(ratio - 1) >= 1e-9:
+            why = "the paper's phase lengths" if self.config.phases == "paper" else "phase steps set by options"
+            budget = f"{ratio:.2f} x the stage budget ({why})"
+        # text-mix rehearses the base text task's training split; scope=input* routes additions by position
+        # (the modality's input tokens), not by a modality label, so it is not `modality_routed`.
+        return Declaration(past_train=self.config.text_mix > 0, task_weights=True, budget=budget)
 
     def memory(self) -> Memory:
-        return Memory(task_weight_bytes=tensor_bytes(p for b in self.blocks for a in b.additions
-                                                     for p in a.parameters()))
+        base = self.context.base
+        kept = {base.name: len(base.train)} if self.config.text_mix > 0 and base is not None else {}
+        return Memory(past_train_items=kept, task_weight_bytes=tensor_bytes(
+            p for b in self.blocks for a in b.additions for p in a.parameters()))
 
     def setup(self, model, context) -> None:
         super().setup(model, context)
         surgery.family_of(model.lm)  # a clear error for a non-MoE model, before anything runs
         self.layers = surgery.moe_layers(model.lm)
         self.blocks = surgery.extend(model.lm)  # identity wrappers until experts are added
+        for b in self.blocks:
+            b.calibration_input = self.config.calibration_input
+        if self.config.scope != "all":
+            model.batch_hooks.append(self._set_scope)
+        if self.config.text_mix > 0 and context.base is None:
+            raise ValueError("moextend: text-mix needs the base text task's training split, which this run does not "
+                             "have; use -o text-mix=0")
         self.stage = 0
         self._base_active = self.active_parameters()
 
     def frozen(self) -> list[torch.nn.Parameter]:
-        # Called right after setup, before any addition: the whole pretrained LM, routers included.
-        return list(self.model.lm.parameters())
+        # Called right after setup, before any addition: the whole pretrained LM, routers included
+        # (but for the routers when keep-tuned-routers lets router tuning change them).
+        routers = {id(b.block.gate.weight) for b in self.blocks} if self.config.keep_tuned_routers else set()
+        return [p for p in self.model.lm.parameters() if id(p) not in routers]
+
+    def _set_scope(self, batch) -> None:
+        """Tell every block which tokens of this batch the additions act on (scope=input / input-after)."""
+        if batch.slots is None:  # text: no input positions, so no token reaches the additions
+            mask = torch.zeros_like(batch.ids, dtype=torch.bool)
+        else:
+            mask = batch.slots if self.config.scope == "input" else batch.slots.cumsum(1) > 0
+        for b in self.blocks:
+            b.scope = mask.reshape(-1)
 
     # -- phases ----------------------------------------------------------------------
     def learn(self, experience: Experience) -> dict:
@@ -133,25 +189,36 @@ class MoExtend(Strategy):
                              steps=align_steps, router_aux_loss=False)
         times["align_seconds"] = round(time.perf_counter() - t0, 3)
 
+        self.checkpoint("after-alignment")
         t0 = time.perf_counter()
         layers, sources, scores, ext = self.extension(experience, extension_steps)
         times["extension_seconds"] = round(time.perf_counter() - t0, 3)
 
         t0 = time.perf_counter()
         self.freeze_all()
+        chosen = [self.blocks[self.layers.index(layer)] for layer in layers]
+        margins = self.outside_offsets(experience, chosen, sources) if cfg.router_init == "outside" else None
         new = []
         std = getattr(m.lm.config, "initializer_range", 0.02)
-        for layer, src in zip(layers, sources):
-            add = self.blocks[self.layers.index(layer)].add_experts([src], self.stage, cfg.calibration_hidden, std)
-            new += list(add.parameters())
+        for i, (block, src) in enumerate(zip(chosen, sources)):
+            add = block.add_experts([src], self.stage, cfg.calibration_hidden, std)
+            if margins is not None:
+                with torch.no_grad():
+                    add.offset.add_(margins[i])
+            new += [p for name, p in add.named_parameters() if name != "offset" or cfg.router_init == "outside"]
         for p in new:
             p.requires_grad_(True)
+        self.checkpoint("after-surgery")
         groups = [{"params": new, "lr": cfg.finetune_lr}]
         if has_projector:
             m.projectors[experience.modality].requires_grad_(True)
             groups.append({"params": proj, "lr": cfg.projector_lr})
+        mixed = {}
+        if cfg.text_mix > 0:  # a share of the base text task's training batches, as the paper's mix has
+            mixed = {"data": [self.data(experience, "train"), self._base_text("train")],
+                     "mix": [1.0 - cfg.text_mix, cfg.text_mix]}
         finetune = self.fit(experience, groups, f"{experience.name} fine-tuning", steps=finetune_steps,
-                            router_aux_loss=False, extra_loss=self.aux_loss)
+                            router_aux_loss=False, extra_loss=self.aux_loss, **mixed)
         times["finetune_seconds"] = round(time.perf_counter() - t0, 3)
         self.stage += 1
         active = self.active_parameters()
@@ -161,6 +228,7 @@ class MoExtend(Strategy):
         return {**times, "summary": summary, "seconds_per_step": finetune["seconds_per_step"],  # of fine-tuning
                 "extended_layers": layers, "source_experts": sources,
                 "routing_shift": [round(float(s), 6) for s in scores],
+                "router_offsets": None if margins is None else [round(x, 6) for x in margins],
                 "active_parameters_per_token": {"base": self._base_active, "now": active},
                 "align": align, "extension": ext, "finetune": finetune}
 
@@ -176,9 +244,10 @@ class MoExtend(Strategy):
         stats = self.fit(experience, [{"params": routers, "lr": cfg.extension_lr}], f"{experience.name} extension",
                          steps=steps, router_aux_loss=False, extra_loss=self.aux_loss)
         after = self.routing_counts(experience)
-        with torch.no_grad():  # the tuned routers are discarded: only the selection is kept
-            for r, s in zip(routers, saved):
-                r.copy_(s)
+        if not cfg.keep_tuned_routers:
+            with torch.no_grad():  # the tuned routers are discarded: only the selection is kept
+                for r, s in zip(routers, saved):
+                    r.copy_(s)
         self.freeze_all()
         scores = torch.stack([selection.routing_shift(b[None], a[None])[0] for b, a in zip(before, after)])
         chosen = selection.select_layers(scores, cfg.fraction, cfg.layer_choice, seed=self.seed_for(experience))
@@ -199,9 +268,41 @@ class MoExtend(Strategy):
                 c += selection.topk_counts(b.last_router_logits, b.top_k, batch.attention).cpu()
         return counts
 
+    @torch.no_grad()
+    def outside_offsets(self, experience: Experience, blocks, sources: list[int]) -> list[float]:
+        """Per chosen block, the logit offset that starts a copy of its source below the top-k on every
+        real token of the modality's and the base text task's validation inputs (stats_items of each)."""
+        room = [torch.full((b.n_experts,), float("inf")) for b in blocks]
+        splits = [self.data(experience, "val")] + ([self._base_text("val")] if self.context.base is not None else [])
+        self.model.eval()
+        for data in splits:
+            n = min(len(data), self.config.stats_items)
+            for start in range(0, n, 64):
+                batch = data.batch(range(start, min(n, start + 64))).to(self.context.device)
+                self.model.correct(batch)  # a forward pass; the blocks keep their router logits
+                real = batch.attention.reshape(-1).bool()
+                for i, b in enumerate(blocks):
+                    room[i] = torch.minimum(room[i], surgery.room_below_topk(b.last_router_logits[real], b.top_k).cpu())
+        return [float(r[s]) - self.config.outside_margin for r, s in zip(room, sources)]
+
+    def _base_text(self, split: str):
+        """The base text task's `split` as batches (for text-mix and router-init=outside), built once."""
+        from cl_bench.engine import TaskData
+
+        cache = self.__dict__.setdefault("_base_cache", {})
+        if split not in cache:
+            cache[split] = TaskData(getattr(self.context.base, split), self.model, "text")
+        return cache[split]
+
     def aux_loss(self, batch) -> torch.Tensor:
-        """Load-balancing loss over each layer's current (extended) expert count, averaged over layers."""
-        losses = [surgery.load_balancing_loss(b.last_router_logits, b.top_k, batch.attention) for b in self.blocks]
+        """Load-balancing loss over each layer's current (extended) expert count, averaged over layers
+        (over the tokens in the additions' scope when scope is not all)."""
+        losses = []
+        for b in self.blocks:
+            mask = batch.attention.reshape(-1).bool()
+            if b.scope is not None:
+                mask = mask & b.scope
+            losses.append(surgery.load_balancing_loss(b.last_router_logits, b.top_k, mask))
         return self.config.aux_loss_coef * torch.stack(losses).mean()
 
     # -- bookkeeping -------------------------------------------------------------------

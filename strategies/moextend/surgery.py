@@ -76,13 +76,18 @@ class Calibration(nn.Module):
 
 
 class Addition(nn.Module):
-    """One stage's additions to a block: expert(s) in their own tensors, router rows, calibration."""
+    """One stage's additions to a block: expert(s) in their own tensors, router rows, calibration.
+
+    `offset` is added to the new rows' logits: 0 and never trained for the paper's copied rows;
+    negative under MoExtend's router-init=outside, where it starts each new expert below the top-k.
+    """
 
     def __init__(self, experts: nn.Module, router: torch.Tensor, calibration: Calibration, sources: list[int],
                  stage: int) -> None:
         super().__init__()
         self.experts = experts
         self.router = nn.Parameter(router)  # (n_new, H)
+        self.offset = nn.Parameter(torch.zeros(router.shape[0], dtype=router.dtype, device=router.device))  # (n_new,)
         self.calibration = calibration  # over all experts up to and including these
         self.register_buffer("sources", torch.tensor(sources, dtype=torch.long))
         self.register_buffer("stage", torch.tensor(stage, dtype=torch.long))
@@ -90,6 +95,10 @@ class Addition(nn.Module):
     @property
     def n(self) -> int:
         return self.router.shape[0]
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Router logits of the new experts, (N, n_new)."""
+        return F.linear(h, self.router) + self.offset
 
 
 def slice_experts(experts: nn.Module, index: list[int]) -> nn.Module:
@@ -113,10 +122,17 @@ def slice_experts(experts: nn.Module, index: list[int]) -> nn.Module:
 class ExtendedMoeBlock(nn.Module):
     """A family's sparse MoE block plus MoExtend's additions.
 
-    Routing: logits = [old rows, new rows]; p = softmax(logits); top-k chosen on p
-    (uncalibrated); p' = p + sum of the stages' calibrations (each on the prefix of p it
-    was made for); the chosen weights are gathered from p' and renormalised as the
-    family does. With no additions it computes exactly what the original block does.
+    Routing (the paper's): logits = [old rows, new rows]; p = softmax(logits); top-k chosen
+    on p (uncalibrated); p' = p + the sum of the stages' calibrations; the chosen weights are
+    gathered from p' and renormalised as the family does. With no additions it computes
+    exactly what the original block does.
+
+    Two choices that the paper leaves open, set by MoExtend's options:
+    - `calibration_input`: "prefix" feeds each stage's calibration the first entries of the
+      current softmax (which shrink once a later stage adds experts); "own" feeds it the
+      softmax over its own expert set, the distribution it was trained on.
+    - `scope`: a (N,) bool mask of the tokens the additions act on (None: every token, the
+      paper's); elsewhere the block routes exactly as the original one.
     """
 
     def __init__(self, block: nn.Module, family: Family) -> None:
@@ -125,7 +141,10 @@ class ExtendedMoeBlock(nn.Module):
         self.family = family
         self.additions = nn.ModuleList()
         self.top_k = block.gate.top_k
-        self.last_router_logits: torch.Tensor | None = None
+        self.calibration_input = "prefix"
+        self.scope: torch.Tensor | None = None
+        self.last_router_logits: torch.Tensor | None = None  # (N, E') of the last forward
+        self.last_indices: torch.Tensor | None = None  # (N, k) experts used in the last forward
         # Old and new experts each see the other group's picks as "not mine" (index = their
         # num_experts, weight 0): eager skips such slots, batched/grouped kernels need this flag.
         block.experts._is_expert_parallel = True
@@ -138,6 +157,11 @@ class ExtendedMoeBlock(nn.Module):
     def n_experts(self) -> int:
         return self.n_original + sum(a.n for a in self.additions)
 
+    @property
+    def expert_stages(self) -> list[int]:
+        """Per expert, the stage that added it (-1: an original expert)."""
+        return [-1] * self.n_original + [int(a.stage) for a in self.additions for _ in range(a.n)]
+
     def add_experts(self, sources: list[int], stage: int, calibration_hidden: int = 16,
                     init_std: float = 0.02) -> Addition:
         """Add one new expert per source (copies of the source expert and of its router row)."""
@@ -149,6 +173,10 @@ class ExtendedMoeBlock(nn.Module):
         experts._is_expert_parallel = True
         add = Addition(experts, all_rows[sources].clone(), Calibration(self.n_experts + len(sources),
                                                                        calibration_hidden, init_std), sources, stage)
+        offsets = torch.cat([torch.zeros(self.n_original, dtype=all_rows.dtype, device=all_rows.device),
+                             *[a.offset.detach() for a in self.additions]])
+        with torch.no_grad():  # a copy of an earlier addition copies its logit offset too
+            add.offset.copy_(offsets[sources])
         add.to(all_rows.device)
         self.additions.append(add)
         return add
@@ -167,26 +195,53 @@ class ExtendedMoeBlock(nn.Module):
         """All router rows, (n_experts, H)."""
         return torch.cat([self.block.gate.weight, *[a.router for a in self.additions]], 0)
 
-    def route(self, h: torch.Tensor):
-        """(logits (N, E'), weights (N, k), indices (N, k)) for flattened hidden states h (N, H)."""
-        logits = F.linear(h, self.router_weight())  # (N, E')
+    def _original_route(self, logits: torch.Tensor):
+        """The family's own routing over the original experts (bit for bit what its router computes)."""
         p = torch.softmax(logits.float(), dim=-1)
-        top_p, idx = torch.topk(p, self.top_k, dim=-1)  # chosen on the uncalibrated p
-        if self.additions:
-            cal = p
-            for a in self.additions:
-                d = a.calibration.delta(p[:, : a.calibration.w1.in_features].to(a.calibration.w1.weight.dtype))
-                cal = cal + F.pad(d.float(), (0, p.shape[-1] - d.shape[-1]))
-            top_p = torch.gather(cal, 1, idx)
+        top_p, idx = torch.topk(p, self.top_k, dim=-1)
         if self.family.renormalizes(self.block):
             top_p = top_p / top_p.sum(dim=-1, keepdim=True)
+        return top_p, idx
+
+    def route(self, h: torch.Tensor):
+        """(logits (N, E'), weights (N, k), indices (N, k)) for flattened hidden states h (N, H)."""
+        E = self.n_original
+        old = F.linear(h, self.block.gate.weight)  # (N, E): computed alone, so bit-identical to the router's
+        if not self.additions:
+            top_p, idx = self._original_route(old)
+            return old, (top_p if self.family.float_weights else top_p.to(old.dtype)), idx
+        logits = torch.cat([old, *[a.logits(h) for a in self.additions]], -1)  # (N, E')
+        lf = logits.float()
+        # q = exp(logits - logsumexp(old logits)): the softmax over the original experts, extended by the new
+        # experts' probabilities relative to that normaliser; p = q / S with S = q.sum(-1). Top-k and the
+        # renormalised weights are the same on q as on p, and q keeps the original experts' entries bit for
+        # bit, so an extension that no token routes to (router-init=outside) changes nothing.
+        q = torch.cat([torch.softmax(lf[:, :E], -1), torch.exp(lf[:, E:] - torch.logsumexp(lf[:, :E], -1, keepdim=True))],
+                      -1)
+        S = q.sum(-1, keepdim=True)
+        idx = torch.topk(q, self.top_k, dim=-1).indices  # chosen on the uncalibrated probabilities
+        delta = torch.zeros_like(q)
+        for a in self.additions:
+            n = a.calibration.w1.in_features
+            fed = q[:, :n] / S if self.calibration_input == "prefix" else torch.softmax(lf[:, :n], -1)
+            d = a.calibration.delta(fed.to(a.calibration.w1.weight.dtype)).float()
+            delta = delta + F.pad(d, (0, q.shape[-1] - n))
+        if self.family.renormalizes(self.block):  # p' = p + delta, gathered and renormalised, computed on q
+            top_p = torch.gather(q + S * delta, 1, idx)
+            top_p = top_p / top_p.sum(dim=-1, keepdim=True)
+        else:
+            top_p = torch.gather(q / S + delta, 1, idx)
+        if self.scope is not None:  # outside the scope: the original routing, the additions unused
+            orig_p, orig_idx = self._original_route(old)
+            inside = self.scope.reshape(-1, 1).to(idx.device)
+            top_p, idx = torch.where(inside, top_p, orig_p), torch.where(inside, idx, orig_idx)
         return logits, (top_p if self.family.float_weights else top_p.to(logits.dtype)), idx
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         B, S, H = hidden_states.shape
         h = hidden_states.reshape(-1, H)
         logits, weights, idx = self.route(h)
-        self.last_router_logits = logits
+        self.last_router_logits, self.last_indices = logits, idx
         out = self._group(self.block.experts, h, idx, weights, 0, self.n_original)
         offset = self.n_original
         for a in self.additions:
@@ -201,6 +256,17 @@ class ExtendedMoeBlock(nn.Module):
         local = idx - offset
         mine = (local >= 0) & (local < n)
         return experts(h, torch.where(mine, local, n), torch.where(mine, weights, torch.zeros_like(weights)))
+
+
+def room_below_topk(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Per expert, the least (k-th largest logit - its logit) over tokens. (N, E) -> (E,).
+
+    A copy of expert e's router row with logit offset `room[e] - margin` (margin > 0) is below
+    the top-k on every one of these tokens: MoExtend's router-init=outside.
+    """
+    lf = logits.float()
+    kth = torch.topk(lf, top_k, dim=-1).values[:, -1:]  # (N, 1)
+    return (kth - lf).min(0).values
 
 
 def extend(lm: nn.Module) -> list[ExtendedMoeBlock]:
