@@ -95,7 +95,8 @@ def table(docs: dict[str, dict]) -> str:
         if math.isnan(c.low):
             return f"{c.mean_diff:+.3f}"
         verdict = "tie" if not p < 0.05 else ("better" if c.mean_diff > 0 else "worse")
-        return f"{c.mean_diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}], p {p:.2g}: {verdict}"
+        shown = "p < 0.001" if p < 0.001 else f"p {p:.2g}"
+        return f"{c.mean_diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}], {shown}: {verdict}"
 
     head = (["variant", "ACC"] + [f"{t} (final)" for t in tasks] + ["text: surgery's effect (val)",
                                                                      "ΔACC vs default", "Δtext vs default"])
