@@ -239,7 +239,9 @@ def routing_figure(row: Row, table: Table):
     shares = np.mean(np.stack(per_run), 0)  # [stages, tasks, layers, columns]
     layers = row.runs[0].doc["routing"]["rows"][0]["layers"]
     n_orig = shares.shape[-1] - n_new
-    added = shares[..., n_orig:].any(axis=(0, 1, 2)) if n_new else np.zeros(0, bool)
+    # a column per stage that added experts in any run, even where no token reached them
+    added = np.array([any(s in st for run in row.runs for r in run.doc["routing"]["rows"] for st in r["expert_stage"])
+                      for s in range(n_new)], dtype=bool)
     keep = list(range(n_orig)) + [n_orig + s for s in range(n_new) if added[s]]
     columns = [f"e{e}" for e in range(n_orig)] + [f"+{names[s + 1]}" for s in range(n_new) if added[s]]
     stages = ["base"] + [f"after {x}" for x in names[1:]]
@@ -260,7 +262,8 @@ def routing_figure(row: Row, table: Table):
             if len(keep) > n_orig:  # the added experts, right of a line
                 ax.axvline(n_orig - 0.5, color="#2ca02c", lw=1.5)
             ax.set_xticks(range(len(keep)), columns if ti == n_t - 1 else [""] * len(keep), fontsize=7,
-                          rotation=90 if len(keep) > 10 else 0)
+                          rotation=90 if len(keep) > 10 else (45 if len(keep) > n_orig else 0),
+                          ha="right" if n_orig < len(keep) <= 10 else "center")
             ax.set_yticks(range(len(layers)), [f"layer {x}" for x in layers] if si == 0 else [""] * len(layers),
                           fontsize=7)
             ax.tick_params(length=0)
