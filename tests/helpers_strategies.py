@@ -69,3 +69,21 @@ class Spender(FullFineTuning):
     def learn(self, experience):
         super().learn(experience)
         return super().learn(experience)
+
+
+class Checkpointer(FullFineTuning):
+    """Records a validation checkpoint, flips the LM head's sign (every argmax changes), records another,
+    flips it back, then fine-tunes as usual."""
+
+    def learn(self, experience):
+        import torch
+
+        self.checkpoint("before-flip")
+        head = self.model.lm.get_output_embeddings().weight
+        with torch.no_grad():
+            head.neg_()
+        self.checkpoint("flipped")
+        with torch.no_grad():
+            head.neg_()
+        self.checkpoint("restored")
+        return super().learn(experience)

@@ -22,7 +22,8 @@ def tiny_config(tmp_path, cache_dir, **kw):
 
 @pytest.fixture
 def test_strategies():
-    names = {"spy": "helpers_strategies:Spy", "crash-on-audio": "helpers_strategies:CrashOnAudio"}
+    names = {"spy": "helpers_strategies:Spy", "crash-on-audio": "helpers_strategies:CrashOnAudio",
+             "checkpointer": "helpers_strategies:Checkpointer"}
     for name, target in names.items():
         registry.strategies.register(name, target, origin="tests")
     yield
@@ -207,3 +208,15 @@ def test_publish_runs_what_is_missing_then_writes_the_leaderboard(tmp_path, cach
     assert again.exit_code == 0 and again.output.count("finished before, reused") == 4
     out = CliRunner().invoke(main, [*args[:2], "ful-ft", *args[3:]])
     assert out.exit_code != 0 and "Did you mean 'full-ft'" in out.output
+
+
+def test_checkpoints_score_the_model_as_it_is_at_that_point(tmp_path, cache_dir, stream, test_strategies):
+    """Strategy.checkpoint: every task's validation accuracy of the model at the moment of the call."""
+    r, _ = run(tiny_config(tmp_path, cache_dir, strategy="checkpointer"), progress=False)
+    for st in r["stages"]:
+        cp = st["checkpoints"]
+        assert list(cp) == ["before-flip", "flipped", "restored"]
+        assert all(set(v) == {"text", "vision", "audio"} for v in cp.values())
+        assert cp["restored"] == cp["before-flip"]  # the same model, scored the same way
+        assert cp["flipped"] != cp["before-flip"]  # a changed model, scored anew
+        assert all(0.0 <= a <= 1.0 for v in cp.values() for a in v.values())
