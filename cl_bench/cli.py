@@ -146,8 +146,11 @@ def ls(verbose) -> None:
                     click.echo(f"  {'':<{width}}  declares: {_declaration_line(cls.declares)}")
                     grid = getattr(cls, "tuning", None) or {}
                     if grid:
+                        cited = (" (defaults: the choice in results/hparams/vision-audio.md)"
+                                 if entry.origin == "package clbench" else "")
                         click.echo(f"  {'':<{width}}  tuning grid (clbench tune): "
-                                   + "; ".join(f"{k.replace('_', '-')} in {', '.join(v)}" for k, v in grid.items()))
+                                   + "; ".join(f"{k.replace('_', '-')} in {', '.join(v)}" for k, v in grid.items())
+                                   + cited)
                     for opt, default, help_ in describe(cls.Config):
                         click.echo(f"  {'':<{width}}  -o {opt}=... (default {default}) {help_}")
     except LookupError as e:
@@ -433,7 +436,11 @@ def publish(stream, strategies, seeds, results_dir, cache_dir, steps, pretrain_s
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--eval-limit", default=None, type=click.IntRange(min=1), metavar="N",
               help="Score only the first N items of each validation split (tests) [default: every item].")
-def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain_steps, device, eval_limit) -> None:
+@click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Also write the summary table (grid, choice, runner-up) into this README between its "
+                   "hparams markers.")
+def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain_steps, device, eval_limit,
+         readme) -> None:
     """Choose each strategy's hyperparameters on validation data only, from its declared grid.
 
     Every grid point runs the stream for each seed with every evaluation on the validation
@@ -461,6 +468,7 @@ def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain
                   "command": "clbench tune " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["tune"] else "clbench tune",
                   "budget": {"steps": steps, "pretrain_steps": pretrain_steps, "eval_limit": eval_limit},
                   "strategies": {}}
+        all_docs = []
         for n in names:
             def run_one(point, seed, n=n):
                 click.echo(f"{n} {tuning.point_label(point)} seed {seed}", err=True)
@@ -469,14 +477,21 @@ def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain
                                               pretrain=PretrainConfig(steps=pretrain_steps), eval_split="val",
                                               eval_limit=eval_limit, strategy_options=dict(point)),
                                     progress=False, reuse=True, echo=lambda s: click.echo(s, err=True))
+                all_docs.append(doc)
                 return doc
 
             report["strategies"][n] = tuning.tune_strategy(n, run_one, seed_list)
             r = report["strategies"][n]
             click.echo(f"{n}: chosen {tuning.point_label(r['chosen'])}"
                        + ("" if r["defaults_match"] else f" (defaults now: {tuning.point_label(r['defaults_now'])})"))
+        report["provenance"] = tuning.provenance(all_docs)
         path = Path(out) if out else Path("results") / "hparams" / stream
         tuning.write_report(report, path)
+        if readme:
+            from cl_bench.results import atomic_write_text
+
+            text = Path(readme).read_text(encoding="utf-8")
+            atomic_write_text(Path(readme), tuning.splice_readme(text, tuning.summary_markdown(report)))
     except (ValueError, TypeError, LookupError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"wrote {path.with_suffix('.json')} and {path.with_suffix('.md')}")

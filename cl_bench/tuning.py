@@ -57,8 +57,25 @@ def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], see
     defaults = {k: _default(cls, k) for k in grid}
     return {"grid": grid, "points": [{"options": p, "val_acc": s, "mean": round(sum(s) / len(s), 6)}
                                      for p, s in zip(points, scores)],
-            "chosen": points[best], "defaults_now": defaults,
+            "chosen": points[best], "on_edge": on_edge(grid, points[best]), "defaults_now": defaults,
             "defaults_match": all(_same(defaults[k], points[best][k]) for k in grid)}
+
+
+def on_edge(grid: dict[str, tuple[str, ...]], chosen: dict[str, str]) -> list[str]:
+    """The numeric options whose chosen value is the smallest or largest of their grid.
+
+    A choice on the edge says the best value may lie outside the grid: widen the grid that
+    way and tune again.
+    """
+    edge = []
+    for k, values in grid.items():
+        try:
+            nums = [float(v) for v in values]
+        except ValueError:
+            continue
+        if len(nums) > 1 and float(chosen[k]) in (min(nums), max(nums)):
+            edge.append(k)
+    return edge
 
 
 def _default(cls, option: str) -> str:
@@ -82,13 +99,98 @@ def to_markdown(report: dict) -> str:
     lines = [f"# Hyperparameters chosen on validation data ({report['stream']})", "",
              f"`{report['command']}` (clbench {report['clbench']}); score: final validation ACC, mean over "
              f"seeds {', '.join(map(str, report['seeds']))}; the highest mean is chosen, ties to the earlier point.",
-             "", "| strategy | options | val ACC per seed | mean | |", "|---|---|---|---|---|"]
+             ""]
+    if "provenance" in report:
+        pv = report["provenance"]
+        bases = "; ".join(f"{key} ({b['runs']} runs" + "".join(f"; weights sha256 {sha}… recorded by {n}"
+                                                              for sha, n in b["weights"].items()) + ")"
+                          for key, b in pv["base_models"].items())
+        lines += [f"Runs' torch threads: {', '.join(map(str, pv['torch_threads']))}; base model (key): {bases}. "
+                  "Training is bit-reproducible for a given thread count and base model, not across thread counts.", ""]
+    lines += ["| strategy | options | val ACC per seed | mean | |", "|---|---|---|---|---|"]
     for name, r in report["strategies"].items():
         for p in r["points"]:
             mark = "**chosen**" if p["options"] == r["chosen"] else ""
+            if mark and r.get("on_edge"):
+                mark += f" (edge of the grid: {', '.join(r['on_edge'])})"
             lines.append(f"| {name} | {point_label(p['options'])} | "
                          f"{' / '.join(f'{v:.3f}' for v in p['val_acc'])} | {p['mean']:.3f} | {mark} |")
     return "\n".join(lines) + "\n"
+
+
+def provenance(docs: list[dict]) -> dict:
+    """What the scores depend on beyond the grid: the runs' torch thread counts and base models.
+
+    Training is bit-reproducible for a given thread count and base model, not across thread
+    counts, so a rerun that should give the same scores needs both.
+    """
+    threads = sorted({d["environment"].get("torch_threads") for d in docs}, key=str)
+    bases: dict[str, dict] = {}
+    for d in docs:
+        b = bases.setdefault(str(d["base_model"].get("key") or d["base_model"].get("path")), {"runs": 0, "weights": {}})
+        b["runs"] += 1
+        sha = d["base_model"].get("weights_sha256")  # recorded since 0.3.0.dev0's later runs
+        if sha:
+            b["weights"][sha[:16]] = b["weights"].get(sha[:16], 0) + 1
+    return {"torch_threads": threads, "base_models": bases}
+
+
+def recompute(report: dict, results_dir: Path) -> list[str]:
+    """Every score of `report` recomputed from the run files under `results_dir`.
+
+    Returns the problems found (a score with no run file, with more than one, or that
+    differs from its run's final validation ACC); an empty list means every score matches.
+    """
+    from cl_bench.results import load_result
+
+    runs = Path(results_dir) / "runs" / report["stream"]
+    problems = []
+    for name, r in report["strategies"].items():
+        docs = [load_result(f) for f in sorted((runs / name).glob("*.json"))]
+        docs = [d for d in docs if d.get("status") == "complete" and d["config"].get("eval_split") == "val"
+                and d["environment"]["packages"].get("clbench") == report["clbench"]
+                and d["config"]["budget"]["steps"] == report["budget"]["steps"]
+                and d["config"].get("eval_limit") == report["budget"]["eval_limit"]]
+        for point in r["points"]:
+            for seed, score in zip(report["seeds"], point["val_acc"]):
+                found = [d for d in docs if d["seed"] == seed and all(
+                    _same(str(d["config"]["strategy_options"].get(k.replace("-", "_"))), v)
+                    for k, v in point["options"].items())]
+                where = f"{name} {point_label(point['options'])} seed {seed}"
+                if len(found) != 1:
+                    problems.append(f"{where}: {len(found)} run files under {runs / name}")
+                    continue
+                last = found[0]["accuracy_matrix"][-1]
+                if round(sum(last) / len(last), 6) != score:
+                    problems.append(f"{where}: the report says {score}, its run file {round(sum(last) / len(last), 6)}")
+    return problems
+
+
+README_BEGIN, README_END = "<!-- hparams:begin (clbench tune --readme README.md) -->", "<!-- hparams:end -->"
+
+
+def summary_markdown(report: dict) -> str:
+    """The README's summary of a report: per strategy, its grid, the choice and the runner-up."""
+    lines = [f"| strategy | grid | chosen | mean final val ACC (seeds {', '.join(map(str, report['seeds']))}) "
+             "| runner-up |", "|---|---|---|---:|---|"]
+    for name, r in report["strategies"].items():
+        grid = "; ".join(f"{k.replace('_', '-')} ∈ {{{', '.join(v)}}}" for k, v in r["grid"].items())
+        ranked = sorted(r["points"], key=lambda p: -p["mean"])
+        best = next(p for p in r["points"] if p["options"] == r["chosen"])
+        others = [p for p in ranked if p is not best]
+        runner = f"{point_label(others[0]['options'])} ({others[0]['mean']:.3f})" if others else "-"
+        edge = f" (edge: {', '.join(r['on_edge'])})" if r.get("on_edge") else ""
+        lines.append(f"| {name} | {grid} | {point_label(r['chosen'])}{edge} | {best['mean']:.3f} | {runner} |")
+    return "\n".join(lines) + "\n"
+
+
+def splice_readme(text: str, section: str) -> str:
+    """`text` with everything between README_BEGIN and README_END replaced by `section`."""
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"the README has no tuning markers; put {README_BEGIN!r} and {README_END!r} on lines of "
+                         "their own where the table goes")
+    return text[:start + len(README_BEGIN)] + "\n" + section + text[end:]
 
 
 def write_report(report: dict, path: Path) -> None:

@@ -129,3 +129,17 @@ def test_train_refuses_when_nothing_is_trainable():
     with pytest.raises(ValueError, match="nothing to train"):
         train(model, TaskData(text_split(), model, "text"), [{"params": list(model.parameters()), "lr": 1.0}],
               steps=1, batch_size=1, seed=0, device=torch.device("cpu"), progress=False)
+
+
+def test_a_preset_base_names_its_weights_and_its_pretraining_threads(tmp_path, stream):
+    import hashlib
+
+    from cl_bench.models.lm import PretrainConfig, load_base
+
+    cfg = PretrainConfig(steps=2, batch_size=8)
+    new = load_base("mixtral-tiny", stream, torch.device("cpu"), tmp_path, cfg, progress=False)
+    again = load_base("mixtral-tiny", stream, torch.device("cpu"), tmp_path, cfg, progress=False)
+    assert new.info["cached"] is False and again.info["cached"] is True
+    assert new.info["pretrain_threads"] == again.info["pretrain_threads"] == torch.get_num_threads()
+    (weights,) = (tmp_path / "models").glob("*/model.safetensors")
+    assert new.info["weights_sha256"] == again.info["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()

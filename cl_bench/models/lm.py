@@ -128,6 +128,7 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
         tok = AutoTokenizer.from_pretrained(target, local_files_only=True)
         info = json.loads((target / "clbench.json").read_text())
         info["cached"] = True
+        info["weights_sha256"] = _weights_sha256(target)
         return _finish(lm, tok, info, device)
 
     torch.manual_seed(pretrain.seed)
@@ -136,9 +137,22 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
             "pretrain": asdict(pretrain)}
     base = _finish(lm, tok, info, device)
     info.update(_pretrain(base, stream, device, pretrain, progress))
+    # Pre-training is bit-reproducible for a given torch thread count, not across counts.
+    info["pretrain_threads"] = torch.get_num_threads()
     _save_atomic(base, target)
     info["cached"] = False
+    info["weights_sha256"] = _weights_sha256(target)
     return base
+
+
+def _weights_sha256(directory: Path) -> str:
+    """The saved preset's weight files' fingerprint (a few MB), so result files name the exact base."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(Path(directory).glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def _finish(lm, tok, info, device) -> BaseModel:
