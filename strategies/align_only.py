@@ -14,7 +14,8 @@ from cl_bench.strategy import Strategy
 class AlignOnlyConfig:
     """Learning rate of the projector."""
 
-    projector_lr: float = field(default=2e-3, metadata={"help": "learning rate of the modality projector"})
+    projector_lr: float = field(default=1e-2, metadata={"help": "learning rate of the modality projector"})
+    # projector_lr: chosen by clbench tune, results/hparams/vision-audio.md
 
     def __post_init__(self) -> None:
         if not self.projector_lr > 0:
@@ -25,7 +26,7 @@ class AlignOnly(Strategy):
     """Only each new modality's projector is trained; the LM is frozen, so text is untouched."""
 
     Config = AlignOnlyConfig
-    tuning = {"projector_lr": ("1e-3", "2e-3", "5e-3")}
+    tuning = {"projector_lr": ("1e-3", "2e-3", "5e-3", "1e-2", "2e-2")}
 
     def learn(self, experience: Experience) -> dict:
         if experience.modality not in self.model.projectors:

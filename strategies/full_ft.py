@@ -16,7 +16,7 @@ from cl_bench.strategy import Strategy
 class FullFineTuningConfig:
     """Learning rates of full fine-tuning."""
 
-    lr: float = field(default=3e-4, metadata={"help": "learning rate of the language model"})
+    lr: float = field(default=3e-5, metadata={"help": "learning rate of the language model"})  # chosen by clbench tune, results/hparams/vision-audio.md
     projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
     align_fraction: float = field(default=0.0, metadata={
         "help": "share of each stage's budget spent first on the projector alone (LLaVA's alignment phase); "
@@ -37,7 +37,7 @@ class FullFineTuning(Strategy):
     """All LM parameters and the new modality's projector are trained on each stage (LLaVA stage-2 style)."""
 
     Config = FullFineTuningConfig
-    tuning = {"lr": ("1e-4", "3e-4", "1e-3")}
+    tuning = {"lr": ("1e-5", "3e-5", "1e-4", "3e-4", "1e-3")}
 
     def learn(self, experience: Experience) -> dict:
         m, steps = self.model, self.context.budget.steps

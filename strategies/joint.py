@@ -26,7 +26,7 @@ from cl_bench.strategy import Declaration, Memory, Strategy
 class SingleTaskConfig:
     """Single-task fine-tuning options (joint training has these and more)."""
 
-    lr: float = field(default=3e-4, metadata={"help": "learning rate of the language model"})
+    lr: float = field(default=1e-4, metadata={"help": "learning rate of the language model"})  # chosen by clbench tune, results/hparams/vision-audio.md
     projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projectors"})
 
     def __post_init__(self) -> None:
@@ -39,6 +39,7 @@ class SingleTaskConfig:
 class JointConfig(SingleTaskConfig):
     """Joint multi-task training options."""
 
+    lr: float = field(default=1e-3, metadata={"help": "learning rate of the language model"})  # chosen by clbench tune, results/hparams/vision-audio.md
     include_text: bool = field(default=True, metadata={
         "help": "mix the base text task's training split in (the data the base was pre-trained on)"})
     from_scratch: bool = field(default=True, metadata={
@@ -51,7 +52,7 @@ class Joint(Strategy):
     """Multi-task training on the base text task and every modality seen so far (the upper bound)."""
 
     Config = JointConfig
-    tuning = {"lr": ("1e-4", "3e-4", "1e-3")}
+    tuning = {"lr": ("1e-4", "3e-4", "1e-3", "3e-3")}
     declares = Declaration(past_train=True, budget="k x the stage budget at stage k (the multi-task reference)")
     earlier, word = True, "joint"  # train on every modality seen so far
 
@@ -118,6 +119,7 @@ class SingleTask(Joint):
     """Each modality fine-tuned alone from the base (the per-task reference of intransigence and plasticity)."""
 
     Config = SingleTaskConfig
+    tuning = {"lr": ("3e-5", "1e-4", "3e-4", "1e-3")}
     declares = Declaration()
     earlier, word = False, "single-task"
 

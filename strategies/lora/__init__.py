@@ -25,7 +25,7 @@ class LoRAConfig:
                                 metadata={"help": "modules given adapters (comma-separated)"})
     target_parameters: str = field(default="mlp.experts.gate_up_proj,mlp.experts.down_proj",
                                    metadata={"help": "fused expert tensors given adapters (PEFT target_parameters)"})
-    lr: float = field(default=1e-3, metadata={"help": "learning rate of the adapters"})
+    lr: float = field(default=3e-3, metadata={"help": "learning rate of the adapters"})  # chosen by clbench tune, results/hparams/vision-audio.md
     projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
 
     def __post_init__(self) -> None:
@@ -48,7 +48,7 @@ class LoRA(Strategy):
     """One LoRA adapter (PEFT) on attention and experts, trained through the whole stream."""
 
     Config = LoRAConfig
-    tuning = {"lr": ("3e-4", "1e-3", "3e-3")}
+    tuning = {"lr": ("3e-4", "1e-3", "3e-3", "1e-2")}
     per_modality = False
 
     def setup(self, model, context) -> None:
@@ -131,8 +131,17 @@ class LoRA(Strategy):
         super().load_state_dict(state)
 
 
+@dataclass(frozen=True)
+class LoRAPerModalityConfig(LoRAConfig):
+    """LoRA options of the per-modality variant (its own tuned learning rate)."""
+
+    lr: float = field(default=1e-3, metadata={"help": "learning rate of the adapters"})  # chosen by clbench tune, results/hparams/vision-audio.md
+
+
 class LoRAPerModality(LoRA):
     """One LoRA adapter per modality (PEFT), picked by the input's modality; text runs the base model."""
 
+    Config = LoRAPerModalityConfig
     per_modality = True
+    tuning = {"lr": ("3e-4", "1e-3", "3e-3")}
     declares = Declaration(task_weights=True, modality_routed=True)

@@ -102,7 +102,7 @@ class MoExtend(Strategy):
     """New experts and router rows per modality, with calibration; the pretrained LM stays frozen."""
 
     Config = MoExtendConfig
-    tuning = {"finetune_lr": ("3e-4", "1e-3", "3e-3")}
+    tuning = {"finetune_lr": ("3e-4", "1e-3", "3e-3"), "calibration_input": ("prefix", "own")}
     declares = Declaration(task_weights=True)  # an expert, router row and calibration per modality (not routed
     # by modality: the extended routers choose among old and new experts for every token)
 
