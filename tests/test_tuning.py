@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cl_bench import tuning
+from cl_bench import registry, tuning
 from cl_bench.cli import main
 from cl_bench.strategies.full_ft import FullFineTuningConfig
 
@@ -47,21 +47,22 @@ def test_cli_tune_runs_the_grid_on_validation_splits(tmp_path, cache_dir, stream
     assert r.exit_code == 0, r.output
     report = json.loads(out.with_suffix(".json").read_text())
     got = report["strategies"]["align-only"]
-    assert [p["options"] for p in got["points"]] == [{"projector_lr": v} for v in ("1e-3", "2e-3", "5e-3", "1e-2")]
+    grid = registry.strategies.get("align-only").tuning["projector_lr"]
+    assert [p["options"] for p in got["points"]] == [{"projector_lr": v} for v in grid]
     assert got["chosen"] in [p["options"] for p in got["points"]] and report["seeds"] == [0]
     assert "| align-only | projector_lr=" in out.with_suffix(".md").read_text()
     docs = [json.loads(f.read_text()) for f in (tmp_path / "tuning").rglob("*.json")]
-    assert len(docs) == 4
+    assert len(docs) == len(grid)
     for doc in docs:  # every evaluation scored the validation splits, whole
         assert doc["config"]["eval_split"] == "val"
         assert [t["n_test"] for t in doc["stream"]["tasks"]] == [t["n_val"] for t in doc["stream"]["tasks"]]
         assert doc["extra_accuracy"] == {}
     assert report["provenance"]["torch_threads"] == [docs[0]["environment"]["torch_threads"]]
     key, sha = docs[0]["base_model"]["key"], docs[0]["base_model"]["weights_sha256"][:16]
-    assert report["provenance"]["base_models"] == {key: {"runs": 4, "weights": {sha: 4}}}
+    assert report["provenance"]["base_models"] == {key: {"runs": len(grid), "weights": {sha: len(grid)}}}
     assert tuning.recompute(report, tmp_path / "tuning") == []  # every score from its run file
     summary = tuning.summary_markdown(report)
-    assert f"| align-only | projector-lr ∈ {{1e-3, 2e-3, 5e-3, 1e-2}} | {tuning.point_label(got['chosen'])}" in summary
+    assert f"| align-only | projector-lr ∈ {{{', '.join(grid)}}} | {tuning.point_label(got['chosen'])}" in summary
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{tuning.README_BEGIN}\nold\n{tuning.README_END}\nafter\n")
     r = CliRunner().invoke(main, ["tune", "--strategies", "align-only", "--seeds", "0", "--steps", "2",
@@ -73,7 +74,7 @@ def test_cli_tune_runs_the_grid_on_validation_splits(tmp_path, cache_dir, stream
     (problem,) = tuning.recompute(report, tmp_path / "tuning")
     assert problem.startswith("align-only projector_lr=2e-3 seed 0: the report says")
     report["seeds"] = [3]
-    assert len(tuning.recompute(report, tmp_path / "tuning")) == 4  # no run of seed 3: each point says so
+    assert len(tuning.recompute(report, tmp_path / "tuning")) == len(grid)  # no run of seed 3: each point says so
 
 
 REPORT = Path(__file__).resolve().parents[1] / "results" / "hparams" / "vision-audio.json"
