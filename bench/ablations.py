@@ -115,14 +115,12 @@ def table(docs: dict[str, dict]) -> str:
 
 
 def splice(readme: Path, text: str) -> None:
-    from cl_bench.results import atomic_write_text
+    from cl_bench.results import atomic_write_text, splice_between
 
-    s = readme.read_text()
-    if BEGIN not in s or END not in s:
-        raise SystemExit(f"{readme} has no ablation markers ({BEGIN} ... {END})")
-    head, rest = s.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    atomic_write_text(readme, head + BEGIN + "\n" + text + END + tail)
+    try:
+        atomic_write_text(readme, splice_between(readme.read_text(), BEGIN, END, "\n" + text, "ablation table"))
+    except ValueError as e:
+        raise SystemExit(f"{readme}: {e}") from e
 
 
 def main() -> None:

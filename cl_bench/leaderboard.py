@@ -394,11 +394,9 @@ def readme_section(board: Leaderboard, level: float = 0.95) -> str:
 
 def splice_readme(text: str, section: str) -> str:
     """`text` with everything between README_BEGIN and README_END replaced by `section`."""
-    start, end = text.find(README_BEGIN), text.find(README_END)
-    if start < 0 or end < start:
-        raise ValueError(f"the README has no leaderboard markers; put {README_BEGIN!r} and {README_END!r} on lines "
-                         "of their own where the table goes")
-    return text[:start + len(README_BEGIN)] + "\n\n" + section + "\n" + text[end:]
+    from cl_bench.results import splice_between
+
+    return splice_between(text, README_BEGIN, README_END, "\n\n" + section + "\n", "leaderboard")
 
 
 def matrix_table(t: Table) -> list[str]:

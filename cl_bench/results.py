@@ -40,6 +40,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def splice_between(text: str, begin: str, end: str, body: str, what: str) -> str:
+    """`text` with everything between the markers `begin` and `end` replaced by `body`.
+
+    The README's generated sections (leaderboard, tuning table, ablations) are spliced this way;
+    a missing marker raises ValueError naming `what` goes there.
+    """
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"the README has no {what} markers; put {begin!r} and {end!r} on lines of their own "
+                         f"where the {what} goes")
+    return text[:start + len(begin)] + body + text[stop:]
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
