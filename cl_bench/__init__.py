@@ -3,4 +3,4 @@
 Importing this package imports no torch; the heavy modules are imported where used.
 """
 
-__version__ = "0.3.0.dev0"
+__version__ = "0.3.0"

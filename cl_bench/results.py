@@ -101,8 +101,12 @@ def unpack_items(text: str, n: int):
 
 
 def package_versions() -> dict[str, str | None]:
-    out = {}
-    for name in PACKAGES:
+    from cl_bench import __version__
+
+    # clbench's own version from the code that runs: an editable install's metadata keeps
+    # the version it was installed at, and the run key uses __version__.
+    out = {"clbench": __version__}
+    for name in PACKAGES[1:]:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -54,7 +54,7 @@ def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
         assert s["train_seconds"] > 0 and s["cost"]["trainable"] > 0
         assert s["cost"]["total"] == r["base_model"]["parameters"] + s["cost"]["added"]
     assert r["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
-    assert r["environment"]["packages"]["clbench"] == cl_bench.__version__  # installed metadata = the code's
+    assert r["environment"]["packages"]["clbench"] == cl_bench.__version__  # the running code's version, as in the run key
     assert r["environment"]["device"] == "cpu"
     assert not list(res.rglob("*.tmp"))  # atomic writes leave nothing behind
     # Per-item results: every row and task decodes to its test items and gives the matrix exactly.
