@@ -19,6 +19,33 @@ def _parse_options(pairs: tuple[str, ...], hint: str = "-o/--option", example: s
     return out
 
 
+def _stream_options(f):
+    """--stream-option and --order: a stream's own options and the order of its new tasks."""
+    f = click.option("--order", default=None, metavar="TASKS|random:SEED",
+                     help="Order of the stream's new tasks: their names (e.g. --order audio,vision) or random:SEED "
+                          "(a seeded shuffle) [default: the stream's own]. Recorded in the result file and run key.")(f)
+    return click.option("-s", "--stream-option", "stream_options", multiple=True, metavar="KEY=VALUE",
+                        help="A stream option, e.g. -s train-speakers=40 (repeatable; `clbench ls -v` lists them).")(f)
+
+
+_encoder_option = click.option(
+    "--encoder", "encoders", multiple=True, metavar="MODALITY=NAME",
+    help="Encoder of a modality, e.g. --encoder image=patches (`clbench ls -v` lists each modality's), or "
+         "MODALITY=module:Class for an Encoder subclass of your own (repeatable).")
+
+
+def _encoders(pairs) -> dict[str, str]:
+    from cl_bench.modality import check_mapping
+
+    out = _parse_options(pairs, "--encoder", "--encoder image=patches")
+    check_mapping(out)
+    return out
+
+
+def _stream_opts(pairs) -> dict[str, str]:
+    return _parse_options(pairs, "-s/--stream-option", "-s train-speakers=40")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="clbench")
 def main() -> None:
@@ -49,9 +76,8 @@ def main() -> None:
               help="Pre-training steps of a preset base model (done once, then cached).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A strategy option, e.g. -o lr=1e-4 (repeatable; `clbench ls -v` lists them).")
-@click.option("--encoder", "encoders", multiple=True, metavar="MODALITY=NAME",
-              help="Encoder of a modality: image=patches, audio=log-mel (the defaults), or MODALITY=module:Class "
-                   "for an Encoder subclass of your own (repeatable).")
+@_encoder_option
+@_stream_options
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Directory the result file is written under (runs/<stream>/<strategy>/).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
@@ -61,8 +87,8 @@ def main() -> None:
               help="Evaluate only the first N items of each test split (a quick look; such runs get their own "
                    "key and leaderboard row) [default: every item].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage lines; print only the summary.")
-def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps, options, encoders, results_dir,
-        cache_dir, restart, eval_limit, quiet) -> None:
+def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps, options, encoders, stream_options,
+        order, results_dir, cache_dir, restart, eval_limit, quiet) -> None:
     """Run a strategy through a task stream and write its result file.
 
     Builds (once, cached) the stream's data and the pre-trained base model, evaluates
@@ -83,7 +109,7 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
         config = RunConfig(stream=stream, strategy=strategy, model=model, seed=seed, device=device,
                            budget=Budget(steps=steps, batch_size=batch_size),
                            pretrain=PretrainConfig(steps=pretrain_steps), strategy_options=_parse_options(options),
-                           encoders=_parse_options(encoders, "--encoder", "--encoder image=patches"),
+                           encoders=_encoders(encoders), stream_options=_stream_opts(stream_options), order=order,
                            results_dir=results_dir, cache_dir=cache_dir, eval_limit=eval_limit)
         result, path = run_stream(config, progress=not quiet, restart=restart,
                                   echo=lambda s: click.echo(s, err=True))
@@ -93,46 +119,66 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
 
 
 @main.command()
-@click.option("--strategy", required=True, help="Strategy to check (built-in or a plug-in's name).")
-@click.option("--stream", default="vision-audio", show_default=True, help="Task stream to run it on.")
+@click.option("--strategy", default=None,
+              help="Strategy to check (built-in or a plug-in's name) [default: none, check the stream alone].")
+@click.option("--stream", default="vision-audio", show_default=True, help="Task stream to run it on, or to check.")
 @click.option("--steps", default=2, show_default=True, type=click.IntRange(min=1), help="Training steps per stage.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="A strategy option (repeatable).")
+@_encoder_option
+@_stream_options
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Cache of data and base models [default: $CLBENCH_CACHE or ~/.cache/clbench].")
-def validate(strategy, stream, steps, options, cache_dir) -> None:
-    """Check a strategy against the contract on a tiny run (CPU, about a minute).
+def validate(strategy, stream, steps, options, encoders, stream_options, order, cache_dir) -> None:
+    """Check a strategy against the contract on a tiny run (CPU, about a minute), or a stream alone.
 
-    Parameters the strategy declares frozen (Strategy.frozen) must be bit-identical
-    after the run, its cost report must add up, and its result file must be complete.
-    What it spends and keeps must match its declaration (Strategy.declares): the stage
-    budget of training examples, past training or validation items, per-task weights, and
-    whether the LM it answers with depends on the input's modality.
-    Exits with 1 and lists the problems when the contract is broken.
+    \b
+    With --strategy: parameters the strategy declares frozen (Strategy.frozen) must be
+    bit-identical after the run, its cost report must add up, and its result file must
+    be complete. What it spends and keeps must match its declaration (Strategy.declares):
+    the stage budget of training examples, past training or validation items, per-task
+    weights, and whether the LM it answers with depends on the input's modality.
+    Without: the stream must load and be well formed (a text base task, one task per
+    registered modality, complete splits, answers in the answer set) and each task's
+    encoder must read its inputs. Exits with 1 and lists the problems when one is found.
     """
     from cl_bench.validate import validate as check
+    from cl_bench.validate import validate_stream
 
+    what = strategy or f"stream {stream}"
     try:
-        registry.strategies.entry(strategy)
-        problems = check(strategy, stream, cache_dir, steps=steps, options=_parse_options(options))
+        registry.streams.entry(stream)
+        if strategy:
+            registry.strategies.entry(strategy)
+            problems = check(strategy, stream, cache_dir, steps=steps, options=_parse_options(options),
+                             stream_options=_stream_opts(stream_options), encoders=_encoders(encoders), order=order)
+        else:
+            if options:
+                raise click.UsageError("-o/--option sets a strategy option; give --strategy too")
+            problems = validate_stream(stream, _stream_opts(stream_options), _encoders(encoders), cache_dir, order)
     except (ValueError, TypeError, LookupError) as e:
         raise click.ClickException(str(e)) from e
     if problems:
-        click.echo(f"{strategy}: the contract is broken:\n" + "\n".join(f"  - {p}" for p in problems))
+        click.echo(f"{what}: the contract is broken:\n" + "\n".join(f"  - {p}" for p in problems))
         sys.exit(1)
-    click.echo(f"{strategy}: the contract holds (frozen parameters unchanged, cost adds up, result complete, "
-               "budget and memory as declared)")
+    if strategy:
+        click.echo(f"{strategy}: the contract holds (frozen parameters unchanged, cost adds up, result complete, "
+                   "budget and memory as declared)")
+    else:
+        click.echo(f"stream {stream}: well formed (tasks, splits and answers check; every encoder reads its inputs)")
 
 
 @main.command(name="ls")
 @click.option("-v", "--verbose", is_flag=True, help="Also list each strategy's options (imports the strategies).")
 def ls(verbose) -> None:
-    """List the registered strategies and task streams, one line each.
+    """List the registered strategies, task streams and modalities, one line each.
 
-    Built-ins and third-party plug-ins (entry points in the groups clbench.strategies
-    and clbench.streams) are listed alike, with the package that registered them.
+    Built-ins and third-party plug-ins (entry points in the groups clbench.strategies,
+    clbench.streams and clbench.modalities) are listed alike, with the package that
+    registered them.
     """
     try:
-        for title, reg in (("strategies", registry.strategies), ("streams", registry.streams)):
+        for title, reg in (("strategies", registry.strategies), ("streams", registry.streams),
+                           ("modalities", registry.modalities)):
             click.echo(f"{title}:")
             entries = reg.entries()
             width = max((len(n) for n in entries), default=0) + 2
@@ -153,7 +199,22 @@ def ls(verbose) -> None:
                                    + cited)
                     for opt, default, help_ in describe(cls.Config):
                         click.echo(f"  {'':<{width}}  -o {opt}=... (default {default}) {help_}")
-    except LookupError as e:
+                if verbose and reg is registry.streams:
+                    from cl_bench.config import describe
+                    from cl_bench.stream import stream_class
+
+                    cls = stream_class(name)
+                    click.echo(f"  {'':<{width}}  tasks: " + ", ".join(f"{t} ({m})" for t, m in cls.tasks.items())
+                               + "".join(f"; encoder {m}={e}" for m, e in cls.encoders.items()))
+                    for opt, default, help_ in describe(cls.Config):
+                        click.echo(f"  {'':<{width}}  -s {opt}=... (default {default}) {help_}")
+                if verbose and reg is registry.modalities:
+                    from cl_bench.modality import get
+
+                    m = get(name)
+                    click.echo(f"  {'':<{width}}  encoders: " + ", ".join(
+                        f"{e}{' (default)' if e == m.default_encoder else ''} = {t}" for e, t in m.encoders.items()))
+    except (LookupError, TypeError, ValueError) as e:
         raise click.ClickException(str(e)) from e
 
 
@@ -254,8 +315,11 @@ def leaderboard(results_dir, stream, fmt, sort, output, device, readme) -> None:
 @_results_option
 @click.option("--level", default=0.95, show_default=True, type=click.FloatRange(0.5, 1, max_open=True),
               help="Confidence level of the interval; the test's alpha is 1 - level.")
+@click.option("--order", default=None, metavar="TASKS",
+              help="Compare runs made with this --order of the stream's new tasks (e.g. audio,vision) "
+                   "[default: the stream's own order].")
 @_device_option
-def compare(a, b, stream, metric, results_dir, level, device) -> None:
+def compare(a, b, stream, metric, results_dir, level, order, device) -> None:
     """Compare strategies A and B, paired by seed: is the difference real or a tie?
 
     A and B are strategy names (or leaderboard row labels, for a strategy run with
@@ -269,6 +333,8 @@ def compare(a, b, stream, metric, results_dir, level, device) -> None:
 
     try:
         board = _board(results_dir, stream, "acc", device)
+        board.tables = [t for t in board.tables
+                        if (t.default_order if order is None else ",".join(t.order) == order.replace(" ", ""))]
         tables = [t for t in board.tables if _has(t, a) and _has(t, b)] if len(board.tables) > 1 else board.tables
         if not tables:
             found = ", ".join(t.stream for t in board.tables)
@@ -358,12 +424,19 @@ def plot(results_dir, stream, out_dir, device) -> None:
 
 
 @main.command()
-@click.option("--stream", default="vision-audio", show_default=True, help="Task stream to run.")
+@click.option("--stream", default="vision-audio", show_default=True,
+              help="Task stream to run, or several, comma-separated (all: every registered stream).")
 @click.option("--strategies", default="all", show_default=True,
               help="Comma-separated strategy names, or all (every registered strategy).")
 @click.option("--seeds", default="0,1,2,3,4", show_default=True,
               help="Comma-separated seeds (five by default: the leaderboard's tiers and `clbench compare` pair runs "
                    "by seed).")
+@click.option("--order", "orders", multiple=True, metavar="default|TASKS|random:SEED",
+              help="An order of each stream's new tasks to run (repeatable: every strategy runs in every order "
+                   "given, and the leaderboard reports the order effects) [default: the stream's own].")
+@_encoder_option
+@click.option("-s", "--stream-option", "stream_options", multiple=True, metavar="KEY=VALUE",
+              help="A stream option, given to every stream (repeatable; `clbench ls -v` lists them).")
 @_results_option
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Cache of data, base models and resumable runs [default: $CLBENCH_CACHE or ~/.cache/clbench].")
@@ -378,12 +451,14 @@ def plot(results_dir, stream, out_dir, device) -> None:
                    "key and leaderboard row) [default: every item].")
 @click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Also regenerate the leaderboard section of this README (between its leaderboard markers).")
-def publish(stream, strategies, seeds, results_dir, cache_dir, steps, pretrain_steps, device, eval_limit,
-            readme) -> None:
-    """Run every strategy x seed still missing (default settings), then write the leaderboard and figures.
+def publish(stream, strategies, seeds, orders, encoders, stream_options, results_dir, cache_dir, steps, pretrain_steps,
+            device, eval_limit, readme) -> None:
+    """Run every stream x order x strategy x seed still missing (default settings), then write the
+    leaderboard and figures.
 
     Finished runs are reused, an interrupted one resumes, so the command can be run again
-    at any time. Writes RESULTS_DIR/leaderboard.{md,csv,tex,html} and RESULTS_DIR/figures/.
+    at any time. Writes RESULTS_DIR/leaderboard.{md,csv,tex,html} and RESULTS_DIR/figures/,
+    covering every stream with result files under RESULTS_DIR.
     """
     from pathlib import Path
 
@@ -396,19 +471,27 @@ def publish(stream, strategies, seeds, results_dir, cache_dir, steps, pretrain_s
     from cl_bench.runner import run as run_stream
 
     try:
+        stream_names = registry.streams.names() if stream == "all" else [x.strip() for x in stream.split(",")]
+        for n in stream_names:
+            registry.streams.entry(n)
         names = registry.strategies.names() if strategies == "all" else [s.strip() for s in strategies.split(",")]
         for n in names:
             registry.strategies.entry(n)
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-        for n in names:
-            for seed in seed_list:
-                click.echo(f"{n} seed {seed}", err=True)
-                run_stream(RunConfig(stream=stream, strategy=n, seed=seed, device=device, results_dir=results_dir,
-                                     cache_dir=cache_dir, budget=Budget(steps=steps),
-                                     pretrain=PretrainConfig(steps=pretrain_steps), eval_limit=eval_limit),
-                           progress=False, reuse=True,
-                           echo=lambda s: click.echo(s, err=True))
-        board = _board(results_dir, stream, "acc", device)
+        order_list = [None if o.strip() == "default" else o.strip() for o in orders] or [None]
+        enc, sopts = _encoders(encoders), _stream_opts(stream_options)
+        for st in stream_names:
+            for order in order_list:
+                for n in names:
+                    for seed in seed_list:
+                        click.echo(f"{st}{'' if order is None else f' (order {order})'}: {n} seed {seed}", err=True)
+                        run_stream(RunConfig(stream=st, strategy=n, seed=seed, device=device, results_dir=results_dir,
+                                             cache_dir=cache_dir, budget=Budget(steps=steps),
+                                             pretrain=PretrainConfig(steps=pretrain_steps), eval_limit=eval_limit,
+                                             encoders=enc, stream_options=sopts, order=order),
+                                   progress=False, reuse=True,
+                                   echo=lambda s: click.echo(s, err=True))
+        board = _board(results_dir, None, "acc", device)
         figures = draw(board, Path(results_dir) / "figures", _device(device))
         for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("html", "html")):
             atomic_write_text(Path(results_dir) / f"leaderboard.{ext}", render(board, fmt, figures))

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-MODALITIES = ("text", "image", "audio")
 INPUT_MARKER = "<input>"  # where a prompt's modality tokens go; at the start when a prompt has none
 
 
@@ -15,8 +14,8 @@ INPUT_MARKER = "<input>"  # where a prompt's modality tokens go; at the start wh
 class TaskInfo:
     """What a strategy may know about a task without seeing its data."""
 
-    name: str  # "text", "vision", "audio"
-    modality: str  # one of MODALITIES
+    name: str  # "text", "vision", "audio", ...
+    modality: str  # "text" or a registered modality (cl_bench.modality)
     task: str  # what is asked, e.g. "number-questions"
     chance: float  # accuracy of guessing, averaged over the test items
 
@@ -43,8 +42,11 @@ class Experience:
     probes: Mapping[str, Any] = field(default_factory=dict)  # extra evaluation sets, e.g. {"train": ...}
 
     def __post_init__(self) -> None:
-        if self.modality not in MODALITIES:
-            raise ValueError(f"Experience {self.name!r}: modality {self.modality!r} is not one of {MODALITIES}")
+        from cl_bench import modality
+
+        if self.modality not in modality.known():
+            raise ValueError(f"Experience {self.name!r}: modality {self.modality!r} is not registered; known: "
+                             f"{', '.join(modality.known())} (a plug-in registers more: group clbench.modalities)")
         if not 0.0 <= self.chance <= 1.0:
             raise ValueError(f"Experience {self.name!r}: chance must be in [0, 1], got {self.chance}")
 
@@ -80,3 +82,16 @@ class TaskStream:
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(e.modality for e in self.experiences)
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """The new tasks' names, in the order they are learnt."""
+        return tuple(e.name for e in self.experiences)
+
+    def reordered(self, names) -> "TaskStream":
+        """The same stream with its new tasks learnt in the order `names` (each task once)."""
+        by_name = {e.name: e for e in self.experiences}
+        if sorted(names) != sorted(by_name):
+            raise ValueError(f"stream {self.name!r}: an order must name each new task once ({', '.join(by_name)}); "
+                             f"got {', '.join(names)}")
+        return dataclasses.replace(self, experiences=tuple(by_name[n] for n in names))

@@ -68,6 +68,17 @@ class Table:
     tasks: list[dict]
     columns: list[Column]
     rows: list[Row]
+    order: tuple[str, ...] = ()  # the new tasks' order of these runs
+    default_order: bool = True  # the stream's own order (else runs with --order)
+
+    @property
+    def title(self) -> str:
+        return self.stream if self.default_order else f"{self.stream}, order {' > '.join(self.order)}"
+
+    @property
+    def slug(self) -> str:
+        """The table's name in file paths (figures/<slug>/)."""
+        return self.stream if self.default_order else f"{self.stream}--{'-'.join(self.order)}"
 
 
 @dataclass
@@ -174,18 +185,19 @@ def build(results_dir: Path, *, stream: str | None = None, sort: str = "acc", de
     from cl_bench import metrics
 
     runs, skipped = collect(results_dir)
-    by_stream: dict[str, list[Run]] = defaultdict(list)
+    # One table per stream and order of its new tasks (files before clbench 0.4 record no order: their own).
+    by_stream: dict[tuple[str, tuple[str, ...]], list[Run]] = defaultdict(list)
     for r in runs:
-        by_stream[r.doc["stream"]["name"]].append(r)
+        by_stream[r.doc["stream"]["name"], run_order(r.doc)].append(r)
     if stream is not None:
-        if stream not in by_stream:
-            known = ", ".join(sorted(by_stream)) or "none"
+        if stream not in {n for n, _ in by_stream}:
+            known = ", ".join(sorted({n for n, _ in by_stream})) or "none"
             raise ValueError(f"no finished runs of stream {stream!r} under {results_dir}/runs (streams there: {known})")
-        by_stream = {stream: by_stream[stream]}
+        by_stream = {k: v for k, v in by_stream.items() if k[0] == stream}
     dev = torch.device(device)
     tables = []
-    for name in sorted(by_stream):
-        stream_runs = by_stream[name]
+    for name, order in sorted(by_stream, key=lambda k: (k[0], not _is_default_order(by_stream[k][0].doc), k[1])):
+        stream_runs = by_stream[name, order]
         tasks = stream_runs[0].doc["stream"]["tasks"]
         groups: dict[str, list[Run]] = defaultdict(list)
         for r in stream_runs:
@@ -230,8 +242,87 @@ def build(results_dir: Path, *, stream: str | None = None, sort: str = "acc", de
         _set_tiers(rows)
         cols = columns_for(tasks, bool(joint))
         rows = sort_rows(rows, cols, sort)
-        tables.append(Table(name, tasks, cols, rows))
+        tables.append(Table(name, tasks, cols, rows, order, _is_default_order(stream_runs[0].doc)))
     return Leaderboard(tables, skipped)
+
+
+def run_order(doc: dict) -> tuple[str, ...]:
+    """The order a run learnt its stream's new tasks in."""
+    return tuple(doc["stream"].get("order") or [t["name"] for t in doc["stream"]["tasks"][1:]])
+
+
+def _is_default_order(doc: dict) -> bool:
+    return list(run_order(doc)) == list(doc["stream"].get("default_order") or run_order(doc))
+
+
+@dataclass
+class OrderEffect:
+    """One strategy on one stream over several orders of its new tasks: final ACC per order, and a test."""
+
+    stream: str
+    label: str
+    orders: list[tuple[str, ...]]
+    acc: list[float]  # mean final ACC over seeds, per order
+    seeds: list[int]  # seeds every order has (the test pairs by seed)
+    test: str  # "paired t" (2 orders), "Friedman" (3 or more), or "" when too few shared seeds
+    p_value: float
+
+    @property
+    def spread(self) -> float:
+        return max(self.acc) - min(self.acc)
+
+
+def order_effects(board: Leaderboard) -> list[OrderEffect]:
+    """For every strategy run in two or more orders of a stream: does the order change its final ACC?
+
+    Runs with the same seed share the base model and projector initialisation, so the test pairs
+    them by seed: a paired t-test for two orders, Friedman's test (scipy) for three or more, over
+    the seeds that every order has; at least 2 shared seeds (3 for Friedman) are needed.
+    """
+    from scipy.stats import friedmanchisquare
+
+    by_stream: dict[str, list[Table]] = defaultdict(list)
+    for t in board.tables:
+        by_stream[t.stream].append(t)
+    out = []
+    for name, tables in by_stream.items():
+        if len(tables) < 2:
+            continue
+        labels = sorted({r.label for t in tables for r in t.rows})
+        for label in labels:
+            rows = [(t.order, r) for t in tables for r in t.rows if r.label == label]
+            if len(rows) < 2:
+                continue
+            shared = sorted(set.intersection(*(set(r.per_seed["acc"]) for _, r in rows)))
+            per_order = [[r.per_seed["acc"][s] for s in shared] for _, r in rows]
+            test, p = "", float("nan")
+            if len(rows) == 2 and len(shared) >= 2:
+                test, p = "paired t", stats.paired_comparison(per_order[0], per_order[1]).p_value
+            elif len(rows) >= 3 and len(shared) >= 3:
+                test, p = "Friedman", float(friedmanchisquare(*per_order).pvalue)
+            out.append(OrderEffect(name, label, [o for o, _ in rows], [r.values["acc"][0] for _, r in rows],
+                                   shared, test, p))
+    return out
+
+
+def order_effects_markdown(board: Leaderboard, alpha: float = 0.05) -> list[str]:
+    effects = order_effects(board)
+    if not effects:
+        return []
+    out = ["## Order effects\n",
+           "Final ACC of each strategy run in several orders of a stream's new tasks (mean over seeds), the spread "
+           "between its best and worst order, and whether the order matters: a paired t-test (two orders) or "
+           f"Friedman's test (three or more) over the seeds every order has; p < {alpha} counts as an effect, "
+           "otherwise no effect was detected.\n",
+           "| Stream | Strategy | ACC per order | Spread | Seeds | Test | p | Order matters |",
+           "|---|---|---|---:|---:|---|---:|---|"]
+    for e in effects:
+        per = "; ".join(f"{' > '.join(o)}: {a:.3f}" for o, a in zip(e.orders, e.acc))
+        verdict = "n/a" if not e.test else "yes" if e.p_value < alpha else "no effect detected"
+        p = "" if math.isnan(e.p_value) else f"{e.p_value:.3g}"
+        out.append(f"| {e.stream} | {e.label} | {per} | {e.spread:.3f} | {len(e.seeds)} | {e.test or '-'} | {p} "
+                   f"| {verdict} |")
+    return out + [""]
 
 
 def _set_tiers(rows: list[Row]) -> None:
@@ -354,7 +445,7 @@ def cell(row: Row, col: Column, pm: str = " ") -> str:
 def to_markdown(board: Leaderboard, level: float = 0.95) -> str:
     out = []
     for t in board.tables:
-        out.append(f"## {t.stream}\n")
+        out.append(f"## {t.title}\n")
         out.append(f"Mean [{level:.0%} interval] over seeds. Tasks: "
                    + ", ".join(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f})" for x in t.tasks) + ".\n")
         out.append("| Strategy | " + " | ".join(c.header for c in t.columns) + " |")
@@ -364,6 +455,7 @@ def to_markdown(board: Leaderboard, level: float = 0.95) -> str:
         out.append("")
         out.append(interval_note(level) + "\n")
         out += matrix_table(t)
+    out += order_effects_markdown(board)
     out += _skipped_lines(board)
     return "\n".join(out).rstrip() + "\n"
 
@@ -379,7 +471,7 @@ def readme_section(board: Leaderboard, level: float = 0.95) -> str:
     out = []
     for t in board.tables:
         cols = [c for k in README_COLUMNS for c in t.columns if c.key == k]
-        out.append(f"**{t.stream}** (tasks: " + ", ".join(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f}, "
+        out.append(f"**{t.title}** (tasks: " + ", ".join(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f}, "
                                                           f"{x.get('n_test', '?')} test items)" for x in t.tasks)
                    + ")\n")
         out.append("| Strategy | " + " | ".join(c.header for c in cols) + " |")
@@ -389,6 +481,7 @@ def readme_section(board: Leaderboard, level: float = 0.95) -> str:
         out.append("")
         out.append(interval_note(level) + "\n")
         out += matrix_table(t)
+    out += [line.replace("## Order effects", "**Order effects**") for line in order_effects_markdown(board)]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -424,12 +517,12 @@ def to_csv(board: Leaderboard, level: float = 0.95) -> str:
     w = csv.writer(buf, lineterminator="\n")
     for i, t in enumerate(board.tables):
         if i == 0:
-            header = ["stream", "strategy", "label"]
+            header = ["stream", "order", "strategy", "label"]
             for c in t.columns:
                 header += [c.key] if c.kind in ("int", "text") else [c.key, f"{c.key}_low", f"{c.key}_high"]
             w.writerow(header + ["method"])
         for r in t.rows:
-            line = [t.stream, r.strategy, r.label]
+            line = [t.stream, " > ".join(t.order), r.strategy, r.label]
             for c in t.columns:
                 if c.kind == "text":
                     line.append(r.text.get(c.key, ""))
@@ -456,7 +549,7 @@ def to_latex(board: Leaderboard) -> str:
 
     out = []
     for t in board.tables:
-        out += [f"% {t.stream}: mean [95% interval] over seeds", f"% {interval_note()}",
+        out += [f"% {t.title}: mean [95% interval] over seeds", f"% {interval_note()}",
                 r"\begin{tabular}{l" + "r" * len(t.columns) + "}",
                 r"\toprule", "Strategy & " + " & ".join(esc(c.header) for c in t.columns) + r" \\", r"\midrule"]
         for r in t.rows:
@@ -473,14 +566,21 @@ def to_html(board: Leaderboard, figures: dict[str, dict[str, bytes]] | None = No
              f"<title>clbench leaderboard</title><style>{_HTML_STYLE}</style></head><body>",
              "<h1>clbench leaderboard</h1>"]
     for t in board.tables:
-        parts.append(f"<h2>{html.escape(t.stream)}</h2>")
+        parts.append(f"<h2>{html.escape(t.title)}</h2>")
         parts.append(f"<p>Mean [{level:.0%} interval] over seeds. Tasks: "
                      + ", ".join(html.escape(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f})")
                                  for x in t.tasks) + ". Click a column's header to sort by it.</p>")
         parts.append(_html_table(t))
         parts.append(f"<p class='note'>{html.escape(interval_note(level))}</p>")
         parts.append(_html_matrix_table(t))
-        parts += _html_figures((figures or {}).get(t.stream, {}))
+        parts += _html_figures((figures or {}).get(t.slug, {}))
+    effects = order_effects_markdown(board)
+    if effects:  # the markdown table's rows, as an HTML table
+        rows = [[c.strip() for c in line.strip("|").split("|")] for line in effects if line.startswith("|")]
+        parts.append(f"<h2>Order effects</h2><p>{html.escape(effects[1])}</p><div class='scroll'><table><thead><tr>"
+                     + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr></thead><tbody>"
+                     + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[2:])
+                     + "</tbody></table></div>")
     if board.skipped:
         parts.append("<h2>Left out</h2><ul>" + "".join(
             f"<li>{html.escape(str(p))}: {html.escape(why)}</li>" for p, why in board.skipped) + "</ul>")

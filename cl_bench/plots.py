@@ -207,7 +207,7 @@ def matrix_heatmaps_figure(row: Row, table: Table, kind: str = "accuracy", devic
     else:
         what = ("transfer (R - R_ref) / (R_ref - chance): 0 no change, -1 back to chance "
                 "(hatched, above the diagonal: before the task is learned)")
-    fig.suptitle(f"{table.stream} / {row.label}: {what}", fontsize=9)
+    fig.suptitle(f"{table.title} / {row.label}: {what}", fontsize=9)
     return fig
 
 
@@ -272,7 +272,7 @@ def routing_figure(row: Row, table: Table):
             if si == 0:
                 ax.set_ylabel(task, fontsize=8)
     fig.colorbar(image, ax=axes, fraction=0.025, pad=0.02).ax.tick_params(labelsize=7)
-    fig.suptitle(f"{table.stream} / {row.label}: share of each task's tokens routed to each expert (top-k), "
+    fig.suptitle(f"{table.title} / {row.label}: share of each task's tokens routed to each expert (top-k), "
                  f"mean of {len(row.runs)} run(s)", fontsize=9)
     return fig
 
@@ -316,7 +316,7 @@ def forgetting_curves_figure(table: Table, device: str = "cpu", level: float = 0
         ax.grid(axis="y", color="#eeeeee", lw=0.6, zorder=0)
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.03, 0.5), handlelength=3)
-    fig.suptitle(f"{table.stream}: accuracy of each task across stages, mean over seeds and {level:.0%} bootstrap "
+    fig.suptitle(f"{table.title}: accuracy of each task across stages, mean over seeds and {level:.0%} bootstrap "
                  "interval (bars)\npoints dodged sideways; dotted: chance; dashed: the stage that learns the task",
                  fontsize=9)
     return fig
@@ -392,7 +392,7 @@ def pareto_figure(table: Table, device: str = "cpu", level: float = 0.95):
         ax.grid(color="#eeeeee", lw=0.6, zorder=0)
         ax.set_axisbelow(True)
         place_labels(ax, labels)
-    fig.suptitle(f"{table.stream}: accuracy against cost, mean over seeds and {level:.0%} bootstrap interval "
+    fig.suptitle(f"{table.title}: accuracy against cost, mean over seeds and {level:.0%} bootstrap interval "
                  "(dashed: Pareto front; points of equal cost drawn side by side)", fontsize=10)
     return fig
 
@@ -532,7 +532,7 @@ def render_figures(board: Leaderboard, device: str = "cpu") -> dict[str, dict[st
                 figs[f"{slug(row.label)}-{kind}.png"] = matrix_heatmaps(row, table, kind, device)
             if has_routing(row):
                 figs[f"{slug(row.label)}-routing.png"] = routing(row, table)
-        figures[table.stream] = figs
+        figures[table.slug] = figs
     return figures
 
 

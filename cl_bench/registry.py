@@ -3,7 +3,8 @@
 A name maps to a "module:attr" string; nothing is imported until the object is asked
 for, so listing names and their one-line descriptions never imports torch. Built-in
 strategies and streams are registered exactly like third-party ones: as Python entry
-points in the groups ``clbench.strategies`` and ``clbench.streams`` (see pyproject.toml).
+points in the groups ``clbench.strategies``, ``clbench.streams`` and ``clbench.modalities``
+(see pyproject.toml).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from importlib.metadata import entry_points
 
 STRATEGY_GROUP = "clbench.strategies"
 STREAM_GROUP = "clbench.streams"
+MODALITY_GROUP = "clbench.modalities"
 
 
 class RegistryError(LookupError):
@@ -47,7 +49,8 @@ class Entry:
                                 f"but {module_name} has no attribute {attr!r}") from None
 
     def summary(self) -> str:
-        """First line of the target's docstring, read from source without importing it."""
+        """First line of the target's docstring (for an instance such as a Modality: its `data`
+        argument), read from source without importing it."""
         module_name, _, attr = self.target.partition(":")
         try:
             spec = importlib.util.find_spec(module_name)
@@ -61,6 +64,11 @@ class Entry:
             if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == attr:
                 doc = ast.get_docstring(node) or ""
                 return doc.strip().splitlines()[0] if doc.strip() else ""
+            if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == attr for t in node.targets)
+                    and isinstance(node.value, ast.Call)):
+                for kw in node.value.keywords:
+                    if kw.arg == "data" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                        return kw.value.value
         return ""
 
 
@@ -69,7 +77,7 @@ class Registry:
 
     def __init__(self, group: str, kind: str) -> None:
         self.group = group
-        self.kind = kind  # "strategy" or "stream", for messages
+        self.kind = kind  # "strategy", "stream" or "modality", for messages
         self._extra: dict[str, Entry] = {}
         self._cache: dict[str, Entry] | None = None
 
@@ -124,3 +132,4 @@ class Registry:
 
 strategies = Registry(STRATEGY_GROUP, "strategy")
 streams = Registry(STREAM_GROUP, "stream")
+modalities = Registry(MODALITY_GROUP, "modality")

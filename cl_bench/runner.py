@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cl_bench import __version__, registry
+from cl_bench import stream as streams
 from cl_bench.config import Budget, from_options
 from cl_bench.data import default_cache_dir, stable_hash
 from cl_bench.models.lm import DEFAULT_MODEL, PRESETS, PretrainConfig
@@ -38,6 +39,9 @@ class RunConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     strategy_options: dict = field(default_factory=dict, metadata={"help": "the strategy's own options"})
     encoders: dict = field(default_factory=dict, metadata={"help": "modality -> encoder name (default per modality)"})
+    stream_options: dict = field(default_factory=dict, metadata={"help": "the stream's own options"})
+    order: str | None = field(default=None, metadata={
+        "help": "the order of the stream's new tasks: names (audio,vision) or random:SEED; None: the stream's own"})
     eval_batch_size: int = field(default=256, metadata={"help": "examples per evaluation batch"})
     eval_split: str = field(default="test", metadata={
         "help": "the split every evaluation scores: test (results) or val (hyperparameter selection, "
@@ -63,8 +67,9 @@ class RunConfig:
     def identity(self) -> dict:
         """The fields that change results, but for the strategy's options (keyed once resolved)."""
         d = dataclasses.asdict(self)
-        for k in ("results_dir", "cache_dir", "eval_batch_size", "device", "strategy_options"):
-            d.pop(k)
+        for k in ("results_dir", "cache_dir", "eval_batch_size", "device", "strategy_options", "stream_options",
+                  "order"):
+            d.pop(k)  # the stream's options and order are keyed once resolved, and only when not the defaults
         return d
 
 
@@ -108,15 +113,25 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     _quiet_libraries()
 
     t0 = time.perf_counter()
-    stream = registry.streams.get(config.stream)().build(cache, progress=progress)
+    stream_obj = streams.make(config.stream, config.stream_options)
+    stream_changes = streams.changed_options(stream_obj)
+    built = streams.build_checked(stream_obj, config.stream, cache, progress=progress)
+    stream = built.reordered(streams.parse_order(config.order, built)) if config.order else built
+    default_order = built.order
     base = load_base(config.model, stream, device, cache, config.pretrain, progress=progress)
     setup_seconds = time.perf_counter() - t0
 
     data = stable_hash([(t.name, len(t.train), len(t.val), list(t.test["prompt"]), list(t.test["answer"]))
                         for t in stream.tasks])
-    key = stable_hash({"clbench": __version__, "config": config.identity(), "data": data,
-                       "strategy_options": dataclasses.asdict(strategy.config),
-                       "base": base.info.get("key"), "base_path": base.info.get("path")})
+    ident = {"clbench": __version__, "config": config.identity(), "data": data,
+             "strategy_options": dataclasses.asdict(strategy.config),
+             "base": base.info.get("key"), "base_path": base.info.get("path")}
+    # Keyed only when not the stream's defaults, so that a default run keeps its key.
+    if stream_changes:
+        ident["stream_options"] = stream_changes
+    if stream.order != default_order:
+        ident["order"] = list(stream.order)
+    key = stable_hash(ident)
     model_name = config.model if config.model in PRESETS else Path(config.model).name
     path = Path(config.results_dir) / "runs" / stream.name / config.strategy / f"{model_name}-seed{config.seed}-{key[:8]}.json"
     if reuse and not restart and path.exists():
@@ -129,7 +144,9 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
             return done, path
 
     torch.manual_seed(config.seed)  # projector initialisation
-    encoders = {m: build_encoder(m, config.encoders.get(m)) for m in dict.fromkeys(stream.modalities) if m != "text"}
+    # An encoder given on the command line, else the one the stream declares, else the modality's default.
+    encoders = {m: build_encoder(m, config.encoders.get(m) or type(stream_obj).encoders.get(m))
+                for m in dict.fromkeys(stream.modalities) if m != "text"}
     model = MultimodalLM(base.lm, base.tokenizer, encoders).to(device)
     checkpoints: dict[str, dict[str, float]] = {}  # this stage's Strategy.checkpoint records
 
@@ -243,8 +260,11 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         "run_key": key,
         "config": {**dataclasses.asdict(config), "strategy_options": dataclasses.asdict(strategy.config)},
         "seed": config.seed,
-        "stream": {"name": stream.name, "tasks": [
+        "stream": {"name": stream.name, "order": list(stream.order), "default_order": list(default_order),
+                   "options": dataclasses.asdict(stream_obj.config), "tasks": [
             {"name": t.name, "modality": t.modality, "task": t.task, "chance": t.chance,
+             "encoder": f"{type(encoders[t.modality]).__module__}:{type(encoders[t.modality]).__name__}"
+             if t.modality in encoders else None,
              "n_train": len(t.train), "n_val": len(t.val), "n_test": len(d)} for t, d in evals]},
         "base_model": base.info,
         "accuracy_matrix": state["rows"],

@@ -136,8 +136,46 @@ def _check_routing(strategy) -> list[str]:
     return []
 
 
+def validate_stream(stream: str, options: dict | None = None, encoders: dict | None = None,
+                    cache_dir: str | None = None, order: str | None = None, progress: bool = False) -> list[str]:
+    """Check a stream alone (empty list: well formed): it loads, builds and passes `cl_bench.stream.check`,
+    and every new task's encoder reads its inputs into (items, tokens, out_dim) features."""
+    import torch
+
+    from cl_bench import stream as streams
+    from cl_bench.models.encoders import build_encoder
+
+    ts = streams.load(stream, options, order, cache_dir, progress=progress)  # raises on a malformed stream
+    problems = []
+    for e in ts.experiences:
+        name = (encoders or {}).get(e.modality)
+        try:
+            enc = build_encoder(e.modality, name)
+        except (ValueError, TypeError, LookupError) as err:
+            problems.append(f"task {e.name!r}: {err}")
+            continue
+        for split in ("train", "val", "test"):
+            raw = list(getattr(e, split).select(range(min(4, len(getattr(e, split)))))["input"])
+            try:
+                with torch.no_grad():
+                    out = enc(enc.featurize(raw))
+            except Exception as err:  # noqa: BLE001 - any failure of a plug-in's encoder is the finding
+                problems.append(f"task {e.name!r} {split} split: encoder {enc.name or type(enc).__name__!r} fails on "
+                                f"its inputs: {type(err).__name__}: {err}")
+                break
+            if out.ndim != 3 or out.shape[0] != len(raw) or out.shape[1] < 1 or out.shape[2] != enc.out_dim:
+                problems.append(f"task {e.name!r} {split} split: encoder gives shape {tuple(out.shape)}, not "
+                                f"({len(raw)}, tokens >= 1, out_dim {enc.out_dim})")
+                break
+            if not torch.isfinite(out).all():
+                problems.append(f"task {e.name!r} {split} split: encoder output has NaN or inf")
+                break
+    return problems
+
+
 def validate(strategy: str, stream: str = "vision-audio", cache_dir: str | None = None,
-             results_dir: str | None = None, steps: int = 2, options: dict | None = None) -> list[str]:
+             results_dir: str | None = None, steps: int = 2, options: dict | None = None,
+             stream_options: dict | None = None, encoders: dict | None = None, order: str | None = None) -> list[str]:
     """Run `strategy` on a tiny budget and return every broken promise (empty: the contract holds).
 
     Checks that the parameters the strategy declares frozen are bit-identical after the
@@ -166,6 +204,7 @@ def validate(strategy: str, stream: str = "vision-audio", cache_dir: str | None 
     results_dir = results_dir or tempfile.mkdtemp(prefix="clbench-validate-")
     config = RunConfig(stream=stream, strategy=strategy, budget=Budget(steps=steps, batch_size=4),
                        pretrain=PretrainConfig(steps=5, batch_size=8), strategy_options=options or {},
+                       stream_options=stream_options or {}, encoders=encoders or {}, order=order,
                        eval_limit=64,  # the contract needs no precise accuracy
                        results_dir=results_dir, cache_dir=cache_dir, device="cpu")
     result, path = run(config, progress=False, restart=True, inspect=inspect)

@@ -1,4 +1,10 @@
-"""The default stream: number questions in text, then handwritten digits, then spoken numbers."""
+"""The number streams: number questions in text, then the same questions about inputs of new
+modalities that stand for a number (a digit scan, a spoken number word, a clip of a moving
+digit, a point cloud of a digit's ink, a speaker's vowel recording for speaker number k).
+
+The default stream, vision-audio, is text -> handwritten digits -> spoken numbers; its data
+is unchanged since clbench 0.2 (tests/test_streams.py pins its hash).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import numpy as np
 
 from cl_bench.data import cached_splits, default_cache_dir, stable_hash
 from cl_bench.experience import Experience, TaskStream
+from cl_bench.stream import Stream
 from cl_bench.task_streams import numbers
 
 DATA_VERSION = 4  # bump when the built data changes
@@ -26,7 +33,7 @@ DIGITS_TEST, DIGITS_VAL = 720, 180
 
 @dataclass(frozen=True)
 class VisionAudioConfig:
-    """Sizes of the built data (defaults build in seconds)."""
+    """Sizes of the built data (defaults build in seconds); the options of every number stream."""
 
     train_speakers: int = field(default=80, metadata={"help": "speakers (voice, rate, pitch) in audio training"})
     val_speakers: int = field(default=20, metadata={"help": "speakers in audio validation (training voices)"})
@@ -40,21 +47,30 @@ class VisionAudioConfig:
                 raise ValueError(f"VisionAudioConfig.{name} must be >= 1, got {getattr(self, name)}")
 
 
-class VisionAudio:
-    """Number questions: text (base), then handwritten digits (image), then spoken numbers (audio)."""
+# Task name -> (modality, what is asked, builder(config, progress) -> {split: Dataset}).
+TASKS = {
+    "vision": ("image", "digit-questions", lambda c, progress: build_digits(c)),
+    "audio": ("audio", "spoken-number-questions", lambda c, progress: build_speech(c, progress)),
+    "video": ("video", "moving-digit-questions", lambda c, progress: build_video(c)),
+    "points": ("point-cloud", "digit-cloud-questions", lambda c, progress: build_points(c)),
+    "series": ("time-series", "speaker-number-questions", lambda c, progress: build_series(c)),
+}
 
-    name = "vision-audio"
+
+def _tasks(*names: str) -> dict[str, str]:
+    return {n: TASKS[n][0] for n in names}
+
+
+class NumberStream(Stream):
+    """Number questions: the base text task, then the tasks in `tasks`, in order."""
+
     Config = VisionAudioConfig
 
-    def __init__(self, config: VisionAudioConfig | None = None) -> None:
-        self.config = config or VisionAudioConfig()
-
     def build(self, cache_dir: Path | None = None, progress: bool = True) -> TaskStream:
-        root = Path(cache_dir or default_cache_dir()) / "data" / self.name
+        # One data cache for every number stream: a task's data depends on its name and the config only.
+        root = Path(cache_dir or default_cache_dir()) / "data" / "numbers"
         key = stable_hash({"version": DATA_VERSION, "config": self.config.__dict__})
         text = cached_splits(root / f"text-{key}", build_text)
-        image = cached_splits(root / f"image-{key}", lambda: build_digits(self.config))
-        audio = cached_splits(root / f"audio-{key}", lambda: build_speech(self.config, progress))
 
         def exp(name, modality, task, d, probes=None):
             templates = {t: numbers.template_text(t) for t in sorted(set(d["train"]["template"]))}
@@ -66,10 +82,40 @@ class VisionAudio:
         # forms add 3x the evaluation time and little information).
         plain = text["train"].select([i for i, t in enumerate(text["train"]["template"]) if t.startswith("plain-")])
         base = exp("text", "text", "number-questions", text, probes={"train-plain": plain})
-        return TaskStream(self.name, base, (
-            exp("vision", "image", "digit-questions", image),
-            exp("audio", "audio", "spoken-number-questions", audio),
-        ))
+        new = []
+        for name in self.tasks:
+            modality, task, builder = TASKS[name]
+            d = cached_splits(root / f"{name}-{key}", lambda b=builder: b(self.config, progress))
+            new.append(exp(name, modality, task, d))
+        return TaskStream(self.name, base, tuple(new))
+
+
+class VisionAudio(NumberStream):
+    """Number questions: text (base), then handwritten digits (image), then spoken numbers (audio)."""
+
+    name = "vision-audio"
+    tasks = _tasks("vision", "audio")
+
+
+class AudioVision(NumberStream):
+    """vision-audio in reverse: text (base), then spoken numbers (audio), then handwritten digits (image)."""
+
+    name = "audio-vision"
+    tasks = _tasks("audio", "vision")
+
+
+class VisionVideoAudioPoints(NumberStream):
+    """Four new modalities in PathWeave's order: digit images, moving-digit clips, spoken numbers, digit point clouds."""
+
+    name = "vision-video-audio-points"
+    tasks = _tasks("vision", "video", "audio", "points")
+
+
+class FiveModalities(NumberStream):
+    """Five new modalities: digit images, speakers' vowel series, spoken numbers, digit point clouds, moving-digit clips."""
+
+    name = "five-modalities"
+    tasks = _tasks("vision", "series", "audio", "points", "video")
 
 
 def build_text() -> dict:
@@ -91,9 +137,8 @@ def _rows(inputs, values, seed, per_input, **extra):
     return out
 
 
-def build_digits(config: VisionAudioConfig) -> dict:
-    """scikit-learn's handwritten digits (1,797 real 8x8 scans), split by image."""
-    from datasets import Array2D, Dataset, Features, Value
+def digit_split(config: VisionAudioConfig) -> tuple[object, dict[str, np.ndarray]]:
+    """scikit-learn's handwritten digits (1,797 real 8x8 scans) and the scans of each split, stratified."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -101,13 +146,88 @@ def build_digits(config: VisionAudioConfig) -> dict:
     idx = np.arange(len(d.target))
     rest, test = train_test_split(idx, test_size=DIGITS_TEST, stratify=d.target, random_state=config.seed)
     train, val = train_test_split(rest, test_size=DIGITS_VAL, stratify=d.target[rest], random_state=config.seed)
+    return d, {"train": train, "val": val, "test": test}
+
+
+def per_input(config: VisionAudioConfig, split: str) -> int:
+    return config.questions_per_train_input if split == "train" else 1
+
+
+def build_digits(config: VisionAudioConfig) -> dict:
+    """scikit-learn's handwritten digits (1,797 real 8x8 scans), split by image."""
+    from datasets import Array2D, Dataset, Features, Value
+
+    d, splits = digit_split(config)
     features = Features({"input": Array2D((8, 8), "float32"), "value": Value("int32"), "template": Value("string"),
                          "prompt": Value("string"), "answer": Value("string")})
     out = {}
-    for split, ids, per in (("train", train, config.questions_per_train_input), ("val", val, 1), ("test", test, 1)):
+    for split, ids in splits.items():
         images = [d.images[i].astype(np.float32) for i in ids]
         values = [int(d.target[i]) for i in ids]
-        out[split] = Dataset.from_dict(_rows(images, values, 1000 * config.seed + SPLIT_SEEDS[split], per), features=features)
+        out[split] = Dataset.from_dict(_rows(images, values, 1000 * config.seed + SPLIT_SEEDS[split],
+                                             per_input(config, split)), features=features)
+    return out
+
+
+def build_video(config: VisionAudioConfig) -> dict:
+    """Clips of a digit scan moving across a larger frame (derived from the digit scans, split by scan)."""
+    from datasets import Array3D, Dataset, Features, Value
+
+    from cl_bench.task_streams.derived import moving_clip
+
+    d, splits = digit_split(config)
+    features = Features({"input": Array3D((4, 16, 16), "float32"), "value": Value("int32"),
+                         "template": Value("string"), "prompt": Value("string"), "answer": Value("string")})
+    out = {}
+    for split, ids in splits.items():
+        rng = np.random.default_rng([config.seed, SPLIT_SEEDS[split], 20])
+        clips = [moving_clip(d.images[i], rng) for i in ids]
+        values = [int(d.target[i]) for i in ids]
+        out[split] = Dataset.from_dict(_rows(clips, values, 1000 * config.seed + 20 + SPLIT_SEEDS[split],
+                                             per_input(config, split)), features=features)
+    return out
+
+
+def build_points(config: VisionAudioConfig) -> dict:
+    """Point clouds sampled from a digit scan's ink, turned in 3-D (derived from the digit scans, split by scan)."""
+    from datasets import Array2D, Dataset, Features, Value
+
+    from cl_bench.task_streams.derived import POINTS, ink_cloud
+
+    d, splits = digit_split(config)
+    features = Features({"input": Array2D((POINTS, 3), "float32"), "value": Value("int32"),
+                         "template": Value("string"), "prompt": Value("string"), "answer": Value("string")})
+    out = {}
+    for split, ids in splits.items():
+        rng = np.random.default_rng([config.seed, SPLIT_SEEDS[split], 30])
+        clouds = [ink_cloud(d.images[i], rng) for i in ids]
+        values = [int(d.target[i]) for i in ids]
+        out[split] = Dataset.from_dict(_rows(clouds, values, 1000 * config.seed + 30 + SPLIT_SEEDS[split],
+                                             per_input(config, split)), features=features)
+    return out
+
+
+def build_series(config: VisionAudioConfig) -> dict:
+    """JapaneseVowels (UCI/UEA): 12 LPC cepstrum channels of /ae/ said by speaker 1-9; the value is the speaker's number.
+
+    The archive's 370 test recordings are the test split; its 270 training recordings are split
+    (stratified by speaker) into 216 for training and 54 for validation.
+    """
+    from datasets import Array2D, Dataset, Features, Value
+    from sklearn.model_selection import train_test_split
+
+    from cl_bench.task_streams.derived import japanese_vowels
+
+    (x_train, y_train), (x_test, y_test) = japanese_vowels()
+    tr, va = train_test_split(np.arange(len(y_train)), test_size=54, stratify=y_train, random_state=config.seed)
+    parts = {"train": ([x_train[i] for i in tr], [y_train[i] for i in tr]),
+             "val": ([x_train[i] for i in va], [y_train[i] for i in va]), "test": (x_test, y_test)}
+    features = Features({"input": Array2D((None, 12), "float32"), "value": Value("int32"),
+                         "template": Value("string"), "prompt": Value("string"), "answer": Value("string")})
+    out = {}
+    for split, (xs, ys) in parts.items():
+        out[split] = Dataset.from_dict(_rows(xs, [int(v) for v in ys], 1000 * config.seed + 40 + SPLIT_SEEDS[split],
+                                             per_input(config, split)), features=features)
     return out
 
 

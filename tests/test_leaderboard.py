@@ -107,9 +107,9 @@ def test_markdown_matches_the_golden_table(board):
 def test_csv_latex_and_html(board):
     csv_text = leaderboard.to_csv(board)
     header, *lines = csv_text.splitlines()
-    assert header.startswith("stream,strategy,label,tier,acc,acc_low,acc_high,bwt,bwt_low") and len(lines) == 3
+    assert header.startswith("stream,order,strategy,label,tier,acc,acc_low,acc_high,bwt,bwt_low") and len(lines) == 3
     assert header.endswith(",seeds,method") and "expanded percentile bootstrap" in lines[0]
-    assert lines[0].startswith("vision-audio,joint,joint,1,0.883333,0.883333,0.883333,")
+    assert lines[0].startswith("vision-audio,vision > audio,joint,joint,1,0.883333,0.883333,0.883333,")
     latex = leaderboard.to_latex(board)
     assert r"\begin{tabular}" in latex and "0.567 [0.467, 0.667]" in latex and "Text ret. \\%" in latex
     assert "% Intervals: mean [95% interval] over seeds, an expanded percentile bootstrap" in latex
@@ -132,6 +132,44 @@ def test_rows_of_one_strategy_with_different_options_get_telling_labels(tmp_path
     assert labels == ["full-ft (lr=0.001)", "full-ft (lr=default)"]
 
 
+def test_orders_get_their_own_tables_and_the_order_effect_is_tested(tmp_path):
+    """Runs of a stream in another order form their own table; the order effect pairs ACC by seed."""
+    import json
+    import shutil
+
+    src = FIXTURES / "results" / "runs" / "vision-audio" / "full-ft"
+    shutil.copytree(src, tmp_path / "runs" / "vision-audio" / "full-ft")
+    accs = {}
+    for path in sorted(src.glob("*.json")):
+        doc = json.loads(path.read_text())
+        R = np.array(doc["accuracy_matrix"])
+        accs.setdefault("default", {})[doc["seed"]] = R[-1].mean()
+        # the same stream, audio learnt before vision: columns (and the stages) in that order
+        perm = [0, 2, 1]
+        R2 = np.clip(R[:, perm] + 0.05 * (doc["seed"] + 1), 0, 1)
+        doc["accuracy_matrix"] = R2.tolist()
+        doc["stream"]["tasks"] = [doc["stream"]["tasks"][i] for i in perm]
+        doc["stream"]["order"], doc["stream"]["default_order"] = ["audio", "vision"], ["vision", "audio"]
+        assert doc["schema_version"] == 1  # no per-item results or routing to permute
+        accs.setdefault("reversed", {})[doc["seed"]] = R2[-1].mean()
+        (tmp_path / "runs" / "vision-audio" / "full-ft" / path.name.replace(".json", "-rev.json")).write_text(
+            json.dumps(doc))
+    board = leaderboard.build(tmp_path)
+    assert [(t.title, t.default_order) for t in board.tables] == [
+        ("vision-audio", True), ("vision-audio, order audio > vision", False)]
+    assert [t.slug for t in board.tables] == ["vision-audio", "vision-audio--audio-vision"]
+    (effect,) = leaderboard.order_effects(board)
+    assert effect.label == "full-ft" and effect.orders == [("vision", "audio"), ("audio", "vision")]
+    assert effect.seeds == [0, 1] and effect.test == "paired t"
+    a, b = [accs["default"][s] for s in (0, 1)], [accs["reversed"][s] for s in (0, 1)]
+    assert effect.p_value == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert effect.acc == [pytest.approx(np.mean(a)), pytest.approx(np.mean(b))]
+    text = leaderboard.to_markdown(board)
+    assert "## vision-audio, order audio > vision" in text and "## Order effects" in text
+    assert f"| vision-audio | full-ft | vision > audio: {np.mean(a):.3f}; audio > vision: {np.mean(b):.3f} |" in text
+    assert "Order effects" in leaderboard.to_html(board)
+
+
 def test_cli_leaderboard_formats_stream_and_errors(monkeypatch):
     monkeypatch.chdir(FIXTURES)
     runner = CliRunner()
@@ -139,7 +177,7 @@ def test_cli_leaderboard_formats_stream_and_errors(monkeypatch):
     assert out.exit_code == 0, out.output
     assert "| joint |" in out.stdout and "left out results/runs/vision-audio/broken/future.json" in out.stderr
     out = runner.invoke(main, ["leaderboard", "--format", "csv", "--sort", "forgetting", "--device", "cpu"])
-    assert out.exit_code == 0 and out.stdout.splitlines()[1].startswith("vision-audio,align-only")
+    assert out.exit_code == 0 and out.stdout.splitlines()[1].startswith("vision-audio,vision > audio,align-only")
     out = runner.invoke(main, ["leaderboard", "--stream", "nope", "--device", "cpu"])
     assert out.exit_code != 0 and "no finished runs of stream 'nope'" in out.output and "vision-audio" in out.output
     out = runner.invoke(main, ["leaderboard", "--results-dir", "missing", "--device", "cpu"])

@@ -91,29 +91,121 @@ class LogMelFrames(Encoder):
         return x.reshape(B, F // self.frames_per_token, self.frames_per_token * M)  # (B, T, out_dim)
 
 
-ENCODERS = {("image", "patches"): ImagePatches, ("audio", "log-mel"): LogMelFrames}
-DEFAULT_ENCODERS = {"image": "patches", "audio": "log-mel"}
+class VideoTubelets(Encoder):
+    """Non-overlapping tubelets of a grey-scale clip, flattened (ViViT's and VideoMAE's front-end).
+
+    A tubelet is `frames` consecutive frames of a `patch` x `patch` square; a clip of 4
+    frames of 16x16 gives (4/2) x (16/8)^2 = 8 tokens of 2*8*8 = 128 values by default,
+    in time-major order. Pixel values are scaled by `scale` into [0, 1].
+    """
+
+    modality = "video"
+    name = "tubelets"
+
+    def __init__(self, frames: int = 2, patch: int = 8, clip_frames: int = 4, frame_size: int = 16,
+                 scale: float = 16.0) -> None:
+        super().__init__()
+        if clip_frames % frames or frame_size % patch:
+            raise ValueError(f"tubelets of {frames}x{patch}x{patch} must divide clips of "
+                             f"{clip_frames}x{frame_size}x{frame_size}")
+        self.frames, self.patch, self.clip_frames, self.frame_size, self.scale = frames, patch, clip_frames, frame_size, scale
+        self.out_dim = frames * patch * patch
+
+    def featurize(self, raw: list) -> torch.Tensor:
+        x = torch.as_tensor(np.stack([np.asarray(r, dtype=np.float32) for r in raw]))
+        want = (self.clip_frames, self.frame_size, self.frame_size)
+        if x.shape[1:] != want:
+            raise ValueError(f"VideoTubelets expects clips of shape {want} (frames, height, width), got {tuple(x.shape[1:])}")
+        return x / self.scale  # (N, T, H, W)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        B, T, H, W = features.shape
+        t, p = self.frames, self.patch
+        x = features.reshape(B, T // t, t, H // p, p, W // p, p).permute(0, 1, 3, 5, 2, 4, 6)
+        return x.reshape(B, (T // t) * (H // p) * (W // p), t * p * p)  # (B, tokens, t*p*p)
+
+
+class SeriesPatches(Encoder):
+    """Patches of a multichannel time series, all channels of a patch in one token (PatchTST's
+    patching, channel-mixed).
+
+    A series of up to `length` steps and `channels` channels is zero-padded at the end to
+    `length` (longer ones are cut) and split into patches of `patch` steps: 32 steps of 12
+    channels give 4 tokens of 8*12 = 96 values by default.
+    """
+
+    modality = "time-series"
+    name = "patches"
+
+    def __init__(self, length: int = 32, channels: int = 12, patch: int = 8) -> None:
+        super().__init__()
+        if length % patch:
+            raise ValueError(f"patch length {patch} must divide the series length {length}")
+        self.length, self.channels, self.patch = length, channels, patch
+        self.out_dim = patch * channels
+
+    def featurize(self, raw: list) -> torch.Tensor:
+        out = np.zeros((len(raw), self.length, self.channels), dtype=np.float32)
+        for i, r in enumerate(raw):
+            a = np.asarray(r, dtype=np.float32)
+            if a.ndim != 2 or a.shape[1] != self.channels:
+                raise ValueError(f"SeriesPatches expects series of shape (steps, {self.channels}), got {a.shape}")
+            n = min(len(a), self.length)
+            out[i, :n] = a[:n]
+        return torch.from_numpy(out)  # (N, length, channels)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        B, L, C = features.shape
+        return features.reshape(B, L // self.patch, self.patch * C)  # (B, tokens, patch*channels)
+
+
+class PointGroups(Encoder):
+    """Point-BERT's and Point-MAE's front-end: farthest point sampling picks `groups` centres,
+    each centre's `neighbours` nearest points (coordinates relative to the centre) and the
+    centre's own coordinates make one token: 8 groups of 16 points give 8 tokens of
+    3 + 16*3 = 51 values by default. Deterministic (sampling starts at the first point).
+    """
+
+    modality = "point-cloud"
+    name = "point-groups"
+
+    def __init__(self, groups: int = 8, neighbours: int = 16) -> None:
+        super().__init__()
+        self.groups, self.neighbours = groups, neighbours
+        self.out_dim = 3 + 3 * neighbours
+
+    def featurize(self, raw: list) -> torch.Tensor:
+        x = torch.as_tensor(np.stack([np.asarray(r, dtype=np.float32) for r in raw]))
+        if x.ndim != 3 or x.shape[2] != 3 or x.shape[1] < max(self.groups, self.neighbours):
+            raise ValueError(f"PointGroups expects clouds of shape (points >= {max(self.groups, self.neighbours)}, 3), "
+                             f"got {tuple(x.shape[1:])}")
+        return x  # (N, P, 3)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        B, P, _ = features.shape
+        # Farthest point sampling: written out because it is a few lines of torch (the
+        # libraries that ship it, e.g. pytorch3d, need compiled extensions).
+        chosen = torch.zeros(B, self.groups, dtype=torch.long, device=features.device)
+        dist = torch.full((B, P), float("inf"), device=features.device)
+        last = features[:, 0]
+        for g in range(1, self.groups):
+            dist = torch.minimum(dist, ((features - last[:, None]) ** 2).sum(-1))
+            chosen[:, g] = dist.argmax(-1)
+            last = features[torch.arange(B), chosen[:, g]]
+        centres = features.gather(1, chosen[..., None].expand(-1, -1, 3))  # (B, G, 3)
+        knn = torch.cdist(centres, features).topk(self.neighbours, largest=False).indices  # (B, G, K), nearest first
+        near = features.gather(1, knn.reshape(B, -1, 1).expand(-1, -1, 3)).reshape(B, self.groups, self.neighbours, 3)
+        return torch.cat([centres, (near - centres[:, :, None]).reshape(B, self.groups, -1)], -1)  # (B, G, 3+3K)
 
 
 def build_encoder(modality: str, name: str | None = None) -> Encoder:
-    """The frozen encoder `name` for `modality` (its default when name is None).
+    """The frozen encoder `name` for the registered `modality` (its default when name is None).
 
-    `name` is a built-in name ("patches", "log-mel") or "module:Class" naming an
-    Encoder subclass of your own, constructed without arguments.
+    `name` is one of the modality's encoders ("patches", "log-mel", ...) or "module:Class"
+    naming an Encoder subclass of your own, constructed without arguments.
     """
-    from cl_bench.registry import Entry
+    from cl_bench import modality as modalities
 
-    name = name or DEFAULT_ENCODERS.get(modality)
-    if name and ":" in name:
-        cls = Entry(name, name, "--encoder").load()
-    else:
-        cls = ENCODERS.get((modality, name))
-    if not (isinstance(cls, type) and issubclass(cls, Encoder)):
-        known = ", ".join(f"{m}={n}" for m, n in ENCODERS)
-        raise ValueError(f"no encoder {name!r} for modality {modality!r}; known: {known}, "
-                         "or module:Class naming an Encoder subclass")
-    enc = cls()
-    if enc.modality != modality:
-        raise ValueError(f"encoder {name!r} is for modality {enc.modality!r}, not {modality!r}")
+    enc = modalities.get(modality).encoder_class(name)()
     enc.requires_grad_(False)
     return enc.eval()

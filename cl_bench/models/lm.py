@@ -122,7 +122,11 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
     shape = {k: v for k, v in config.to_dict().items() if k != "transformers_version"}
     key = stable_hash({"version": BASE_VERSION, "preset": model, "config": shape, "vocab": words,
                        "pretrain": asdict(pretrain), "text": stable_hash(stream.base.train.to_dict())})
-    target = Path(cache_dir) / "models" / f"{stream.name}-{model}-{key}"
+    # One base per key: streams whose text task and vocabulary agree (every number stream) share it.
+    target = Path(cache_dir) / "models" / f"{model}-{key}"
+    legacy = Path(cache_dir) / "models" / f"{stream.name}-{model}-{key}"  # where clbench <= 0.3.0 saved it
+    if not (target / "clbench.json").exists() and (legacy / "clbench.json").exists():
+        target = legacy
     if (target / "clbench.json").exists():
         lm = AutoModelForCausalLM.from_pretrained(target, local_files_only=True)
         tok = AutoTokenizer.from_pretrained(target, local_files_only=True)

@@ -1,0 +1,164 @@
+"""Task streams as plug-ins: the Stream base class, its options, the checks on load, and task order.
+
+A stream plug-in subclasses Stream, names its options in a dataclass `Config` (given on the
+command line as ``--stream-option key=value``) and builds a TaskStream: the base text task,
+then one task per new modality. Every stream is checked when it is loaded (`check`), and any
+order of its new tasks can be asked for (``--order audio,vision`` or ``--order random:3``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from cl_bench.experience import INPUT_MARKER, TaskStream
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A stream without options."""
+
+
+class Stream:
+    """Base class of task streams.
+
+    Subclasses set `name` (as registered) and `tasks` (new task name -> modality, in the
+    order they are learnt), optionally `encoders` (modality -> encoder name, where the
+    stream wants other than the modality's default) and `Config` (a frozen dataclass of
+    options with defaults and field metadata {"help": ...}), and implement `build`.
+    The TaskStream it builds must match `tasks`; `clbench validate --stream NAME` checks it.
+    """
+
+    name: ClassVar[str] = ""
+    tasks: ClassVar[dict[str, str]] = {}
+    encoders: ClassVar[dict[str, str]] = {}
+    Config: ClassVar[type] = NoOptions
+
+    def __init__(self, config=None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def build(self, cache_dir: Path | None = None, progress: bool = True) -> TaskStream:  # pragma: no cover
+        """The stream's tasks, with their data (built once and cached under cache_dir)."""
+        raise NotImplementedError
+
+
+def stream_class(name: str) -> type[Stream]:
+    from cl_bench import registry
+
+    cls = registry.streams.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Stream)):
+        raise TypeError(f"stream {name!r} is {cls!r}, not a cl_bench.Stream subclass")
+    if not cls.tasks:
+        raise TypeError(f"stream {name!r} declares no tasks: set {cls.__name__}.tasks = {{task name: modality, ...}}")
+    if not (dataclasses.is_dataclass(cls.Config) and isinstance(cls.Config, type)):
+        raise TypeError(f"stream {name!r}: its Config is {cls.Config!r}, not a dataclass")
+    return cls
+
+
+def make(name: str, options: dict | None = None) -> Stream:
+    """The registered stream `name` with its options ("key" -> value; strings are converted)."""
+    from cl_bench.config import from_options
+
+    cls = stream_class(name)
+    return cls(from_options(cls.Config, dict(options or {}), f"stream {name!r}"))
+
+
+def changed_options(stream: Stream) -> dict:
+    """The stream's options that differ from their defaults (what a run key needs)."""
+    default = dataclasses.asdict(type(stream).Config())
+    return {k: v for k, v in dataclasses.asdict(stream.config).items() if default.get(k) != v}
+
+
+def load(name: str, options: dict | None = None, order: str | None = None, cache_dir: Path | None = None,
+         progress: bool = True) -> TaskStream:
+    """Build the stream `name`, check it (ValueError listing every problem) and put its new tasks in `order`."""
+    ts = build_checked(make(name, options), name, cache_dir, progress)
+    return ts.reordered(parse_order(order, ts)) if order else ts
+
+
+def build_checked(s: Stream, name: str, cache_dir: Path | None = None, progress: bool = True) -> TaskStream:
+    """`s.build(...)`, checked: a ValueError lists every problem of a malformed stream."""
+    ts = s.build(cache_dir, progress=progress)
+    problems = check(ts, name)
+    declared = dict(type(s).tasks)
+    if not problems and declared and {e.name: e.modality for e in ts.experiences} != declared:
+        problems.append(f"it declares the tasks {declared} (Stream.tasks) but builds "
+                        f"{ {e.name: e.modality for e in ts.experiences} }")
+    elif not problems and declared and list(declared) != list(ts.order):
+        problems.append(f"it declares the order {', '.join(declared)} (Stream.tasks) but builds {', '.join(ts.order)}")
+    for m in type(s).encoders:
+        if m not in declared.values():
+            problems.append(f"Stream.encoders names modality {m!r}, which none of its tasks has")
+    if problems:
+        raise ValueError(f"stream {name!r} is malformed:\n" + "\n".join(f"  - {p}" for p in problems))
+    return ts
+
+
+def parse_order(spec: str, ts: TaskStream) -> tuple[str, ...]:
+    """Task names in the order `spec` asks for: "audio,vision" (every new task once), or "random:SEED"."""
+    names = [e.name for e in ts.experiences]
+    spec = spec.strip()
+    if spec.startswith("random:"):
+        try:
+            seed = int(spec.partition(":")[2])
+        except ValueError:
+            raise ValueError(f"--order {spec!r}: random needs an integer seed, e.g. --order random:3") from None
+        out = list(names)
+        random.Random(seed).shuffle(out)
+        return tuple(out)
+    got = [n.strip() for n in spec.split(",") if n.strip()]
+    if sorted(got) != sorted(names):
+        raise ValueError(f"--order {spec!r} must name each new task of stream {ts.name!r} once "
+                         f"({','.join(names)}), or be random:SEED")
+    return tuple(got)
+
+
+def check(ts, name: str | None = None) -> list[str]:
+    """Everything wrong with a built stream (an empty list when it is well formed)."""
+    from cl_bench import modality
+
+    if not isinstance(ts, TaskStream):
+        return [f"build() returned {type(ts).__name__}, not a cl_bench.TaskStream"]
+    problems = []
+    if name is not None and ts.name != name:
+        problems.append(f"it calls itself {ts.name!r}; build() must return TaskStream(name={name!r}, ...)")
+    if not ts.experiences:
+        problems.append("it has no new-modality task after the base text task")
+    seen: dict[str, str] = {}
+    known = modality.known()
+    for e in ts.experiences:
+        if e.modality == "text":
+            problems.append(f"task {e.name!r}: a new task must be in a new modality, not text")
+        elif e.modality in seen:
+            problems.append(f"tasks {seen[e.modality]!r} and {e.name!r} are both {e.modality!r}: each modality has "
+                            "one encoder and projector, so a stream has one task per modality")
+        seen.setdefault(e.modality, e.name)
+        if e.modality not in known:
+            problems.append(f"task {e.name!r}: modality {e.modality!r} is not registered ({', '.join(known)})")
+    for t in ts.tasks:
+        for split_name in ("train", "val", "test"):
+            split = getattr(t, split_name)
+            where = f"task {t.name!r} {split_name} split"
+            if split is None or not hasattr(split, "column_names"):
+                problems.append(f"{where}: missing, or not a datasets.Dataset")
+                continue
+            if len(split) == 0:
+                problems.append(f"{where}: empty")
+            need = {"prompt", "answer", "template"} | ({"input"} if t.modality != "text" else set())
+            missing = need - set(split.column_names)
+            if missing:
+                problems.append(f"{where}: no column {', '.join(sorted(missing))}")
+                continue
+            unknown = sorted(set(split["answer"]) - set(t.answer_set))
+            if unknown:
+                problems.append(f"{where}: answers outside the task's answer_set: {', '.join(map(repr, unknown[:5]))}")
+            templates = sorted(set(split["template"]) - set(t.prompt_templates))
+            if templates:
+                problems.append(f"{where}: templates with no prompt_templates entry: {', '.join(templates[:5])}")
+            if t.modality != "text" and len(split):
+                if any(p.count(INPUT_MARKER) > 1 for p in split["prompt"]):
+                    problems.append(f"{where}: a prompt holds {INPUT_MARKER} more than once")
+    return problems
