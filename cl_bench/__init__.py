@@ -5,7 +5,7 @@ plug-in (a strategy, a stream, a modality) needs is importable from here, e.g.
 ``from cl_bench import Strategy, Stream, Modality, Encoder``; each name is loaded on first use.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0.dev0"
 
 # The public API: name -> module that defines it (loaded lazily by __getattr__).
 _API = {

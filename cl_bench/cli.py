@@ -42,6 +42,12 @@ def _encoders(pairs) -> dict[str, str]:
     return out
 
 
+def _stream_class(name: str):
+    from cl_bench.stream import stream_class
+
+    return stream_class(name)
+
+
 def _stream_opts(pairs) -> dict[str, str]:
     return _parse_options(pairs, "-s/--stream-option", "-s train-speakers=40")
 
@@ -104,7 +110,7 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
         from cl_bench.runner import RunConfig
         from cl_bench.runner import run as run_stream
 
-        registry.streams.entry(stream)
+        _stream_class(stream)
         registry.strategies.entry(strategy)
         config = RunConfig(stream=stream, strategy=strategy, model=model, seed=seed, device=device,
                            budget=Budget(steps=steps, batch_size=batch_size),
@@ -146,7 +152,7 @@ def validate(strategy, stream, steps, options, encoders, stream_options, order, 
 
     what = strategy or f"stream {stream}"
     try:
-        registry.streams.entry(stream)
+        _stream_class(stream)
         if strategy:
             registry.strategies.entry(strategy)
             problems = check(strategy, stream, cache_dir, steps=steps, options=_parse_options(options),
@@ -473,7 +479,7 @@ def publish(stream, strategies, seeds, orders, encoders, stream_options, results
     try:
         stream_names = registry.streams.names() if stream == "all" else [x.strip() for x in stream.split(",")]
         for n in stream_names:
-            registry.streams.entry(n)
+            _stream_class(n)
         names = registry.strategies.names() if strategies == "all" else [s.strip() for s in strategies.split(",")]
         for n in names:
             registry.strategies.entry(n)

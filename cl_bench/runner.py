@@ -115,7 +115,7 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     t0 = time.perf_counter()
     stream_obj = streams.make(config.stream, config.stream_options)
     stream_changes = streams.changed_options(stream_obj)
-    built = streams.build_checked(stream_obj, config.stream, cache, progress=progress)
+    built = streams.build_checked(stream_obj, stream_obj.name, cache, progress=progress)
     stream = built.reordered(streams.parse_order(config.order, built)) if config.order else built
     default_order = built.order
     base = load_base(config.model, stream, device, cache, config.pretrain, progress=progress)
@@ -129,6 +129,8 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     # Keyed only when not the stream's defaults, so that a default run keeps its key.
     if stream_changes:
         ident["stream_options"] = stream_changes
+    if hasattr(stream_obj, "file_key"):  # a stream file: its content and its data files
+        ident["stream_file"] = stream_obj.file_key()
     if stream.order != default_order:
         ident["order"] = list(stream.order)
     key = stable_hash(ident)

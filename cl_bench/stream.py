@@ -46,8 +46,11 @@ class Stream:
 
 
 def stream_class(name: str) -> type[Stream]:
-    from cl_bench import registry
+    """The Stream subclass registered as `name`, or built from the stream file `name` (.yaml/.yml)."""
+    from cl_bench import registry, yaml_stream
 
+    if yaml_stream.is_stream_file(name):
+        return yaml_stream.stream_class(name)
     cls = registry.streams.get(name)
     if not (isinstance(cls, type) and issubclass(cls, Stream)):
         raise TypeError(f"stream {name!r} is {cls!r}, not a cl_bench.Stream subclass")
@@ -74,8 +77,10 @@ def changed_options(stream: Stream) -> dict:
 
 def load(name: str, options: dict | None = None, order: str | None = None, cache_dir: Path | None = None,
          progress: bool = True) -> TaskStream:
-    """Build the stream `name`, check it (ValueError listing every problem) and put its new tasks in `order`."""
-    ts = build_checked(make(name, options), name, cache_dir, progress)
+    """Build the stream `name` (or stream file), check it (ValueError listing every problem) and put its new
+    tasks in `order`."""
+    s = make(name, options)
+    ts = build_checked(s, s.name, cache_dir, progress)
     return ts.reordered(parse_order(order, ts)) if order else ts
 
 

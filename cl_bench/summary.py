@@ -14,8 +14,11 @@ def format_summary(result: dict, path=None) -> str:
     rows = result["accuracy_matrix"]
     labels = ["base"] + [f"after {s['experience']}" for s in result["stages"]]
     w = max(len(x) for x in labels) + 2
-    out = [f"{result['config']['strategy']} on {result['stream']['name']} "
-           f"(model {result['config']['model']}, seed {result['seed']})", "",
+    st = result["stream"]
+    order = st.get("order")
+    reordered = f", order {' > '.join(order)}" if order and order != st.get("default_order", order) else ""
+    out = [f"{result['config']['strategy']} on {st['name']} "
+           f"(model {result['config']['model']}, seed {result['seed']}{reordered})", "",
            "accuracy matrix R[stage, task]:",
            " " * w + "".join(f"{t:>10}" for t in tasks)]
     for label, row in zip(labels, rows):

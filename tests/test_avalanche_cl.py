@@ -219,3 +219,35 @@ def test_lwf_positions_masks():
     assert positions_mask(x, "all").tolist() == [[True, True, True, True, False]]
     assert positions_mask(x, "answer").tolist() == [[False, False, True, True, False]]
     assert positions_mask(x, "prompt").tolist() == [[True, True, False, False, False]]
+
+
+def test_a_stream_exported_to_avalanche_trains_with_avalanches_own_strategy(cache_dir, stream):
+    """avalanche_benchmark: the stream as avalanche experiences, trained by avalanche's EWC as a user would."""
+    import torch
+    from avalanche.training import EWC
+
+    from cl_bench.avalanche_export import avalanche_benchmark, avalanche_parts
+    from cl_bench.models.encoders import build_encoder
+    from cl_bench.models.lm import PretrainConfig, load_base
+    from cl_bench.models.multimodal import MultimodalLM
+    from cl_bench.strategies.avalanche_cl.glue import quiet_evaluator
+
+    base = load_base("mixtral-tiny", stream, torch.device("cpu"), cache_dir, PretrainConfig(steps=5, batch_size=8),
+                     progress=False)
+    mm = MultimodalLM(base.lm, base.tokenizer, {m: build_encoder(m) for m in stream.modalities})
+    bench = avalanche_benchmark(stream, mm, limit=8)
+    assert [len(bench.train_stream), len(bench.valid_stream), len(bench.test_stream)] == [3, 3, 3]
+    assert [e.task_label for e in bench.train_stream] == [0, 1, 2]
+    vision = bench.train_stream[1].dataset
+    assert len(vision) == 8 and list(vision.targets) == [stream.tasks[1].answer_set.index(a)
+                                                        for a in stream.tasks[1].train["answer"][:8]]
+    module, criterion = avalanche_parts(mm)
+    before = {k: v.clone() for k, v in mm.lm.state_dict().items()}
+    opt = torch.optim.SGD([p for p in mm.parameters() if p.requires_grad], lr=1e-2)
+    strategy = EWC(model=module, optimizer=opt, criterion=criterion, ewc_lambda=10.0, train_mb_size=4,
+                   train_epochs=1, eval_mb_size=8, device="cpu", evaluator=quiet_evaluator())
+    for exp in bench.train_stream:
+        strategy.train(exp)
+    assert len(strategy.plugins[0].saved_params) == 3  # EWC consolidated after each experience
+    assert any(not torch.equal(before[k], v) for k, v in mm.lm.state_dict().items())
+    strategy.eval(bench.test_stream)  # avalanche's eval loop runs on every task's test items

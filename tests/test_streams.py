@@ -198,6 +198,9 @@ def test_order_is_recorded_and_keyed(tmp_path, cache_dir, stream):
     assert same["run_key"] == default["run_key"] and p1 == p0
     assert rev["stream"]["order"] == ["audio", "vision"] and rev["run_key"] != default["run_key"] and p2 != p0
     assert [s["experience"] for s in rev["stages"]] == ["audio", "vision"]
+    from cl_bench.summary import format_summary
+
+    assert "seed 0, order audio > vision)" in format_summary(rev) and "order" not in format_summary(same).splitlines()[0]
     assert [t["name"] for t in rev["stream"]["tasks"]] == ["text", "audio", "vision"]
     assert rev["stream"]["tasks"][1]["encoder"] == "cl_bench.models.encoders:LogMelFrames"
     # the registered reverse stream runs the same tasks in the same order (its own name and key)

@@ -109,15 +109,20 @@ class Collate:
         return [MixedBatch(parts, labels, tokens), labels, tasks]
 
 
-def make_experience(collate: Collate, source: str, data: TaskData, answers: list[int], task_label: int,
-                    index: int):
-    """An avalanche experience (with task labels) over one clbench split already tokenized in `data`."""
+def make_dataset(collate: Collate, source: str, data: TaskData, answers: list[int], task_label: int):
+    """A task-aware avalanche dataset over one clbench split already tokenized in `data`."""
     collate.sources[source] = data
-    dataset = TaskAwareSupervisedClassificationDataset(
+    return TaskAwareSupervisedClassificationDataset(
         [_Items(source, answers)],
         data_attributes=[DataAttribute(answers, "targets"),
                          DataAttribute([task_label] * len(answers), "targets_task_labels", use_in_getitem=True)],
         collate_fn=collate)
+
+
+def make_experience(collate: Collate, source: str, data: TaskData, answers: list[int], task_label: int,
+                    index: int):
+    """An avalanche experience (with task labels) over one clbench split already tokenized in `data`."""
+    dataset = make_dataset(collate, source, data, answers, task_label)
     return with_task_labels(DatasetExperience(dataset=dataset, current_experience=index))
 
 

@@ -1,0 +1,1 @@
+"""A clbench plug-in: the tally modality, the tally-numbers stream and the last-layer strategy."""
