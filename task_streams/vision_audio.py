@@ -169,42 +169,42 @@ def build_digits(config: VisionAudioConfig) -> dict:
     return out
 
 
-def build_video(config: VisionAudioConfig) -> dict:
-    """Clips of a digit scan moving across a larger frame (derived from the digit scans, split by scan)."""
-    from datasets import Array3D, Dataset, Features, Value
+def _from_scans(config: VisionAudioConfig, input_feature, derive, salt: int) -> dict:
+    """Question rows about an input derived from each digit scan, in the vision task's splits.
 
-    from cl_bench.task_streams.derived import moving_clip
+    `derive(image, rng)` makes one input; `salt` keeps this task's random draws its own.
+    """
+    from datasets import Dataset, Features, Value
 
     d, splits = digit_split(config)
-    features = Features({"input": Array3D((4, 16, 16), "float32"), "value": Value("int32"),
-                         "template": Value("string"), "prompt": Value("string"), "answer": Value("string")})
+    features = Features({"input": input_feature, "value": Value("int32"), "template": Value("string"),
+                         "prompt": Value("string"), "answer": Value("string")})
     out = {}
     for split, ids in splits.items():
-        rng = np.random.default_rng([config.seed, SPLIT_SEEDS[split], 20])
-        clips = [moving_clip(d.images[i], rng) for i in ids]
+        rng = np.random.default_rng([config.seed, SPLIT_SEEDS[split], salt])
+        inputs = [derive(d.images[i], rng) for i in ids]
         values = [int(d.target[i]) for i in ids]
-        out[split] = Dataset.from_dict(_rows(clips, values, 1000 * config.seed + 20 + SPLIT_SEEDS[split],
+        out[split] = Dataset.from_dict(_rows(inputs, values, 1000 * config.seed + salt + SPLIT_SEEDS[split],
                                              per_input(config, split)), features=features)
     return out
+
+
+def build_video(config: VisionAudioConfig) -> dict:
+    """Clips of a digit scan moving across a larger frame (derived from the digit scans, split by scan)."""
+    from datasets import Array3D
+
+    from cl_bench.task_streams.derived import FRAME_SIZE, FRAMES, moving_clip
+
+    return _from_scans(config, Array3D((FRAMES, FRAME_SIZE, FRAME_SIZE), "float32"), moving_clip, 20)
 
 
 def build_points(config: VisionAudioConfig) -> dict:
     """Point clouds sampled from a digit scan's ink, turned in 3-D (derived from the digit scans, split by scan)."""
-    from datasets import Array2D, Dataset, Features, Value
+    from datasets import Array2D
 
     from cl_bench.task_streams.derived import POINTS, ink_cloud
 
-    d, splits = digit_split(config)
-    features = Features({"input": Array2D((POINTS, 3), "float32"), "value": Value("int32"),
-                         "template": Value("string"), "prompt": Value("string"), "answer": Value("string")})
-    out = {}
-    for split, ids in splits.items():
-        rng = np.random.default_rng([config.seed, SPLIT_SEEDS[split], 30])
-        clouds = [ink_cloud(d.images[i], rng) for i in ids]
-        values = [int(d.target[i]) for i in ids]
-        out[split] = Dataset.from_dict(_rows(clouds, values, 1000 * config.seed + 30 + SPLIT_SEEDS[split],
-                                             per_input(config, split)), features=features)
-    return out
+    return _from_scans(config, Array2D((POINTS, 3), "float32"), ink_cloud, 30)
 
 
 def build_series(config: VisionAudioConfig) -> dict:
