@@ -124,9 +124,9 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
                        "pretrain": asdict(pretrain), "text": stable_hash(stream.base.train.to_dict())})
     # One base per key: streams whose text task and vocabulary agree (every number stream) share it.
     target = Path(cache_dir) / "models" / f"{model}-{key}"
-    legacy = Path(cache_dir) / "models" / f"{stream.name}-{model}-{key}"  # where clbench <= 0.3.0 saved it
-    if not (target / "clbench.json").exists() and (legacy / "clbench.json").exists():
-        target = legacy
+    if not (target / "clbench.json").exists():  # clbench <= 0.3.0 saved it as <stream>-<model>-<key>
+        target = next((p.parent for p in sorted((Path(cache_dir) / "models").glob(f"*-{model}-{key}/clbench.json"))),
+                      target)
     if (target / "clbench.json").exists():
         lm = AutoModelForCausalLM.from_pretrained(target, local_files_only=True)
         tok = AutoTokenizer.from_pretrained(target, local_files_only=True)
