@@ -234,3 +234,17 @@ def test_the_five_modality_stream_keeps_the_contract(cache_dir, strategy):
     from cl_bench.validate import validate
 
     assert validate(strategy, "five-modalities", str(cache_dir)) == []
+
+
+def test_publish_runs_every_order_and_reports_the_order_effect(tmp_path, cache_dir, stream):
+    res = tmp_path / "published"
+    args = ["publish", "--stream", "vision-audio", "--strategies", "align-only", "--seeds", "0,1",
+            "--order", "default", "--order", "audio,vision", "--steps", "2", "--pretrain-steps", "5",
+            "--results-dir", str(res), "--cache-dir", str(cache_dir), "--device", "cpu", "--eval-limit", "32"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    assert len(list((res / "runs" / "vision-audio").rglob("*.json"))) == 4
+    md = (res / "leaderboard.md").read_text()
+    assert "## vision-audio\n" in md and "## vision-audio, order audio > vision" in md
+    assert "## Order effects" in md and "| vision-audio | align-only | vision > audio: " in md
+    assert (res / "figures" / "vision-audio--audio-vision" / "pareto.png").exists()
