@@ -243,7 +243,13 @@ def _load_task(spec: dict, t: dict, i: int) -> dict:
         if t["modality"] != "text":
             rows["input"] = [_input(v, t, root, f"{where}.input ({split} item {k})")
                              for k, v in enumerate(ds[t["input"]])]
-        out[split] = Dataset.from_dict(rows)
+        features = None
+        if t["modality"] == "audio":  # waveforms as int16, as clbench's own audio is stored
+            from datasets import Features, Sequence, Value
+
+            features = Features({"prompt": Value("string"), "answer": Value("string"), "template": Value("string"),
+                                 "input": Sequence(Value("int16"))})
+        out[split] = Dataset.from_dict(rows, features=features)
     return out
 
 
