@@ -113,11 +113,9 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     _quiet_libraries()
 
     t0 = time.perf_counter()
-    stream_obj = streams.make(config.stream, config.stream_options)
+    stream_obj, stream = streams.load(config.stream, config.stream_options, config.order, cache, progress=progress)
     stream_changes = streams.changed_options(stream_obj)
-    built = streams.build_checked(stream_obj, stream_obj.name, cache, progress=progress)
-    stream = built.reordered(streams.parse_order(config.order, built)) if config.order else built
-    default_order = built.order
+    default_order = tuple(type(stream_obj).tasks)  # build_checked holds a stream to its declared order
     base = load_base(config.model, stream, device, cache, config.pretrain, progress=progress)
     setup_seconds = time.perf_counter() - t0
 
@@ -146,9 +144,7 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
             return done, path
 
     torch.manual_seed(config.seed)  # projector initialisation
-    # An encoder given on the command line, else the one the stream declares, else the modality's default.
-    encoders = {m: build_encoder(m, config.encoders.get(m) or type(stream_obj).encoders.get(m))
-                for m in dict.fromkeys(stream.modalities) if m != "text"}
+    encoders = {m: build_encoder(m, name) for m, name in streams.encoder_names(stream_obj, stream, config.encoders).items()}
     model = MultimodalLM(base.lm, base.tokenizer, encoders).to(device)
     checkpoints: dict[str, dict[str, float]] = {}  # this stage's Strategy.checkpoint records
 

@@ -69,6 +69,13 @@ def make(name: str, options: dict | None = None) -> Stream:
     return cls(from_options(cls.Config, dict(options or {}), f"stream {name!r}"))
 
 
+def encoder_names(s: Stream, ts: TaskStream, overrides: dict | None = None) -> dict[str, str | None]:
+    """Each new modality's encoder: one given on the command line (`overrides`), else the one the stream
+    declares (Stream.encoders), else None (the modality's default)."""
+    overrides = overrides or {}
+    return {m: overrides.get(m) or type(s).encoders.get(m) for m in dict.fromkeys(ts.modalities)}
+
+
 def changed_options(stream: Stream) -> dict:
     """The stream's options that differ from their defaults (what a run key needs)."""
     default = dataclasses.asdict(type(stream).Config())
@@ -76,12 +83,12 @@ def changed_options(stream: Stream) -> dict:
 
 
 def load(name: str, options: dict | None = None, order: str | None = None, cache_dir: Path | None = None,
-         progress: bool = True) -> TaskStream:
-    """Build the stream `name` (or stream file), check it (ValueError listing every problem) and put its new
-    tasks in `order`."""
+         progress: bool = True) -> tuple[Stream, TaskStream]:
+    """The stream `name` (or stream file) with its options, and what it builds, checked (ValueError listing
+    every problem), its new tasks in `order`. The stream's own order is `tuple(type(stream).tasks)`."""
     s = make(name, options)
     ts = build_checked(s, s.name, cache_dir, progress)
-    return ts.reordered(parse_order(order, ts)) if order else ts
+    return s, (ts.reordered(parse_order(order, ts)) if order else ts)
 
 
 def build_checked(s: Stream, name: str, cache_dir: Path | None = None, progress: bool = True) -> TaskStream:

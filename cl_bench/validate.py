@@ -145,10 +145,11 @@ def validate_stream(stream: str, options: dict | None = None, encoders: dict | N
     from cl_bench import stream as streams
     from cl_bench.models.encoders import build_encoder
 
-    ts = streams.load(stream, options, order, cache_dir, progress=progress)  # raises on a malformed stream
+    s, ts = streams.load(stream, options, order, cache_dir, progress=progress)  # raises on a malformed stream
+    names = streams.encoder_names(s, ts, encoders)
     problems = []
     for e in ts.experiences:
-        name = (encoders or {}).get(e.modality)
+        name = names[e.modality]
         try:
             enc = build_encoder(e.modality, name)
         except (ValueError, TypeError, LookupError) as err:

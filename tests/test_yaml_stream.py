@@ -9,6 +9,7 @@ from scipy.io import wavfile
 
 from cl_bench import stream as streams
 from cl_bench.cli import main
+from cl_bench.models.encoders import ImagePatches
 from cl_bench.yaml_stream import StreamFileError, read_spec
 
 WORDS = ("zero", "one", "two")
@@ -67,7 +68,7 @@ def write_stream(root, **task_overrides):
 
 def test_a_yaml_stream_from_local_files_runs_end_to_end(tmp_path, cache_dir):
     path = write_stream(tmp_path / "data")
-    ts = streams.load(str(path), cache_dir=tmp_path / "cache", progress=False)
+    _, ts = streams.load(str(path), cache_dir=tmp_path / "cache", progress=False)
     assert ts.name == "my-stream" and [t.name for t in ts.tasks] == ["text", "digits", "tones", "series"]
     assert [t.modality for t in ts.tasks] == ["text", "image", "audio", "time-series"]
     digits, tones, series = ts.experiences
@@ -101,7 +102,7 @@ def test_a_yaml_stream_on_the_number_questions(tmp_path):
     path = root / "on-numbers.yaml"
     spec = yaml.safe_load((root / "my-stream.yaml").read_text())
     path.write_text(yaml.safe_dump({"base": "numbers", "tasks": spec["tasks"][1:2]}))
-    ts = streams.load(str(path), cache_dir=tmp_path / "cache", progress=False)
+    _, ts = streams.load(str(path), cache_dir=tmp_path / "cache", progress=False)
     assert ts.name == "on-numbers" and ts.base.task == "number-questions" and ts.order == ("digits",)
 
 
@@ -120,6 +121,20 @@ def test_a_bad_stream_file_names_the_field(tmp_path, change, message):
     with pytest.raises(StreamFileError) as e:
         read_spec(path)
     assert message in str(e.value) and str(path) in str(e.value)
+
+
+class BrokenPatches(ImagePatches):
+    """An image encoder that cannot read its inputs."""
+
+    def featurize(self, raw):
+        raise RuntimeError("cannot read these images")
+
+
+def test_validate_uses_the_encoder_the_stream_file_declares(tmp_path):
+    path = write_stream(tmp_path / "data", t1={"encoder": f"{__name__}:BrokenPatches"})
+    out = CliRunner().invoke(main, ["validate", "--stream", str(path), "--cache-dir", str(tmp_path / "cache")])
+    assert out.exit_code == 1 and "task 'digits' train split: encoder" in out.output
+    assert "RuntimeError: cannot read these images" in out.output
 
 
 def test_a_bad_column_is_named_when_the_data_is_read(tmp_path):
