@@ -305,24 +305,31 @@ def order_effects(board: Leaderboard) -> list[OrderEffect]:
     return out
 
 
-def order_effects_markdown(board: Leaderboard, alpha: float = 0.05) -> list[str]:
-    effects = order_effects(board)
-    if not effects:
-        return []
-    out = ["## Order effects\n",
-           "Final ACC of each strategy run in several orders of a stream's new tasks (mean over seeds), the spread "
-           "between its best and worst order, and whether the order matters: a paired t-test (two orders) or "
-           f"Friedman's test (three or more) over the seeds every order has; p < {alpha} counts as an effect, "
-           "otherwise no effect was detected.\n",
-           "| Stream | Strategy | ACC per order | Spread | Seeds | Test | p | Order matters |",
-           "|---|---|---|---:|---:|---|---:|---|"]
-    for e in effects:
-        per = "; ".join(f"{' > '.join(o)}: {a:.3f}" for o, a in zip(e.orders, e.acc))
+ORDER_EFFECTS_HEADER = ("Stream", "Strategy", "ACC per order", "Spread", "Seeds", "Test", "p", "Order matters")
+
+
+def order_effects_table(board: Leaderboard, alpha: float = 0.05) -> tuple[str, list[list[str]]]:
+    """The order effects as (what the table says, its rows as cells under ORDER_EFFECTS_HEADER); no rows when
+    no strategy ran in two orders of a stream."""
+    note = ("Final ACC of each strategy run in several orders of a stream's new tasks (mean over seeds), the spread "
+            "between its best and worst order, and whether the order matters: a paired t-test (two orders) or "
+            f"Friedman's test (three or more) over the seeds every order has; p < {alpha} counts as an effect, "
+            "otherwise no effect was detected.")
+    rows = []
+    for e in order_effects(board):
         verdict = "n/a" if not e.test else "yes" if e.p_value < alpha else "no effect detected"
-        p = "" if math.isnan(e.p_value) else f"{e.p_value:.3g}"
-        out.append(f"| {e.stream} | {e.label} | {per} | {e.spread:.3f} | {len(e.seeds)} | {e.test or '-'} | {p} "
-                   f"| {verdict} |")
-    return out + [""]
+        rows.append([e.stream, e.label, "; ".join(f"{' > '.join(o)}: {a:.3f}" for o, a in zip(e.orders, e.acc)),
+                     f"{e.spread:.3f}", str(len(e.seeds)), e.test or "-",
+                     "" if math.isnan(e.p_value) else f"{e.p_value:.3g}", verdict])
+    return note, rows
+
+
+def order_effects_markdown(board: Leaderboard, heading: str = "## Order effects") -> list[str]:
+    note, rows = order_effects_table(board)
+    if not rows:
+        return []
+    return [f"{heading}\n", note + "\n", "| " + " | ".join(ORDER_EFFECTS_HEADER) + " |",
+            "|---|---|---|---:|---:|---|---:|---|", *("| " + " | ".join(r) + " |" for r in rows), ""]
 
 
 def _set_tiers(rows: list[Row]) -> None:
@@ -481,7 +488,7 @@ def readme_section(board: Leaderboard, level: float = 0.95) -> str:
         out.append("")
         out.append(interval_note(level) + "\n")
         out += matrix_table(t)
-    out += [line.replace("## Order effects", "**Order effects**") for line in order_effects_markdown(board)]
+    out += order_effects_markdown(board, heading="**Order effects**")
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -574,12 +581,11 @@ def to_html(board: Leaderboard, figures: dict[str, dict[str, bytes]] | None = No
         parts.append(f"<p class='note'>{html.escape(interval_note(level))}</p>")
         parts.append(_html_matrix_table(t))
         parts += _html_figures((figures or {}).get(t.slug, {}))
-    effects = order_effects_markdown(board)
-    if effects:  # the markdown table's rows, as an HTML table
-        rows = [[c.strip() for c in line.strip("|").split("|")] for line in effects if line.startswith("|")]
-        parts.append(f"<h2>Order effects</h2><p>{html.escape(effects[1])}</p><div class='scroll'><table><thead><tr>"
-                     + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr></thead><tbody>"
-                     + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[2:])
+    note, rows = order_effects_table(board)
+    if rows:
+        parts.append(f"<h2>Order effects</h2><p>{html.escape(note)}</p><div class='scroll'><table><thead><tr>"
+                     + "".join(f"<th>{html.escape(c)}</th>" for c in ORDER_EFFECTS_HEADER) + "</tr></thead><tbody>"
+                     + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
                      + "</tbody></table></div>")
     if board.skipped:
         parts.append("<h2>Left out</h2><ul>" + "".join(

@@ -167,7 +167,8 @@ def test_orders_get_their_own_tables_and_the_order_effect_is_tested(tmp_path):
     text = leaderboard.to_markdown(board)
     assert "## vision-audio, order audio > vision" in text and "## Order effects" in text
     assert f"| vision-audio | full-ft | vision > audio: {np.mean(a):.3f}; audio > vision: {np.mean(b):.3f} |" in text
-    assert "Order effects" in leaderboard.to_html(board)
+    page = leaderboard.to_html(board)
+    assert "<h2>Order effects</h2>" in page and "<td>full-ft</td>" in page and "<td>paired t</td>" in page
 
 
 def test_cli_leaderboard_formats_stream_and_errors(monkeypatch):
