@@ -19,13 +19,18 @@ def _parse_options(pairs: tuple[str, ...], hint: str = "-o/--option", example: s
     return out
 
 
+def _stream_option_flag(f):
+    """-s/--stream-option."""
+    return click.option("-s", "--stream-option", "stream_options", multiple=True, metavar="KEY=VALUE",
+                        help="A stream option, e.g. -s train-speakers=40 (repeatable; `clbench ls -v` lists them).")(f)
+
+
 def _stream_options(f):
     """--stream-option and --order: a stream's own options and the order of its new tasks."""
     f = click.option("--order", default=None, metavar="TASKS|random:SEED",
                      help="Order of the stream's new tasks: their names (e.g. --order audio,vision) or random:SEED "
                           "(a seeded shuffle) [default: the stream's own]. Recorded in the result file and run key.")(f)
-    return click.option("-s", "--stream-option", "stream_options", multiple=True, metavar="KEY=VALUE",
-                        help="A stream option, e.g. -s train-speakers=40 (repeatable; `clbench ls -v` lists them).")(f)
+    return _stream_option_flag(f)
 
 
 _encoder_option = click.option(
@@ -441,8 +446,7 @@ def plot(results_dir, stream, out_dir, device) -> None:
               help="An order of each stream's new tasks to run (repeatable: every strategy runs in every order "
                    "given, and the leaderboard reports the order effects) [default: the stream's own].")
 @_encoder_option
-@click.option("-s", "--stream-option", "stream_options", multiple=True, metavar="KEY=VALUE",
-              help="A stream option, given to every stream (repeatable; `clbench ls -v` lists them).")
+@_stream_option_flag
 @_results_option
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Cache of data, base models and resumable runs [default: $CLBENCH_CACHE or ~/.cache/clbench].")

@@ -173,14 +173,10 @@ class YamlStream(Stream):
         root = Path(cache_dir or default_cache_dir()) / "data" / "yaml" / f"{self.name}-{self.file_key()}"
         exps = []
         if self.spec["base"] == "numbers":
-            from cl_bench.task_streams import numbers
-            from cl_bench.task_streams.vision_audio import build_text
+            from cl_bench.task_streams.vision_audio import build_text, number_experience
 
             text = cached_splits(root / "text", build_text)
-            templates = {t: numbers.template_text(t) for t in sorted(set(text["train"]["template"]))}
-            exps.append(Experience(name="text", modality="text", task="number-questions", train=text["train"],
-                                   val=text["val"], test=text["test"], prompt_templates=templates,
-                                   answer_set=numbers.ANSWERS, chance=numbers.chance_level(text["test"]["template"])))
+            exps.append(number_experience("text", "text", "number-questions", text))
         for i, t in enumerate(self.spec["tasks"]):
             d = cached_splits(root / f"task{i}-{t['name']}", lambda t=t, i=i: _load_task(self.spec, t, i))
             answers = sorted(set(d["train"]["answer"]) | set(d["val"]["answer"]) | set(d["test"]["answer"]))

@@ -57,6 +57,15 @@ TASKS = {
 }
 
 
+def number_experience(name: str, modality: str, task: str, d, probes: dict | None = None) -> Experience:
+    """A task of number questions from its splits `d` ({train, val, test}): the answers 0-18, chance by
+    question form, the canonical wording of each template."""
+    templates = {t: numbers.template_text(t) for t in sorted(set(d["train"]["template"]))}
+    return Experience(name=name, modality=modality, task=task, train=d["train"], val=d["val"], test=d["test"],
+                      prompt_templates=templates, answer_set=numbers.ANSWERS,
+                      chance=numbers.chance_level(d["test"]["template"]), probes=probes or {})
+
+
 def _tasks(*names: str) -> dict[str, str]:
     return {n: TASKS[n][0] for n in names}
 
@@ -71,13 +80,7 @@ class NumberStream(Stream):
         root = Path(cache_dir or default_cache_dir()) / "data" / "numbers"
         key = stable_hash({"version": DATA_VERSION, "config": self.config.__dict__})
         text = cached_splits(root / f"text-{key}", build_text)
-
-        def exp(name, modality, task, d, probes=None):
-            templates = {t: numbers.template_text(t) for t in sorted(set(d["train"]["template"]))}
-            return Experience(name=name, modality=modality, task=task, train=d["train"], val=d["val"],
-                              test=d["test"], prompt_templates=templates, answer_set=numbers.ANSWERS,
-                              chance=numbers.chance_level(d["test"]["template"]), probes=probes or {})
-
+        exp = number_experience
         # A second forgetting measure: every fact in every wording, in plain form (training items; the context
         # forms add 3x the evaluation time and little information).
         plain = text["train"].select([i for i, t in enumerate(text["train"]["template"]) if t.startswith("plain-")])
@@ -270,8 +273,7 @@ def build_speech(config: VisionAudioConfig, progress: bool = True) -> dict:
         waves = synthesize(list(numbers.WORDS), voices, SAMPLE_RATE, progress=bar.update)
         values = [v for _ in voices for v in range(10)]
         who = [voice.key for voice in voices for _ in range(10)]
-        per = config.questions_per_train_input if split == "train" else 1
-        rows = _rows(waves, values, 1000 * config.seed + 10 + SPLIT_SEEDS[split], per, speaker=who)
+        rows = _rows(waves, values, 1000 * config.seed + 10 + SPLIT_SEEDS[split], per_input(config, split), speaker=who)
         out[split] = Dataset.from_dict(rows, features=features)
     bar.close()
     return out

@@ -26,6 +26,11 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
 
+def stack_float32(raw: list) -> torch.Tensor:
+    """Raw inputs of one shape (arrays or nested lists) as one float32 tensor (N, ...)."""
+    return torch.as_tensor(np.stack([np.asarray(r, dtype=np.float32) for r in raw]))
+
+
 class ImagePatches(Encoder):
     """Non-overlapping square patches of a grey-scale image, flattened (ViT's front-end).
 
@@ -44,7 +49,7 @@ class ImagePatches(Encoder):
         self.out_dim = patch * patch
 
     def featurize(self, raw: list) -> torch.Tensor:
-        x = torch.as_tensor(np.stack([np.asarray(r, dtype=np.float32) for r in raw]))
+        x = stack_float32(raw)
         if x.shape[1:] != (self.image_size, self.image_size):
             raise ValueError(f"ImagePatches expects {self.image_size}x{self.image_size} images, got {tuple(x.shape[1:])}")
         return x / self.scale  # (N, H, W)
@@ -112,7 +117,7 @@ class VideoTubelets(Encoder):
         self.out_dim = frames * patch * patch
 
     def featurize(self, raw: list) -> torch.Tensor:
-        x = torch.as_tensor(np.stack([np.asarray(r, dtype=np.float32) for r in raw]))
+        x = stack_float32(raw)
         want = (self.clip_frames, self.frame_size, self.frame_size)
         if x.shape[1:] != want:
             raise ValueError(f"VideoTubelets expects clips of shape {want} (frames, height, width), got {tuple(x.shape[1:])}")
@@ -175,7 +180,7 @@ class PointGroups(Encoder):
         self.out_dim = 3 + 3 * neighbours
 
     def featurize(self, raw: list) -> torch.Tensor:
-        x = torch.as_tensor(np.stack([np.asarray(r, dtype=np.float32) for r in raw]))
+        x = stack_float32(raw)
         if x.ndim != 3 or x.shape[2] != 3 or x.shape[1] < max(self.groups, self.neighbours):
             raise ValueError(f"PointGroups expects clouds of shape (points >= {max(self.groups, self.neighbours)}, 3), "
                              f"got {tuple(x.shape[1:])}")
