@@ -13,4 +13,5 @@ VIDEO = Modality(name="video", data="grey-scale clip, (frames, height, width) fl
 TIME_SERIES = Modality(name="time-series", data="multichannel time series, (steps, channels) float array",
                        encoders={"patches": f"{_E}:SeriesPatches"}, default_encoder="patches")
 POINT_CLOUD = Modality(name="point-cloud", data="3-D point cloud, (points, 3) float array",
-                       encoders={"point-groups": f"{_E}:PointGroups"}, default_encoder="point-groups")
+                       encoders={"voxels": f"{_E}:PointVoxels", "point-groups": f"{_E}:PointGroups"},
+                       default_encoder="voxels")

@@ -203,6 +203,42 @@ class PointGroups(Encoder):
         return torch.cat([centres, (near - centres[:, :, None]).reshape(B, self.groups, -1)], -1)  # (B, G, 3+3K)
 
 
+class PointVoxels(Encoder):
+    """A voxel grid of point density (VoxNet's and 3D ShapeNets' front-end), one token per depth slab.
+
+    Clouds normalised into the unit sphere are binned into a `grid` x `grid` x `depth` grid over
+    [-1, 1]^3; each voxel holds its share of the cloud's points, scaled by the cloud's fullest voxel
+    into [0, 1]. The default 8x8x2 grid gives 2 tokens of 64 values (front slab, back slab), x fastest.
+    Points outside the cube are clamped into its border voxels.
+    """
+
+    modality = "point-cloud"
+    name = "voxels"
+
+    def __init__(self, grid: int = 8, depth: int = 2) -> None:
+        super().__init__()
+        if grid < 1 or depth < 1:
+            raise ValueError(f"PointVoxels needs grid >= 1 and depth >= 1, got grid={grid}, depth={depth}")
+        self.grid, self.depth = grid, depth
+        self.out_dim = grid * grid
+
+    def featurize(self, raw: list) -> torch.Tensor:
+        x = stack_float32(raw)
+        if x.ndim != 3 or x.shape[2] != 3:
+            raise ValueError(f"PointVoxels expects clouds of shape (points, 3), got {tuple(x.shape[1:])}")
+        B, P, _ = x.shape
+        size = torch.tensor([self.grid, self.grid, self.depth], dtype=x.dtype)
+        cell = ((x + 1) / 2 * size).floor().long().clamp(min=torch.zeros(3, dtype=torch.long), max=size.long() - 1)
+        # row-major index (z, y, x): y is flipped so that the top of the cloud is the first row, as in an image
+        y = self.grid - 1 - cell[..., 1]
+        flat = (cell[..., 2] * self.grid + y) * self.grid + cell[..., 0]
+        counts = torch.zeros(B, self.depth * self.grid * self.grid).scatter_add_(1, flat, torch.ones(B, P))
+        return counts / counts.amax(1, keepdim=True)  # (N, depth * grid * grid)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features.reshape(features.shape[0], self.depth, self.out_dim)  # (B, depth slabs, grid*grid)
+
+
 def build_encoder(modality: str, name: str | None = None) -> Encoder:
     """The frozen encoder `name` for the registered `modality` (its default when name is None).
 
