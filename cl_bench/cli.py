@@ -15,7 +15,10 @@ def _parse_options(pairs: tuple[str, ...], hint: str = "-o/--option", example: s
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE (e.g. {example})", param_hint=hint)
-        out[key.strip()] = value.strip()
+        key = key.strip()
+        if key.replace("-", "_") in {k.replace("-", "_") for k in out}:
+            raise click.BadParameter(f"{key!r} is given twice; give it once", param_hint=hint)
+        out[key] = value.strip()
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -37,20 +38,58 @@ class Budget:
         return self.steps * self.batch_size
 
 
-def _convert(raw: str, tp: Any, where: str):
+_SCALARS = (int, float, str, bool)
+
+
+def _resolve(tp: Any) -> Any:
     if isinstance(tp, str):
         tp = eval(tp, {}, {"int": int, "float": float, "str": str, "bool": bool})  # annotations are strings
+    return tp
+
+
+def supported(tp: Any) -> bool:
+    """Whether an option of type `tp` can be given on the command line: int, float, str, bool, a Literal
+    of such values, X | None of a supported X, or a tuple or list of scalars (tuple[int, ...], list[str],
+    tuple[int, float]); the policy `from_options` holds strategy and stream configs to."""
+    tp = _resolve(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in _SCALARS:
+        return True
+    if origin is typing.Literal:
+        return all(isinstance(a, _SCALARS) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        return len(rest) == 1 and len(args) == 2 and supported(rest[0])
+    if origin in (tuple, list):
+        items = [a for a in args if a is not Ellipsis]
+        return bool(items) and all(a in _SCALARS for a in items) and (origin is tuple or len(args) == 1)
+    return False
+
+
+def _convert(raw: str, tp: Any, where: str):
+    tp = _resolve(tp)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if raw.lower() in ("none", "null"):
             return None
         tp = args[0]
-    if typing.get_origin(tp) is typing.Literal:
+        origin = typing.get_origin(tp)
+    if origin is typing.Literal:
         allowed = typing.get_args(tp)
-        if raw not in allowed:
-            raise ValueError(f"{where} must be one of {', '.join(map(str, allowed))}; got {raw!r}")
-        return raw
+        for a in allowed:
+            if raw == str(a) or (isinstance(a, bool) and raw.lower() == str(a).lower()):
+                return a
+        raise ValueError(f"{where} must be one of {', '.join(map(str, allowed))}; got {raw!r}")
+    if origin in (tuple, list):
+        args = typing.get_args(tp)
+        parts = [x.strip() for x in raw.split(",")] if raw.strip() else []
+        if origin is tuple and Ellipsis not in args:  # a fixed-length tuple: one type per place
+            if len(parts) != len(args):
+                raise ValueError(f"{where} takes {len(args)} comma-separated values, got {raw!r}")
+            return tuple(_convert(x, a, where) for x, a in zip(parts, args))
+        values = [_convert(x, args[0], where) for x in parts]
+        return tuple(values) if origin is tuple else values
     if tp is bool:
         if raw.lower() in ("1", "true", "yes", "on"):
             return True
@@ -58,13 +97,33 @@ def _convert(raw: str, tp: Any, where: str):
             return False
         raise ValueError(f"{where} must be true or false, got {raw!r}")
     try:
-        return tp(raw)
-    except (TypeError, ValueError):
+        value = tp(raw)
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{where} must be of type {getattr(tp, '__name__', tp)}, got {raw!r}") from None
+    if tp is float and not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, got {raw!r}")
+    return value
+
+
+def check_config_class(cls, owner: str) -> None:
+    """Raise TypeError naming the problem unless `cls` is a dataclass whose every field has a type that
+    options can set (see `supported`)."""
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+        raise TypeError(f"{owner}: its Config is {cls!r}, not a dataclass; decorate it with @dataclasses.dataclass")
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception as e:  # a forward reference or a typo in an annotation
+        raise TypeError(f"{owner}: the annotations of {cls.__name__} cannot be read ({e})") from None
+    for f in dataclasses.fields(cls):
+        if not supported(hints.get(f.name, str)):
+            raise TypeError(f"{owner}: option {f.name!r} has type {hints.get(f.name)!r}, which options cannot set; "
+                            "use int, float, str, bool, a Literal, X | None, or a tuple or list of int, float, "
+                            "str or bool")
 
 
 def from_options(cls, options: dict[str, str], owner: str):
     """Build dataclass `cls` from "key" -> "string value" options, converting by field type."""
+    check_config_class(cls, owner)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values = {}
@@ -75,6 +134,8 @@ def from_options(cls, options: dict[str, str], owner: str):
             hint = f" Did you mean {' or '.join(close)}?" if close else ""
             known = ", ".join(fields) or "none"
             raise ValueError(f"{owner} has no option {key!r}.{hint} Its options: {known}")
+        if name in values:
+            raise ValueError(f"{owner} option {key!r} is given twice; give it once")
         values[name] = _convert(raw, hints.get(name, str), f"{owner} option {key!r}") if isinstance(raw, str) else raw
     return cls(**values)
 

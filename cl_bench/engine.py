@@ -113,6 +113,21 @@ class FlopMeter:
         return float((self.per_token or 0.0) * self.tokens)
 
 
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss, gradient or parameter: the stage cannot go on."""
+
+    def __init__(self, desc: str, step: int, steps: int, what: str) -> None:
+        super().__init__(f"{desc} diverged at step {step} of {steps}: {what}")
+        self.desc, self.step, self.steps, self.what = desc, step, steps, what
+
+
+def check_finite(params, desc: str, step: int, steps: int) -> None:
+    """Raise Diverged naming the first parameter of `params` ((name, tensor) pairs) that is not finite."""
+    for name, p in params:
+        if not bool(torch.isfinite(p).all()):
+            raise Diverged(desc, step, steps, f"parameter {name} is not finite")
+
+
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -154,7 +169,7 @@ def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups
     losses = []
     examples, meter = 0, FlopMeter()
     t0 = time.perf_counter()
-    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False, unit="step"):
+    for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False, unit="step"):
         k = int(torch.multinomial(sizes, 1, generator=gen)) if len(datasets) > 1 else 0  # sizes: or the mix
         d = datasets[k]
         if cursors[k] + batch_size > len(d):  # new epoch over this dataset
@@ -166,14 +181,21 @@ def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups
         meter.start_step(int(batch.attention.sum()))
         out = model(batch, router_aux_loss=router_aux_loss)
         loss = out.loss if extra_loss is None else out.loss + extra_loss(batch)
+        value = loss.item()
+        if not math.isfinite(value):  # a nan or inf loss: every later step would be meaningless
+            raise Diverged(desc, step + 1, steps, f"loss {value}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         meter.end_step()
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+        if not math.isfinite(norm):
+            raise Diverged(desc, step + 1, steps, f"gradient norm {norm}")
         opt.step()
         sched.step()
-        losses.append(loss.item())
+        losses.append(value)
     model.eval()
+    # the last step's update is seen by no later loss: check what it left
+    check_finite(((n, p) for n, p in model.named_parameters() if p.requires_grad), desc, steps, steps)
     secs = time.perf_counter() - t0
     return TrainStats(steps, losses[0] if losses else float("nan"), sum(losses[-10:]) / max(1, len(losses[-10:])),
                       secs, secs / max(1, steps), examples, meter.tokens, meter.flops)

@@ -97,7 +97,7 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     import torch
 
     from cl_bench import metrics, routing
-    from cl_bench.engine import TaskData, accuracy, item_correct
+    from cl_bench.engine import Diverged, TaskData, accuracy, item_correct, check_finite
     from cl_bench.models.encoders import build_encoder
     from cl_bench.models.lm import load_base
     from cl_bench.models.multimodal import MultimodalLM
@@ -223,7 +223,12 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         t0 = time.perf_counter()
         strategy.take_training_record()  # nothing from before this stage counts towards it
         checkpoints.clear()
-        stats = strategy.learn(exp.without_test())
+        try:
+            stats = strategy.learn(exp.without_test())
+            for t in stream.tasks:  # what the stage left, in the model each task is answered by
+                check_finite(strategy.model_for(t.info).named_parameters(), "the model after the stage", 1, 1)
+        except Diverged as e:
+            raise RunDiverged(_divergence_message(config, strategy, i, exp.name, e)) from e
         train_seconds = time.perf_counter() - t0
         cost = strategy.cost()
         training = _training_record(strategy.take_training_record(), config.budget)
@@ -285,6 +290,23 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     atomic_write_json(path, result)
     shutil.rmtree(work, ignore_errors=True)  # the result file now holds everything
     return result, path
+
+
+class RunDiverged(ValueError):
+    """A stage's training diverged; no result was written."""
+
+
+def _divergence_message(config: RunConfig, strategy, stage: int, name: str, e) -> str:
+    changed = [f"{f.name.replace('_', '-')}={getattr(strategy.config, f.name)!r} (default {f.default!r})"
+               for f in dataclasses.fields(strategy.config)
+               if f.default is not dataclasses.MISSING and getattr(strategy.config, f.name) != f.default]
+    rates = [c for c in changed if "lr" in c.split("=")[0]]
+    named = rates or changed
+    cause = (f"likely cause: {', '.join(named)}; set {'it' if len(named) == 1 else 'them'} nearer the default "
+             "and run again"
+             if changed else "at the strategy's default options; try a lower learning rate (-o lr=...)")
+    return (f"strategy {config.strategy!r} diverged in stage {stage} ({name}): {e}; {cause}. "
+            f"No result file was written (finished stages stay resumable)")
 
 
 def _training_record(phases: list[dict], budget: Budget) -> dict:

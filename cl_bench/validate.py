@@ -35,9 +35,15 @@ def check_result(result: dict) -> list[str]:
             problems.append(f"stage {s['experience']}: trainable {c['trainable']} outside [0, total]")
         if not (isinstance(s.get("train_seconds"), (int, float)) and math.isfinite(s["train_seconds"])):
             problems.append(f"stage {s['experience']}: no train_seconds")
+        losses = [v for k, v in (s.get("train_stats") or {}).items() if k.endswith("_loss")]
+        if any(not (isinstance(v, (int, float)) and math.isfinite(v)) for v in losses):
+            problems.append(f"stage {s['experience']}: training diverged (a loss is not finite)")
     for k in ("acc", "bwt", "forgetting"):
-        if result["metrics"].get(k) is None:
+        v = result["metrics"].get(k)
+        if v is None:
             problems.append(f"metric {k} missing")
+        elif not (isinstance(v, (int, float)) and math.isfinite(v)):
+            problems.append(f"metric {k} is not finite ({v})")
     if result["schema_version"] >= 2 and not problems:
         problems += _check_items(result)
     if result["schema_version"] >= 3 and not problems:

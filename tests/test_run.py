@@ -1,6 +1,7 @@
 """End-to-end runs on tiny budgets: the CLI, the result file, resume, and the strategies' contracts."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -220,3 +221,38 @@ def test_checkpoints_score_the_model_as_it_is_at_that_point(tmp_path, cache_dir,
         assert cp["restored"] == cp["before-flip"]  # the same model, scored the same way
         assert cp["flipped"] != cp["before-flip"]  # a changed model, scored anew
         assert all(0.0 <= a <= 1.0 for v in cp.values() for a in v.values())
+
+
+@pytest.mark.parametrize("strategy", ["full-ft", "ewc"])  # the engine's loop and avalanche's
+def test_a_diverging_run_stops_with_the_cause_and_writes_no_result(tmp_path, cache_dir, stream, strategy):
+    res = tmp_path / "results"
+    out = CliRunner().invoke(main, ["run", "--strategy", strategy, "-o", "lr=1e6", "--steps", "3",
+                                    "--batch-size", "4", "--pretrain-steps", "5", "--cache-dir", str(cache_dir),
+                                    "--results-dir", str(res), "--device", "cpu", "--eval-limit", "16", "-q"])
+    assert out.exit_code == 1, out.output
+    assert f"strategy '{strategy}' diverged in stage 1 (vision)" in out.output
+    assert "likely cause: lr=1000000.0 (default" in out.output and "No result file was written" in out.output
+    assert not list(res.rglob("*.json"))
+
+
+def test_an_option_given_twice_is_a_usage_error(cache_dir):
+    out = CliRunner().invoke(main, ["run", "-o", "lr=1e-4", "-o", "lr=1e-3", "--cache-dir", str(cache_dir)])
+    assert out.exit_code == 2 and "'lr' is given twice; give it once" in out.output
+
+
+def test_the_leaderboard_refuses_a_diverged_result(tmp_path):
+    import math
+    import shutil
+
+    from cl_bench.leaderboard import collect
+
+    src = Path(__file__).parent / "fixtures" / "results" / "runs" / "vision-audio" / "full-ft"
+    dst = tmp_path / "runs" / "vision-audio" / "full-ft"
+    shutil.copytree(src, dst)
+    bad = sorted(dst.glob("*.json"))[0]
+    doc = json.loads(bad.read_text())
+    doc["stages"][0]["train_stats"]["last_loss"] = math.nan  # what a diverged run wrote before
+    bad.write_text(json.dumps(doc))
+    runs, skipped = collect(tmp_path)
+    assert bad not in [r.path for r in runs] and len(runs) == len(list(dst.glob("*.json"))) - 1
+    assert skipped == [(bad, "stage vision: training diverged (a loss is not finite)")]

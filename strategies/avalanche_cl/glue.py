@@ -35,6 +35,7 @@ ReplayPlugin run unchanged on next-token prediction over several modalities:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -208,10 +209,21 @@ class StepBudget(SupervisedPlugin):
         self.examples += len(x)
         self.meter.start_step(int(sum(p.attention.sum() for p in x.parts)))
 
+    def before_backward(self, strategy, **kwargs):
+        from cl_bench.engine import Diverged
+
+        value = strategy.loss.item()
+        if not math.isfinite(value):
+            raise Diverged("avalanche training", len(self.losses) + 1, self.steps, f"loss {value}")
+
     def before_update(self, strategy, **kwargs):
+        from cl_bench.engine import Diverged
+
         self.meter.end_step()  # forward and backward of the first iteration measured
         params = [p for g in strategy.optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm))
+        if not math.isfinite(norm):
+            raise Diverged("avalanche training", len(self.losses) + 1, self.steps, f"gradient norm {norm}")
 
     def after_training_iteration(self, strategy, **kwargs):
         self.losses.append(strategy.loss.item())
