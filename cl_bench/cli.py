@@ -190,46 +190,71 @@ def ls(verbose) -> None:
     clbench.streams and clbench.modalities) are listed alike, with the package that
     registered them.
     """
-    try:
-        for title, reg in (("strategies", registry.strategies), ("streams", registry.streams),
-                           ("modalities", registry.modalities)):
-            click.echo(f"{title}:")
-            entries = reg.entries()
-            width = max((len(n) for n in entries), default=0) + 2
-            for name, entry in entries.items():
-                origin = "" if entry.origin == "package clbench" else f"  [{entry.origin}]"
-                click.echo(f"  {name:<{width}}{entry.summary()}{origin}")
-                if verbose and reg is registry.strategies:
-                    from cl_bench.config import describe
+    broken = 0
+    for title, reg in (("strategies", registry.strategies), ("streams", registry.streams),
+                       ("modalities", registry.modalities)):
+        click.echo(f"{title}:")
+        entries, clashes = reg.entries(), reg.clashes()
+        width = max((len(n) for n in [*entries, *clashes]), default=0) + 2
+        for name in sorted([*entries, *clashes]):
+            if name in clashes:  # refused, with both origins; every other name works
+                broken += 1
+                click.echo(f"  {name:<{width}}REFUSED: registered by "
+                           + " and ".join(f"{e.target} ({e.origin})" for e in clashes[name]) + "; rename one")
+                continue
+            entry = entries[name]
+            origin = "" if entry.origin == "package clbench" else f"  [{entry.origin}]"
+            problem = entry.problem()
+            if problem is not None:
+                broken += 1
+                click.echo(f"  {name:<{width}}BROKEN: {problem}{origin}")
+                continue
+            click.echo(f"  {name:<{width}}{entry.summary()}{origin}")
+            if verbose:
+                try:
+                    for line in _ls_details(reg, name, entry):
+                        click.echo(f"  {'':<{width}}  {line}")
+                except (LookupError, TypeError, ValueError) as e:  # a plug-in that fails to load: say so, go on
+                    broken += 1
+                    click.echo(f"  {'':<{width}}  BROKEN: {e}")
+    if broken:
+        click.echo(f"{broken} registered name(s) cannot be used (marked above); the others work.", err=True)
 
-                    cls = entry.load()
-                    click.echo(f"  {'':<{width}}  declares: {_declaration_line(cls.declares)}")
-                    grid = getattr(cls, "tuning", None) or {}
-                    if grid:
-                        cited = (" (defaults: the choice in results/hparams/vision-audio.md)"
-                                 if entry.origin == "package clbench" else "")
-                        click.echo(f"  {'':<{width}}  tuning grid (clbench tune): "
-                                   + "; ".join(f"{k.replace('_', '-')} in {', '.join(v)}" for k, v in grid.items())
-                                   + cited)
-                    for opt, default, help_ in describe(cls.Config):
-                        click.echo(f"  {'':<{width}}  -o {opt}=... (default {default}) {help_}")
-                if verbose and reg is registry.streams:
-                    from cl_bench.config import describe
-                    from cl_bench.stream import stream_class
 
-                    cls = stream_class(name)
-                    click.echo(f"  {'':<{width}}  tasks: " + ", ".join(f"{t} ({m})" for t, m in cls.tasks.items())
-                               + "".join(f"; encoder {m}={e}" for m, e in cls.encoders.items()))
-                    for opt, default, help_ in describe(cls.Config):
-                        click.echo(f"  {'':<{width}}  -s {opt}=... (default {default}) {help_}")
-                if verbose and reg is registry.modalities:
-                    from cl_bench.modality import get
+def _ls_details(reg, name: str, entry) -> list[str]:
+    """The lines `clbench ls -v` prints under one entry."""
+    from cl_bench.config import check_config_class, describe
 
-                    m = get(name)
-                    click.echo(f"  {'':<{width}}  encoders: " + ", ".join(
-                        f"{e}{' (default)' if e == m.default_encoder else ''} = {t}" for e, t in m.encoders.items()))
-    except (LookupError, TypeError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
+    lines = []
+    if reg is registry.strategies:
+        from cl_bench.strategy import Strategy
+
+        cls = entry.load()
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+            raise TypeError(f"{entry.target} is {cls!r}, not a cl_bench.Strategy subclass")
+        check_config_class(cls.Config, f"strategy {name!r}")
+        lines.append(f"declares: {_declaration_line(cls.declares)}")
+        grid = getattr(cls, "tuning", None) or {}
+        if grid:
+            cited = (" (defaults: the choice in results/hparams/vision-audio.md)"
+                     if entry.origin == "package clbench" else "")
+            lines.append("tuning grid (clbench tune): "
+                         + "; ".join(f"{k.replace('_', '-')} in {', '.join(v)}" for k, v in grid.items()) + cited)
+        lines += [f"-o {opt}=... (default {default}) {help_}" for opt, default, help_ in describe(cls.Config)]
+    elif reg is registry.streams:
+        from cl_bench.stream import stream_class
+
+        cls = stream_class(name)
+        lines.append("tasks: " + ", ".join(f"{t} ({m})" for t, m in cls.tasks.items())
+                     + "".join(f"; encoder {m}={e}" for m, e in cls.encoders.items()))
+        lines += [f"-s {opt}=... (default {default}) {help_}" for opt, default, help_ in describe(cls.Config)]
+    else:
+        from cl_bench.modality import get
+
+        m = get(name)
+        lines.append("encoders: " + ", ".join(
+            f"{e}{' (default)' if e == m.default_encoder else ''} = {t}" for e, t in m.encoders.items()))
+    return lines
 
 
 def _declaration_line(d) -> str:

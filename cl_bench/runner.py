@@ -285,11 +285,20 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
                    "train_seconds": round(sum(s["train_seconds"] for s in state["stages"]), 3),
                    "resumed_at_stages": state.get("resumed_at_stages", []),
                    "this_process_seconds": round(time.perf_counter() - t_start, 3)},
-        "environment": environment(device),
+        # where the strategy and the stream came from: their entry point and its distribution and version
+        "environment": {**environment(device), "sources": _sources(config)},
     }
     atomic_write_json(path, result)
     shutil.rmtree(work, ignore_errors=True)  # the result file now holds everything
     return result, path
+
+
+def _sources(config: RunConfig) -> dict:
+    from cl_bench import yaml_stream
+
+    stream = ({"file": str(Path(config.stream).resolve())} if yaml_stream.is_stream_file(config.stream)
+              else registry.streams.entry(config.stream).record())
+    return {"strategy": registry.strategies.entry(config.strategy).record(), "stream": stream}
 
 
 class RunDiverged(ValueError):

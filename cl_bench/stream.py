@@ -56,8 +56,12 @@ def stream_class(name: str) -> type[Stream]:
         raise TypeError(f"stream {name!r} is {cls!r}, not a cl_bench.Stream subclass")
     if not cls.tasks:
         raise TypeError(f"stream {name!r} declares no tasks: set {cls.__name__}.tasks = {{task name: modality, ...}}")
-    if not (dataclasses.is_dataclass(cls.Config) and isinstance(cls.Config, type)):
-        raise TypeError(f"stream {name!r}: its Config is {cls.Config!r}, not a dataclass")
+    if cls.build is Stream.build:
+        raise TypeError(f"stream {name!r}: {cls.__name__} does not implement build(cache_dir, progress), "
+                        "which returns its TaskStream")
+    from cl_bench.config import check_config_class
+
+    check_config_class(cls.Config, f"stream {name!r}")
     return cls
 
 

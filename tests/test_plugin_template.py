@@ -43,3 +43,7 @@ def test_the_plugin_template_installs_lists_validates_and_runs(tmp_path, cache_d
     assert doc["status"] == "complete" and doc["stream"]["options"] == {"train_inputs": 200, "seed": 0}
     assert doc["stream"]["tasks"][1]["encoder"] == "clbench_tally.modality:TallyWindows"
     assert doc["stages"][0]["cost"]["trainable"] > 0
+    sources = doc["environment"]["sources"]  # the plug-in's distribution and version, recorded
+    assert {k: sources["strategy"][k] for k in ("distribution", "version")} == {"distribution": "clbench-tally",
+                                                                              "version": "0.1.0"}
+    assert sources["stream"]["name"] == "tally-numbers" and sources["stream"]["distribution"] == "clbench-tally"

@@ -64,16 +64,103 @@ def test_third_party_entry_point_plugs_in(tmp_path, monkeypatch):
     assert reg.get("mine").__name__ == "Mine"
 
 
-def test_duplicate_entry_points_from_two_packages(tmp_path, monkeypatch):
+def _dist(root, name: str, entry_points: str, version: str = "1.0") -> None:
+    d = root / f"{name}-{version}.dist-info"
+    d.mkdir()
+    (d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (d / "entry_points.txt").write_text(entry_points)
+
+
+def test_duplicate_entry_points_refuse_only_that_name(tmp_path, monkeypatch):
     for name in ("pkga", "pkgb"):
-        d = tmp_path / f"{name}-1.0.dist-info"
-        d.mkdir()
-        (d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-        (d / "entry_points.txt").write_text(f"[clbench.streams]\nclash = {name}.mod:S\n")
+        _dist(tmp_path, name, f"[clbench.streams]\nclash = {name}.mod:S\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry(registry.STREAM_GROUP, "stream")
+    assert "vision-audio" in reg.entries() and "clash" not in reg.entries()  # every other name works
     with pytest.raises(RegistryError, match="registered twice") as e:
-        Registry(registry.STREAM_GROUP, "stream").entries()
+        reg.entry("clash")
     assert "pkga.mod:S (package pkga)" in str(e.value) and "pkgb.mod:S (package pkgb)" in str(e.value)
+    assert [x.origin for x in reg.clashes()["clash"]] == ["package pkga", "package pkgb"]
+
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch):
+    """Install plug-in packages (dist-info + modules) into a fresh path, visible to the global registries."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def install(name, entry_points, modules):
+        for mod, text in modules.items():
+            (tmp_path / f"{mod}.py").write_text(textwrap.dedent(text))
+        _dist(tmp_path, name, entry_points)
+        for reg in (registry.strategies, registry.streams, registry.modalities):
+            reg._cache = None
+
+    yield install
+    for reg in (registry.strategies, registry.streams, registry.modalities):
+        reg._cache = None
+
+
+BAD_CONFIG = '''
+from cl_bench import Strategy, Stream
+
+
+class Bad(Strategy):
+    """A strategy whose Config is not a dataclass."""
+
+    class Config:
+        lr = 0.1
+
+    def learn(self, experience):
+        return {}
+
+
+class NoBuild(Stream):
+    """A stream without build."""
+
+    name = "no-build"
+    tasks = {"vision": "image"}
+'''
+
+
+def test_ls_marks_broken_plugins_and_clashes_and_lists_the_rest(plugins):
+    from click.testing import CliRunner
+
+    from cl_bench.cli import main
+
+    plugins("broken-strats", "[clbench.strategies]\nbroken = broken_strats:Mine\nfull-ft = broken_strats:Mine\n"
+                             "no-module = not_installed_xyz:Thing\n",
+            {"broken_strats": "def oops(:\n    pass\n"})
+    plugins("bad-config", "[clbench.strategies]\nbad-config = bad_config:Bad\n[clbench.streams]\n"
+                          "no-build = bad_config:NoBuild\n", {"bad_config": BAD_CONFIG})
+    for args in (["ls"], ["ls", "-v"]):
+        out = CliRunner().invoke(main, args)
+        assert out.exit_code == 0, out.output
+        lines = out.output.splitlines()
+        line = next(l for l in lines if l.strip().startswith("broken "))
+        assert "BROKEN: syntax error in" in line and "broken_strats.py, line 1" in line
+        assert "[package broken-strats]" in line
+        assert "BROKEN: module 'not_installed_xyz' is not installed" in next(l for l in lines if "no-module" in l)
+        clash = next(l for l in lines if l.strip().startswith("full-ft "))
+        assert "REFUSED: registered by" in clash and "(package clbench)" in clash
+        assert "(package broken-strats)" in clash
+        assert any(l.strip().startswith("align-only ") for l in lines)  # the rest is listed
+        assert any(l.strip().startswith("vision-audio ") for l in lines)
+        assert "cannot be used (marked above)" in out.output
+    # -v loads each entry: a Config that is not a dataclass and a stream without build are named, and ls goes on
+    assert "not a dataclass; decorate it" in out.output and "does not implement build" in out.output
+    assert "-s train-speakers=..." in out.output and "tubelets (default)" in out.output
+    out = CliRunner().invoke(main, ["run", "--strategy", "full-ft"])
+    assert out.exit_code == 1 and "strategy 'full-ft' is registered twice" in out.output
+    assert "Traceback" not in out.output
+
+
+def test_a_plugin_failing_at_import_is_named_with_its_package(plugins):
+    plugins("raising", "[clbench.strategies]\nraising = raising_mod:X\n", {"raising_mod": "raise RuntimeError('boom')\n"})
+    with pytest.raises(RegistryError, match=r"'raising' \(package raising\) points at module 'raising_mod', which "
+                                            r"fails to import: RuntimeError: boom; fix or uninstall raising"):
+        registry.strategies.get("raising")
+    assert registry.strategies.entry("raising").record() == {"name": "raising", "target": "raising_mod:X",
+                                                             "distribution": "raising", "version": "1.0"}
 
 
 def test_ls_imports_no_torch():

@@ -56,6 +56,10 @@ def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
         assert s["cost"]["total"] == r["base_model"]["parameters"] + s["cost"]["added"]
     assert r["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
     assert r["environment"]["packages"]["clbench"] == cl_bench.__version__  # the running code's version, as in the run key
+    sources = r["environment"]["sources"]  # which package provided the strategy and the stream
+    assert sources["strategy"] == {"name": "full-ft", "target": "cl_bench.strategies.full_ft:FullFineTuning",
+                                   "distribution": "clbench", "version": sources["strategy"]["version"]}
+    assert sources["stream"]["distribution"] == "clbench" and sources["stream"]["name"] == "vision-audio"
     assert r["environment"]["device"] == "cpu"
     assert not list(res.rglob("*.tmp"))  # atomic writes leave nothing behind
     # Per-item results: every row and task decodes to its test items and gives the matrix exactly.
