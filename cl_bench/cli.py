@@ -8,6 +8,8 @@ import click
 
 from cl_bench import __version__, registry
 
+USER_RESULTS = "my-results"  # `clbench run`'s default: a user's runs, apart from the published results/
+
 
 def _parse_options(pairs: tuple[str, ...], hint: str = "-o/--option", example: str = "-o lr=1e-4") -> dict[str, str]:
     out = {}
@@ -92,8 +94,9 @@ def main() -> None:
               help="A strategy option, e.g. -o lr=1e-4 (repeatable; `clbench ls -v` lists them).")
 @_encoder_option
 @_stream_options
-@click.option("--results-dir", default="results", show_default=True, type=click.Path(file_okay=False),
-              help="Directory the result file is written under (runs/<stream>/<strategy>/).")
+@click.option("--results-dir", default=USER_RESULTS, show_default=True, type=click.Path(file_okay=False),
+              help="Directory the result file is written under (runs/<stream>/<strategy>/); your own, apart from "
+                   "the published results/ (`clbench publish` writes there).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Cache of data, base models and resumable runs [default: $CLBENCH_CACHE or ~/.cache/clbench].")
 @click.option("--restart", is_flag=True, help="Ignore the saved state of an interrupted run and start over.")
@@ -107,7 +110,8 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
 
     Builds (once, cached) the stream's data and the pre-trained base model, evaluates
     every task before the first stage and after each stage, prints the accuracy matrix
-    and metrics, and writes results/runs/<stream>/<strategy>/<model>-seed<N>-<key>.json.
+    and metrics, and writes my-results/runs/<stream>/<strategy>/<model>-seed<N>-<key>.json
+    (--results-dir; the published leaderboard's files under results/ stay as they are).
     Running the same command again after a crash resumes from the last finished stage.
     """
     from cl_bench.summary import format_summary
@@ -130,6 +134,9 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
     except (ValueError, TypeError, LookupError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(format_summary(result, path))
+    if results_dir == USER_RESULTS:
+        click.echo(f"(your runs go under {USER_RESULTS}/, apart from the published results/; "
+                   f"`clbench leaderboard --results-dir {USER_RESULTS}` ranks them)")
 
 
 @main.command()

@@ -49,7 +49,8 @@ class RunConfig:
     eval_limit: int | None = field(default=None, metadata={
         "help": "evaluate only the first N items of each test split and probe (quick looks and tests; "
                 "such runs get their own key and leaderboard row); None: every item"})
-    results_dir: str = field(default="results", metadata={"help": "where result files go"})
+    results_dir: str = field(default="my-results", metadata={
+        "help": "where result files go (the published leaderboard's are under results/: `clbench publish`)"})
     cache_dir: str | None = field(default=None, metadata={"help": "data, models and resumable state"})
 
     def __post_init__(self) -> None:

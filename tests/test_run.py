@@ -1,6 +1,7 @@
 """End-to-end runs on tiny budgets: the CLI, the result file, resume, and the strategies' contracts."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,29 @@ def test_local_checkpoint_runs_like_a_preset(tmp_path, cache_dir, stream):
     r, path = run(tiny_config(tmp_path, cache_dir, model=str(ckpt)), progress=False)
     assert r["base_model"]["source"] == "checkpoint" and r["base_model"]["model_type"] == "olmoe"
     assert path.name.startswith("my-olmoe-seed0-")
+
+    # the same checkpoint changed in place is another base: another run key, so no result is overwritten
+    with torch.no_grad():
+        lm.model.embed_tokens.weight.mul_(0.5)
+    lm.save_pretrained(ckpt)
+    r2, path2 = run(tiny_config(tmp_path, cache_dir, model=str(ckpt)), progress=False)
+    assert r2["base_model"]["key"] != r["base_model"]["key"] and path2 != path and path.exists()
+
+    # broken checkpoints: one line naming the path and the fix, no traceback
+    def fails(prepare, message):
+        bad = tmp_path / f"bad-{len(list(tmp_path.glob('bad-*')))}"
+        shutil.copytree(ckpt, bad)
+        prepare(bad)
+        out = CliRunner().invoke(main, ["run", "--model", str(bad), "--cache-dir", str(cache_dir), "--steps", "1",
+                                        "--results-dir", str(tmp_path / "res"), "-q"])
+        assert out.exit_code == 1 and message in out.output and f"--model {bad}" in out.output, out.output
+        assert "Traceback" not in out.output and len(out.output.strip().splitlines()) == 1
+
+    weights = next(ckpt.glob("*.safetensors")).name
+    fails(lambda d: (d / weights).write_bytes((d / weights).read_bytes()[:1000]), "the checkpoint cannot be loaded")
+    fails(lambda d: (d / "config.json").write_text("{not json"), "the checkpoint cannot be loaded")
+    fails(lambda d: (d / weights).unlink(), "the checkpoint cannot be loaded")
+    fails(lambda d: [f.unlink() for f in d.glob("tokenizer*")], "no tokenizer files")
 
 
 def test_cli_errors_name_the_problem(tmp_path, cache_dir):

@@ -108,11 +108,20 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
         if not (path.is_dir() and (path / "config.json").exists()):
             raise ValueError(f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory with a "
                              f"Hugging Face checkpoint (config.json); save one with save_pretrained() and pass its path")
-        lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+            raise ValueError(f"--model {model}: no tokenizer files (tokenizer.json or tokenizer_config.json); save the "
+                             f"tokenizer beside the weights with tokenizer.save_pretrained({str(path)!r})")
+        key = checkpoint_key(path, cache_dir)  # changes whenever a file of the checkpoint does
+        try:
+            lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except Exception as e:  # transformers' and safetensors' errors vary: one line, the path and the fix
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            raise ValueError(f"--model {model}: the checkpoint cannot be loaded ({type(e).__name__}: {first}); check "
+                             "its config.json and weight files, or save it again with save_pretrained()") from None
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
-        info = {"source": "checkpoint", "path": str(path.resolve()), "model_type": lm.config.model_type}
+        info = {"source": "checkpoint", "path": str(path.resolve()), "model_type": lm.config.model_type, "key": key}
         return _finish(lm, tok, info, device)
 
     words = sorted({w for split in (stream.base.train, *[e.train for e in stream.experiences])
@@ -147,6 +156,33 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
     info["cached"] = False
     info["weights_sha256"] = _weights_sha256(target)
     return base
+
+
+def checkpoint_key(directory: Path, cache_dir: Path) -> str:
+    """A fingerprint of every file of a local checkpoint (names and bytes), so that a checkpoint changed in
+    place gets a new run key. Hashing a large checkpoint takes a while, so each file's hash is remembered
+    under cache_dir/fingerprints by its path, size and modification time."""
+    import hashlib
+
+    memo_dir = Path(cache_dir) / "fingerprints"
+    parts = []
+    for f in sorted(p for p in Path(directory).iterdir() if p.is_file() and not p.name.startswith(".")):
+        st = f.stat()
+        memo = memo_dir / stable_hash([str(f.resolve()), st.st_size, st.st_mtime_ns])
+        if memo.exists():
+            digest = memo.read_text().strip()
+        else:
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 24), b""):
+                    h.update(chunk)
+            digest = h.hexdigest()
+            memo_dir.mkdir(parents=True, exist_ok=True)
+            from cl_bench.results import atomic_write_text
+
+            atomic_write_text(memo, digest)
+        parts.append((f.name, digest))
+    return stable_hash(parts)
 
 
 def _weights_sha256(directory: Path) -> str:
