@@ -13,7 +13,7 @@ import html
 import io
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,12 +100,44 @@ def collect(results_dir: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
         if doc.get("status") != "complete":
             skipped.append((path, f"status {doc.get('status')!r}: not a finished run"))
             continue
-        problems = check_result(doc)
-        if problems:
-            skipped.append((path, "; ".join(problems[:3])))
+        run = Run(path, doc)
+        problem = unusable(run)
+        if problem:
+            skipped.append((path, problem))
             continue
-        runs.append(Run(path, doc))
+        runs.append(run)
     return runs, skipped
+
+
+def unusable(run: Run) -> str | None:
+    """Why the leaderboard and the figures cannot use this run, or None: the result checks, then every field
+    they read, read once here, so that a malformed file is left out with its reason rather than stopping them."""
+    try:
+        problems = check_result(run.doc)
+        if problems:
+            return "; ".join(problems[:3])
+        doc = run.doc
+        if not isinstance(doc["config"]["strategy"], str) or not isinstance(doc["seed"], int):
+            return "malformed: config.strategy must be a name and seed an integer"
+        run.group_key()
+        _model_key(run)
+        run_order(doc)
+        _is_default_order(doc)
+        for t in doc["stream"]["tasks"]:
+            if not isinstance(t["name"], str) or not 0.0 <= float(t["chance"]) <= 1.0:
+                return "malformed: a task without a name or with a chance outside [0, 1]"
+        float(doc["timing"]["train_seconds"])
+        for st in doc["stages"]:
+            int(st["cost"]["trainable"]), int(st["cost"]["added"])
+        _mean_step(run)
+        _spent_and_kept(run)
+        _declared([run])
+        float(doc["metrics"]["acc"])
+    except KeyError as e:
+        return f"malformed: field {e.args[0]!r} missing"
+    except (TypeError, ValueError, IndexError, AttributeError) as e:
+        return f"malformed: {type(e).__name__}: {e}"
+    return None
 
 
 def _labels(groups: dict[str, list[Run]]) -> dict[str, str]:
@@ -186,9 +218,21 @@ def build(results_dir: Path, *, stream: str | None = None, sort: str = "acc", de
 
     runs, skipped = collect(results_dir)
     # One table per stream and order of its new tasks (files before clbench 0.4 record no order: their own).
-    by_stream: dict[tuple[str, tuple[str, ...]], list[Run]] = defaultdict(list)
+    # A stream's tasks are the set most of its runs have (the first file's on a tie): a run with other tasks is
+    # left out, and one odd file can neither push the good runs out nor make a table of its own.
+    by_name: dict[str, list[Run]] = defaultdict(list)
     for r in runs:
-        by_stream[r.doc["stream"]["name"], run_order(r.doc)].append(r)
+        by_name[r.doc["stream"]["name"]].append(r)
+    by_stream: dict[tuple[str, tuple[str, ...]], list[Run]] = defaultdict(list)
+    for name, named in by_name.items():
+        sets = [frozenset(t["name"] for t in r.doc["stream"]["tasks"]) for r in named]
+        common = max(sets, key=Counter(sets).__getitem__)
+        for r, tasks in zip(named, sets):
+            if tasks != common:
+                skipped.append((r.path, f"its tasks ({', '.join(t['name'] for t in r.doc['stream']['tasks'])}) "
+                                        f"differ from the other runs of stream {name!r}"))
+                continue
+            by_stream[name, run_order(r.doc)].append(r)
     if stream is not None:
         if stream not in {n for n, _ in by_stream}:
             known = ", ".join(sorted({n for n, _ in by_stream})) or "none"
@@ -198,7 +242,10 @@ def build(results_dir: Path, *, stream: str | None = None, sort: str = "acc", de
     tables = []
     for name, order in sorted(by_stream, key=lambda k: (k[0], not _is_default_order(by_stream[k][0].doc), k[1])):
         stream_runs = by_stream[name, order]
-        tasks = stream_runs[0].doc["stream"]["tasks"]
+        # The stream's tasks are those most of its runs have (then the first file's), so that one odd file
+        # cannot push the good runs out.
+        names = [tuple(t["name"] for t in r.doc["stream"]["tasks"]) for r in stream_runs]
+        tasks = stream_runs[names.index(max(names, key=Counter(names).__getitem__))].doc["stream"]["tasks"]
         groups: dict[str, list[Run]] = defaultdict(list)
         for r in stream_runs:
             if [t["name"] for t in r.doc["stream"]["tasks"]] != [t["name"] for t in tasks]:

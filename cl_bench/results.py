@@ -143,6 +143,8 @@ def load_result(path: Path) -> dict:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: unreadable result file ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a result file (a JSON {type(data).__name__}, not an object)")
     version = data.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ValueError(f"{path}: schema_version {version!r} is newer than this clbench reads ({SCHEMA_VERSION}); "

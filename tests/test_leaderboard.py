@@ -240,3 +240,73 @@ def test_readme_section_is_regenerated_between_its_markers(tmp_path, monkeypatch
     readme.write_text("no markers\n")
     out = CliRunner().invoke(main, ["leaderboard", "--results-dir", "results", "--readme", str(readme)])
     assert out.exit_code == 1 and "no leaderboard markers" in out.output
+
+
+def _break(doc, how):
+    """One kind of malformed result file, made from a good one."""
+    import copy
+
+    d = copy.deepcopy(doc)
+    if how == "no-strategy":
+        del d["config"]["strategy"]
+    elif how == "seed-text":
+        d["seed"] = "zero"
+    elif how == "no-chance":
+        del d["stream"]["tasks"][1]["chance"]
+    elif how == "no-cost":
+        del d["stages"][0]["cost"]
+    elif how == "no-train-seconds":
+        del d["timing"]["train_seconds"]
+    elif how == "no-acc":
+        del d["metrics"]["acc"]
+    elif how == "acc-text":
+        d["metrics"]["acc"] = "high"
+    elif how == "stream-list":
+        d["stream"] = ["vision-audio"]
+    elif how == "stages-none":
+        d["stages"] = None
+    elif how == "matrix-strings":
+        d["accuracy_matrix"] = [["a"] * 3] * 3
+    elif how == "declaration-unknown":
+        d["declaration"] = {"keeps_everything": True}
+    elif how == "renamed-tasks":  # a well-formed run whose tasks are named otherwise: it alone is left out
+        for t, name in zip(d["stream"]["tasks"], ("text", "pictures", "sounds")):
+            t["name"] = name
+    return d
+
+
+BROKEN_KINDS = ("no-strategy", "seed-text", "no-chance", "no-cost", "no-train-seconds", "no-acc", "acc-text",
+                "stream-list", "stages-none", "matrix-strings", "declaration-unknown", "renamed-tasks")
+
+
+def test_malformed_files_are_left_out_one_line_each_and_never_displace_good_runs(tmp_path):
+    import json
+    import shutil
+
+    src = FIXTURES / "results" / "runs" / "vision-audio"
+    dst = tmp_path / "runs" / "vision-audio"
+    for strategy in ("full-ft", "align-only", "joint"):
+        shutil.copytree(src / strategy, dst / strategy)
+    good = json.loads(next((src / "full-ft").glob("*seed0*")).read_text())
+    bad_dir = dst / "full-ft"
+    for i, how in enumerate(BROKEN_KINDS):
+        # "00-" sorts first: a bad file read before every good one must not decide the stream's tasks
+        (bad_dir / f"00-{how}.json").write_text(json.dumps(_break(good, how)))
+    (bad_dir / "00-a-list.json").write_text("[1, 2]")
+    (bad_dir / "00-empty.json").write_text("")
+    board = leaderboard.build(tmp_path)
+    why = {p.name: reason for p, reason in board.skipped}
+    assert set(why) == {f"00-{h}.json" for h in BROKEN_KINDS} | {"00-a-list.json", "00-empty.json"}, why
+    assert why["00-no-strategy.json"] == "malformed: field 'strategy' missing"
+    assert why["00-renamed-tasks.json"] == (
+        "its tasks (text, pictures, sounds) differ from the other runs of stream 'vision-audio'")
+    (t,) = board.tables
+    assert [x["name"] for x in t.tasks] == ["text", "vision", "audio"]
+    assert sorted(r.label for r in t.rows) == ["align-only", "full-ft", "joint"]
+    assert next(r for r in t.rows if r.label == "full-ft").values["seeds"][0] == 2
+    for args in (["leaderboard", "--device", "cpu"], ["plot", "--out-dir", str(tmp_path / "fig"), "--device", "cpu"]):
+        out = CliRunner().invoke(main, [*args, "--results-dir", str(tmp_path)])
+        assert out.exit_code == 0, out.output
+        assert "Traceback" not in out.output
+        for name in why:  # each left out with one line that names the file
+            assert sum(name in line for line in out.stderr.splitlines()) == 1, (name, out.stderr)
