@@ -8,6 +8,7 @@ import click
 
 from cl_bench import __version__, registry
 
+MAX_SEED = 2**31 - 1  # numpy's and torch's generators all take it
 USER_RESULTS = "my-results"  # `clbench run`'s default: a user's runs, apart from the published results/
 
 
@@ -58,6 +59,21 @@ def _stream_class(name: str):
     return stream_class(name)
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    """--seeds: comma-separated integers in [0, MAX_SEED]."""
+    out = []
+    for x in (x.strip() for x in text.split(",")):
+        if not x:
+            continue
+        if not x.isdigit() or int(x) > MAX_SEED:
+            raise click.BadParameter(f"{x!r} is not a seed: give comma-separated integers from 0 to {MAX_SEED}, "
+                                     "e.g. --seeds 0,1,2", param_hint="--seeds")
+        out.append(int(x))
+    if not out:
+        raise click.BadParameter("no seed given, e.g. --seeds 0,1,2", param_hint="--seeds")
+    return tuple(out)
+
+
 def _stream_opts(pairs) -> dict[str, str]:
     return _parse_options(pairs, "-s/--stream-option", "-s train-speakers=40")
 
@@ -81,7 +97,7 @@ def main() -> None:
 @click.option("--model", default="mixtral-tiny", show_default=True,
               help="Base model: a preset (mixtral-tiny, olmoe-tiny, qwen2-moe-tiny) or a local Hugging Face "
                    "MoE checkpoint directory.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the run.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=MAX_SEED), help="Seed of the run.")
 @click.option("--device", default="auto", show_default=True,
               help="auto (the GPU where there is one), cpu, cuda or cuda:N.")
 @click.option("--steps", default=400, show_default=True, type=click.IntRange(min=1),
@@ -522,7 +538,7 @@ def publish(stream, strategies, seeds, orders, encoders, stream_options, results
         names = registry.strategies.names() if strategies == "all" else [s.strip() for s in strategies.split(",")]
         for n in names:
             registry.strategies.entry(n)
-        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        seed_list = list(_seeds(seeds))
         order_list = [None if o.strip() == "default" else o.strip() for o in orders] or [None]
         enc, sopts = _encoders(encoders), _stream_opts(stream_options)
         for st in stream_names:
@@ -591,7 +607,7 @@ def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain
             names = [s.strip() for s in strategies.split(",")]
         for n in names:
             registry.strategies.entry(n)
-        seed_list = tuple(int(x) for x in seeds.split(",") if x.strip())
+        seed_list = _seeds(seeds)
         report = {"stream": stream, "seeds": list(seed_list), "clbench": __version__,
                   "command": "clbench tune " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["tune"] else "clbench tune",
                   "budget": {"steps": steps, "pretrain_steps": pretrain_steps, "eval_limit": eval_limit},

@@ -371,12 +371,17 @@ def order_effects_table(board: Leaderboard, alpha: float = 0.05) -> tuple[str, l
     return note, rows
 
 
+def _md(text: str) -> str:
+    """A Markdown table cell's text: a | inside (e.g. in an option's value) would end the cell."""
+    return str(text).replace("|", "\\|")
+
+
 def order_effects_markdown(board: Leaderboard, heading: str = "## Order effects") -> list[str]:
     note, rows = order_effects_table(board)
     if not rows:
         return []
     return [f"{heading}\n", note + "\n", "| " + " | ".join(ORDER_EFFECTS_HEADER) + " |",
-            "|---|---|---|---:|---:|---|---:|---|", *("| " + " | ".join(r) + " |" for r in rows), ""]
+            "|---|---|---|---:|---:|---|---:|---|", *("| " + " | ".join(map(_md, r)) + " |" for r in rows), ""]
 
 
 def _set_tiers(rows: list[Row]) -> None:
@@ -505,7 +510,7 @@ def to_markdown(board: Leaderboard, level: float = 0.95) -> str:
         out.append("| Strategy | " + " | ".join(c.header for c in t.columns) + " |")
         out.append("|---|" + "|".join("---:" for _ in t.columns) + "|")
         for r in t.rows:
-            out.append(f"| {r.label} | " + " | ".join(cell(r, c) for c in t.columns) + " |")
+            out.append(f"| {_md(r.label)} | " + " | ".join(cell(r, c) for c in t.columns) + " |")
         out.append("")
         out.append(interval_note(level) + "\n")
         out += matrix_table(t)
@@ -531,7 +536,7 @@ def readme_section(board: Leaderboard, level: float = 0.95) -> str:
         out.append("| Strategy | " + " | ".join(c.header for c in cols) + " |")
         out.append("|---|" + "|".join("---:" for _ in cols) + "|")
         for r in t.rows:
-            out.append(f"| {r.label} | " + " | ".join(cell(r, c) for c in cols) + " |")
+            out.append(f"| {_md(r.label)} | " + " | ".join(cell(r, c) for c in cols) + " |")
         out.append("")
         out.append(interval_note(level) + "\n")
         out += matrix_table(t)
@@ -555,7 +560,7 @@ def matrix_table(t: Table) -> list[str]:
     for r in t.rows:
         R = [[sum(run.doc["accuracy_matrix"][i][j] for run in r.runs) / len(r.runs) for j in range(len(names))]
              for i in range(len(names))]
-        out.append(f"| {r.label} | " + " | ".join(" / ".join(f"{a:.3f}" for a in row) for row in R) + " |")
+        out.append(f"| {_md(r.label)} | " + " | ".join(" / ".join(f"{a:.3f}" for a in row) for row in R) + " |")
     return out + [""]
 
 

@@ -54,8 +54,8 @@ class RunConfig:
     cache_dir: str | None = field(default=None, metadata={"help": "data, models and resumable state"})
 
     def __post_init__(self) -> None:
-        if self.seed < 0:
-            raise ValueError(f"RunConfig.seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed <= 2**31 - 1:
+            raise ValueError(f"RunConfig.seed must be in [0, 2**31 - 1], got {self.seed}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"RunConfig.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.eval_batch_size < 1:
@@ -115,6 +115,10 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
 
     t0 = time.perf_counter()
     stream_obj, stream = streams.load(config.stream, config.stream_options, config.order, cache, progress=progress)
+    smallest = min(stream.experiences + (stream.base,), key=lambda e: len(e.train))
+    if config.budget.batch_size > len(smallest.train):  # train() would take the whole split and record the ask
+        raise ValueError(f"--batch-size {config.budget.batch_size} is larger than the smallest training split "
+                         f"({smallest.name}: {len(smallest.train)} items); use at most {len(smallest.train)}")
     stream_changes = streams.changed_options(stream_obj)
     default_order = tuple(type(stream_obj).tasks)  # build_checked holds a stream to its declared order
     base = load_base(config.model, stream, device, cache, config.pretrain, progress=progress)

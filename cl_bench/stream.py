@@ -77,7 +77,12 @@ def encoder_names(s: Stream, ts: TaskStream, overrides: dict | None = None) -> d
     """Each new modality's encoder: one given on the command line (`overrides`), else the one the stream
     declares (Stream.encoders), else None (the modality's default)."""
     overrides = overrides or {}
-    return {m: overrides.get(m) or type(s).encoders.get(m) for m in dict.fromkeys(ts.modalities)}
+    present = list(dict.fromkeys(ts.modalities))
+    absent = [m for m in overrides if m not in present]
+    if absent:  # an encoder nothing would use must not pass silently (nor change the run key)
+        raise ValueError(f"--encoder {absent[0]}=...: stream {ts.name!r} has no {absent[0]} task; its modalities: "
+                         f"{', '.join(present)}")
+    return {m: overrides.get(m) or type(s).encoders.get(m) for m in present}
 
 
 def changed_options(stream: Stream) -> dict:

@@ -310,3 +310,19 @@ def test_malformed_files_are_left_out_one_line_each_and_never_displace_good_runs
         assert "Traceback" not in out.output
         for name in why:  # each left out with one line that names the file
             assert sum(name in line for line in out.stderr.splitlines()) == 1, (name, out.stderr)
+
+
+def test_a_bar_in_an_option_value_stays_inside_its_markdown_cell(tmp_path):
+    import json
+    import shutil
+
+    shutil.copytree(FIXTURES / "results" / "runs" / "vision-audio" / "full-ft", tmp_path / "runs" / "s" / "full-ft")
+    path = next((tmp_path / "runs" / "s" / "full-ft").glob("*seed1*"))
+    doc = json.loads(path.read_text())
+    doc["config"]["strategy_options"] = {"note": "a|b"}
+    path.write_text(json.dumps(doc))
+    md = leaderboard.to_markdown(leaderboard.build(tmp_path))
+    header = next(l for l in md.splitlines() if l.startswith("| Strategy |"))
+    line = next(l for l in md.splitlines() if l.startswith("| full-ft (note=a"))
+    assert "note=a\\|b" in line
+    assert len(re.findall(r"(?<!\\)\|", line)) == header.count("|")  # as many cell borders as the header
