@@ -78,9 +78,35 @@ def _stream_opts(pairs) -> dict[str, str]:
     return _parse_options(pairs, "-s/--stream-option", "-s train-speakers=40")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Main(click.Group):
+    """The command group: an error of the environment (a directory that cannot be written, a full disk, a
+    file that cannot be read) ends in one line naming the path and what to do, not a traceback, unless
+    --debug (or CLBENCH_DEBUG=1) asks for the traceback."""
+
+    def invoke(self, ctx):
+        import errno
+        import os
+
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            if (ctx.obj or {}).get("debug") or os.environ.get("CLBENCH_DEBUG") == "1":
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            fix = {errno.EACCES: "make it writable (or readable), or choose another directory",
+                   errno.EPERM: "make it writable (or readable), or choose another directory",
+                   errno.EROFS: "choose a directory on a writable file system",
+                   errno.ENOSPC: "free some disk space, or choose a directory on another disk",
+                   errno.EDQUOT: "free some disk space, or choose a directory on another disk",
+                   errno.ENOENT: "check the path"}.get(e.errno, "check the path and the disk; --debug shows where")
+            raise click.ClickException(f"{where}{e.strerror or e}; {fix}") from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="clbench")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an error instead of its one-line message.")
+@click.pass_context
+def main(ctx, debug) -> None:
     """clbench: grow a language model into new modalities, and measure what it forgets.
 
     \b
@@ -89,6 +115,7 @@ def main() -> None:
       clbench run --stream vision-audio --strategy full-ft
       clbench run --strategy align-only --seed 1 --steps 200
     """
+    ctx.obj = {"debug": debug}
 
 
 @main.command()
@@ -550,7 +577,7 @@ def publish(stream, strategies, seeds, orders, encoders, stream_options, results
                                              cache_dir=cache_dir, budget=Budget(steps=steps),
                                              pretrain=PretrainConfig(steps=pretrain_steps), eval_limit=eval_limit,
                                              encoders=enc, stream_options=sopts, order=order),
-                                   progress=False, reuse=True,
+                                   progress=False, reuse=True, wait=True,
                                    echo=lambda s: click.echo(s, err=True))
         board = _board(results_dir, None, "acc", device)
         figures = draw(board, Path(results_dir) / "figures", _device(device))
@@ -620,7 +647,7 @@ def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain
                                               results_dir=results_dir, cache_dir=cache_dir, budget=Budget(steps=steps),
                                               pretrain=PretrainConfig(steps=pretrain_steps), eval_split="val",
                                               eval_limit=eval_limit, strategy_options=dict(point)),
-                                    progress=False, reuse=True, echo=lambda s: click.echo(s, err=True))
+                                    progress=False, reuse=True, wait=True, echo=lambda s: click.echo(s, err=True))
                 all_docs.append(doc)
                 return doc
 

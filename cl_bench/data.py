@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,19 +23,94 @@ def stable_hash(obj, n: int = 16) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def cached_splits(path: Path, build: Callable[[], dict]):
+CHECKSUMS = "clbench-checksums.json"
+
+
+def _checksums(directory: Path) -> dict[str, str]:
+    import hashlib
+
+    out = {}
+    for f in sorted(p for p in Path(directory).rglob("*") if p.is_file() and p.name != CHECKSUMS):
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                h.update(chunk)
+        out[f.relative_to(directory).as_posix()] = h.hexdigest()
+    return out
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with the cached dataset at `path` (a file written with it missing or changed), or None when
+    every file matches the checksums written with it. (Files added later, e.g. the datasets library's own cache
+    files, are not its damage.)"""
+    listed = json.loads((path / CHECKSUMS).read_text())
+    found = _checksums(path)
+    for name, digest in listed.items():
+        if name not in found:
+            return f"{name} is missing"
+        if found[name] != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def cached_splits(path: Path, build: Callable[[], dict], echo: Callable[[str], None] | None = None):
     """Load a DatasetDict from `path`, or build it, save it atomically and return it.
 
     `build` returns {split: datasets.Dataset}. The directory appears only complete:
-    it is written to a temporary sibling and renamed into place.
+    it is written to a temporary sibling and renamed into place, with the checksums of
+    its files; an entry that no longer matches them (or cannot be read) is rebuilt, and
+    `echo` (default: standard error) says so.
     """
     from datasets import DatasetDict, load_from_disk
 
-    if not (path / "dataset_dict.json").exists():
+    say = echo or (lambda s: print(s, file=sys.stderr))
+    path = Path(path)
+    loaded = _load_verified(path, say)
+    if loaded is not None:
+        return loaded
+    with build_lock(path):  # one process builds it; the others wait, then load what it built
+        loaded = _load_verified(path, say)
+        if loaded is not None:
+            return loaded
         splits = DatasetDict(build())
         with atomic_directory(path) as tmp:
             splits.save_to_disk(str(tmp))
+            atomic_write_checksums(tmp)
     return load_from_disk(str(path))
+
+
+def build_lock(path: Path):
+    """A lock (filelock) beside a cache entry, held while it is built: a second process waits for the first."""
+    from filelock import FileLock
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock")
+
+
+def _load_verified(path: Path, say):
+    """The cached dataset at `path` if it is whole; None if there is none, or if it was damaged (then it is removed,
+    and `say` says so)."""
+    from datasets import load_from_disk
+
+    if path.exists():
+        try:
+            if not (path / CHECKSUMS).exists():  # written before checksums were: trusted once, if it loads
+                load_from_disk(str(path))
+                atomic_write_checksums(path)
+            problem = damage(path)
+        except Exception as e:  # unreadable: a truncated arrow file, a broken dataset_dict.json, ...
+            problem = f"it cannot be read ({type(e).__name__}: {str(e)[:200]})"
+        if problem is None:
+            return load_from_disk(str(path))
+        say(f"data cache {path} is damaged ({problem}); rebuilding it")
+        shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def atomic_write_checksums(directory: Path) -> None:
+    tmp = Path(directory) / (CHECKSUMS + ".tmp")
+    tmp.write_text(json.dumps(_checksums(directory), indent=1, sort_keys=True))
+    os.replace(tmp, Path(directory) / CHECKSUMS)
 
 
 @contextmanager

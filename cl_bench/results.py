@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import platform
 import subprocess
 import tempfile
@@ -38,6 +39,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+STALE_SECONDS = 3600  # no atomic write, data build or speech synthesis of clbench's takes this long
+
+
+def sweep_stale(directory: Path, pattern: str, older_than: float = STALE_SECONDS) -> list[Path]:
+    """Remove what killed processes left: entries of `directory` matching `pattern` not modified for
+    `older_than` seconds (a live writer touches its own far more recently). Returns what was removed."""
+    import time
+
+    gone = []
+    now = time.time()
+    for p in Path(directory).glob(pattern) if Path(directory).is_dir() else []:
+        try:
+            if now - p.lstat().st_mtime < older_than:
+                continue
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            gone.append(p)
+        except OSError:  # taken by another sweeper, or not ours to remove
+            continue
+    return gone
 
 
 def splice_between(text: str, begin: str, end: str, body: str, what: str) -> str:

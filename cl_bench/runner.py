@@ -8,9 +8,12 @@ from the last finished stage.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +26,7 @@ from cl_bench.config import Budget, from_options
 from cl_bench.data import default_cache_dir, stable_hash
 from cl_bench.models.lm import DEFAULT_MODEL, PRESETS, PretrainConfig
 from cl_bench.results import (SCHEMA_VERSION, atomic_torch_save, atomic_write_json, environment, load_result,
-                              pack_items)
+                              pack_items, sweep_stale)
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,23 @@ def resolve_device(name: str):
 
 def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         echo: Callable[[str], None] = print, inspect: Callable[[str, object], None] | None = None,
-        reuse: bool = False) -> tuple[dict, Path]:
+        reuse: bool = False, wait: bool = False) -> tuple[dict, Path]:
     """Run `config` end to end; returns the result document and the path it was written to.
 
     `reuse`: if this exact run's result file already exists and is complete, return it
     without running (what `clbench publish` does to fill in only missing runs).
 
+    One process at a time runs a given run key: a second one raises ValueError saying where the
+    first keeps its state, or with `wait` waits for it (then, with `reuse`, returns its result).
+
     `inspect(event, strategy)`, if given, is called with "setup" after the strategy's
     setup and "end" after the last stage (used by `clbench validate`).
     """
+    with contextlib.ExitStack() as held:  # the run key's lock, released however the run ends
+        return _run(config, progress, restart, echo, inspect, reuse, wait, held)
+
+
+def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[dict, Path]:
     import torch
 
     from cl_bench import metrics, routing
@@ -139,6 +150,21 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     key = stable_hash(ident)
     model_name = config.model if config.model in PRESETS else Path(config.model).name
     path = Path(config.results_dir) / "runs" / stream.name / config.strategy / f"{model_name}-seed{config.seed}-{key[:8]}.json"
+    try:  # a results directory that cannot be written is said now, not after the whole run
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writable = os.access(path.parent, os.W_OK)
+    except OSError as e:
+        raise ValueError(f"results directory {config.results_dir}: {e.strerror or e}; choose another with "
+                         "--results-dir") from None
+    if not writable:
+        raise ValueError(f"results directory {config.results_dir} cannot be written; make it writable or choose "
+                         "another with --results-dir")
+    _hold_run_lock(held, cache, key, wait, echo)
+    # what killed processes left: temporary result files beside this one, half-built cache entries
+    sweep_stale(path.parent, ".*.tmp")
+    for sub in ("models", "data", "data/numbers", "runs"):
+        sweep_stale(cache / sub, "*.tmp-*")
+    sweep_stale(Path(tempfile.gettempdir()), "clbench-speech-*")
     if reuse and not restart and path.exists():
         try:
             done = load_result(path)
@@ -298,6 +324,22 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
     return result, path
 
 
+def _hold_run_lock(held: contextlib.ExitStack, cache: Path, key: str, wait: bool, echo) -> None:
+    from filelock import FileLock, Timeout
+
+    (cache / "runs").mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(cache / "runs" / f"{key}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            raise ValueError(f"this run is in progress in another process (its state: {cache / 'runs' / key}); "
+                             "wait for it to finish, then run the same command to get its result") from None
+        echo(f"the same run is in progress in another process; waiting for it ({cache / 'runs' / key})")
+        lock.acquire()
+    held.callback(lock.release)
+
+
 def _sources(config: RunConfig) -> dict:
     from cl_bench import yaml_stream
 
@@ -390,12 +432,39 @@ def _load_state(work: Path, strategy, echo) -> dict | None:
     path = work / "state.json"
     if not path.exists():
         return None
-    state = json.loads(path.read_text())
-    if "items" not in state or "routing" not in state:  # written by a clbench that kept less
-        echo(f"the saved state in {work} predates per-item results or the routing analysis; starting the run over")
-        shutil.rmtree(work, ignore_errors=True)
-        return None
-    strategy.load_state_dict(torch.load(work / state.pop("checkpoint"), map_location=strategy.context.device,
-                                        weights_only=True))
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict):
+            raise ValueError("not a JSON object")
+        if "items" not in state or "routing" not in state:  # written by a clbench that kept less
+            echo(f"the saved state in {work} predates per-item results or the routing analysis; starting the run over")
+            shutil.rmtree(work, ignore_errors=True)
+            return None
+        _check_state(state, len(strategy.context.tasks))
+        checkpoint = work / state.pop("checkpoint")
+        weights = torch.load(checkpoint, map_location=strategy.context.device, weights_only=True)
+        strategy.load_state_dict(weights)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, EOFError) as e:
+        # json, torch.load and load_state_dict raise all of these for a damaged or foreign state
+        raise ValueError(f"the saved state of this run in {work} is damaged ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else e!r}); run the same command with --restart "
+                         "to start it over") from None
     echo(f"resuming from stage {len(state['rows']) - 1} (state in {work}; --restart to start over)")
     return state
+
+
+def _check_state(state: dict, tasks: int) -> None:
+    """A resume state must be one row per evaluation so far, of one entry per task, with one stage record per
+    finished stage: anything else would give an inconsistent result."""
+    rows = state["rows"]
+    if not (isinstance(rows, list) and 1 <= len(rows) <= tasks):
+        raise ValueError(f"{len(rows) if isinstance(rows, list) else rows!r} rows for a stream of {tasks} tasks")
+    for key in ("items", "routing"):
+        if len(state[key]) != len(rows):
+            raise ValueError(f"{len(state[key])} {key} rows for {len(rows)} accuracy rows")
+    if len(state["stages"]) != len(rows) - 1:
+        raise ValueError(f"{len(state['stages'])} stage records for {len(rows) - 1} finished stages")
+    if any(len(r) != tasks or not all(isinstance(a, float) and 0.0 <= a <= 1.0 for a in r) for r in rows):
+        raise ValueError(f"an accuracy row is not {tasks} values in [0, 1]")
+    if not isinstance(state["checkpoint"], str) or "/" in state["checkpoint"]:
+        raise ValueError(f"checkpoint {state['checkpoint']!r} is not a file name")

@@ -196,16 +196,25 @@ def validate(strategy: str, stream: str = "vision-audio", cache_dir: str | None 
     from cl_bench.models.lm import PretrainConfig
     from cl_bench.runner import RunConfig, run
 
-    snapshot: list = []
+    snapshot: list = []  # (name, parameter, its value after setup) of every parameter of the model
+    frozen_ids: set[int] = set()
+    changed: list[tuple[str, int]] = []  # (name, elements) of the parameters that changed during the run
     problems: list[str] = []
 
     def inspect(event, strat):
         if event == "setup":
-            snapshot.extend((p, p.detach().clone()) for p in strat.frozen())
+            snapshot.extend((n, p, p.detach().clone()) for n, p in strat.model.named_parameters())
+            frozen = strat.frozen()
+            frozen_ids.update(id(p) for p in frozen)
+            named = {id(p) for _, p, _ in snapshot}
+            snapshot.extend((f"(frozen parameter {i})", p, p.detach().clone())
+                            for i, p in enumerate(frozen) if id(p) not in named)
         else:
-            changed = sum(not torch.equal(p, before) for p, before in snapshot)
-            if changed:
-                problems.append(f"{changed} of the {len(snapshot)} parameters declared frozen changed")
+            changed.extend((n, p.numel()) for n, p, before in snapshot if not torch.equal(p, before))
+            bad = [n for n, p, before in snapshot if id(p) in frozen_ids and not torch.equal(p, before)]
+            if bad:
+                problems.append(f"{len(bad)} of the {len(frozen_ids)} parameters declared frozen changed: "
+                                + ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else ""))
             problems.extend(_check_routing(strat))
 
     results_dir = results_dir or tempfile.mkdtemp(prefix="clbench-validate-")
@@ -215,6 +224,13 @@ def validate(strategy: str, stream: str = "vision-audio", cache_dir: str | None 
                        eval_limit=64,  # the contract needs no precise accuracy
                        results_dir=results_dir, cache_dir=cache_dir, device="cpu")
     result, path = run(config, progress=False, restart=True, inspect=inspect)
+    # What the strategy reports as trainable must cover what changed: a stage trains at most what it reports.
+    reported = sum(st["cost"]["trainable"] for st in result["stages"])
+    moved = sum(n for _, n in changed)
+    if moved > reported:
+        problems.append(f"the strategy reports {reported:,} trainable parameters over its stages (Strategy.cost), "
+                        f"but {moved:,} changed: " + ", ".join(n for n, _ in changed[:5])
+                        + (", ..." if len(changed) > 5 else ""))
     problems += check_result(result)
     problems += check_declaration(result)
     if not Path(path).exists():

@@ -41,6 +41,16 @@ class Liar(FullFineTuning):
         return Cost(trainable=c.trainable, added=c.added + 1, total=c.total)
 
 
+class Understater(FullFineTuning):
+    """Trains everything and reports 0 trainable parameters."""
+
+    def cost(self):
+        from cl_bench.strategy import Cost
+
+        c = super().cost()
+        return Cost(trainable=0, added=c.added, total=c.total)
+
+
 class Hoarder(FullFineTuning):
     """Keeps the base text task's training split without declaring it."""
 

@@ -59,8 +59,21 @@ def test_a_broken_promise_is_reported(cache_dir, stream, tmp_path):
         problems = validate("liar", cache_dir=str(cache_dir), results_dir=str(tmp_path))
     finally:
         registry.strategies.unregister("liar")
-    assert any("parameters declared frozen changed" in p for p in problems)
+    frozen = next(p for p in problems if "parameters declared frozen changed" in p)
+    assert "lm.model.embed_tokens.weight" in frozen  # named, not only counted
     assert any("cost does not add up" in p for p in problems)
+
+
+def test_a_strategy_that_understates_what_it_trains_is_reported(cache_dir, stream, tmp_path):
+    registry.strategies.register("understater", "helpers_strategies:Understater", origin="tests")
+    try:
+        problems = validate("understater", cache_dir=str(cache_dir), results_dir=str(tmp_path))
+    finally:
+        registry.strategies.unregister("understater")
+    (p,) = [p for p in problems if "trainable parameters over its stages" in p]
+    assert p.startswith("the strategy reports 0 trainable parameters") and "lm.model.embed_tokens.weight" in p
+    clean = validate("full-ft", cache_dir=str(cache_dir), results_dir=str(tmp_path / "ok"))
+    assert clean == [], clean
 
 
 def test_check_result_names_missing_parts():

@@ -181,3 +181,51 @@ def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(old)
     assert {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in ("t.md", "s.pt")} == {0o644}
+
+
+def test_a_damaged_data_cache_is_found_rebuilt_and_said(tmp_path):
+    import json
+    import os
+    import stat
+
+    from datasets import Dataset
+
+    from cl_bench.data import CHECKSUMS, cached_splits
+
+    builds, said = [], []
+
+    def build():
+        builds.append(1)
+        return {"train": Dataset.from_dict({"x": list(range(100))}), "test": Dataset.from_dict({"x": [7, 8]})}
+
+    path = tmp_path / "cache" / "task"
+    old = os.umask(0o022)
+    try:
+        d = cached_splits(path, build, echo=said.append)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755  # not mkdtemp's 0700
+    assert (path / CHECKSUMS).exists() and len(builds) == 1 and d["train"]["x"] == list(range(100))
+    assert cached_splits(path, build, echo=said.append)["test"]["x"] == [7, 8] and len(builds) == 1 and not said
+
+    arrow = next(path.glob("train/*.arrow"))
+    data = bytearray(arrow.read_bytes())
+    data[-40:-20] = bytes(20)  # zero part of the stored data: still readable, silently different
+    arrow.write_bytes(bytes(data))
+    d = cached_splits(path, build, echo=said.append)
+    assert len(builds) == 2 and d["train"]["x"] == list(range(100))
+    assert said == [f"data cache {path} is damaged (train/{arrow.name} does not match its checksum); rebuilding it"]
+
+    (path / "dataset_dict.json").unlink()
+    cached_splits(path, build, echo=said.append)
+    assert len(builds) == 3 and "dataset_dict.json is missing" in said[-1]
+
+    arrow = next(path.glob("test/*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:50])  # truncated
+    cached_splits(path, build, echo=said.append)
+    assert len(builds) == 4 and "damaged" in said[-1]
+
+    # a cache written before checksums were: trusted once if it loads, and its checksums written then
+    (path / CHECKSUMS).unlink()
+    cached_splits(path, build, echo=said.append)
+    assert len(builds) == 4 and json.loads((path / CHECKSUMS).read_text()) and len(said) == 3

@@ -1,6 +1,7 @@
 """End-to-end runs on tiny budgets: the CLI, the result file, resume, and the strategies' contracts."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -313,3 +314,33 @@ def test_a_users_run_goes_to_its_own_results_directory(tmp_path, cache_dir, stre
     assert f"result file: my-results/runs/vision-audio/full-ft/{f.name}" in out.output
     assert "your runs go under my-results/, apart from the published results/" in out.output
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("damage", ["not-json", "extra-row", "no-checkpoint", "truncated-checkpoint"])
+def test_a_damaged_resume_state_names_its_directory_and_restart(tmp_path, cache_dir, stream, test_strategies,
+                                                                 damage):
+    from helpers_strategies import CrashOnAudio
+
+    cfg = tiny_config(tmp_path, cache_dir, strategy="crash-on-audio", seed=5)
+    before = set((cache_dir / "runs").glob("*"))
+    CrashOnAudio.crash = True
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(cfg, progress=False)
+    CrashOnAudio.crash = False
+    (work,) = set((cache_dir / "runs").glob("*")) - before  # this run's resumable state
+    state = json.loads((work / "state.json").read_text())
+    if damage == "not-json":
+        (work / "state.json").write_text("{")
+    elif damage == "extra-row":
+        state["rows"].append(state["rows"][-1])
+        (work / "state.json").write_text(json.dumps(state))
+    elif damage == "no-checkpoint":
+        (work / state["checkpoint"]).unlink()
+    else:
+        ck = work / state["checkpoint"]
+        ck.write_bytes(ck.read_bytes()[:100])
+    with pytest.raises(ValueError, match=rf"the saved state of this run in {re.escape(str(work))} is damaged .*--restart"):
+        run(cfg, progress=False)
+    assert not list((tmp_path / "results").rglob("*.json"))
+    done, _ = run(cfg, progress=False, restart=True)
+    assert done["status"] == "complete" and len(done["stages"]) == 2

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from cl_bench.data import atomic_directory, stable_hash
+from cl_bench.data import atomic_directory, build_lock, stable_hash
 from cl_bench.experience import INPUT_MARKER
 
 BASE_VERSION = 1  # bump when pre-training changes
@@ -137,12 +137,26 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
         target = next((p.parent for p in sorted((Path(cache_dir) / "models").glob(f"*-{model}-{key}/clbench.json"))),
                       target)
     if (target / "clbench.json").exists():
-        lm = AutoModelForCausalLM.from_pretrained(target, local_files_only=True)
-        tok = AutoTokenizer.from_pretrained(target, local_files_only=True)
-        info = json.loads((target / "clbench.json").read_text())
-        info["cached"] = True
-        info["weights_sha256"] = _weights_sha256(target)
-        return _finish(lm, tok, info, device)
+        return _load_cached(target, device)
+    with build_lock(target):  # one process pre-trains it; another waits, then loads it
+        if (target / "clbench.json").exists():
+            return _load_cached(target, device)
+        return _pretrain_and_save(model, config, tok, key, target, stream, device, pretrain, progress)
+
+
+def _load_cached(target: Path, device) -> BaseModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(target, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(target, local_files_only=True)
+    info = json.loads((target / "clbench.json").read_text())
+    info["cached"] = True
+    info["weights_sha256"] = _weights_sha256(target)
+    return _finish(lm, tok, info, device)
+
+
+def _pretrain_and_save(model, config, tok, key, target, stream, device, pretrain, progress) -> BaseModel:
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(pretrain.seed)
     lm = AutoModelForCausalLM.from_config(config)
