@@ -20,8 +20,19 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def decompose(results_dir: Path) -> dict[str, dict[str, float]]:
-    """strategy -> {runs, setup, train, eval, other, total} seconds, from every result file under results_dir."""
+def group_of(doc: dict, by: str) -> str:
+    """The row a result file counts towards: its strategy, or its stream (and order, when not the stream's own)."""
+    if by == "strategy":
+        return doc["config"]["strategy"]
+    s = doc["stream"]
+    order = s.get("order")
+    own = not order or order == (s.get("default_order") or order)
+    return s["name"] if own else f"{s['name']} ({','.join(order)})"
+
+
+def decompose(results_dir: Path, by: str = "strategy") -> dict[str, dict[str, float]]:
+    """strategy (or stream) -> {runs, setup, train, eval, other, total} seconds, from every result file under
+    results_dir."""
     out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for path in sorted((results_dir / "runs").rglob("*.json")):
         try:
@@ -31,7 +42,7 @@ def decompose(results_dir: Path) -> dict[str, dict[str, float]]:
             continue
         if doc.get("status") != "complete":
             continue
-        row = out[doc["config"]["strategy"]]
+        row = out[group_of(doc, by)]
         train = sum(s["train_seconds"] for s in stages)
         evaluation = t["row0_eval_seconds"] + sum(s["eval_seconds"] for s in stages)
         total = t["this_process_seconds"]
@@ -48,6 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", action="store_true", help="run `clbench publish` first (other arguments go to it)")
     ap.add_argument("--results-dir", default="results")
+    ap.add_argument("--by", choices=("strategy", "stream"), default="strategy", help="one row per strategy or stream")
     args, rest = ap.parse_known_args()
     results_dir = Path(args.results_dir)
     if args.run:
@@ -56,17 +68,18 @@ def main() -> None:
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True)
         print(f"clbench publish: {time.perf_counter() - t0:.0f} s wall")
-    rows = decompose(results_dir)
+    rows = decompose(results_dir, args.by)
     if not rows:
         sys.exit(f"no finished result files under {results_dir}/runs")
     keys = ("setup", "train", "eval", "other", "total")
-    print(f"\n{'strategy':<22}{'runs':>5}" + "".join(f"{k + ' s':>10}" for k in keys))
+    width = max(22, *(len(n) + 2 for n in rows))
+    print(f"\n{args.by:<{width}}{'runs':>5}" + "".join(f"{k + ' s':>10}" for k in keys))
     sums = defaultdict(float)
     for name, row in sorted(rows.items(), key=lambda kv: -kv[1]["total"]):
-        print(f"{name:<22}{row['runs']:>5.0f}" + "".join(f"{row[k]:>10.0f}" for k in keys))
+        print(f"{name:<{width}}{row['runs']:>5.0f}" + "".join(f"{row[k]:>10.0f}" for k in keys))
         for k in ("runs", *keys):
             sums[k] += row[k]
-    print(f"{'all':<22}{sums['runs']:>5.0f}" + "".join(f"{sums[k]:>10.0f}" for k in keys))
+    print(f"{'all':<{width}}{sums['runs']:>5.0f}" + "".join(f"{sums[k]:>10.0f}" for k in keys))
     print("\nshares of the runs' time: " + ", ".join(f"{k} {sums[k] / sums['total']:.0%}" for k in keys[:-1]))
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cl_bench import faults
+
 
 def default_cache_dir() -> Path:
     """$CLBENCH_CACHE, else ~/.cache/clbench."""
@@ -72,11 +74,20 @@ def cached_splits(path: Path, build: Callable[[], dict], echo: Callable[[str], N
         loaded = _load_verified(path, say)
         if loaded is not None:
             return loaded
+        remove_partial(path)
         splits = DatasetDict(build())
         with atomic_directory(path) as tmp:
             splits.save_to_disk(str(tmp))
             atomic_write_checksums(tmp)
+            faults.point(f"build:{path.name}")
     return load_from_disk(str(path))
+
+
+def remove_partial(path: Path) -> None:
+    """Remove what a killed build of `path` left (its temporary siblings); call it holding `build_lock(path)`,
+    so that no live builder's are among them."""
+    for p in Path(path).parent.glob(Path(path).name + ".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def build_lock(path: Path):

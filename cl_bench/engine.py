@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cl_bench import faults
 from cl_bench.experience import INPUT_MARKER
 from cl_bench.models.multimodal import Batch, MultimodalLM
 
@@ -190,6 +191,7 @@ def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups
         norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
         if not math.isfinite(norm):
             raise Diverged(desc, step + 1, steps, f"gradient norm {norm}")
+        faults.point(f"{desc}:step{step + 1}")
         opt.step()
         sched.step()
         losses.append(value)

@@ -11,6 +11,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from cl_bench import faults
+
 SCHEMA_VERSION = 3  # 2: per-item results, each stage's training record and memory, the declaration;
 # 3: the routing analysis (routing.rows) and validation checkpoints inside stages (stages[i].checkpoints)
 PACKAGES = ("clbench", "torch", "transformers", "tokenizers", "datasets", "avalanche-lib", "peft", "numpy", "scipy")
@@ -35,6 +37,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        faults.point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

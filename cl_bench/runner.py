@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cl_bench import __version__, registry
+from cl_bench import __version__, faults, registry
 from cl_bench import stream as streams
 from cl_bench.config import Budget, from_options
 from cl_bench.data import default_cache_dir, stable_hash
@@ -160,6 +160,9 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
         raise ValueError(f"results directory {config.results_dir} cannot be written; make it writable or choose "
                          "another with --results-dir")
     _hold_run_lock(held, cache, key, wait, echo)
+    # Holding the run key's lock, its temporary files are a killed holder's: remove them now.
+    for stale in [*path.parent.glob(f".{path.name}.*.tmp"), *(cache / "runs" / key).glob(".*.tmp")]:
+        stale.unlink(missing_ok=True)
     # what killed processes left: temporary result files beside this one, half-built cache entries
     sweep_stale(path.parent, ".*.tmp")
     for sub in ("models", "data", "data/numbers", "runs"):
@@ -279,6 +282,7 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
                                 "checkpoints": dict(checkpoints),
                                 "train_stats": stats, "finished": _now(), **_where()})
         _save_state(work, state, strategy)
+        faults.point(f"stage-saved:{i}")
         if progress:
             echo(f"stage {i}/{len(stream.experiences)} {exp.name}: "
                  + ", ".join(f"{t.name} {a:.3f}" for t, a in zip(stream.tasks, row)))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from cl_bench.data import atomic_directory, build_lock, stable_hash
+from cl_bench.data import atomic_directory, build_lock, remove_partial, stable_hash
 from cl_bench.experience import INPUT_MARKER
 
 BASE_VERSION = 1  # bump when pre-training changes
@@ -141,6 +141,7 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
     with build_lock(target):  # one process pre-trains it; another waits, then loads it
         if (target / "clbench.json").exists():
             return _load_cached(target, device)
+        remove_partial(target)
         return _pretrain_and_save(model, config, tok, key, target, stream, device, pretrain, progress)
 
 

@@ -1,0 +1,92 @@
+"""Kills and concurrency, in real processes: a run SIGKILLed at any point resumes to the uninterrupted result,
+and two identical runs at once leave one correct result; neither leaves a temporary or corrupt file."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cl_bench.validate import check_result
+
+CLBENCH = str(Path(sys.executable).parent / "clbench")
+# a small stream build (9 speakers) and tiny budgets: each process takes seconds
+ARGS = ["run", "--strategy", "full-ft", "--steps", "3", "--batch-size", "4", "--pretrain-steps", "4",
+        "--eval-limit", "16", "--device", "cpu", "-q", "-s", "train-speakers=6", "-s", "val-speakers=2",
+        "-s", "test-speakers=1"]
+
+
+def clbench(cwd: Path, cache: Path, kill_at: str | None = None, args=ARGS) -> subprocess.Popen:
+    env = {**os.environ, "CLBENCH_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("CLBENCH_KILL_AT", None)
+    if kill_at:
+        env["CLBENCH_KILL_AT"] = kill_at
+    return subprocess.Popen([CLBENCH, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(p: subprocess.Popen) -> tuple[int, str]:
+    try:
+        out, err = p.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise
+    return p.returncode, out + err
+
+
+def leftovers(*roots: Path) -> list[Path]:
+    """Temporary files and half-built directories (lock files are not leftovers: they are reused)."""
+    return [p for root in roots for p in root.rglob("*")
+            if p.name.endswith(".tmp") or ".tmp-" in p.name]
+
+
+def result_of(cwd: Path) -> dict:
+    (f,) = (cwd / "my-results" / "runs").rglob("*.json")
+    return json.loads(f.read_text())
+
+
+def test_a_run_killed_at_every_point_resumes_to_the_uninterrupted_result(tmp_path):
+    ref_dir, dir_ = tmp_path / "reference", tmp_path / "killed"
+    ref_dir.mkdir(), dir_.mkdir()
+    rc, out = finish(clbench(ref_dir, ref_dir / "cache"))
+    assert rc == 0, out
+    reference = result_of(ref_dir)
+
+    cache = dir_ / "cache"
+    for point in ("build:audio-*",  # a dataset written, not yet in place
+                  "pre-training the base model:step2",
+                  "vision:step2",  # inside the first stage
+                  "stage-saved:1",  # between stages
+                  "write:mixtral-tiny-seed0-*"):  # the result file's temporary copy written, not yet renamed
+        rc, out = finish(clbench(dir_, cache, kill_at=point))
+        assert rc == -signal.SIGKILL, (point, rc, out)
+        assert not list((dir_ / "my-results").rglob("*.json")), point  # no result, complete or partial
+    rc, out = finish(clbench(dir_, cache))
+    assert rc == 0, out
+    assert "resuming from stage 2" in out  # the state saved before the last kill
+    doc = result_of(dir_)
+    assert check_result(doc) == []
+    for key in ("accuracy_matrix", "item_results", "extra_accuracy", "metrics", "run_key"):
+        assert doc[key] == reference[key], key
+    assert doc["base_model"]["weights_sha256"] == reference["base_model"]["weights_sha256"]
+    assert doc["timing"]["resumed_at_stages"] == [0, 1, 2]
+    assert leftovers(dir_) == []
+
+
+def test_two_identical_runs_at_once_leave_one_correct_result(tmp_path):
+    cache = tmp_path / "cache"
+    procs = [clbench(tmp_path, cache) for _ in range(2)]  # both start on an empty cache
+    outcomes = [finish(p) for p in procs]
+    for rc, out in outcomes:  # each finished it, or was told the other is running it (and where)
+        assert rc == 0 or (rc == 1 and "this run is in progress in another process" in out), out
+    assert 0 in [rc for rc, _ in outcomes]
+    files = list((tmp_path / "my-results" / "runs").rglob("*.json"))
+    assert len(files) == 1 and check_result(json.loads(files[0].read_text())) == []
+    assert leftovers(tmp_path) == []
+    # the data and the base model were built once: one entry each, whole
+    data = [p for p in (cache / "data" / "numbers").iterdir() if p.is_dir()]
+    assert sorted(p.name.split("-")[0] for p in data) == ["audio", "text", "vision"]
+    assert len([p for p in (cache / "models").iterdir() if p.is_dir()]) == 1
