@@ -59,7 +59,7 @@ def _stream_class(name: str):
     return stream_class(name)
 
 
-def _seeds(text: str) -> tuple[int, ...]:
+def _seed_list(text: str) -> tuple[int, ...]:
     """--seeds: comma-separated integers in [0, MAX_SEED]."""
     out = []
     for x in (x.strip() for x in text.split(",")):
@@ -565,7 +565,7 @@ def publish(stream, strategies, seeds, orders, encoders, stream_options, results
         names = registry.strategies.names() if strategies == "all" else [s.strip() for s in strategies.split(",")]
         for n in names:
             registry.strategies.entry(n)
-        seed_list = list(_seeds(seeds))
+        seed_list = list(_seed_list(seeds))
         order_list = [None if o.strip() == "default" else o.strip() for o in orders] or [None]
         enc, sopts = _encoders(encoders), _stream_opts(stream_options)
         for st in stream_names:
@@ -634,7 +634,7 @@ def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain
             names = [s.strip() for s in strategies.split(",")]
         for n in names:
             registry.strategies.entry(n)
-        seed_list = _seeds(seeds)
+        seed_list = _seed_list(seeds)
         report = {"stream": stream, "seeds": list(seed_list), "clbench": __version__,
                   "command": "clbench tune " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["tune"] else "clbench tune",
                   "budget": {"steps": steps, "pretrain_steps": pretrain_steps, "eval_limit": eval_limit},

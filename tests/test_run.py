@@ -289,20 +289,20 @@ def test_the_leaderboard_refuses_a_diverged_result(tmp_path):
 
 def test_bad_arguments_get_one_clear_line(tmp_path, cache_dir, stream):
     runner = CliRunner()
-    common = ["--cache-dir", str(cache_dir), "--results-dir", str(tmp_path / "res"), "--pretrain-steps", "5", "-q"]
+    common = ["--cache-dir", str(cache_dir), "--results-dir", str(tmp_path / "res"), "--pretrain-steps", "5"]
     cases = [
-        (["run", "--seed", "100000000000000000000000"], 2, "is not in the range 0<=x<=2147483647"),
+        (["run", "-q", "--seed", "100000000000000000000000"], 2, "is not in the range 0<=x<=2147483647"),
         (["publish", "--seeds", "a,b"], 2, "'a' is not a seed: give comma-separated integers"),
-        (["run", "--encoder", "video=tubelets", "--steps", "1"], 1,
+        (["run", "-q", "--encoder", "video=tubelets", "--steps", "1"], 1,
          "--encoder video=...: stream 'vision-audio' has no video task; its modalities: image, audio"),
-        (["run", "--batch-size", "100000", "--steps", "1"], 1,
+        (["run", "-q", "--batch-size", "100000", "--steps", "1"], 1,
          "--batch-size 100000 is larger than the smallest training split"),
     ]
     for args, code, message in cases:
         out = runner.invoke(main, [*args, *common])
         assert out.exit_code == code and message in out.output, (args, out.output)
         assert "Traceback" not in out.output
-    assert not (tmp_path / "res").exists()  # nothing written
+    assert not list(tmp_path.rglob("*.json"))  # no result written
 
 
 def test_a_users_run_goes_to_its_own_results_directory(tmp_path, cache_dir, stream, monkeypatch):
