@@ -321,13 +321,14 @@ def test_a_damaged_resume_state_names_its_directory_and_restart(tmp_path, cache_
                                                                  damage):
     from helpers_strategies import CrashOnAudio
 
-    cfg = tiny_config(tmp_path, cache_dir, strategy="crash-on-audio", seed=5)
+    kinds = ["not-json", "extra-row", "no-checkpoint", "truncated-checkpoint"]
+    cfg = tiny_config(tmp_path, cache_dir, strategy="crash-on-audio", seed=5 + kinds.index(damage))
     before = set((cache_dir / "runs").glob("*"))
     CrashOnAudio.crash = True
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(cfg, progress=False)
     CrashOnAudio.crash = False
-    (work,) = set((cache_dir / "runs").glob("*")) - before  # this run's resumable state
+    (work,) = {p for p in set((cache_dir / "runs").glob("*")) - before if p.is_dir()}  # its resumable state
     state = json.loads((work / "state.json").read_text())
     if damage == "not-json":
         (work / "state.json").write_text("{")
