@@ -74,6 +74,15 @@ def _seed_list(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _check_device(ctx, param, value: str) -> str:
+    """--device: one of the forms clbench runs on, a usage error otherwise (torch's own is a traceback)."""
+    from cl_bench.config import device_problem
+
+    if device_problem(value):
+        raise click.BadParameter(device_problem(value))
+    return value
+
+
 def _stream_opts(pairs) -> dict[str, str]:
     return _parse_options(pairs, "-s/--stream-option", "-s train-speakers=40")
 
@@ -125,7 +134,7 @@ def main(ctx, debug) -> None:
               help="Base model: a preset (mixtral-tiny, olmoe-tiny, qwen2-moe-tiny) or a local Hugging Face "
                    "MoE checkpoint directory.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=MAX_SEED), help="Seed of the run.")
-@click.option("--device", default="auto", show_default=True,
+@click.option("--device", default="auto", show_default=True, callback=_check_device,
               help="auto (the GPU where there is one), cpu, cuda or cuda:N.")
 @click.option("--steps", default=400, show_default=True, type=click.IntRange(min=1),
               help="Training steps per stage.")
@@ -347,7 +356,7 @@ def _board(results_dir, stream, sort, device):
 _results_option = click.option("--results-dir", default="results", show_default=True,
                                type=click.Path(file_okay=False), help="Directory holding runs/ of result files.")
 _stream_option = click.option("--stream", default=None, help="Only this stream [default: every stream found].")
-_device_option = click.option("--device", default="auto", show_default=True,
+_device_option = click.option("--device", default="auto", show_default=True, callback=_check_device,
                               help="Where the metrics are computed: auto (the GPU where there is one), cpu, cuda.")
 
 
@@ -532,7 +541,7 @@ def plot(results_dir, stream, out_dir, device) -> None:
               help="Training steps per stage (the published leaderboard uses the default).")
 @click.option("--pretrain-steps", default=400, show_default=True, type=click.IntRange(min=1),
               help="Pre-training steps of the base model (the published leaderboard uses the default).")
-@click.option("--device", default="auto", show_default=True,
+@click.option("--device", default="auto", show_default=True, callback=_check_device,
               help="Device of the runs and the metrics: auto (the GPU where there is one), cpu, cuda.")
 @click.option("--eval-limit", default=None, type=click.IntRange(min=1), metavar="N",
               help="Evaluate only the first N items of each test split (a quick look; such runs get their own "
@@ -604,7 +613,7 @@ def publish(stream, strategies, seeds, orders, encoders, stream_options, results
 @click.option("--steps", default=400, show_default=True, type=click.IntRange(min=1), help="Training steps per stage.")
 @click.option("--pretrain-steps", default=400, show_default=True, type=click.IntRange(min=1),
               help="Pre-training steps of the base model.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--device", default="auto", show_default=True, callback=_check_device, help="auto, cpu or cuda.")
 @click.option("--eval-limit", default=None, type=click.IntRange(min=1), metavar="N",
               help="Score only the first N items of each validation split (tests) [default: every item].")
 @click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,

@@ -11,6 +11,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+def device_problem(name: str) -> str | None:
+    """Why `name` is not a device clbench runs on (None when it is one): auto, cpu, cuda or cuda:N.
+    Checked before torch is asked, whose own error for an unknown name is a traceback."""
+    if name in ("auto", "cpu", "cuda"):
+        return None
+    head, _, index = name.partition(":")
+    if head == "cuda" and index.isdigit():
+        return None
+    return f"{name!r} is not a device; use {DEVICES}"
+
+
 @dataclass(frozen=True)
 class Budget:
     """Training budget of every stage, shared by all strategies so that they compare fairly.

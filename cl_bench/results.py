@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -26,10 +27,18 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the whole new one, never a part."""
+def _prepare(path) -> Path:
+    """`path`'s directory made, and the temporary copies of `path` that killed writers left there removed
+    (after STALE_SECONDS: a live writer's copy is younger), so that no atomic write leaves litter for good."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(path.parent, f".{glob.escape(path.name)}.*.tmp")
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader sees the old file or the whole new one, never a part."""
+    path = _prepare(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, _file_mode())
@@ -89,13 +98,14 @@ def atomic_write_json(path: Path, obj) -> None:
 def atomic_torch_save(path: Path, obj) -> None:
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _prepare(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, _file_mode())
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        with open(tmp, "rb+") as f:  # on disk before the rename, as atomic_write_bytes does
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

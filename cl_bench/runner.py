@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cl_bench import __version__, faults, registry
 from cl_bench import stream as streams
-from cl_bench.config import Budget, from_options
+from cl_bench.config import Budget, device_problem, from_options
 from cl_bench.data import default_cache_dir, stable_hash
 from cl_bench.models.lm import DEFAULT_MODEL, PRESETS, PretrainConfig
 from cl_bench.results import (SCHEMA_VERSION, atomic_torch_save, atomic_write_json, environment, load_result,
@@ -59,8 +59,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= 2**31 - 1:
             raise ValueError(f"RunConfig.seed must be in [0, 2**31 - 1], got {self.seed}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ValueError(f"RunConfig.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if device_problem(self.device):
+            raise ValueError(f"RunConfig.device: {device_problem(self.device)}")
         if self.eval_batch_size < 1:
             raise ValueError(f"RunConfig.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         if self.eval_split not in ("test", "val"):
@@ -77,13 +77,32 @@ class RunConfig:
         return d
 
 
+def _check_writable(directory: Path, results_dir: str) -> None:
+    """Make `directory` (inside the results directory); ValueError naming the fix where it cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        writable = os.access(directory, os.W_OK)
+    except OSError as e:
+        raise ValueError(f"results directory {results_dir}: {e.strerror or e}; choose another with "
+                         "--results-dir") from None
+    if not writable:
+        raise ValueError(f"results directory {results_dir} cannot be written; make it writable or choose "
+                         "another with --results-dir")
+
+
 def resolve_device(name: str):
+    """The torch device of `name` (auto, cpu, cuda or cuda:N); ValueError naming the fix when there is none."""
     import torch
 
+    if device_problem(name):
+        raise ValueError(f"--device {device_problem(name)}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name} was asked for, but torch sees no CUDA GPU; use --device auto or cpu")
+    if ":" in name and int(name.partition(":")[2]) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name} was asked for, but torch sees {torch.cuda.device_count()} GPU(s) "
+                         f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return torch.device(name)
 
 
@@ -117,6 +136,8 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
 
     t_start = time.perf_counter()
     device = resolve_device(config.device)
+    # a results directory that cannot be written is said before the data are built and the base pre-trained
+    _check_writable(Path(config.results_dir) / "runs", config.results_dir)
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     strategy_cls = registry.strategies.get(config.strategy)
     if not (isinstance(strategy_cls, type) and issubclass(strategy_cls, Strategy)):
@@ -150,15 +171,7 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
     key = stable_hash(ident)
     model_name = config.model if config.model in PRESETS else Path(config.model).name
     path = Path(config.results_dir) / "runs" / stream.name / config.strategy / f"{model_name}-seed{config.seed}-{key[:8]}.json"
-    try:  # a results directory that cannot be written is said now, not after the whole run
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writable = os.access(path.parent, os.W_OK)
-    except OSError as e:
-        raise ValueError(f"results directory {config.results_dir}: {e.strerror or e}; choose another with "
-                         "--results-dir") from None
-    if not writable:
-        raise ValueError(f"results directory {config.results_dir} cannot be written; make it writable or choose "
-                         "another with --results-dir")
+    _check_writable(path.parent, config.results_dir)
     _hold_run_lock(held, cache, key, wait, echo)
     # Holding the run key's lock, its temporary files are a killed holder's: remove them now.
     for stale in [*path.parent.glob(f".{path.name}.*.tmp"), *(cache / "runs" / key).glob(".*.tmp")]:
@@ -453,7 +466,8 @@ def _load_state(work: Path, strategy, echo) -> dict | None:
         raise ValueError(f"the saved state of this run in {work} is damaged ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:200] if str(e) else e!r}); run the same command with --restart "
                          "to start it over") from None
-    echo(f"resuming from stage {len(state['rows']) - 1} (state in {work}; --restart to start over)")
+    echo(f"resuming after stage {len(state['rows']) - 1} of {len(state['rows'][0]) - 1}, the last one saved "
+         f"(state in {work}; --restart to start over)")
     return state
 
 

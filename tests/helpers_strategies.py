@@ -97,3 +97,28 @@ class Checkpointer(FullFineTuning):
             head.neg_()
         self.checkpoint("restored")
         return super().learn(experience)
+
+
+from dataclasses import dataclass, replace  # noqa: E402
+
+from cl_bench.strategies.full_ft import FullFineTuningConfig  # noqa: E402
+
+
+@dataclass(frozen=True)
+class AudioLrConfig(FullFineTuningConfig):
+    audio_lr: float = 3e-5
+
+
+class AudioLr(FullFineTuning):
+    """Full fine-tuning with its own learning rate on the audio stage (one that diverges in stage 2 only)."""
+
+    Config = AudioLrConfig
+
+    def learn(self, experience):
+        if experience.name != "audio":
+            return super().learn(experience)
+        general, self.config = self.config, replace(self.config, lr=self.config.audio_lr)
+        try:
+            return super().learn(experience)
+        finally:
+            self.config = general

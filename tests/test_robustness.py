@@ -66,7 +66,7 @@ def test_a_run_killed_at_every_point_resumes_to_the_uninterrupted_result(tmp_pat
         assert not list((dir_ / "my-results").rglob("*.json")), point  # no result, complete or partial
     rc, out = finish(clbench(dir_, cache))
     assert rc == 0, out
-    assert "resuming from stage 2" in out  # the state saved before the last kill
+    assert "resuming after stage 2 of 2" in out  # the state saved before the last kill
     doc = result_of(dir_)
     assert check_result(doc) == []
     for key in ("accuracy_matrix", "item_results", "extra_accuracy", "metrics", "run_key"):

@@ -124,7 +124,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, cache_dir
     CrashOnAudio.crash = False
     said = []
     resumed, path = run(cfg, progress=False, echo=said.append)
-    assert any("resuming from stage 1" in s for s in said)
+    assert any("resuming after stage 1 of 2" in s for s in said)
     assert [e.name for e in CrashOnAudio.resumed_with] == ["vision"]
     assert all(e.test is None for e in CrashOnAudio.resumed_with)
     assert len(resumed["stages"]) == 2
