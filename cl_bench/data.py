@@ -25,20 +25,21 @@ def stable_hash(obj, n: int = 16) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 16 MiB chunks (a checkpoint's shards need not fit in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 CHECKSUMS = "clbench-checksums.json"
 
 
 def _checksums(directory: Path) -> dict[str, str]:
-    import hashlib
-
-    out = {}
-    for f in sorted(p for p in Path(directory).rglob("*") if p.is_file() and p.name != CHECKSUMS):
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 24), b""):
-                h.update(chunk)
-        out[f.relative_to(directory).as_posix()] = h.hexdigest()
-    return out
+    return {f.relative_to(directory).as_posix(): file_sha256(f)
+            for f in sorted(p for p in Path(directory).rglob("*") if p.is_file() and p.name != CHECKSUMS)}
 
 
 def damage(path: Path) -> str | None:

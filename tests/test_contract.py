@@ -38,39 +38,37 @@ def test_the_budget_is_the_examples_every_phase_sees_together(cache_dir, stream,
             assert stage["training"]["examples"] == 40 and stage["training"]["budget_ratio"] == 1.0
 
 
-def test_undeclared_memory_routing_or_budget_is_reported(cache_dir, stream, tmp_path):
-    names = {"hoarder": "helpers_strategies:Hoarder", "router": "helpers_strategies:SecretRouter",
-             "spender": "helpers_strategies:Spender"}
-    for name, target in names.items():
-        registry.strategies.register(name, target, origin="tests")
-    try:
-        problems = {n: validate(n, cache_dir=str(cache_dir), results_dir=str(tmp_path / n)) for n in names}
-    finally:
-        for name in names:
+@pytest.fixture
+def problems_of(cache_dir, stream, tmp_path):
+    """validate() of a test strategy from helpers_strategies, registered for that call only."""
+
+    def check(name: str, cls: str) -> list[str]:
+        registry.strategies.register(name, f"helpers_strategies:{cls}", origin="tests")
+        try:
+            return validate(name, cache_dir=str(cache_dir), results_dir=str(tmp_path / name))
+        finally:
             registry.strategies.unregister(name)
-    assert any("does not declare past_train" in p for p in problems["hoarder"]), problems["hoarder"]
-    assert any("does not declare modality_routed" in p for p in problems["router"]), problems["router"]
-    assert any("the stage budget is 8" in p for p in problems["spender"]), problems["spender"]
+
+    return check
 
 
-def test_a_broken_promise_is_reported(cache_dir, stream, tmp_path):
-    registry.strategies.register("liar", "helpers_strategies:Liar", origin="tests")
-    try:
-        problems = validate("liar", cache_dir=str(cache_dir), results_dir=str(tmp_path))
-    finally:
-        registry.strategies.unregister("liar")
+def test_undeclared_memory_routing_or_budget_is_reported(problems_of):
+    hoarder, router, spender = (problems_of(n, c) for n, c in (("hoarder", "Hoarder"), ("router", "SecretRouter"),
+                                                               ("spender", "Spender")))
+    assert any("does not declare past_train" in p for p in hoarder), hoarder
+    assert any("does not declare modality_routed" in p for p in router), router
+    assert any("the stage budget is 8" in p for p in spender), spender
+
+
+def test_a_broken_promise_is_reported(problems_of):
+    problems = problems_of("liar", "Liar")
     frozen = next(p for p in problems if "parameters declared frozen changed" in p)
     assert "lm.model.embed_tokens.weight" in frozen  # named, not only counted
     assert any("cost does not add up" in p for p in problems)
 
 
-def test_a_strategy_that_understates_what_it_trains_is_reported(cache_dir, stream, tmp_path):
-    registry.strategies.register("understater", "helpers_strategies:Understater", origin="tests")
-    try:
-        problems = validate("understater", cache_dir=str(cache_dir), results_dir=str(tmp_path))
-    finally:
-        registry.strategies.unregister("understater")
-    (p,) = [p for p in problems if "trainable parameters over its stages" in p]
+def test_a_strategy_that_understates_what_it_trains_is_reported(problems_of, cache_dir, tmp_path):
+    (p,) = [p for p in problems_of("understater", "Understater") if "trainable parameters over its stages" in p]
     assert p.startswith("the strategy reports 0 trainable parameters") and "lm.model.embed_tokens.weight" in p
     clean = validate("full-ft", cache_dir=str(cache_dir), results_dir=str(tmp_path / "ok"))
     assert clean == [], clean

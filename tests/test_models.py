@@ -143,3 +143,11 @@ def test_a_preset_base_names_its_weights_and_its_pretraining_threads(tmp_path, s
     assert new.info["pretrain_threads"] == again.info["pretrain_threads"] == torch.get_num_threads()
     (weights,) = (tmp_path / "models").glob("*/model.safetensors")
     assert new.info["weights_sha256"] == again.info["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    # another stream with the same text task and words (another name, the same tasks in another order) shares
+    # this base: it is neither pre-trained again nor stored twice
+    import dataclasses
+
+    other = dataclasses.replace(stream, name="audio-first", experiences=stream.experiences[::-1])
+    shared = load_base("mixtral-tiny", other, torch.device("cpu"), tmp_path, cfg, progress=False)
+    assert shared.info["cached"] is True and shared.info["key"] == new.info["key"]
+    assert len([p for p in (tmp_path / "models").iterdir() if p.is_dir()]) == 1

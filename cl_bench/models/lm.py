@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from cl_bench.data import atomic_directory, build_lock, remove_partial, stable_hash
+from cl_bench.data import atomic_directory, build_lock, file_sha256, remove_partial, stable_hash
 from cl_bench.experience import INPUT_MARKER
 
 BASE_VERSION = 1  # bump when pre-training changes
@@ -177,8 +177,6 @@ def checkpoint_key(directory: Path, cache_dir: Path) -> str:
     """A fingerprint of every file of a local checkpoint (names and bytes), so that a checkpoint changed in
     place gets a new run key. Hashing a large checkpoint takes a while, so each file's hash is remembered
     under cache_dir/fingerprints by its path, size and modification time."""
-    import hashlib
-
     memo_dir = Path(cache_dir) / "fingerprints"
     parts = []
     for f in sorted(p for p in Path(directory).iterdir() if p.is_file() and not p.name.startswith(".")):
@@ -187,11 +185,7 @@ def checkpoint_key(directory: Path, cache_dir: Path) -> str:
         if memo.exists():
             digest = memo.read_text().strip()
         else:
-            h = hashlib.sha256()
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 24), b""):
-                    h.update(chunk)
-            digest = h.hexdigest()
+            digest = file_sha256(f)
             memo_dir.mkdir(parents=True, exist_ok=True)
             from cl_bench.results import atomic_write_text
 
