@@ -192,7 +192,12 @@ def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups
         if not math.isfinite(norm):
             raise Diverged(desc, step + 1, steps, f"gradient norm {norm}")
         faults.point(f"{desc}:step{step + 1}")
-        opt.step()
+        try:
+            opt.step()
+        except RuntimeError as e:  # Adam's step size lr / (1 - beta1^t) beyond float32 (e.g. lr=1e38)
+            if "overflow" not in str(e):
+                raise
+            raise Diverged(desc, step + 1, steps, "the optimizer's step size overflows float32") from None
         sched.step()
         losses.append(value)
     model.eval()

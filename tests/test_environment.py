@@ -197,10 +197,10 @@ def test_a_run_diverging_after_a_finished_stage_keeps_it(tmp_path, cache_dir, st
     res = tmp_path / "res"
     common = ["run", "--strategy", "audio-lr", *TINY, "--cache-dir", str(cache_dir), "--results-dir", str(res)]
     message = "strategy 'audio-lr' diverged in stage 2 (audio)"
-    first = one_line_error(CliRunner().invoke(main, [*common, "-o", "audio-lr=1e9"]))
-    assert message in first and "likely cause: audio-lr=1000000000.0 (default 3e-05)" in first
+    first = one_line_error(CliRunner().invoke(main, [*common, "-o", "audio-lr=1e38"]))
+    assert message in first and "likely cause: audio-lr=1e+38 (default 3e-05)" in first
     assert "No result file was written (finished stages stay resumable)" in first
-    again = CliRunner().invoke(main, [*common, "-o", "audio-lr=1e9"])
+    again = CliRunner().invoke(main, [*common, "-o", "audio-lr=1e38"])
     assert message in one_line_error(again) and "resuming after stage 1 of 2" in again.output
     assert not list(res.rglob("*.json"))
     out = CliRunner().invoke(main, [*common, "-o", "audio-lr=1e-4"])
