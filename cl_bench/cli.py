@@ -131,8 +131,8 @@ def main(ctx, debug) -> None:
 @click.option("--stream", default="vision-audio", show_default=True, help="Task stream to run (see `clbench ls`).")
 @click.option("--strategy", default="full-ft", show_default=True, help="Strategy to run (see `clbench ls`).")
 @click.option("--model", default="mixtral-tiny", show_default=True,
-              help="Base model: a preset (mixtral-tiny, olmoe-tiny, qwen2-moe-tiny) or a local Hugging Face "
-                   "MoE checkpoint directory.")
+              help="Base model: a preset (mixtral-tiny, olmoe-tiny, qwen2-moe-tiny, qwen3-moe-tiny, granite-moe-tiny) "
+                   "or a local Hugging Face MoE checkpoint directory of one of those families.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0, max=MAX_SEED), help="Seed of the run.")
 @click.option("--device", default="auto", show_default=True, callback=_check_device,
               help="auto (the GPU where there is one), cpu, cuda or cuda:N.")

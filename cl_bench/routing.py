@@ -21,7 +21,7 @@ def moe_layers(lm: nn.Module) -> list[tuple[int, nn.Module, str]]:
     """(decoder layer index, module to hook, kind) of every MoE block of `lm`, in layer order.
 
     kind "extended": a MoExtend block (its `last_indices` after each forward); kind "router": a
-    transformers router module (`gate`, whose output is (logits, weights, indices)).
+    transformers router module (`gate`, or `router` in Granite-MoE, whose output is (logits, weights, indices)).
     """
     found, extended = [], []
     for name, m in lm.named_modules():
@@ -33,8 +33,11 @@ def moe_layers(lm: nn.Module) -> list[tuple[int, nn.Module, str]]:
         if type(m).__name__ == "ExtendedMoeBlock":
             extended.append(name)
             found.append((int(layer.group(1)), m, "extended"))
-        elif isinstance(getattr(m, "gate", None), nn.Module) and hasattr(m, "experts") and hasattr(m.gate, "top_k"):
-            found.append((int(layer.group(1)), m.gate, "router"))
+        elif hasattr(m, "experts"):  # a sparse block: its router is `gate` (`router` in Granite-MoE)
+            router = next((r for r in (getattr(m, "gate", None), getattr(m, "router", None))
+                           if isinstance(r, nn.Module) and hasattr(r, "top_k")), None)
+            if router is not None:
+                found.append((int(layer.group(1)), router, "router"))
     return sorted(found, key=lambda f: f[0])
 
 

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
+from cl_bench.models.families import block_of, router_of
 from cl_bench.models.lm import PRESETS, preset_config, word_tokenizer
 from cl_bench.strategies.moextend import selection, surgery
 
-FAMILIES = sorted(PRESETS)  # mixtral-tiny, olmoe-tiny, qwen2-moe-tiny
+FAMILIES = sorted(PRESETS)  # one tiny preset per supported family
 
 
 def tiny_lm(preset, seed=0):
@@ -20,7 +21,7 @@ def tiny_lm(preset, seed=0):
     lm.set_experts_implementation("eager")
     with torch.no_grad():  # non-zero routers (OLMoE and Qwen2-MoE initialise them at 0)
         for i in surgery.moe_layers(lm):
-            lm.model.layers[i].mlp.gate.weight.normal_(0, 0.5)
+            router_of(lm, i).weight.normal_(0, 0.5)
     return lm
 
 
@@ -34,7 +35,7 @@ def test_wrapping_without_additions_changes_nothing(preset):
     x = ids()
     want = lm(x).logits
     surgery.extend(lm)
-    assert all(isinstance(lm.model.layers[i].mlp, surgery.ExtendedMoeBlock) for i in surgery.moe_layers(lm))
+    assert all(isinstance(block_of(lm, i), surgery.ExtendedMoeBlock) for i in surgery.moe_layers(lm))
     assert torch.equal(lm(x).logits, want)
 
 
@@ -51,7 +52,7 @@ def test_added_expert_is_a_copy_in_its_own_tensors_and_trains_alone(preset):
     assert add.experts.gate_up_proj.data_ptr() != b.block.experts.gate_up_proj.data_ptr()
     assert torch.equal(add.experts.gate_up_proj[0], b.block.experts.gate_up_proj[2])
     assert torch.equal(add.experts.down_proj[0], b.block.experts.down_proj[2])
-    assert torch.equal(add.router[0], b.block.gate.weight[2])
+    assert torch.equal(add.router[0], b.gate_weight[2])
     # only the additions train
     lm.requires_grad_(False)
     add.requires_grad_(True)
@@ -61,7 +62,7 @@ def test_added_expert_is_a_copy_in_its_own_tensors_and_trains_alone(preset):
     assert add.router.grad is not None and add.router.grad.abs().sum() > 0
     assert add.experts.gate_up_proj.grad is not None
     assert add.calibration.w2.weight.grad is not None  # calibration is on the path
-    assert b.block.experts.gate_up_proj.grad is None and b.block.gate.weight.grad is None
+    assert b.block.experts.gate_up_proj.grad is None and b.gate_weight.grad is None
 
 
 def reference_moe(b: surgery.ExtendedMoeBlock, h: torch.Tensor) -> torch.Tensor:
@@ -200,7 +201,8 @@ def test_non_moe_model_is_refused():
 
     lm = LlamaForCausalLM(LlamaConfig(vocab_size=10, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                       num_attention_heads=2, num_key_value_heads=1))
-    with pytest.raises(ValueError, match="MoExtend supports the MoE families"):
+    with pytest.raises(ValueError, match="model type 'llama' is not a supported MoE family; clbench runs mixtral, "
+                                         "olmoe, qwen2_moe, qwen3_moe, granitemoe"):
         surgery.extend(lm)
 
 
@@ -304,7 +306,7 @@ def test_outside_router_init_is_function_preserving_and_trains(preset):
     """router-init=outside: bit-identical logits at step 0 (routers that renormalise the top-k), gradients flow."""
     lm = tiny_lm(preset)
     for i in surgery.moe_layers(lm):
-        lm.model.layers[i].mlp.gate.norm_topk_prob = True  # OLMoE / Qwen2-MoE: renormalising, as Mixtral
+        router_of(lm, i).norm_topk_prob = True  # OLMoE / Qwen2-MoE: renormalising, as Mixtral
     x = ids(4, 9)
     want = lm(x).logits
     blocks = surgery.extend(lm)
@@ -386,7 +388,7 @@ def test_calibration_input_on_a_hand_built_router(feed):
     b.add_experts([1], stage=1)
     b.calibration_input = feed
     with torch.no_grad():  # on h = e_0 the logits are column 0 of the router rows: [1, 2, 3, 4 | 0.5 | 2.5]
-        b.block.gate.weight[:, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+        b.gate_weight[:, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])
         first.router[0, 0] = 0.5
         b.additions[1].router[0, 0] = 2.5
     seen = []
@@ -459,7 +461,7 @@ def test_moextend_options_through_the_runner(tmp_path, cache_dir, stream):
     seen = {}
 
     def inspect(event, strategy):
-        seen[event] = ([b.block.gate.weight.detach().clone() for b in strategy.blocks], _text_logits(strategy, stream))
+        seen[event] = ([b.gate_weight.detach().clone() for b in strategy.blocks], _text_logits(strategy, stream))
 
     r = _moextend_run(tmp_path, cache_dir, {"router-init": "outside", "scope": "input", "calibration-input": "own",
                                             "text-mix": "0.25"}, inspect)
@@ -485,7 +487,7 @@ def test_keep_tuned_routers_lets_router_tuning_change_the_gates(tmp_path, cache_
     gates = {}
 
     def inspect(event, strategy):
-        gates[event] = [b.block.gate.weight.detach().clone() for b in strategy.blocks]
+        gates[event] = [b.gate_weight.detach().clone() for b in strategy.blocks]
         if event == "setup":
             gates["frozen"] = len(strategy.frozen()), len(list(strategy.model.lm.parameters()))
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from cl_bench import routing
+from cl_bench.models.families import block_of, router_of
 from cl_bench.models.lm import PRESETS, preset_config, word_tokenizer
 from cl_bench.strategies.moextend import surgery
 
@@ -17,7 +18,7 @@ def tiny_lm(preset):
     lm.set_experts_implementation("eager")
     with torch.no_grad():
         for i in surgery.moe_layers(lm):
-            lm.model.layers[i].mlp.gate.weight.normal_(0, 0.5)
+            router_of(lm, i).weight.normal_(0, 0.5)
     return lm
 
 

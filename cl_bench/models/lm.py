@@ -17,18 +17,24 @@ import torch
 
 from cl_bench.data import atomic_directory, build_lock, file_sha256, remove_partial, stable_hash
 from cl_bench.experience import INPUT_MARKER
+from cl_bench.models.families import FAMILIES, unsupported
 
 BASE_VERSION = 1  # bump when pre-training changes
 
 _SHAPE = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
               max_position_embeddings=128, tie_word_embeddings=False)
-# name -> (transformers model_type, config overrides). Tiny: hidden 128, 4 layers, 4 experts, top-2.
+# name -> (transformers model_type, config overrides). Tiny: hidden 128, 4 layers, 4 experts, top-2; one per
+# supported family (cl_bench.models.families).
 PRESETS: dict[str, tuple[str, dict]] = {
     "mixtral-tiny": ("mixtral", dict(_SHAPE, intermediate_size=256, num_local_experts=4, num_experts_per_tok=2)),
     "olmoe-tiny": ("olmoe", dict(_SHAPE, intermediate_size=256, num_experts=4, num_experts_per_tok=2)),
     "qwen2-moe-tiny": ("qwen2_moe", dict(_SHAPE, intermediate_size=256, moe_intermediate_size=256,
                                          shared_expert_intermediate_size=256, num_experts=4,
                                          num_experts_per_tok=2)),
+    "qwen3-moe-tiny": ("qwen3_moe", dict(_SHAPE, intermediate_size=256, moe_intermediate_size=256, num_experts=4,
+                                         num_experts_per_tok=2, head_dim=32)),
+    "granite-moe-tiny": ("granitemoe", dict(_SHAPE, intermediate_size=256, num_local_experts=4,
+                                            num_experts_per_tok=2)),
 }
 DEFAULT_MODEL = "mixtral-tiny"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
@@ -100,7 +106,7 @@ class BaseModel:
 def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrain: PretrainConfig | None = None,
               progress: bool = True) -> BaseModel:
     """The stream's base LM on `device`: a pre-trained preset (cached) or a local checkpoint."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     pretrain = pretrain or PretrainConfig()
     path = Path(model).expanduser()
@@ -113,12 +119,16 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
                              f"tokenizer beside the weights with tokenizer.save_pretrained({str(path)!r})")
         key = checkpoint_key(path, cache_dir)  # changes whenever a file of the checkpoint does
         try:
+            model_type = AutoConfig.from_pretrained(path, local_files_only=True).model_type
+        except Exception as e:  # noqa: BLE001 - see _unloadable
+            raise _unloadable(model, e) from None
+        if model_type not in FAMILIES:  # said before the weights are read
+            raise ValueError(f"--model {model}: {unsupported(model_type)}")
+        try:
             lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        except Exception as e:  # transformers' and safetensors' errors vary: one line, the path and the fix
-            first = (str(e).strip().splitlines() or [""])[0][:300]
-            raise ValueError(f"--model {model}: the checkpoint cannot be loaded ({type(e).__name__}: {first}); check "
-                             "its config.json and weight files, or save it again with save_pretrained()") from None
+        except Exception as e:  # noqa: BLE001 - see _unloadable
+            raise _unloadable(model, e) from None
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         info = {"source": "checkpoint", "path": str(path.resolve()), "model_type": lm.config.model_type, "key": key}
@@ -143,6 +153,13 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
             return _load_cached(target, device)
         remove_partial(target)
         return _pretrain_and_save(model, config, tok, key, target, stream, device, pretrain, progress)
+
+
+def _unloadable(model: str, e: Exception) -> ValueError:
+    """transformers', safetensors' and tokenizers' errors for a broken checkpoint vary: one line, the path, the fix."""
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return ValueError(f"--model {model}: the checkpoint cannot be loaded ({type(e).__name__}: {first}); check its "
+                      "config.json and weight files, or save it again with save_pretrained()")
 
 
 def _load_cached(target: Path, device) -> BaseModel:

@@ -69,10 +69,17 @@ class AdapterSlot(nn.Module):
         return self(output)
 
 
+MLP_SLOTS = ("mlp", "block_sparse_moe")  # where a decoder layer keeps its MoE block (Granite-MoE: block_sparse_moe)
+
+
+def mlp_of(layer: nn.Module) -> str:
+    return next(name for name in MLP_SLOTS if isinstance(getattr(layer, name, None), nn.Module))
+
+
 def decoder_layers(lm: nn.Module) -> list[nn.Module]:
-    """The decoder layers of `lm`: modules with both a `self_attn` and an `mlp` child, in order."""
+    """The decoder layers of `lm`: modules with a `self_attn` and an MoE block child, in order."""
     layers = [m for m in lm.modules() if isinstance(getattr(m, "self_attn", None), nn.Module)
-              and isinstance(getattr(m, "mlp", None), nn.Module)]
+              and any(isinstance(getattr(m, name, None), nn.Module) for name in MLP_SLOTS)]
     if not layers:
         raise ValueError(f"{type(lm).__name__} has no decoder layers with `self_attn` and `mlp` submodules "
                          "to place adapters after")
@@ -86,9 +93,9 @@ def insert_slots(lm: nn.Module, placement: str) -> list[AdapterSlot]:
     """
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
-    blocks = ("self_attn", "mlp") if placement == "houlsby" else ("mlp",)
     slots = []
     for layer in decoder_layers(lm):
+        blocks = ("self_attn", mlp_of(layer)) if placement == "houlsby" else (mlp_of(layer),)
         for block in blocks:
             slot = AdapterSlot()
             layer.add_module("attn_adapter" if block == "self_attn" else "mlp_adapter", slot)

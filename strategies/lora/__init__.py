@@ -24,7 +24,8 @@ class LoRAConfig:
     target_modules: str = field(default="q_proj,k_proj,v_proj,o_proj",
                                 metadata={"help": "modules given adapters (comma-separated)"})
     target_parameters: str = field(default="mlp.experts.gate_up_proj,mlp.experts.down_proj",
-                                   metadata={"help": "fused expert tensors given adapters (PEFT target_parameters)"})
+                                   metadata={"help": "fused expert tensors given adapters (PEFT target_parameters; "
+                                                           "mlp. is the MoE block in every family)"})
     lr: float = field(default=3e-3, metadata={"help": "learning rate of the adapters"})  # chosen by clbench tune, results/hparams/vision-audio.md
     projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
 
@@ -36,12 +37,20 @@ class LoRAConfig:
         if not (self.target_modules.strip() or self.target_parameters.strip()):
             raise ValueError("LoRAConfig: give target_modules or target_parameters")
 
-    def peft(self):
+    def peft(self, lm=None):
+        """PEFT's LoraConfig; with `lm`, a leading "mlp." of target_parameters names the layer's MoE block
+        wherever its family keeps it (block_sparse_moe in Granite-MoE), so one default serves every family."""
         from peft import LoraConfig
 
+        from cl_bench.models.families import FAMILIES
+
         split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
+        params = split(self.target_parameters)
+        family = FAMILIES.get(getattr(getattr(lm, "config", None), "model_type", None))
+        if family is not None:
+            params = [family.block_attr + p[len("mlp"):] if p.startswith("mlp.") else p for p in params]
         return LoraConfig(r=self.rank, lora_alpha=self.alpha, target_modules=split(self.target_modules) or None,
-                          target_parameters=split(self.target_parameters) or None, lora_dropout=0.0)
+                          target_parameters=params or None, lora_dropout=0.0)
 
 
 class LoRA(Strategy):
@@ -58,7 +67,7 @@ class LoRA(Strategy):
         self._base = [p for p in model.lm.parameters()]
         self.adapters: list[str] = []
         if not self.per_modality:
-            model.lm = get_peft_model(model.lm, self.config.peft(), adapter_name="shared")
+            model.lm = get_peft_model(model.lm, self.config.peft(model.lm), adapter_name="shared")
             self.adapters.append("shared")
 
     def frozen(self) -> list[torch.nn.Parameter]:
@@ -74,9 +83,9 @@ class LoRA(Strategy):
         if name in self.adapters:
             return
         if isinstance(m.lm, PeftModel):
-            m.lm.add_adapter(name, self.config.peft())
+            m.lm.add_adapter(name, self.config.peft(m.lm.get_base_model()))
         else:
-            m.lm = get_peft_model(m.lm, self.config.peft(), adapter_name=name)
+            m.lm = get_peft_model(m.lm, self.config.peft(m.lm), adapter_name=name)
         self.adapters.append(name)
 
     def learn(self, experience: Experience) -> dict:

@@ -160,7 +160,7 @@ class MoExtend(Strategy):
     def frozen(self) -> list[torch.nn.Parameter]:
         # Called right after setup, before any addition: the whole pretrained LM, routers included
         # (but for the routers when keep-tuned-routers lets router tuning change them).
-        routers = {id(b.block.gate.weight) for b in self.blocks} if self.config.keep_tuned_routers else set()
+        routers = {id(b.gate_weight) for b in self.blocks} if self.config.keep_tuned_routers else set()
         return [p for p in self.model.lm.parameters() if id(p) not in routers]
 
     def _set_scope(self, batch) -> None:
@@ -236,7 +236,7 @@ class MoExtend(Strategy):
         """Router-only tuning, routing statistics before/after, layer and source choice; routers restored."""
         cfg = self.config
         self.freeze_all()
-        routers = [b.block.gate.weight for b in self.blocks] + [a.router for b in self.blocks for a in b.additions]
+        routers = [b.gate_weight for b in self.blocks] + [a.router for b in self.blocks for a in b.additions]
         saved = [r.detach().clone() for r in routers]
         before = self.routing_counts(experience)
         for r in routers:

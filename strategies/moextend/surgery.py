@@ -1,7 +1,7 @@
 """MoE-layer surgery for MoExtend: add experts and router rows to transformers' MoE blocks.
 
 transformers 5 keeps a block's experts as fused 3-D tensors (gate_up_proj (E, 2I, H),
-down_proj (E, H, I)) and its router in gate.weight (E, H). requires_grad is per tensor,
+down_proj (E, H, I)) and its router's weight (E, H) in gate (router in Granite-MoE). requires_grad is per tensor,
 so added experts live in tensors of their own: an extended block holds the original
 block untouched (frozen) and, per stage, a module of the family's own experts class with
 the new expert(s), a router row per new expert and a calibration module. The old experts
@@ -15,50 +15,21 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Family:
-    """How one transformers MoE family is laid out."""
-
-    model_type: str
-    block_class: str  # class name of the sparse block in decoder_layer.mlp
-    shared_expert: bool = False  # Qwen2-MoE: sigmoid-gated shared expert added to the output
-    float_weights: bool = False  # Mixtral hands the experts float32 routing weights; the others cast them
-
-    def renormalizes(self, block: nn.Module) -> bool:
-        """Whether the top-k weights are renormalised to sum to 1 (Mixtral always; others by config)."""
-        return getattr(block.gate, "norm_topk_prob", True)
-
-
-FAMILIES = {
-    "mixtral": Family("mixtral", "MixtralSparseMoeBlock", float_weights=True),
-    "olmoe": Family("olmoe", "OlmoeSparseMoeBlock"),
-    "qwen2_moe": Family("qwen2_moe", "Qwen2MoeSparseMoeBlock", shared_expert=True),
-}
-
-
-def family_of(lm: nn.Module) -> Family:
-    model_type = lm.config.model_type
-    if model_type not in FAMILIES:
-        raise ValueError(f"MoExtend supports the MoE families {', '.join(FAMILIES)}; this model is {model_type!r}")
-    return FAMILIES[model_type]
-
-
-def decoder_layers(lm: nn.Module) -> nn.ModuleList:
-    return lm.model.layers
+# The families' layouts (where a layer keeps its block and a block its router) are in cl_bench.models.families:
+# the routing analysis, adapters and LoRA find the blocks through them too.
+from cl_bench.models.families import FAMILIES, Family, decoder_layers, family_of  # noqa: F401
 
 
 def moe_layers(lm: nn.Module) -> list[int]:
-    """Indices of decoder layers whose mlp is a sparse MoE block (original or extended)."""
+    """Indices of decoder layers whose MoE slot holds a sparse block (original or extended)."""
     fam = family_of(lm)
     return [i for i, layer in enumerate(decoder_layers(lm))
-            if type(layer.mlp).__name__ == fam.block_class or isinstance(layer.mlp, ExtendedMoeBlock)]
+            if type(fam.block(layer)).__name__ == fam.block_class or isinstance(fam.block(layer), ExtendedMoeBlock)]
 
 
 class Calibration(nn.Module):
@@ -140,7 +111,7 @@ class ExtendedMoeBlock(nn.Module):
         self.block = block
         self.family = family
         self.additions = nn.ModuleList()
-        self.top_k = block.gate.top_k
+        self.top_k = family.router(block).top_k
         self.calibration_input = "prefix"
         self.scope: torch.Tensor | None = None
         self.last_router_logits: torch.Tensor | None = None  # (N, E') of the last forward
@@ -150,8 +121,13 @@ class ExtendedMoeBlock(nn.Module):
         block.experts._is_expert_parallel = True
 
     @property
+    def gate_weight(self) -> nn.Parameter:
+        """The original router's rows, (E, H)."""
+        return self.family.router(self.block).weight
+
+    @property
     def n_original(self) -> int:
-        return self.block.gate.weight.shape[0]
+        return self.gate_weight.shape[0]
 
     @property
     def n_experts(self) -> int:
@@ -193,10 +169,13 @@ class ExtendedMoeBlock(nn.Module):
 
     def router_weight(self) -> torch.Tensor:
         """All router rows, (n_experts, H)."""
-        return torch.cat([self.block.gate.weight, *[a.router for a in self.additions]], 0)
+        return torch.cat([self.gate_weight, *[a.router for a in self.additions]], 0)
 
     def _original_route(self, logits: torch.Tensor):
         """The family's own routing over the original experts (bit for bit what its router computes)."""
+        if self.family.topk_of_logits:
+            top_logits, idx = logits.float().topk(self.top_k, dim=-1)
+            return torch.softmax(top_logits, dim=-1), idx
         p = torch.softmax(logits.float(), dim=-1)
         top_p, idx = torch.topk(p, self.top_k, dim=-1)
         if self.family.renormalizes(self.block):
@@ -206,7 +185,7 @@ class ExtendedMoeBlock(nn.Module):
     def route(self, h: torch.Tensor):
         """(logits (N, E'), weights (N, k), indices (N, k)) for flattened hidden states h (N, H)."""
         E = self.n_original
-        old = F.linear(h, self.block.gate.weight)  # (N, E): computed alone, so bit-identical to the router's
+        old = F.linear(h, self.gate_weight)  # (N, E): computed alone, so bit-identical to the router's
         if not self.additions:
             top_p, idx = self._original_route(old)
             return old, (top_p if self.family.float_weights else top_p.to(old.dtype)), idx
@@ -219,14 +198,23 @@ class ExtendedMoeBlock(nn.Module):
         q = torch.cat([torch.softmax(lf[:, :E], -1), torch.exp(lf[:, E:] - torch.logsumexp(lf[:, :E], -1, keepdim=True))],
                       -1)
         S = q.sum(-1, keepdim=True)
-        idx = torch.topk(q, self.top_k, dim=-1).indices  # chosen on the uncalibrated probabilities
+        # chosen on the uncalibrated probabilities (on the logits, their order, where the family's router does so)
+        idx = torch.topk(lf if self.family.topk_of_logits else q, self.top_k, dim=-1).indices
         delta = torch.zeros_like(q)
         for a in self.additions:
             n = a.calibration.w1.in_features
             fed = q[:, :n] / S if self.calibration_input == "prefix" else torch.softmax(lf[:, :n], -1)
             d = a.calibration.delta(fed.to(a.calibration.w1.weight.dtype)).float()
             delta = delta + F.pad(d, (0, q.shape[-1] - n))
-        if self.family.renormalizes(self.block):  # p' = p + delta, gathered and renormalised, computed on q
+        if self.family.topk_of_logits:
+            # Granite-MoE's router takes the softmax of the k chosen logits, which is p gathered and renormalised.
+            # p' = p + delta renormalised over the k, (p_k + d_k) / (P_k + D), is written base + (d_k - base D) /
+            # (P_k + D) with base = that softmax: bit for bit the router's own weights while the calibrations are 0.
+            base = torch.softmax(torch.gather(lf, 1, idx), dim=-1)
+            d = torch.gather(delta, 1, idx)
+            D = d.sum(-1, keepdim=True)
+            top_p = base + (d - base * D) / (torch.gather(q / S, 1, idx).sum(-1, keepdim=True) + D)
+        elif self.family.renormalizes(self.block):  # p' = p + delta, gathered and renormalised, computed on q
             top_p = torch.gather(q + S * delta, 1, idx)
             top_p = top_p / top_p.sum(dim=-1, keepdim=True)
         else:
@@ -275,16 +263,18 @@ def extend(lm: nn.Module) -> list[ExtendedMoeBlock]:
     out = []
     for i in moe_layers(lm):
         layer = decoder_layers(lm)[i]
-        if not isinstance(layer.mlp, ExtendedMoeBlock):
-            layer.mlp = ExtendedMoeBlock(layer.mlp, fam)
-        out.append(layer.mlp)
+        if not isinstance(fam.block(layer), ExtendedMoeBlock):
+            setattr(layer, fam.block_attr, ExtendedMoeBlock(fam.block(layer), fam))
+        out.append(fam.block(layer))
     if not out:
         raise ValueError(f"the {fam.model_type} model has no sparse MoE layer to extend")
     return out
 
 
 def extended_blocks(lm: nn.Module) -> dict[int, ExtendedMoeBlock]:
-    return {i: layer.mlp for i, layer in enumerate(decoder_layers(lm)) if isinstance(layer.mlp, ExtendedMoeBlock)}
+    fam = family_of(lm)
+    return {i: fam.block(layer) for i, layer in enumerate(decoder_layers(lm))
+            if isinstance(fam.block(layer), ExtendedMoeBlock)}
 
 
 def structure(lm: nn.Module) -> list[list[int]]:

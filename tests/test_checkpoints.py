@@ -1,0 +1,87 @@
+"""The real-size path at tiny size: random checkpoints of every supported transformers MoE family, each with
+its family's real tokenizer kind, saved with save_pretrained as a user's directory looks, run by `clbench run`
+with every strategy the mission names."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cl_bench import registry
+from cl_bench.cli import main
+from cl_bench.models.families import FAMILIES
+from cl_bench.validate import check_result
+from helpers_checkpoints import FAMILIES as SHAPES, save_checkpoint
+
+MISSION = ("moextend", "mmer", "full-ft", "lora", "adapter", "align-only", "joint", "ewc", "lwf", "replay")
+TOKENIZERS = {"sentencepiece": "LlamaTokenizer", "byte-bpe": "GPT2Tokenizer"}
+
+
+@pytest.fixture(scope="module")
+def small_stream(cache_dir):
+    registry.streams.register("small-numbers", "helpers_streams:SmallNumbers", origin="tests")
+    from cl_bench import stream
+
+    yield stream.load("small-numbers", cache_dir=cache_dir, progress=False)[1]
+    registry.streams.unregister("small-numbers")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, small_stream):
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {mt: save_checkpoint(root / mt, mt, small_stream) for mt in FAMILIES}
+
+
+def test_the_tests_cover_every_supported_family():
+    assert set(SHAPES) == set(FAMILIES)
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_a_checkpoint_loads_with_its_own_tokenizer_and_the_cpu_expert_kernel(model_type, checkpoints, small_stream,
+                                                                             cache_dir):
+    from cl_bench.engine import TaskData
+    from cl_bench.models.encoders import build_encoder
+    from cl_bench.models.lm import load_base
+    from cl_bench.models.multimodal import MultimodalLM
+
+    base = load_base(str(checkpoints[model_type]), small_stream, torch.device("cpu"), cache_dir)
+    assert base.info["model_type"] == model_type and base.info["source"] == "checkpoint"
+    assert type(base.tokenizer).__name__.startswith(TOKENIZERS[SHAPES[model_type][1]])
+    assert base.lm.config._experts_implementation == "eager"  # not grouped_mm, 6-30x slower on a CPU
+    model = MultimodalLM(base.lm, base.tokenizer, {"audio": build_encoder("audio")})
+    data = TaskData(small_stream.experiences[1].test, model, "audio")
+    answers = [len(s) - n for s, n in zip(data.seqs, data.n_prompt)]
+    assert max(answers) > 1  # answers of several tokens, scored by exact match over all of them
+
+
+@pytest.mark.parametrize("strategy", MISSION)
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_every_strategy_runs_on_every_family(model_type, strategy, checkpoints, small_stream, cache_dir, tmp_path):
+    res = tmp_path / "res"
+    out = CliRunner().invoke(main, ["run", "--model", str(checkpoints[model_type]), "--stream", "small-numbers",
+                                    "--strategy", strategy, "--steps", "2", "--batch-size", "4", "--device", "cpu",
+                                    "--eval-limit", "8", "--cache-dir", str(cache_dir), "--results-dir", str(res),
+                                    "-q"])
+    assert out.exit_code == 0, out.output
+    (f,) = res.rglob("*.json")
+    doc = json.loads(f.read_text())
+    assert check_result(doc) == [] and doc["status"] == "complete"
+    assert doc["base_model"]["model_type"] == model_type and f.name.startswith(f"{model_type}-seed0-")
+
+
+def test_an_unsupported_family_is_one_line_naming_it(tmp_path, small_stream, cache_dir):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from helpers_checkpoints import train_tokenizer, stream_texts
+
+    tok = train_tokenizer("byte-bpe", stream_texts(small_stream))
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1))
+    lm.save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    out = CliRunner().invoke(main, ["run", "--model", str(tmp_path / "llama"), "--stream", "small-numbers",
+                                    "--cache-dir", str(cache_dir), "--results-dir", str(tmp_path / "res"), "-q"])
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert (f"--model {tmp_path / 'llama'}: model type 'llama' is not a supported MoE family; clbench runs "
+            "mixtral, olmoe, qwen2_moe, qwen3_moe, granitemoe") in out.output
