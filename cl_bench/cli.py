@@ -41,8 +41,9 @@ def _stream_options(f):
 
 _encoder_option = click.option(
     "--encoder", "encoders", multiple=True, metavar="MODALITY=NAME",
-    help="Encoder of a modality, e.g. --encoder image=patches (`clbench ls -v` lists each modality's), or "
-         "MODALITY=module:Class for an Encoder subclass of your own (repeatable).")
+    help="Encoder of a modality, e.g. --encoder image=patches (`clbench ls -v` lists each modality's), "
+         "MODALITY=module:Class for an Encoder subclass of your own, or image=DIR / audio=DIR for a pretrained "
+         "CLIP, SigLIP, Whisper or wav2vec2 model saved there (repeatable).")
 
 
 def _encoders(pairs) -> dict[str, str]:

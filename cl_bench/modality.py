@@ -54,7 +54,8 @@ class Modality:
             target, origin = self.encoders[name], f"modality {self.name!r}"
         else:
             raise ValueError(f"no encoder {name!r} for modality {self.name!r}; known: {', '.join(self.encoders)}, "
-                             "or module:Class naming an Encoder subclass")
+                             "module:Class naming an Encoder subclass, or a directory with a saved model "
+                             "(config.json: CLIP or SigLIP for image, Whisper or wav2vec2 for audio)")
         cls = Entry(name, target, origin).load()
         if not (isinstance(cls, type) and issubclass(cls, Encoder)):
             raise ValueError(f"encoder {name!r} of modality {self.name!r} is {cls!r}, not a "

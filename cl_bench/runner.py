@@ -130,7 +130,8 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
     from cl_bench import metrics, routing
     from cl_bench.engine import Diverged, TaskData, accuracy, item_correct, check_finite
     from cl_bench.models.encoders import build_encoder
-    from cl_bench.models.lm import load_base
+    from cl_bench.models.lm import checkpoint_key, load_base
+    from cl_bench.models.pretrained import is_model_dir
     from cl_bench.models.multimodal import MultimodalLM
     from cl_bench.strategy import RunContext, Strategy
 
@@ -168,6 +169,12 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
         ident["stream_file"] = stream_obj.file_key()
     if stream.order != default_order:
         ident["order"] = list(stream.order)
+    # An encoder given by directory: a fingerprint of its files, as for a local checkpoint (keyed only then, so
+    # that other runs keep their keys)
+    encoder_files = {m: checkpoint_key(Path(n).expanduser(), cache) for m, n in sorted(config.encoders.items())
+                     if is_model_dir(n)}
+    if encoder_files:
+        ident["encoder_files"] = encoder_files
     key = stable_hash(ident)
     model_name = config.model if config.model in PRESETS else Path(config.model).name
     path = Path(config.results_dir) / "runs" / stream.name / config.strategy / f"{model_name}-seed{config.seed}-{key[:8]}.json"

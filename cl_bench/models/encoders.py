@@ -242,11 +242,17 @@ class PointVoxels(Encoder):
 def build_encoder(modality: str, name: str | None = None) -> Encoder:
     """The frozen encoder `name` for the registered `modality` (its default when name is None).
 
-    `name` is one of the modality's encoders ("patches", "log-mel", ...) or "module:Class"
-    naming an Encoder subclass of your own, constructed without arguments.
+    `name` is one of the modality's encoders ("patches", "log-mel", ...), "module:Class"
+    naming an Encoder subclass of your own, constructed without arguments, or a directory
+    holding a pretrained CLIP, SigLIP, Whisper or wav2vec2-style model (cl_bench.models.pretrained).
     """
     from cl_bench import modality as modalities
+    from cl_bench.models.pretrained import build_pretrained, is_model_dir
 
-    enc = modalities.get(modality).encoder_class(name)()
+    if is_model_dir(name):
+        modalities.get(modality)  # a known modality, checked as for the others
+        enc = build_pretrained(modality, name)
+    else:
+        enc = modalities.get(modality).encoder_class(name)()
     enc.requires_grad_(False)
     return enc.eval()

@@ -1,0 +1,141 @@
+"""Pretrained encoders by path: ``--encoder image=DIR`` / ``--encoder audio=DIR``.
+
+A directory saved with ``save_pretrained`` (a model and its processor) is loaded through
+transformers' Auto classes, frozen, and its hidden states are the tokens the LLaVA projector
+maps into the LM:
+
+- image: CLIP and SigLIP (a whole CLIP/SigLIP checkpoint or its vision tower). LLaVA's choice:
+  the second-to-last layer's hidden states, without CLIP's class token (CLIP-L/14 at 336 px:
+  576 tokens). The stream's grey-scale images are scaled into [0, 1], made RGB and resized and
+  normalised by the checkpoint's own image processor.
+- audio: Whisper's encoder (a whole Whisper checkpoint), and wav2vec2-style encoders
+  (wav2vec2, HuBERT, WavLM: AutoModel's last hidden state). Whisper pads every clip to its
+  30 s window; only the tokens of the stream's clip length are kept (50 a second).
+
+Which layer and how many tokens are options of `PretrainedImage` / `PretrainedAudio`; the
+defaults are the ones above. Everything runs on the device the model wrapper is moved to;
+featurize runs once per split on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cl_bench.models.encoders import Encoder
+
+IMAGE_TYPES = ("clip", "clip_vision_model", "siglip", "siglip_vision_model")
+AUDIO_TYPES = ("whisper", "wav2vec2", "hubert", "wavlm")
+
+
+def is_model_dir(name: str | None) -> bool:
+    """Whether an --encoder value names a directory holding a saved model (config.json)."""
+    return bool(name) and ":" not in str(name) and (Path(name).expanduser() / "config.json").is_file()
+
+
+def _model_type(path: Path) -> str:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path, local_files_only=True).model_type
+
+
+def _unloadable(modality: str, path: Path, e: Exception) -> ValueError:
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return ValueError(f"--encoder {modality}={path}: the encoder cannot be loaded ({type(e).__name__}: {first}); save "
+                      "the model and its processor there with save_pretrained()")
+
+
+class PretrainedImage(Encoder):
+    """A CLIP or SigLIP vision tower from a local directory, frozen; tokens: the hidden states of `layer`."""
+
+    modality = "image"
+    name = "pretrained"
+
+    def __init__(self, path: str, layer: int = -2, drop_cls: bool | None = None) -> None:
+        super().__init__()
+        from transformers import AutoImageProcessor, AutoModel
+
+        self.path = Path(path).expanduser()
+        model_type = _model_type(self.path)
+        if model_type not in IMAGE_TYPES:
+            raise ValueError(f"--encoder image={path}: model type {model_type!r} is not an image encoder clbench "
+                             f"loads; use a CLIP or SigLIP checkpoint ({', '.join(IMAGE_TYPES)})")
+        try:
+            model = AutoModel.from_pretrained(self.path, local_files_only=True)
+            self.processor = AutoImageProcessor.from_pretrained(self.path, local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - transformers' errors vary: one line, the path, the fix
+            raise _unloadable("image", self.path, e) from None
+        self.tower = getattr(model, "vision_model", model)  # a whole CLIP/SigLIP: its vision half only
+        self.layer = layer
+        # CLIP prepends a class token (LLaVA drops it); SigLIP has none
+        self.drop_cls = model_type.startswith("clip") if drop_cls is None else drop_cls
+        config = getattr(model.config, "vision_config", model.config)
+        self.out_dim = config.hidden_size
+
+    def featurize(self, raw: list) -> torch.Tensor:
+        images = [np.asarray(r, dtype=np.float32) for r in raw]
+        top = max(float(np.max(x)) for x in images) or 1.0  # the split's range, into [0, 1]
+        rgb = [np.repeat((x / top)[..., None], 3, axis=-1) for x in images]  # (H, W, 3)
+        out = self.processor(images=rgb, do_rescale=False, return_tensors="pt")
+        return out["pixel_values"]  # (N, 3, size, size)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        dtype = next(self.tower.parameters()).dtype
+        h = self.tower(pixel_values=features.to(dtype), output_hidden_states=True).hidden_states[self.layer]
+        return h[:, 1:] if self.drop_cls else h  # (B, tokens, hidden)
+
+
+class PretrainedAudio(Encoder):
+    """Whisper's encoder, or a wav2vec2-style encoder, from a local directory, frozen."""
+
+    modality = "audio"
+    name = "pretrained"
+
+    def __init__(self, path: str, seconds: float = 1.0, sampling_rate: int = 16_000) -> None:
+        super().__init__()
+        from transformers import AutoFeatureExtractor, AutoModel
+
+        self.path = Path(path).expanduser()
+        self.model_type = _model_type(self.path)
+        if self.model_type not in AUDIO_TYPES:
+            raise ValueError(f"--encoder audio={path}: model type {self.model_type!r} is not an audio encoder "
+                             f"clbench loads; use a Whisper or wav2vec2-style checkpoint ({', '.join(AUDIO_TYPES)})")
+        try:
+            model = AutoModel.from_pretrained(self.path, local_files_only=True)
+            self.extractor = AutoFeatureExtractor.from_pretrained(self.path, local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - transformers' errors vary: one line, the path, the fix
+            raise _unloadable("audio", self.path, e) from None
+        self.model = model.get_encoder() if self.model_type == "whisper" else model
+        if self.extractor.sampling_rate != sampling_rate:
+            raise ValueError(f"--encoder audio={path}: its feature extractor expects {self.extractor.sampling_rate} "
+                             f"Hz, the stream's audio is {sampling_rate} Hz")
+        self.seconds, self.sampling_rate = seconds, sampling_rate
+        self.out_dim = model.config.d_model if self.model_type == "whisper" else model.config.hidden_size
+
+    def featurize(self, raw: list) -> torch.Tensor:
+        waves = [np.asarray(r, dtype=np.float32) / 32768.0 for r in raw]
+        if self.model_type == "whisper":  # log-mel of the 30 s window Whisper was trained on
+            return self.extractor(waves, sampling_rate=self.sampling_rate, return_tensors="pt")["input_features"]
+        n = int(self.seconds * self.sampling_rate)
+        fixed = [np.pad(w[:n], (0, max(0, n - len(w)))) for w in waves]
+        return self.extractor(fixed, sampling_rate=self.sampling_rate, return_tensors="pt")["input_values"]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        dtype = next(self.model.parameters()).dtype
+        if self.model_type == "whisper":
+            h = self.model(input_features=features.to(dtype)).last_hidden_state  # (B, 1500, d) for 30 s
+            keep = math.ceil(self.seconds * h.shape[1] / (self.extractor.chunk_length or 30))  # the clip's tokens
+            return h[:, :keep]
+        return self.model(input_values=features.to(dtype)).last_hidden_state  # (B, frames, hidden)
+
+
+def build_pretrained(modality: str, path: str) -> Encoder:
+    """The pretrained encoder of `modality` saved at `path`."""
+    classes = {"image": PretrainedImage, "audio": PretrainedAudio}
+    if modality not in classes:
+        raise ValueError(f"--encoder {modality}={path}: pretrained encoders by path are for image and audio; "
+                         f"give {modality} one of its encoders (`clbench ls -v`) or module:Class")
+    return classes[modality](path)

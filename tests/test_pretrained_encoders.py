@@ -1,0 +1,99 @@
+"""Pretrained encoders by path (--encoder image=DIR / audio=DIR), on tiny random CLIP, SigLIP and Whisper models
+saved with save_pretrained as a user's directories look."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cl_bench import registry
+from cl_bench.cli import main
+from cl_bench.models.encoders import build_encoder
+
+
+@pytest.fixture(scope="module")
+def encoder_dirs(tmp_path_factory):
+    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, SiglipImageProcessor, SiglipVisionConfig,
+                              SiglipVisionModel, WhisperConfig, WhisperFeatureExtractor, WhisperModel)
+
+    root = tmp_path_factory.mktemp("encoders")
+    torch.manual_seed(0)
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=30,
+                 patch_size=10)
+    clip = CLIPModel(CLIPConfig(vision_config=tower, text_config=dict(hidden_size=32, intermediate_size=64,
+                                                                      num_hidden_layers=1, num_attention_heads=2),
+                                projection_dim=16))
+    clip.save_pretrained(root / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}).save_pretrained(root / "clip")
+    SiglipVisionModel(SiglipVisionConfig(**tower)).save_pretrained(root / "siglip")
+    SiglipImageProcessor(size={"height": 30, "width": 30}).save_pretrained(root / "siglip")
+    # a 2 s window (100 encoder positions, 50 a second, as the real 30 s / 1500)
+    WhisperModel(WhisperConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                               decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                               max_source_positions=100, max_target_positions=16)).save_pretrained(root / "whisper")
+    WhisperFeatureExtractor(feature_size=80, chunk_length=2).save_pretrained(root / "whisper")
+    return root
+
+
+def digits(n=3):
+    return [np.random.default_rng(i).integers(0, 17, (8, 8)).astype(np.float32) for i in range(n)]
+
+
+@pytest.mark.parametrize("kind, tokens", [("clip", 9), ("siglip", 9)])  # 3x3 patches; CLIP's class token dropped
+def test_an_image_tower_from_disk_gives_its_hidden_states_frozen(kind, tokens, encoder_dirs):
+    enc = build_encoder("image", str(encoder_dirs / kind))
+    assert enc.out_dim == 32 and not any(p.requires_grad for p in enc.parameters()) and not enc.training
+    feats = enc.featurize(digits())
+    assert feats.shape == (3, 3, 30, 30)  # resized and normalised by the checkpoint's own processor
+    out = enc(feats)
+    assert out.shape == (3, tokens, 32)
+    tower = enc.tower
+    want = tower(pixel_values=feats, output_hidden_states=True).hidden_states[-2]  # LLaVA's layer
+    assert torch.equal(out, want[:, 1:] if kind == "clip" else want)
+
+
+def test_whispers_encoder_keeps_the_clips_tokens(encoder_dirs):
+    enc = build_encoder("audio", str(encoder_dirs / "whisper"))
+    waves = [(np.sin(np.arange(16_000) / (5 + i)) * 8000).astype(np.int16) for i in range(2)]
+    out = enc(enc.featurize(waves))
+    assert out.shape == (2, 50, 16)  # 1 s of the 2 s window: 50 of its 100 positions
+
+
+def test_a_directory_of_another_kind_is_one_line(encoder_dirs):
+    with pytest.raises(ValueError, match=r"--encoder image=.*whisper: model type 'whisper' is not an image encoder"):
+        build_encoder("image", str(encoder_dirs / "whisper"))
+    with pytest.raises(ValueError, match=r"--encoder audio=.*clip: model type 'clip' is not an audio encoder"):
+        build_encoder("audio", str(encoder_dirs / "clip"))
+
+
+@pytest.fixture(scope="module")
+def small_numbers():
+    registry.streams.register("small-numbers", "helpers_streams:SmallNumbers", origin="tests")
+    yield
+    registry.streams.unregister("small-numbers")
+
+
+def test_clip_and_whisper_from_disk_run_end_to_end(encoder_dirs, small_numbers, cache_dir, tmp_path):
+    res = tmp_path / "res"
+    args = ["run", "--stream", "small-numbers", "--encoder", f"image={encoder_dirs / 'clip'}", "--encoder",
+            f"audio={encoder_dirs / 'whisper'}", "--steps", "2", "--batch-size", "4", "--eval-limit", "8",
+            "--pretrain-steps", "5", "--device", "cpu", "--cache-dir", str(cache_dir), "--results-dir", str(res), "-q"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    (f,) = res.rglob("*.json")
+    doc = json.loads(f.read_text())
+    assert doc["status"] == "complete"
+    assert [t["encoder"] for t in doc["stream"]["tasks"]] == [
+        None, "cl_bench.models.pretrained:PretrainedImage", "cl_bench.models.pretrained:PretrainedAudio"]
+    # an encoder changed in place is another run: another key, the first result kept
+    from transformers import WhisperModel
+
+    w = WhisperModel.from_pretrained(encoder_dirs / "whisper")
+    with torch.no_grad():
+        w.encoder.conv1.weight.mul_(0.5)
+    w.save_pretrained(encoder_dirs / "whisper")
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    assert len(list(res.rglob("*.json"))) == 2 and f.exists()
