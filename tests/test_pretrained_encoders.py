@@ -34,6 +34,13 @@ def encoder_dirs(tmp_path_factory):
                                decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
                                max_source_positions=100, max_target_positions=16)).save_pretrained(root / "whisper")
     WhisperFeatureExtractor(feature_size=80, chunk_length=2).save_pretrained(root / "whisper")
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    Wav2Vec2Model(Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                 conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8),
+                                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+                  ).save_pretrained(root / "wav2vec2")
+    Wav2Vec2FeatureExtractor(sampling_rate=16_000).save_pretrained(root / "wav2vec2")
     return root
 
 
@@ -59,6 +66,15 @@ def test_whispers_encoder_keeps_the_clips_tokens(encoder_dirs):
     waves = [(np.sin(np.arange(16_000) / (5 + i)) * 8000).astype(np.int16) for i in range(2)]
     out = enc(enc.featurize(waves))
     assert out.shape == (2, 50, 16)  # 1 s of the 2 s window: 50 of its 100 positions
+
+
+def test_a_wav2vec2_encoder_gives_its_last_hidden_states(encoder_dirs):
+    enc = build_encoder("audio", str(encoder_dirs / "wav2vec2"))
+    waves = [(np.sin(np.arange(n) / 7) * 8000).astype(np.int16) for n in (16_000, 9_000)]  # padded or cut to 1 s
+    feats = enc.featurize(waves)
+    assert feats.shape == (2, 16_000)
+    out = enc(feats)
+    assert out.shape == (2, 798, 16) and torch.equal(out, enc.model(input_values=feats).last_hidden_state)
 
 
 def test_a_directory_of_another_kind_is_one_line(encoder_dirs):

@@ -9,8 +9,9 @@ maps into the LM:
   576 tokens). The stream's grey-scale images are scaled into [0, 1], made RGB and resized and
   normalised by the checkpoint's own image processor.
 - audio: Whisper's encoder (a whole Whisper checkpoint), and wav2vec2-style encoders
-  (wav2vec2, HuBERT, WavLM: AutoModel's last hidden state). Whisper pads every clip to its
-  30 s window; only the tokens of the stream's clip length are kept (50 a second).
+  (AutoModel's last hidden state; wav2vec2 is tested, HuBERT and WavLM take the same path).
+  Whisper pads every clip to its 30 s window; only the tokens of the stream's clip length
+  are kept (50 a second).
 
 Which layer and how many tokens are options of `PretrainedImage` / `PretrainedAudio`; the
 defaults are the ones above. Everything runs on the device the model wrapper is moved to;
