@@ -84,6 +84,16 @@ def test_a_directory_of_another_kind_is_one_line(encoder_dirs):
         build_encoder("audio", str(encoder_dirs / "clip"))
 
 
+def test_an_encoder_without_its_weights_is_one_line(encoder_dirs, tmp_path):
+    import shutil
+
+    bad = tmp_path / "clip-no-weights"
+    shutil.copytree(encoder_dirs / "clip", bad, ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.raises(ValueError, match=r"--encoder image=.*clip-no-weights: the encoder cannot be loaded \(.*save "
+                                         r"the model and its processor there with save_pretrained\(\)"):
+        build_encoder("image", str(bad))
+
+
 @pytest.fixture(scope="module")
 def small_numbers():
     registry.streams.register("small-numbers", "helpers_streams:SmallNumbers", origin="tests")

@@ -43,10 +43,22 @@ def _model_type(path: Path) -> str:
     return AutoConfig.from_pretrained(path, local_files_only=True).model_type
 
 
-def _unloadable(modality: str, path: Path, e: Exception) -> ValueError:
-    first = (str(e).strip().splitlines() or [""])[0][:300]
-    return ValueError(f"--encoder {modality}={path}: the encoder cannot be loaded ({type(e).__name__}: {first}); save "
-                      "the model and its processor there with save_pretrained()")
+def _load(modality: str, path: Path, types: tuple[str, ...], kinds: str, processor_class):
+    """(model_type, model, processor) of the directory `path`; one line naming the fix when it is not one of
+    `types` or cannot be loaded (transformers' errors vary)."""
+    from transformers import AutoModel
+
+    model_type = _model_type(path)
+    if model_type not in types:
+        raise ValueError(f"--encoder {modality}={path}: model type {model_type!r} is not an {modality} encoder "
+                         f"clbench loads; use a {kinds} checkpoint ({', '.join(types)})")
+    try:
+        return (model_type, AutoModel.from_pretrained(path, local_files_only=True),
+                processor_class.from_pretrained(path, local_files_only=True))
+    except Exception as e:  # noqa: BLE001
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"--encoder {modality}={path}: the encoder cannot be loaded ({type(e).__name__}: {first}); "
+                         "save the model and its processor there with save_pretrained()") from None
 
 
 class PretrainedImage(Encoder):
@@ -57,18 +69,10 @@ class PretrainedImage(Encoder):
 
     def __init__(self, path: str, layer: int = -2, drop_cls: bool | None = None) -> None:
         super().__init__()
-        from transformers import AutoImageProcessor, AutoModel
+        from transformers import AutoImageProcessor
 
         self.path = Path(path).expanduser()
-        model_type = _model_type(self.path)
-        if model_type not in IMAGE_TYPES:
-            raise ValueError(f"--encoder image={path}: model type {model_type!r} is not an image encoder clbench "
-                             f"loads; use a CLIP or SigLIP checkpoint ({', '.join(IMAGE_TYPES)})")
-        try:
-            model = AutoModel.from_pretrained(self.path, local_files_only=True)
-            self.processor = AutoImageProcessor.from_pretrained(self.path, local_files_only=True)
-        except Exception as e:  # noqa: BLE001 - transformers' errors vary: one line, the path, the fix
-            raise _unloadable("image", self.path, e) from None
+        model_type, model, self.processor = _load("image", self.path, IMAGE_TYPES, "CLIP or SigLIP", AutoImageProcessor)
         self.tower = getattr(model, "vision_model", model)  # a whole CLIP/SigLIP: its vision half only
         self.layer = layer
         # CLIP prepends a class token (LLaVA drops it); SigLIP has none
@@ -97,18 +101,11 @@ class PretrainedAudio(Encoder):
 
     def __init__(self, path: str, seconds: float = 1.0, sampling_rate: int = 16_000) -> None:
         super().__init__()
-        from transformers import AutoFeatureExtractor, AutoModel
+        from transformers import AutoFeatureExtractor
 
         self.path = Path(path).expanduser()
-        self.model_type = _model_type(self.path)
-        if self.model_type not in AUDIO_TYPES:
-            raise ValueError(f"--encoder audio={path}: model type {self.model_type!r} is not an audio encoder "
-                             f"clbench loads; use a Whisper or wav2vec2-style checkpoint ({', '.join(AUDIO_TYPES)})")
-        try:
-            model = AutoModel.from_pretrained(self.path, local_files_only=True)
-            self.extractor = AutoFeatureExtractor.from_pretrained(self.path, local_files_only=True)
-        except Exception as e:  # noqa: BLE001 - transformers' errors vary: one line, the path, the fix
-            raise _unloadable("audio", self.path, e) from None
+        self.model_type, model, self.extractor = _load("audio", self.path, AUDIO_TYPES, "Whisper or wav2vec2-style",
+                                                       AutoFeatureExtractor)
         self.model = model.get_encoder() if self.model_type == "whisper" else model
         if self.extractor.sampling_rate != sampling_rate:
             raise ValueError(f"--encoder audio={path}: its feature extractor expects {self.extractor.sampling_rate} "
