@@ -122,6 +122,17 @@ class Diverged(RuntimeError):
         self.desc, self.step, self.steps, self.what = desc, step, steps, what
 
 
+def optimizer_step(opt, desc: str, step: int, steps: int) -> None:
+    """`opt.step()`; Diverged where the step itself overflows float32 (Adam's lr / (1 - beta1^t), e.g. lr=1e38),
+    which torch raises as a RuntimeError."""
+    try:
+        opt.step()
+    except RuntimeError as e:
+        if "overflow" not in str(e):
+            raise
+        raise Diverged(desc, step, steps, "the optimizer's step size overflows float32") from None
+
+
 def check_finite(params, desc: str, step: int, steps: int) -> None:
     """Raise Diverged naming the first parameter of `params` ((name, tensor) pairs) that is not finite."""
     for name, p in params:
@@ -192,12 +203,7 @@ def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups
         if not math.isfinite(norm):
             raise Diverged(desc, step + 1, steps, f"gradient norm {norm}")
         faults.point(f"{desc}:step{step + 1}")
-        try:
-            opt.step()
-        except RuntimeError as e:  # Adam's step size lr / (1 - beta1^t) beyond float32 (e.g. lr=1e38)
-            if "overflow" not in str(e):
-                raise
-            raise Diverged(desc, step + 1, steps, "the optimizer's step size overflows float32") from None
+        optimizer_step(opt, desc, step + 1, steps)
         sched.step()
         losses.append(value)
     model.eval()

@@ -14,7 +14,10 @@ import re
 import torch
 from torch import nn
 
+from cl_bench.models.families import FAMILIES
+
 _LAYER = re.compile(r"layers\.(\d+)\.")
+ROUTER_ATTRS = tuple(dict.fromkeys(f.router_attr for f in FAMILIES.values()))
 
 
 def moe_layers(lm: nn.Module) -> list[tuple[int, nn.Module, str]]:
@@ -33,8 +36,8 @@ def moe_layers(lm: nn.Module) -> list[tuple[int, nn.Module, str]]:
         if type(m).__name__ == "ExtendedMoeBlock":
             extended.append(name)
             found.append((int(layer.group(1)), m, "extended"))
-        elif hasattr(m, "experts"):  # a sparse block: its router is `gate` (`router` in Granite-MoE)
-            router = next((r for r in (getattr(m, "gate", None), getattr(m, "router", None))
+        elif hasattr(m, "experts"):  # a sparse block: its router is where its family keeps it (gate, router)
+            router = next((r for r in (getattr(m, a, None) for a in ROUTER_ATTRS)
                            if isinstance(r, nn.Module) and hasattr(r, "top_k")), None)
             if router is not None:
                 found.append((int(layer.group(1)), router, "router"))

@@ -15,6 +15,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from cl_bench.models.families import FAMILIES
+
 PLACEMENTS = ("pfeiffer", "houlsby")
 NONLINEARITIES = {"relu": nn.ReLU, "gelu": nn.GELU}
 
@@ -69,7 +71,8 @@ class AdapterSlot(nn.Module):
         return self(output)
 
 
-MLP_SLOTS = ("mlp", "block_sparse_moe")  # where a decoder layer keeps its MoE block (Granite-MoE: block_sparse_moe)
+# where a decoder layer keeps its MoE block, per family (mlp; block_sparse_moe in Granite-MoE)
+MLP_SLOTS = tuple(dict.fromkeys(f.block_attr for f in FAMILIES.values()))
 
 
 def mlp_of(layer: nn.Module) -> str:

@@ -176,17 +176,11 @@ class LMTemplate(SupervisedTemplate):
         pass  # keep the strategy's parameter groups (only parameters that require grad)
 
     def optimizer_step(self):
-        from cl_bench.engine import Diverged
+        from cl_bench.engine import optimizer_step
 
-        try:
-            super().optimizer_step()
-        except RuntimeError as e:  # Adam's step size lr / (1 - beta1^t) beyond float32 (e.g. lr=1e38)
-            if "overflow" not in str(e):
-                raise
-            budget = next((p for p in self.plugins if isinstance(p, StepBudget)), None)
-            step = len(budget.losses) + 1 if budget else 0
-            raise Diverged("avalanche training", step, budget.steps if budget else 0,
-                           "the optimizer's step size overflows float32") from None
+        budget = next((p for p in self.plugins if isinstance(p, StepBudget)), None)
+        optimizer_step(self.optimizer, "avalanche training", len(budget.losses) + 1 if budget else 0,
+                       budget.steps if budget else 0)
 
 
 def quiet_evaluator() -> EvaluationPlugin:
