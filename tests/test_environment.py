@@ -29,7 +29,8 @@ def one_line_error(out, code: int = 1) -> str:
 @pytest.mark.parametrize("command", [["run", "-q"], ["leaderboard", "--results-dir", str(FIXTURES)],
                                      ["plot", "--results-dir", str(FIXTURES)], ["compare", "full-ft", "mmer"],
                                      ["publish"], ["tune", "--strategies", "full-ft"]])
-def test_an_unknown_device_is_a_usage_error(command, tmp_path):
+def test_an_unknown_device_is_a_usage_error(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where run, publish and tune would write by default
     out = CliRunner().invoke(main, [*command, "--device", "tpu"])
     assert "Invalid value for '--device': 'tpu' is not a device; use auto, cpu, cuda or cuda:N" in \
         one_line_error(out, 2)
