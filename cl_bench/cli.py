@@ -156,9 +156,15 @@ def main(ctx, debug) -> None:
 @click.option("--eval-limit", default=None, type=click.IntRange(min=1), metavar="N",
               help="Evaluate only the first N items of each test split (a quick look; such runs get their own "
                    "key and leaderboard row) [default: every item].")
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="Precision on a GPU: bfloat16/float16 store the frozen weights in it and run every forward under "
+                   "autocast (trainable parameters and optimizer states stay float32); the CPU runs float32.")
+@click.option("--gradient-checkpointing", is_flag=True,
+              help="Recompute each decoder layer's activations in the backward pass: less memory, more time.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage lines; print only the summary.")
 def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps, options, encoders, stream_options,
-        order, results_dir, cache_dir, restart, eval_limit, quiet) -> None:
+        order, results_dir, cache_dir, restart, eval_limit, dtype, gradient_checkpointing, quiet) -> None:
     """Run a strategy through a task stream and write its result file.
 
     Builds (once, cached) the stream's data and the pre-trained base model, evaluates
@@ -181,7 +187,8 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
                            budget=Budget(steps=steps, batch_size=batch_size),
                            pretrain=PretrainConfig(steps=pretrain_steps), strategy_options=_parse_options(options),
                            encoders=_encoders(encoders), stream_options=_stream_opts(stream_options), order=order,
-                           results_dir=results_dir, cache_dir=cache_dir, eval_limit=eval_limit)
+                           results_dir=results_dir, cache_dir=cache_dir, eval_limit=eval_limit, dtype=dtype,
+                           gradient_checkpointing=gradient_checkpointing)
         result, path = run_stream(config, progress=not quiet, restart=restart,
                                   echo=lambda s: click.echo(s, err=True))
     except (ValueError, TypeError, LookupError) as e:

@@ -133,11 +133,22 @@ def optimizer_step(opt, desc: str, step: int, steps: int) -> None:
         raise Diverged(desc, step, steps, "the optimizer's step size overflows float32") from None
 
 
+def master_weights(params) -> None:
+    """Trainable parameters in float32 (mixed precision's master weights): under --dtype bfloat16/float16 the
+    frozen weights stay in half precision, what the optimizer updates (and its states) is float32."""
+    for p in params:
+        if p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()
+
+
 def check_finite(params, desc: str, step: int, steps: int) -> None:
     """Raise Diverged naming the first parameter of `params` ((name, tensor) pairs) that is not finite."""
     for name, p in params:
         if not bool(torch.isfinite(p).all()):
             raise Diverged(desc, step, steps, f"parameter {name} is not finite")
+
+
+SCALER_PATIENCE = 20  # float16: overflowing steps in a row (the scale halves each time) before it is a divergence
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
@@ -167,7 +178,12 @@ def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups
     if not groups:
         raise ValueError(f"{desc}: nothing to train (no parameter requires grad)")
     params = [p for g in groups for p in g["params"]]
+    master_weights(params)
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    # float16 needs its loss scaled (gradients underflow otherwise); a step whose scaled gradients overflow is
+    # skipped and the scale lowered, as torch.amp does; bfloat16 and float32 need neither.
+    scaler = torch.amp.GradScaler(device.type, enabled=getattr(model, "compute_dtype", None) == torch.float16)
+    skipped = 0
     warmup = max(1, int(warmup_fraction * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, steps, warmup))
     gen = torch.Generator().manual_seed(seed)
@@ -197,13 +213,23 @@ def train(model: MultimodalLM, data: TaskData | Sequence[TaskData], param_groups
         if not math.isfinite(value):  # a nan or inf loss: every later step would be meaningless
             raise Diverged(desc, step + 1, steps, f"loss {value}")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         meter.end_step()
+        scaler.unscale_(opt)
         norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
         if not math.isfinite(norm):
-            raise Diverged(desc, step + 1, steps, f"gradient norm {norm}")
+            skipped = skipped + 1 if scaler.is_enabled() else SCALER_PATIENCE
+            if skipped >= SCALER_PATIENCE:
+                raise Diverged(desc, step + 1, steps, f"gradient norm {norm}"
+                               + (f" in {skipped} steps in a row" if scaler.is_enabled() else ""))
+        else:
+            skipped = 0
         faults.point(f"{desc}:step{step + 1}")
-        optimizer_step(opt, desc, step + 1, steps)
+        if scaler.is_enabled():
+            scaler.step(opt)  # skipped where the gradients overflowed
+            scaler.update()
+        else:
+            optimizer_step(opt, desc, step + 1, steps)
         sched.step()
         losses.append(value)
     model.eval()

@@ -45,6 +45,11 @@ class RunConfig:
     stream_options: dict = field(default_factory=dict, metadata={"help": "the stream's own options"})
     order: str | None = field(default=None, metadata={
         "help": "the order of the stream's new tasks: names (audio,vision) or random:SEED; None: the stream's own"})
+    dtype: str = field(default="float32", metadata={
+        "help": "float32, or bfloat16 / float16 on a GPU: frozen weights stored in it and every forward under "
+                "autocast; trainable parameters and optimizer states float32"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute each decoder layer's activations in the backward pass (less memory, more time)"})
     eval_batch_size: int = field(default=256, metadata={"help": "examples per evaluation batch"})
     eval_split: str = field(default="test", metadata={
         "help": "the split every evaluation scores: test (results) or val (hyperparameter selection, "
@@ -61,6 +66,8 @@ class RunConfig:
             raise ValueError(f"RunConfig.seed must be in [0, 2**31 - 1], got {self.seed}")
         if device_problem(self.device):
             raise ValueError(f"RunConfig.device: {device_problem(self.device)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"RunConfig.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.eval_batch_size < 1:
             raise ValueError(f"RunConfig.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         if self.eval_split not in ("test", "val"):
@@ -72,9 +79,38 @@ class RunConfig:
         """The fields that change results, but for the strategy's options (keyed once resolved)."""
         d = dataclasses.asdict(self)
         for k in ("results_dir", "cache_dir", "eval_batch_size", "device", "strategy_options", "stream_options",
-                  "order"):
-            d.pop(k)  # the stream's options and order are keyed once resolved, and only when not the defaults
+                  "order", "gradient_checkpointing"):
+            d.pop(k)  # the stream's options and order are keyed once resolved, and only when not the defaults;
+            # gradient checkpointing recomputes the same values (tests/test_precision.py: bit-identical results)
+        if self.dtype == "float32":
+            d.pop("dtype")  # keyed only when not the default, so that float32 runs keep their keys
         return d
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+# The half-precision path on the CPU is for testing it on machines without a GPU: slow there, and not what
+# clbench's CPU runs use.
+CPU_HALF_ENV = "CLBENCH_CPU_HALF_PRECISION"
+
+
+def torch_dtype(name: str, device):
+    """The torch dtype of --dtype `name` on `device`; ValueError naming the fix for half precision on the CPU."""
+    import torch
+
+    if name != "float32" and device.type == "cpu" and os.environ.get(CPU_HALF_ENV) != "1":
+        raise ValueError(f"--dtype {name} is for GPUs; on the CPU clbench runs float32: drop --dtype or run on "
+                         "--device cuda")
+    return getattr(torch, name)
+
+
+def _checkpoint_activations(lm) -> None:
+    """transformers' activation checkpointing of every decoder layer (non-reentrant: inputs_embeds need no grad);
+    the method was gradient_checkpointing_enable before transformers 5.x renamed it."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(lm, "activation_checkpointing_enable"):
+        lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _check_writable(directory: Path, results_dir: str) -> None:
@@ -131,12 +167,13 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
     from cl_bench.engine import Diverged, TaskData, accuracy, item_correct, check_finite
     from cl_bench.models.encoders import build_encoder
     from cl_bench.models.lm import checkpoint_key, load_base
-    from cl_bench.models.pretrained import is_model_dir
+    from cl_bench.models.pretrained import PretrainedAudio, PretrainedImage, is_model_dir
     from cl_bench.models.multimodal import MultimodalLM
     from cl_bench.strategy import RunContext, Strategy
 
     t_start = time.perf_counter()
     device = resolve_device(config.device)
+    dtype = torch_dtype(config.dtype, device)
     # a results directory that cannot be written is said before the data are built and the base pre-trained
     _check_writable(Path(config.results_dir) / "runs", config.results_dir)
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
@@ -154,7 +191,9 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
                          f"({smallest.name}: {len(smallest.train)} items); use at most {len(smallest.train)}")
     stream_changes = streams.changed_options(stream_obj)
     default_order = tuple(type(stream_obj).tasks)  # build_checked holds a stream to its declared order
-    base = load_base(config.model, stream, device, cache, config.pretrain, progress=progress)
+    base = load_base(config.model, stream, device, cache, config.pretrain, progress=progress, dtype=dtype)
+    if config.gradient_checkpointing:
+        _checkpoint_activations(base.lm)
     setup_seconds = time.perf_counter() - t0
 
     data = stable_hash([(t.name, len(t.train), len(t.val), list(t.test["prompt"]), list(t.test["answer"]))
@@ -200,6 +239,11 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
     torch.manual_seed(config.seed)  # projector initialisation
     encoders = {m: build_encoder(m, name) for m, name in streams.encoder_names(stream_obj, stream, config.encoders).items()}
     model = MultimodalLM(base.lm, base.tokenizer, encoders).to(device)
+    if dtype != torch.float32:
+        model.compute_dtype = dtype
+        for e in model.encoders.values():
+            if isinstance(e, (PretrainedImage, PretrainedAudio)):  # frozen: stored in half precision too
+                e.to(dtype)
     checkpoints: dict[str, dict[str, float]] = {}  # this stage's Strategy.checkpoint records
 
     def on_checkpoint(label: str) -> None:

@@ -104,8 +104,9 @@ class BaseModel:
 
 
 def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrain: PretrainConfig | None = None,
-              progress: bool = True) -> BaseModel:
-    """The stream's base LM on `device`: a pre-trained preset (cached) or a local checkpoint."""
+              progress: bool = True, dtype: torch.dtype = torch.float32) -> BaseModel:
+    """The stream's base LM on `device` in `dtype`: a pre-trained preset (cached; pre-trained in float32 and
+    then cast) or a local checkpoint (read in `dtype`)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     pretrain = pretrain or PretrainConfig()
@@ -125,7 +126,7 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
         if model_type not in FAMILIES:  # said before the weights are read
             raise ValueError(f"--model {model}: {unsupported(model_type)}")
         try:
-            lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+            lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except Exception as e:  # noqa: BLE001 - see _unloadable
             raise _unloadable(model, e) from None
@@ -146,13 +147,16 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
     if not (target / "clbench.json").exists():  # clbench <= 0.3.0 saved it as <stream>-<model>-<key>
         target = next((p.parent for p in sorted((Path(cache_dir) / "models").glob(f"*-{model}-{key}/clbench.json"))),
                       target)
-    if (target / "clbench.json").exists():
-        return _load_cached(target, device)
-    with build_lock(target):  # one process pre-trains it; another waits, then loads it
-        if (target / "clbench.json").exists():
-            return _load_cached(target, device)
-        remove_partial(target)
-        return _pretrain_and_save(model, config, tok, key, target, stream, device, pretrain, progress)
+    if not (target / "clbench.json").exists():
+        with build_lock(target):  # one process pre-trains it; another waits, then loads it
+            if not (target / "clbench.json").exists():
+                remove_partial(target)
+                base = _pretrain_and_save(model, config, tok, key, target, stream, device, pretrain, progress)
+                base.lm.to(dtype)
+                return base
+    base = _load_cached(target, device)
+    base.lm.to(dtype)
+    return base
 
 
 def _unloadable(model: str, e: Exception) -> ValueError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +55,16 @@ class MultimodalLM(nn.Module):
         # Called with each batch before the LM runs on it (e.g. MoExtend's scope reads which positions hold
         # the modality's input); plain callables, not state.
         self.batch_hooks: list = []
+        # --dtype bfloat16/float16: frozen weights are stored in it and every forward runs under torch.autocast;
+        # trainable parameters are float32 master weights (cl_bench.engine.master_weights). None: float32.
+        self.compute_dtype: torch.dtype | None = None
+
+    def autocast(self):
+        """The mixed-precision context of every forward (a no-op in float32)."""
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        device = next(self.lm.parameters()).device.type
+        return torch.autocast(device, dtype=self.compute_dtype)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -70,15 +81,16 @@ class MultimodalLM(nn.Module):
             return tok, labels
         with torch.no_grad():
             enc = self.encoders[batch.modality](batch.features)  # (B, P, d_enc)
-        prefix = self.projectors[batch.modality](enc.to(tok.dtype))  # (B, P, d)
+        prefix = self.projectors[batch.modality](enc.to(tok.dtype)).to(tok.dtype)  # (B, P, d); autocast may change it
         # As LLaVA does: placeholder embeddings are replaced, row by row, by the P projected tokens.
         return tok.masked_scatter(batch.slots.unsqueeze(-1), prefix), labels
 
     def forward(self, batch: Batch, router_aux_loss: bool = False):
         """The LM's output with answer-only loss (plus the MoE load-balancing loss if asked)."""
-        embeds, labels = self.inputs(batch)
         kwargs = {"output_router_logits": True} if router_aux_loss else {}
-        return self.lm(inputs_embeds=embeds, attention_mask=batch.attention, labels=labels, **kwargs)
+        with self.autocast():
+            embeds, labels = self.inputs(batch)
+            return self.lm(inputs_embeds=embeds, attention_mask=batch.attention, labels=labels, **kwargs)
 
     @torch.no_grad()
     def correct(self, batch: Batch) -> torch.Tensor:
@@ -86,8 +98,9 @@ class MultimodalLM(nn.Module):
 
         With teacher forcing this is the same as greedy decoding reproducing the answer.
         """
-        embeds, labels = self.inputs(batch)
-        logits = self.lm(inputs_embeds=embeds, attention_mask=batch.attention).logits  # (B, L, V)
+        with self.autocast():
+            embeds, labels = self.inputs(batch)
+            logits = self.lm(inputs_embeds=embeds, attention_mask=batch.attention).logits  # (B, L, V)
         pred = logits[:, :-1].argmax(-1)  # predicts position t+1
         gold = labels[:, 1:]
         ok = (pred == gold) | (gold == -100)

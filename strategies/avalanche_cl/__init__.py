@@ -145,6 +145,9 @@ class AvalancheStrategy(Strategy):
         from cl_bench.strategies.avalanche_cl import glue
 
         super().setup(model, context)
+        if model.compute_dtype == torch.float16:
+            raise ValueError(f"{type(self).__name__}: --dtype float16 needs its loss scaled, which avalanche's training "
+                             "loop does not do; use --dtype bfloat16")
         self.collate = glue.Collate()
         self.module = glue.LMModule(model)
         self.budget = glue.StepBudget()
@@ -204,7 +207,7 @@ class AvalancheStrategy(Strategy):
         """Train like full fine-tuning for exactly `steps` iterations through avalanche's template."""
         from avalanche.training.plugins import LRSchedulerPlugin
 
-        from cl_bench.engine import cosine_with_warmup
+        from cl_bench.engine import cosine_with_warmup, master_weights
 
         m, ctx = self.model, self.context
         self.freeze_all()
@@ -216,6 +219,7 @@ class AvalancheStrategy(Strategy):
             m.projectors[experience.modality].requires_grad_(True)
             groups.append({"params": list(m.projectors[experience.modality].parameters()),
                            "lr": self.config.projector_lr})
+        master_weights(p for g in groups for p in g["params"])
         opt = torch.optim.AdamW(groups, weight_decay=0.0)
         warmup = max(1, int(ctx.budget.warmup_fraction * steps))
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, steps, warmup))

@@ -149,8 +149,9 @@ class LMModule(nn.Module):
         kwargs = {"output_router_logits": True} if aux else {}
         logits, router, weights = [], [], []
         for b in x.parts:
-            embeds, _ = self.mm.inputs(b)  # (b, L_b, d)
-            out = self.mm.lm(inputs_embeds=embeds, attention_mask=b.attention, **kwargs)
+            with self.mm.autocast():
+                embeds, _ = self.mm.inputs(b)  # (b, L_b, d)
+                out = self.mm.lm(inputs_embeds=embeds, attention_mask=b.attention, **kwargs)
             logits.append(F.pad(out.logits, (0, 0, 0, L - out.logits.shape[1])))  # (b, L, V)
             if aux and getattr(out, "aux_loss", None) is not None:
                 router.append(out.aux_loss)

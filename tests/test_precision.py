@@ -1,0 +1,134 @@
+"""--dtype, gradient checkpointing and what the optimizer holds, for every strategy.
+
+bfloat16/float16 are GPU settings; their code path runs here on the CPU through CLBENCH_CPU_HALF_PRECISION
+(the CLI refuses half precision on the CPU otherwise)."""
+
+import torch
+from click.testing import CliRunner
+import pytest
+
+from cl_bench import registry
+from cl_bench.cli import main
+from cl_bench.config import Budget
+from cl_bench.models.lm import PretrainConfig
+from cl_bench.runner import CPU_HALF_ENV, RunConfig, run
+
+MISSION = ("moextend", "mmer", "full-ft", "lora", "adapter", "align-only", "joint", "ewc", "lwf", "replay")
+
+
+@pytest.fixture(scope="module")
+def small(cache_dir):
+    registry.streams.register("small-numbers", "helpers_streams:SmallNumbers", origin="tests")
+    yield
+    registry.streams.unregister("small-numbers")
+
+
+def config(tmp_path, cache_dir, strategy, **kw):
+    return RunConfig(stream="small-numbers", strategy=strategy, device="cpu", budget=Budget(steps=4, batch_size=8),
+                     pretrain=PretrainConfig(steps=20), results_dir=str(tmp_path / "res"), cache_dir=str(cache_dir),
+                     **kw)
+
+
+def test_half_precision_on_the_cpu_is_one_line(small, cache_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv(CPU_HALF_ENV, raising=False)
+    out = CliRunner().invoke(main, ["run", "--stream", "small-numbers", "--device", "cpu", "--dtype", "bfloat16",
+                                    "--steps", "2", "--batch-size", "8", "--pretrain-steps", "20", "--cache-dir",
+                                    str(cache_dir), "--results-dir", str(tmp_path / "res"), "-q"])
+    assert out.exit_code == 1
+    assert out.output.strip().splitlines() == [
+        "Error: --dtype bfloat16 is for GPUs; on the CPU clbench runs float32: drop --dtype or run on --device cuda"]
+    assert not (tmp_path / "res" / "runs" / "small-numbers").exists()
+
+
+def test_the_dtype_is_keyed_only_when_not_float32():
+    default, half = RunConfig().identity(), RunConfig(dtype="bfloat16").identity()
+    assert "dtype" not in default and "gradient_checkpointing" not in default
+    assert half["dtype"] == "bfloat16" and {k: v for k, v in half.items() if k != "dtype"} == default
+    with pytest.raises(ValueError, match="RunConfig.dtype must be one of float32, bfloat16, float16"):
+        RunConfig(dtype="bf16")
+
+
+@pytest.mark.parametrize("strategy", ["moextend", "full-ft", "lwf"])
+def test_bfloat16_stores_frozen_weights_in_it_and_trains_float32_master_weights(strategy, small, cache_dir, tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setenv(CPU_HALF_ENV, "1")
+    seen = {}
+
+    def inspect(event, s):
+        if event == "end":
+            seen["lm"] = {n: p.dtype for n, p in s.model.lm.named_parameters()}
+            seen["projectors"] = {p.dtype for p in s.model.projectors.parameters()}
+
+    doc, path = run(config(tmp_path, cache_dir, strategy, dtype="bfloat16"), progress=False, echo=lambda s: None,
+                    inspect=inspect)
+    assert doc["status"] == "complete" and doc["config"]["dtype"] == "bfloat16"
+    assert seen["projectors"] == {torch.float32}  # trained: master weights
+    added = {n for n in seen["lm"] if ".additions." in n}
+    if strategy == "moextend":  # the pretrained LM frozen in bfloat16; the new experts and rows float32
+        assert added and {seen["lm"][n] for n in added} == {torch.float32}
+        # the routers were tuned in the extension phase (so float32) and restored to their bfloat16 values
+        routers = {n for n in seen["lm"] if n.endswith(".gate.weight") and n not in added}
+        assert routers and {d for n, d in seen["lm"].items() if n not in added | routers} == {torch.bfloat16}
+    else:  # every LM weight trained: float32
+        assert set(seen["lm"].values()) == {torch.float32}
+    float32, _ = run(config(tmp_path, cache_dir, strategy), progress=False, echo=lambda s: None)
+    assert float32["run_key"] != doc["run_key"]  # another precision is another run
+
+
+def test_float16_scales_its_loss_and_avalanche_refuses_it(small, cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(CPU_HALF_ENV, "1")
+    doc, _ = run(config(tmp_path, cache_dir, "full-ft", dtype="float16"), progress=False, echo=lambda s: None)
+    assert doc["status"] == "complete"
+    assert all(0.0 <= a <= 1.0 for row in doc["accuracy_matrix"] for a in row)
+    with pytest.raises(ValueError, match="float16 needs its loss scaled, .* use --dtype bfloat16"):
+        run(config(tmp_path, cache_dir, "ewc", dtype="float16"), progress=False, echo=lambda s: None)
+
+
+@pytest.mark.parametrize("strategy", ["moextend", "full-ft"])
+def test_gradient_checkpointing_changes_no_result(strategy, small, cache_dir, tmp_path):
+    weights, calls = {}, {"plain": 0, "ckpt": 0}
+
+    def keep(label):
+        def inspect(event, s):
+            if event == "setup":  # the first layer's attention in training: run twice a step when recomputed
+                layer = s.model.lm.model.layers[0].self_attn
+                layer.register_forward_hook(lambda m, a, o: calls.__setitem__(label, calls[label] + m.training))
+            if event == "end":
+                weights[label] = {k: v.clone() for k, v in s.model.lm.state_dict().items()}
+        return inspect
+
+    plain, _ = run(config(tmp_path / "a", cache_dir, strategy), progress=False, echo=lambda s: None,
+                   inspect=keep("plain"))
+    ckpt, _ = run(config(tmp_path / "b", cache_dir, strategy, gradient_checkpointing=True), progress=False,
+                  echo=lambda s: None, inspect=keep("ckpt"))
+    assert calls["ckpt"] == 2 * calls["plain"] > 0
+    assert ckpt["accuracy_matrix"] == plain["accuracy_matrix"]
+    assert ckpt["item_results"] == plain["item_results"]
+    assert weights["ckpt"].keys() == weights["plain"].keys()
+    assert all(torch.equal(weights["ckpt"][k], weights["plain"][k]) for k in weights["plain"])
+
+
+@pytest.mark.parametrize("strategy", MISSION)
+def test_optimizer_states_cover_only_trainable_parameters(strategy, small, cache_dir, tmp_path, monkeypatch):
+    """Every optimizer a strategy steps holds AdamW's two float32 states for parameters that train, and for no
+    frozen one."""
+    stepped = []
+    original = torch.optim.AdamW.__init__
+
+    def record(self, params, *a, **kw):
+        original(self, params, *a, **kw)
+        mine = [p for g in self.param_groups for p in g["params"]]
+        frozen = [p for p in mine if not p.requires_grad]
+        self.register_step_post_hook(lambda opt, args, kwargs: stepped.append((opt, mine, frozen)))
+
+    monkeypatch.setattr(torch.optim.AdamW, "__init__", record)
+    run(config(tmp_path, cache_dir, strategy), progress=False, echo=lambda s: None)
+    assert stepped, f"{strategy}: no optimizer stepped"
+    for opt, mine, frozen in stepped:
+        assert frozen == []
+        held = [p for p in mine if p in opt.state]
+        assert len(held) == len(mine)
+        for p in held:
+            assert {k: v.shape for k, v in opt.state[p].items() if k != "step"} == {"exp_avg": p.shape,
+                                                                                   "exp_avg_sq": p.shape}
+            assert opt.state[p]["exp_avg"].dtype == torch.float32
