@@ -46,6 +46,23 @@ _encoder_option = click.option(
          "CLIP, SigLIP, Whisper or wav2vec2 model saved there (repeatable).")
 
 
+_encoder_options_option = click.option(
+    "--encoder-option", "encoder_options", multiple=True, metavar="MODALITY.KEY=VALUE",
+    help="An option of an encoder loaded from a directory: image.layer=-2, image.tokens=144 (the patch grid "
+         "average-pooled to 12 x 12), audio.layer=-1, audio.tokens=N (repeatable).")
+
+
+def _encoder_opts(pairs) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for key, value in _parse_options(pairs, "--encoder-option", "--encoder-option image.tokens=144").items():
+        modality, dot, name = key.partition(".")
+        if not dot or not modality or not name:
+            raise click.BadParameter(f"{key}={value}: write MODALITY.KEY=VALUE, e.g. image.tokens=144",
+                                     param_hint="--encoder-option")
+        out.setdefault(modality, {})[name] = value
+    return out
+
+
 def _encoders(pairs) -> dict[str, str]:
     from cl_bench.modality import check_mapping
 
@@ -162,9 +179,14 @@ def main(ctx, debug) -> None:
                    "autocast (trainable parameters and optimizer states stay float32); the CPU runs float32.")
 @click.option("--gradient-checkpointing", is_flag=True,
               help="Recompute each decoder layer's activations in the backward pass: less memory, more time.")
+@_encoder_options_option
+@click.option("--prompt-format", default="plain", show_default=True, type=click.Choice(["plain", "chat"]),
+              help="chat: each prompt is the user's turn of the tokenizer's chat template and the answer the "
+                   "assistant's reply (for instruction-tuned checkpoints).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage lines; print only the summary.")
 def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps, options, encoders, stream_options,
-        order, results_dir, cache_dir, restart, eval_limit, dtype, gradient_checkpointing, quiet) -> None:
+        order, results_dir, cache_dir, restart, eval_limit, dtype, gradient_checkpointing, encoder_options,
+        prompt_format, quiet) -> None:
     """Run a strategy through a task stream and write its result file.
 
     Builds (once, cached) the stream's data and the pre-trained base model, evaluates
@@ -188,7 +210,8 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
                            pretrain=PretrainConfig(steps=pretrain_steps), strategy_options=_parse_options(options),
                            encoders=_encoders(encoders), stream_options=_stream_opts(stream_options), order=order,
                            results_dir=results_dir, cache_dir=cache_dir, eval_limit=eval_limit, dtype=dtype,
-                           gradient_checkpointing=gradient_checkpointing)
+                           gradient_checkpointing=gradient_checkpointing, prompt_format=prompt_format,
+                           encoder_options=_encoder_opts(encoder_options))
         result, path = run_stream(config, progress=not quiet, restart=restart,
                                   echo=lambda s: click.echo(s, err=True))
     except (ValueError, TypeError, LookupError) as e:
@@ -197,6 +220,83 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
     if results_dir == USER_RESULTS:
         click.echo(f"(your runs go under {USER_RESULTS}/, apart from the published results/; "
                    f"`clbench leaderboard --results-dir {USER_RESULTS}` ranks them)")
+
+
+@main.command()
+@click.option("--stream", default="vision-audio", show_default=True, help="Task stream to plan for.")
+@click.option("--strategy", "strategies", default="full-ft", show_default=True,
+              help="Strategy to plan, several comma-separated, or all (every registered strategy).")
+@click.option("--model", default="mixtral-tiny", show_default=True,
+              help="A preset or a local checkpoint directory (only its config.json and tokenizer are read).")
+@click.option("--device", default="auto", show_default=True, callback=_check_device,
+              help="The device whose memory the plan is held against: auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Training examples per step.")
+@click.option("--eval-batch-size", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Examples per evaluation batch.")
+@click.option("--seq-len", default=None, type=click.IntRange(min=1),
+              help="Tokens per training sequence [default: the stream's longest, input tokens included].")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A strategy option (repeatable; with one strategy).")
+@_encoder_option
+@_stream_options
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="Precision of the frozen weights and the forwards (as for `clbench run`).")
+@click.option("--gradient-checkpointing", is_flag=True, help="Plan with activation checkpointing.")
+@_encoder_options_option
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Cache of data [default: $CLBENCH_CACHE or ~/.cache/clbench].")
+@click.option("--memory-gb", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Hold the plan against this much device memory (GB, 1e9 bytes), e.g. a GPU this machine does "
+                   "not have [default: the device's own].")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan(s) as JSON.")
+def plan(stream, strategies, model, device, batch_size, eval_batch_size, seq_len, options, encoders, stream_options,
+         order, dtype, gradient_checkpointing, encoder_options, cache_dir, memory_gb, as_json) -> None:
+    """Before running: parameters (total, trainable, added, active per token), gradient, optimizer-state and
+    activation bytes, the peak memory of a stage and whether it fits the device (cl_bench.plan).
+
+    Nothing is trained and no weights are read: the LM is built on torch's meta device from its config.
+    Every `clbench run` prints the same plan's line at its start.
+    """
+    import json
+
+    try:
+        from cl_bench.config import Budget
+        from cl_bench.plan import human, plan_run
+        from cl_bench.runner import RunConfig
+
+        _stream_class(stream)
+        names = sorted(registry.strategies.names()) if strategies == "all" else [
+            s.strip() for s in strategies.split(",") if s.strip()]
+        for n in names:
+            registry.strategies.entry(n)
+        if options and len(names) > 1:
+            raise ValueError("-o/--option is for one strategy; plan the others without it")
+        plans = []
+        for n in names:
+            config = RunConfig(stream=stream, strategy=n, model=model, device=device,
+                               budget=Budget(batch_size=batch_size), strategy_options=_parse_options(options),
+                               encoders=_encoders(encoders), stream_options=_stream_opts(stream_options), order=order,
+                               cache_dir=cache_dir, eval_batch_size=eval_batch_size, dtype=dtype,
+                               gradient_checkpointing=gradient_checkpointing,
+                               encoder_options=_encoder_opts(encoder_options))
+            plans.append(plan_run(config, seq_len=seq_len,
+                                  capacity_bytes=None if memory_gb is None else int(memory_gb * 1e9)))
+    except (ValueError, TypeError, LookupError) as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps([p.record() for p in plans] if len(plans) > 1 else plans[0].record(), indent=2))
+    elif len(plans) == 1:
+        click.echo(plans[0].table())
+    else:
+        width = max(len(p.strategy) for p in plans)
+        click.echo(f"{'strategy':<{width}}  {'trainable':>12}  {'added':>12}  {'peak':>9}  fits")
+        for p in plans:
+            fits = "?" if p.fits is None else ("yes" if p.fits else "NO")
+            click.echo(f"{p.strategy:<{width}}  {p.parameters['trainable']:>12,}  {p.parameters['added']:>12,}  "
+                       f"{human(p.peak):>9}  {fits}")
+        click.echo(f"({plans[0].model}, {plans[0].dtype}, batch {plans[0].batch_size} x {plans[0].seq_len} tokens, "
+                   f"on {plans[0].device})")
 
 
 @main.command()

@@ -30,16 +30,21 @@ class TaskData:
             with torch.no_grad():
                 n_slots = model.encoders[modality](self.features[:1]).shape[1]
         # Each prompt is tokenized around its input marker: [before] + P slots + [after].
+        chat = getattr(model, "prompt_format", "plain") == "chat"
         before, after = [], []
         for prompt in split["prompt"]:
+            if chat:  # the user's turn and the assistant's opening, by the tokenizer's own template
+                prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                 add_generation_prompt=True)
             head, marker, tail = prompt.partition(INPUT_MARKER)
             if not marker:
                 head, tail = "", prompt
-            before.append(head.strip())
-            after.append(tail.strip())
-        pre = tok(before, add_special_tokens=True)["input_ids"] if n_slots else None
-        post = tok(after, add_special_tokens=not n_slots)["input_ids"]
-        answers = tok([" " + a for a in split["answer"]], add_special_tokens=False)["input_ids"]
+            before.append(head if chat else head.strip())
+            after.append(tail if chat else tail.strip())
+        special = not chat  # a chat template writes its own special tokens
+        pre = tok(before, add_special_tokens=special)["input_ids"] if n_slots else None
+        post = tok(after, add_special_tokens=special and not n_slots)["input_ids"]
+        answers = tok([a if chat else " " + a for a in split["answer"]], add_special_tokens=False)["input_ids"]
         if any(len(a) == 0 for a in answers):
             raise ValueError("an answer tokenizes to nothing; check the tokenizer's vocabulary")
         self.seqs, self.slot_start, self.n_prompt = [], [], []

@@ -42,12 +42,17 @@ class RunConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     strategy_options: dict = field(default_factory=dict, metadata={"help": "the strategy's own options"})
     encoders: dict = field(default_factory=dict, metadata={"help": "modality -> encoder name (default per modality)"})
+    encoder_options: dict = field(default_factory=dict, metadata={
+        "help": "modality -> {option: value} of an encoder loaded from a directory (layer, tokens)"})
     stream_options: dict = field(default_factory=dict, metadata={"help": "the stream's own options"})
     order: str | None = field(default=None, metadata={
         "help": "the order of the stream's new tasks: names (audio,vision) or random:SEED; None: the stream's own"})
     dtype: str = field(default="float32", metadata={
         "help": "float32, or bfloat16 / float16 on a GPU: frozen weights stored in it and every forward under "
                 "autocast; trainable parameters and optimizer states float32"})
+    prompt_format: str = field(default="plain", metadata={
+        "help": "plain (the prompt's text as it is) or chat (the user's turn of the tokenizer's chat template, the "
+                "answer as the assistant's reply)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute each decoder layer's activations in the backward pass (less memory, more time)"})
     eval_batch_size: int = field(default=256, metadata={"help": "examples per evaluation batch"})
@@ -68,6 +73,8 @@ class RunConfig:
             raise ValueError(f"RunConfig.device: {device_problem(self.device)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"RunConfig.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.prompt_format not in ("plain", "chat"):
+            raise ValueError(f"RunConfig.prompt_format must be plain or chat, got {self.prompt_format!r}")
         if self.eval_batch_size < 1:
             raise ValueError(f"RunConfig.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         if self.eval_split not in ("test", "val"):
@@ -82,6 +89,10 @@ class RunConfig:
                   "order", "gradient_checkpointing"):
             d.pop(k)  # the stream's options and order are keyed once resolved, and only when not the defaults;
             # gradient checkpointing recomputes the same values (tests/test_precision.py: bit-identical results)
+        if not self.encoder_options:
+            d.pop("encoder_options")  # keyed only when given, so that other runs keep their keys
+        if self.prompt_format == "plain":
+            d.pop("prompt_format")  # keyed only when chat, so that other runs keep their keys
         if self.dtype == "float32":
             d.pop("dtype")  # keyed only when not the default, so that float32 runs keep their keys
         return d
@@ -194,6 +205,9 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
     base = load_base(config.model, stream, device, cache, config.pretrain, progress=progress, dtype=dtype)
     if config.gradient_checkpointing:
         _checkpoint_activations(base.lm)
+    if config.prompt_format == "chat" and not getattr(base.tokenizer, "chat_template", None):
+        raise ValueError(f"--prompt-format chat: the tokenizer of {config.model} has no chat template; use "
+                         "--prompt-format plain, or save the tokenizer with one (tokenizer.chat_template)")
     setup_seconds = time.perf_counter() - t0
 
     data = stable_hash([(t.name, len(t.train), len(t.val), list(t.test["prompt"]), list(t.test["answer"]))
@@ -237,8 +251,17 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
             return done, path
 
     torch.manual_seed(config.seed)  # projector initialisation
-    encoders = {m: build_encoder(m, name) for m, name in streams.encoder_names(stream_obj, stream, config.encoders).items()}
+    encoders = {m: build_encoder(m, name, config.encoder_options.get(m))
+                for m, name in streams.encoder_names(stream_obj, stream, config.encoders).items()}
+    from cl_bench.plan import make_plan
+
+    plan = make_plan(model_name, strategy, base.lm.config, base.tokenizer, encoders, stream,
+                     batch_size=config.budget.batch_size, eval_batch_size=config.eval_batch_size, dtype=dtype,
+                     device=device, checkpointing=config.gradient_checkpointing, strategy_name=config.strategy)
+    if progress:
+        echo(plan.line())
     model = MultimodalLM(base.lm, base.tokenizer, encoders).to(device)
+    model.prompt_format = config.prompt_format
     if dtype != torch.float32:
         model.compute_dtype = dtype
         for e in model.encoders.values():
@@ -378,6 +401,8 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
         # None for a model without MoE layers (cl_bench.routing)
         "routing": {"rows": state["routing"]},
         "declaration": dataclasses.asdict(strategy.declaration()),
+        # the memory plan printed at the start (cl_bench.plan): what the run was expected to need
+        "plan": plan.record(),
         "metrics": {**metrics.summarize(R, chance), "fwt_reference": "base"},
         "stages": state["stages"],
         "timing": {"setup_seconds": round(setup_seconds, 3), "row0_eval_seconds": state["row0_eval_seconds"],

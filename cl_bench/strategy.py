@@ -182,6 +182,22 @@ class Strategy(abc.ABC):
         """What the strategy holds of past tasks now (called by the runner after every stage)."""
         return Memory()
 
+    def footprint(self, model: MultimodalLM, modality: str):
+        """What a stage of `modality` trains and holds, for the memory plan (cl_bench.plan; `clbench plan`).
+
+        `model` is a copy on torch's meta device (no memory), the same one for every stage, called
+        in stream order: add to it what the stage would add (new experts, adapters) and return a
+        cl_bench.plan.Footprint. Called without ``setup``. Default: planned as full fine-tuning, with
+        a note saying so.
+        """
+        import dataclasses
+
+        from cl_bench.plan import full_model_footprint
+
+        return dataclasses.replace(full_model_footprint(model, modality),
+                                   note=f"{type(self).__name__} plans no footprint of its own: planned as full "
+                                        "fine-tuning (Strategy.footprint)")
+
     def declaration(self) -> Declaration:
         """The declaration for this strategy's options (``declares`` by default; options may change it)."""
         return self.declares

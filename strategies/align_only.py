@@ -40,6 +40,11 @@ class AlignOnly(Strategy):
     def frozen(self) -> list[torch.nn.Parameter]:
         return list(self.model.lm.parameters())
 
+    def footprint(self, model, modality: str):
+        from cl_bench.plan import Footprint, numel
+
+        return Footprint(trainable=numel(model.projectors[modality]) if modality in model.projectors else 0)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         # The LM never changes: only the projectors need saving between stages.
         return {k: v for k, v in self.model.state_dict().items() if k.startswith("projectors.")}

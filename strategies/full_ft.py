@@ -39,6 +39,11 @@ class FullFineTuning(Strategy):
     Config = FullFineTuningConfig
     tuning = {"lr": ("1e-5", "3e-5", "1e-4", "3e-4", "1e-3")}
 
+    def footprint(self, model, modality: str):
+        from cl_bench.plan import full_model_footprint
+
+        return full_model_footprint(model, modality)
+
     def learn(self, experience: Experience) -> dict:
         m, steps = self.model, self.context.budget.steps
         proj = m.projectors[experience.modality] if experience.modality in m.projectors else None

@@ -86,6 +86,15 @@ class Joint(Strategy):
             self._task_data[experience.name] = TaskData(experience.train, self.model, experience.modality)
         return self._task_data[experience.name]
 
+    def footprint(self, model, modality: str):
+        """The LM and the projectors of every modality trained together so far (all of them when joint)."""
+        from cl_bench.plan import Footprint, numel
+
+        seen = model.__dict__.setdefault("_plan_modalities", [])
+        seen[:] = ([m for m in seen if m != modality] if self.earlier else []) + [modality]
+        return Footprint(trainable=numel(model.lm) + sum(numel(model.projectors[m]) for m in seen
+                                                         if m in model.projectors))
+
     def learn(self, experience: Experience) -> dict:
         if experience.test is not None:
             raise RuntimeError("a strategy was handed test data; the runner must pass experience.without_test()")

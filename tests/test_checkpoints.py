@@ -86,3 +86,44 @@ def test_an_unsupported_family_is_one_line_naming_it(tmp_path, small_stream, cac
     assert out.exit_code == 1 and "Traceback" not in out.output
     assert (f"--model {tmp_path / 'llama'}: model type 'llama' is not a supported MoE family; clbench runs "
             "mixtral, olmoe, qwen2_moe, qwen3_moe, granitemoe") in out.output
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|user|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def test_prompts_follow_the_tokenizers_chat_template_when_asked(small_stream, cache_dir, tmp_path):
+    """--prompt-format chat: the prompt is the user's turn of the checkpoint's own template, the answer the
+    assistant's reply; a tokenizer without a template is one line; chat runs are keyed apart."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cl_bench.engine import TaskData
+    from cl_bench.models.multimodal import MultimodalLM
+
+    directory = save_checkpoint(tmp_path / "chat", "qwen3_moe", small_stream)
+    tok = AutoTokenizer.from_pretrained(directory)
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(directory)
+    model = MultimodalLM(AutoModelForCausalLM.from_pretrained(directory), tok, {})
+    task = small_stream.base
+    model.prompt_format = "chat"
+    chat = TaskData(task.train, model, "text")
+    text = tok.decode(chat.seqs[0])
+    assert text.startswith("<|user|>\n" + task.train[0]["prompt"]) and "<|assistant|>\n" in text
+    assert text.endswith("<|assistant|>\n" + task.train[0]["answer"])
+    args = ["run", "--stream", "small-numbers", "--strategy", "moextend", "--model", str(directory), "--steps", "2",
+            "--batch-size", "8", "--device", "cpu", "--cache-dir", str(cache_dir), "--results-dir", str(tmp_path / "r"),
+            "-q"]
+    out = CliRunner().invoke(main, [*args, "--prompt-format", "chat"])
+    assert out.exit_code == 0, out.output
+    plain = CliRunner().invoke(main, args)
+    assert plain.exit_code == 0, plain.output
+    files = sorted((tmp_path / "r" / "runs").rglob("*.json"))
+    assert len(files) == 2  # another key
+    assert {json.loads(f.read_text())["config"]["prompt_format"] for f in files} == {"chat", "plain"}
+    tok.chat_template = None
+    tok.save_pretrained(directory)
+    (directory / "chat_template.jinja").unlink(missing_ok=True)
+    none = CliRunner().invoke(main, [*args, "--prompt-format", "chat"])
+    assert none.exit_code == 1 and len(none.output.strip().splitlines()) == 1
+    assert "has no chat template" in none.output

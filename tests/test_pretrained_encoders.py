@@ -123,3 +123,44 @@ def test_clip_and_whisper_from_disk_run_end_to_end(encoder_dirs, small_numbers, 
     out = CliRunner().invoke(main, args)
     assert out.exit_code == 0, out.output
     assert len(list(res.rglob("*.json"))) == 2 and f.exists()
+
+
+def test_the_layer_and_the_token_count_are_options(encoder_dirs):
+    from cl_bench.models.pretrained import build_pretrained
+
+    enc = build_pretrained("image", str(encoder_dirs / "clip"), {"layer": "-1", "tokens": "4"})
+    feats = enc.featurize(digits())
+    out = enc(feats)
+    last = enc.tower(pixel_values=feats, output_hidden_states=True).hidden_states[-1][:, 1:]  # (3, 9, 32)
+    grid = last.reshape(3, 3, 3, 32).permute(0, 3, 1, 2)
+    want = torch.nn.functional.adaptive_avg_pool2d(grid, 2).flatten(2).transpose(1, 2)
+    assert out.shape == (3, 4, 32) and torch.allclose(out, want)
+    audio = build_pretrained("audio", str(encoder_dirs / "whisper"), {"tokens": "10"})
+    waves = [(np.sin(np.arange(16_000) / 5) * 8000).astype(np.int16)]
+    assert audio(audio.featurize(waves)).shape == (1, 10, 16)
+    with pytest.raises(ValueError, match=r"image.tokens must be a square number of tokens \(e.g. 144 = 12 x 12\)"):
+        build_pretrained("image", str(encoder_dirs / "clip"), {"tokens": "5"})
+    with pytest.raises(ValueError, match="image.tokens=16: the encoder gives 9 patch tokens; ask for at most 9"):
+        build_pretrained("image", str(encoder_dirs / "clip"), {"tokens": "16"})(feats)
+    with pytest.raises(ValueError, match="--encoder-option image has no option 'token'. Did you mean tokens"):
+        build_pretrained("image", str(encoder_dirs / "clip"), {"token": "4"})
+
+
+def test_encoder_options_on_the_command_line_are_keyed_and_refused_for_built_in_encoders(
+        encoder_dirs, small_numbers, cache_dir, tmp_path):
+    res = tmp_path / "res"
+    base = ["run", "--stream", "small-numbers", "--steps", "2", "--batch-size", "4", "--eval-limit", "8",
+            "--pretrain-steps", "5", "--device", "cpu", "--cache-dir", str(cache_dir), "--results-dir", str(res), "-q"]
+    clip = ["--encoder", f"image={encoder_dirs / 'clip'}"]
+    for extra in ([], ["--encoder-option", "image.tokens=4", "--encoder-option", "image.layer=-1"]):
+        out = CliRunner().invoke(main, [*base, *clip, *extra])
+        assert out.exit_code == 0, out.output
+    docs = [json.loads(f.read_text()) for f in res.rglob("*.json")]
+    assert len(docs) == 2  # options make another run
+    assert sorted(str(d["config"]["encoder_options"]) for d in docs) == ["{'image': {'tokens': '4', 'layer': '-1'}}",
+                                                                          "{}"]
+    out = CliRunner().invoke(main, [*base, "--encoder-option", "image.tokens=4"])
+    assert out.exit_code == 1 and len(out.output.strip().splitlines()) == 1
+    assert "options are for encoders loaded from a directory (--encoder image=DIR)" in out.output
+    out = CliRunner().invoke(main, [*base, "--encoder-option", "tokens=4"])
+    assert out.exit_code == 2 and "write MODALITY.KEY=VALUE" in out.output

@@ -239,7 +239,7 @@ class PointVoxels(Encoder):
         return features.reshape(features.shape[0], self.depth, self.out_dim)  # (B, depth slabs, grid*grid)
 
 
-def build_encoder(modality: str, name: str | None = None) -> Encoder:
+def build_encoder(modality: str, name: str | None = None, options: dict | None = None) -> Encoder:
     """The frozen encoder `name` for the registered `modality` (its default when name is None).
 
     `name` is one of the modality's encoders ("patches", "log-mel", ...), "module:Class"
@@ -251,7 +251,10 @@ def build_encoder(modality: str, name: str | None = None) -> Encoder:
 
     if is_model_dir(name):
         modalities.get(modality)  # a known modality, checked as for the others
-        enc = build_pretrained(modality, name)
+        enc = build_pretrained(modality, name, options)
+    elif options:
+        raise ValueError(f"--encoder-option {modality}.{next(iter(options))}: options are for encoders loaded from a "
+                         f"directory (--encoder {modality}=DIR); {modality}'s encoder is {name or 'its default'}")
     else:
         enc = modalities.get(modality).encoder_class(name)()
     enc.requires_grad_(False)

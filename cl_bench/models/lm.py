@@ -71,6 +71,12 @@ def word_tokenizer(words: list[str]):
                                    eos_token="[EOS]")
 
 
+def stream_words(stream) -> list[str]:
+    """The words of a stream's training prompts and answers: a preset's vocabulary."""
+    return sorted({w for split in (stream.base.train, *[e.train for e in stream.experiences])
+                   for text in (*split["prompt"], *split["answer"]) for w in text.split()} - {INPUT_MARKER})
+
+
 def preset_config(name: str, vocab_size: int, tokenizer=None):
     from transformers import AutoConfig
 
@@ -135,8 +141,7 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
         info = {"source": "checkpoint", "path": str(path.resolve()), "model_type": lm.config.model_type, "key": key}
         return _finish(lm, tok, info, device)
 
-    words = sorted({w for split in (stream.base.train, *[e.train for e in stream.experiences])
-                    for text in (*split["prompt"], *split["answer"]) for w in text.split()} - {INPUT_MARKER})
+    words = stream_words(stream)
     tok = word_tokenizer(words)
     config = preset_config(model, len(tok), tok)
     shape = {k: v for k, v in config.to_dict().items() if k != "transformers_version"}

@@ -58,6 +58,8 @@ class MultimodalLM(nn.Module):
         # --dtype bfloat16/float16: frozen weights are stored in it and every forward runs under torch.autocast;
         # trainable parameters are float32 master weights (cl_bench.engine.master_weights). None: float32.
         self.compute_dtype: torch.dtype | None = None
+        # "chat": prompts are the user's turn of the tokenizer's chat template, answers the assistant's
+        self.prompt_format = "plain"
 
     def autocast(self):
         """The mixed-precision context of every forward (a no-op in float32)."""

@@ -13,14 +13,16 @@ maps into the LM:
   Whisper pads every clip to its 30 s window; only the tokens of the stream's clip length
   are kept (50 a second).
 
-Which layer and how many tokens are options of `PretrainedImage` / `PretrainedAudio`; the
-defaults are the ones above. Everything runs on the device the model wrapper is moved to;
+Which layer and how many tokens are options (``--encoder-option image.layer=-1``,
+``image.tokens=144``: the patch grid average-pooled to 12 x 12; ``audio.tokens=N``: the clip's
+frames average-pooled to N); the defaults are the ones above. Everything runs on the device the model wrapper is moved to;
 featurize runs once per split on the CPU.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,14 +63,38 @@ def _load(modality: str, path: Path, types: tuple[str, ...], kinds: str, process
                          "save the model and its processor there with save_pretrained()") from None
 
 
+@dataclass(frozen=True)
+class ImageOptions:
+    layer: int = field(default=-2, metadata={"help": "hidden-state layer the tokens come from (-2: LLaVA's)"})
+    tokens: int | None = field(default=None, metadata={
+        "help": "average-pool the patch grid to this many tokens, a square (e.g. 144 = 12 x 12); None: every patch"})
+
+    def __post_init__(self) -> None:
+        if self.tokens is not None and (self.tokens < 1 or math.isqrt(self.tokens) ** 2 != self.tokens):
+            raise ValueError(f"--encoder-option image.tokens must be a square number of tokens (e.g. 144 = 12 x 12), "
+                             f"got {self.tokens}")
+
+
+@dataclass(frozen=True)
+class AudioOptions:
+    layer: int = field(default=-1, metadata={"help": "hidden-state layer the tokens come from (-1: the last)"})
+    tokens: int | None = field(default=None, metadata={
+        "help": "average-pool the clip's frames to this many tokens; None: every frame (Whisper: 50 a second)"})
+
+    def __post_init__(self) -> None:
+        if self.tokens is not None and self.tokens < 1:
+            raise ValueError(f"--encoder-option audio.tokens must be >= 1, got {self.tokens}")
+
+
 class PretrainedImage(Encoder):
     """A CLIP or SigLIP vision tower from a local directory, frozen; tokens: the hidden states of `layer`."""
 
     modality = "image"
     name = "pretrained"
 
-    def __init__(self, path: str, layer: int = -2, drop_cls: bool | None = None) -> None:
+    def __init__(self, path: str, layer: int = -2, drop_cls: bool | None = None, tokens: int | None = None) -> None:
         super().__init__()
+        self.tokens = tokens
         from transformers import AutoImageProcessor
 
         self.path = Path(path).expanduser()
@@ -90,7 +116,17 @@ class PretrainedImage(Encoder):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         dtype = next(self.tower.parameters()).dtype
         h = self.tower(pixel_values=features.to(dtype), output_hidden_states=True).hidden_states[self.layer]
-        return h[:, 1:] if self.drop_cls else h  # (B, tokens, hidden)
+        h = h[:, 1:] if self.drop_cls else h  # (B, patches, hidden)
+        if self.tokens is None or self.tokens == h.shape[1]:
+            return h
+        grid, side = math.isqrt(h.shape[1]), math.isqrt(self.tokens)
+        if grid * grid != h.shape[1] or side > grid:
+            raise ValueError(f"--encoder-option image.tokens={self.tokens}: the encoder gives {h.shape[1]} patch "
+                             f"tokens{'' if grid * grid == h.shape[1] else ', not a square grid'}; ask for at most "
+                             f"{grid * grid}")
+        square = h.reshape(h.shape[0], grid, grid, -1).permute(0, 3, 1, 2)  # (B, hidden, grid, grid)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(square, side)  # (B, hidden, side, side)
+        return pooled.flatten(2).transpose(1, 2)  # (B, tokens, hidden)
 
 
 class PretrainedAudio(Encoder):
@@ -99,8 +135,10 @@ class PretrainedAudio(Encoder):
     modality = "audio"
     name = "pretrained"
 
-    def __init__(self, path: str, seconds: float = 1.0, sampling_rate: int = 16_000) -> None:
+    def __init__(self, path: str, seconds: float = 1.0, sampling_rate: int = 16_000, layer: int = -1,
+                 tokens: int | None = None) -> None:
         super().__init__()
+        self.layer, self.tokens = layer, tokens
         from transformers import AutoFeatureExtractor
 
         self.path = Path(path).expanduser()
@@ -124,16 +162,27 @@ class PretrainedAudio(Encoder):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         dtype = next(self.model.parameters()).dtype
         if self.model_type == "whisper":
-            h = self.model(input_features=features.to(dtype)).last_hidden_state  # (B, 1500, d) for 30 s
+            h = self.model(input_features=features.to(dtype), output_hidden_states=True).hidden_states[self.layer]
             keep = math.ceil(self.seconds * h.shape[1] / (self.extractor.chunk_length or 30))  # the clip's tokens
-            return h[:, :keep]
-        return self.model(input_values=features.to(dtype)).last_hidden_state  # (B, frames, hidden)
+            h = h[:, :keep]  # (B, frames, d); 1500 frames for Whisper's 30 s
+        else:
+            h = self.model(input_values=features.to(dtype), output_hidden_states=True).hidden_states[self.layer]
+        if self.tokens is None or self.tokens == h.shape[1]:
+            return h
+        if self.tokens > h.shape[1]:
+            raise ValueError(f"--encoder-option audio.tokens={self.tokens}: the encoder gives {h.shape[1]} frames "
+                             f"for a clip; ask for at most {h.shape[1]}")
+        return torch.nn.functional.adaptive_avg_pool1d(h.transpose(1, 2), self.tokens).transpose(1, 2)
 
 
-def build_pretrained(modality: str, path: str) -> Encoder:
-    """The pretrained encoder of `modality` saved at `path`."""
-    classes = {"image": PretrainedImage, "audio": PretrainedAudio}
+def build_pretrained(modality: str, path: str, options: dict | None = None) -> Encoder:
+    """The pretrained encoder of `modality` saved at `path`, with its --encoder-option values (strings)."""
+    from cl_bench.config import from_options
+
+    classes = {"image": (PretrainedImage, ImageOptions), "audio": (PretrainedAudio, AudioOptions)}
     if modality not in classes:
         raise ValueError(f"--encoder {modality}={path}: pretrained encoders by path are for image and audio; "
                          f"give {modality} one of its encoders (`clbench ls -v`) or module:Class")
-    return classes[modality](path)
+    cls, options_cls = classes[modality]
+    opts = from_options(options_cls, options or {}, f"--encoder-option {modality}")
+    return cls(path, **{k: getattr(opts, k) for k in ("layer", "tokens")})

@@ -65,6 +65,21 @@ class Adapter(Strategy):
             self._ensure("shared")
             activate(self.slots, "shared")
 
+    def footprint(self, model, modality: str):
+        """The adapters' own modules on the meta model: the stage's adapter set and the projector train."""
+        from cl_bench.plan import Footprint, numel
+
+        c, name = self.config, self._adapter_for(modality)
+        if not hasattr(model, "_plan_slots"):
+            model._plan_slots, model._plan_adapters = insert_slots(model.lm, c.placement), set()
+        if name not in model._plan_adapters:
+            add_adapter(model._plan_slots, name, model.lm.config.hidden_size, c.reduction_factor, c.nonlinearity,
+                        next(model.lm.parameters()))
+            model._plan_adapters.add(name)
+        adapter = sum(p.numel() for p in adapter_parameters(model._plan_slots, name))
+        return Footprint(trainable=adapter + (numel(model.projectors[modality]) if modality in model.projectors
+                                              else 0))
+
     def frozen(self) -> list[torch.nn.Parameter]:
         return list(self._base)  # the base LM: only adapters (and projectors) change
 

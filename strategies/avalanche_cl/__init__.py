@@ -138,6 +138,12 @@ class AvalancheStrategy(Strategy):
     def stage_stats(self) -> dict:
         return {}
 
+    def footprint(self, model, modality: str):
+        from cl_bench.plan import full_model_footprint
+
+        model._plan_stage = getattr(model, "_plan_stage", 0) + 1
+        return full_model_footprint(model, modality)
+
     # -- the Strategy interface ------------------------------------------------------------
     def setup(self, model, context) -> None:
         from avalanche.training.plugins import LRSchedulerPlugin
@@ -268,6 +274,15 @@ class EWC(AvalancheStrategy):
                 for p in exp.values()]
         return Memory(task_weight_bytes=tensor_bytes(kept))
 
+    def footprint(self, model, modality: str):
+        """Full fine-tuning, holding float32 anchors and importances of every earlier experience (the base text
+        task's included; online mode: one set)."""
+        import dataclasses
+
+        fp = super().footprint(model, modality)
+        sets = model._plan_stage if self.config.mode == "separate" else 1
+        return dataclasses.replace(fp, held_bytes=2 * sets * 4 * sum(p.numel() for p in model.parameters()))
+
     def plugins(self) -> list:
         from avalanche.training.plugins import EWCPlugin
 
@@ -310,6 +325,13 @@ class LwF(AvalancheStrategy):
             return Memory()
         return Memory(task_weight_bytes=tensor_bytes(v for k, v in teacher.state_dict().items()
                                                      if not k.startswith("mm.encoders.")))
+
+    def footprint(self, model, modality: str):
+        """Full fine-tuning, holding the teacher: a float32 copy of the model after the previous experience."""
+        import dataclasses
+
+        fp = super().footprint(model, modality)
+        return dataclasses.replace(fp, held_bytes=4 * sum(p.numel() for p in model.parameters()))
 
     def plugins(self) -> list:
         from avalanche.training.plugins import LwFPlugin

@@ -70,6 +70,20 @@ class LoRA(Strategy):
             model.lm = get_peft_model(model.lm, self.config.peft(model.lm), adapter_name="shared")
             self.adapters.append("shared")
 
+    def footprint(self, model, modality: str):
+        """PEFT's own LoRA modules on the meta model: the stage's adapter and the projector train."""
+        from peft import PeftModel, get_peft_model
+
+        from cl_bench.plan import Footprint, numel
+
+        name = self._adapter_for(modality)
+        if not isinstance(model.lm, PeftModel):
+            model.lm = get_peft_model(model.lm, self.config.peft(model.lm), adapter_name=name)
+        elif name not in model.lm.peft_config:
+            model.lm.add_adapter(name, self.config.peft(model.lm.get_base_model()))
+        lora = sum(p.numel() for n, p in model.lm.named_parameters() if f".{name}." in n or n.endswith(f".{name}"))
+        return Footprint(trainable=lora + (numel(model.projectors[modality]) if modality in model.projectors else 0))
+
     def frozen(self) -> list[torch.nn.Parameter]:
         return list(self._base)  # the base LM: only adapters (and projectors) change
 

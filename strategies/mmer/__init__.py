@@ -104,6 +104,17 @@ class MMER(Strategy):
         masks = tensor_bytes(t for d in self.packed.values() for t in d.values())
         return Memory(past_val_items={names[k]: len(v) for k, v in self.val.items()}, task_weight_bytes=taus + masks)
 
+    def footprint(self, model, modality: str):
+        """Full fine-tuning of the LM, holding theta_0, the merged tau* (float32) and a mask per modality so far;
+        the task vectors themselves stay on disk."""
+        from cl_bench.plan import Footprint, full_model_footprint
+
+        model._plan_modalities = getattr(model, "_plan_modalities", 0) + 1
+        elements = sum(p.numel() for p in model.lm.parameters())
+        size = next(model.lm.parameters()).element_size()
+        return Footprint(trainable=full_model_footprint(model, modality).trainable,
+                         held_bytes=elements * (size + 4 + model._plan_modalities))
+
     def setup(self, model, context) -> None:
         super().setup(model, context)
         self.names = [n for n, _ in model.lm.named_parameters()]

@@ -157,6 +157,25 @@ class MoExtend(Strategy):
         self.stage = 0
         self._base_active = self.active_parameters()
 
+    def footprint(self, model, modality: str):
+        """The stage's new experts, router rows and calibrations (added to the meta model by the surgery's own
+        code) and the projector train; which layers are chosen does not change the counts."""
+        from cl_bench.plan import Footprint, numel
+
+        blocks = getattr(model, "_plan_blocks", None)
+        if blocks is None:
+            blocks = model._plan_blocks = surgery.extend(model.lm)
+        n = len(blocks) if self.config.layer_choice == "all" else selection.n_selected(len(blocks),
+                                                                                     self.config.fraction)
+        std = getattr(model.lm.config, "initializer_range", 0.02)
+        stage = sum(len(b.additions) for b in blocks[:1])
+        new = [b.add_experts([0], stage, self.config.calibration_hidden, std) for b in blocks[:n]]
+        trained = [p for a in new for name, p in a.named_parameters()
+                   if name != "offset" or self.config.router_init == "outside"]
+        proj = model.projectors[modality] if modality in model.projectors else torch.nn.Module()
+        return Footprint(trainable=sum(p.numel() for p in trained) + numel(proj),
+                         largest=max([p.numel() for p in trained] + [p.numel() for p in proj.parameters()]))
+
     def frozen(self) -> list[torch.nn.Parameter]:
         # Called right after setup, before any addition: the whole pretrained LM, routers included
         # (but for the routers when keep-tuned-routers lets router tuning change them).

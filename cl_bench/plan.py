@@ -1,0 +1,328 @@
+"""The memory plan of a run, before it runs: parameters, optimizer and gradient bytes, activations, peak.
+
+`clbench plan` prints it, and every run prints it at its start. The language model is built
+on torch's meta device from its config (no weights are read or allocated, so a 47B-parameter
+checkpoint plans in a second); each strategy says what it trains and holds in a stage
+(`Strategy.footprint`), counted on that meta model with the strategy's own module
+construction (MoExtend's surgery, PEFT's LoRA, the adapters), so added and trainable counts
+are exact. Hand-written: no library estimates training memory for a strategy that extends a
+model (accelerate's estimator covers loading weights only).
+
+The peak of a training step is modelled as
+
+    weights + optimizer states + max(activations, gradients) + backward transient + featurized data
+    (+ what the strategy holds)
+
+with trainable parameters, their gradients and AdamW's two states in float32 (mixed precision's
+master weights) and frozen weights in --dtype. Activations are what autograd saves for the
+backward pass, per token and decoder layer, counted from transformers' MoE layers with
+torch.autograd.graph.saved_tensors_hooks (tests/test_plan.py checks the formula that way on
+every family): 8h + 2 kv + heads + E + k (3h + 4f) + 3k, plus 2h + 2 kv with q/k norms and
+h + 4 f_shared with a shared expert; the LM head adds 3h + V per token. Evaluation's peak
+(no gradients, --eval-batch-size items) is planned too; the plan's peak is the larger one.
+bench/moextend_cost.py compares the plan with measured peaks (README "Memory plan").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a strategy trains and holds in one stage, counted on the (meta) model it may have extended."""
+
+    trainable: int  # parameters with gradients and optimizer states in the stage's largest phase
+    largest: int = 0  # elements of the largest trainable tensor (see make_plan's backward transient)
+    held_bytes: int = 0  # held besides the model's weights: teacher copies, anchors, a copy of the base
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    strategy: str
+    device: str
+    dtype: str
+    batch_size: int
+    seq_len: int
+    gradient_checkpointing: bool
+    parameters: dict = field(default_factory=dict)  # lm, encoders, projectors, added, total, trainable, active
+    bytes: dict = field(default_factory=dict)  # weights, gradients, optimizer, activations, data, held, eval, peak
+    capacity_bytes: int | None = None
+    notes: tuple = ()
+
+    @property
+    def peak(self) -> int:
+        return self.bytes["peak"]
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.capacity_bytes is None else self.peak <= 0.9 * self.capacity_bytes
+
+    def line(self) -> str:
+        """One line for the start of a run."""
+        p, b = self.parameters, self.bytes
+        where = "" if self.capacity_bytes is None else (
+            f" of {human(self.capacity_bytes)} on {self.device}: " + ("fits" if self.fits else "does NOT fit"))
+        return (f"plan: {count(p['total'])} parameters ({count(p['trainable'])} trainable, {count(p['added'])} added, "
+                f"{count(p['active'])} active per token); peak about {human(b['peak'])}{where}")
+
+    def table(self) -> str:
+        p, b = self.parameters, self.bytes
+        rows = [("model", self.model), ("strategy", self.strategy), ("device", self.device), ("dtype", self.dtype),
+                ("batch x sequence", f"{self.batch_size} x {self.seq_len} tokens"
+                 + (", gradient checkpointing" if self.gradient_checkpointing else "")),
+                ("parameters", f"{p['total']:,} (LM {p['lm']:,}, encoders {p['encoders']:,}, "
+                               f"projectors {p['projectors']:,})"),
+                ("trainable", f"{p['trainable']:,}"), ("added", f"{p['added']:,}"),
+                ("active per token", f"{p['active']:,}"),
+                ("weights", human(b["weights"])), ("gradients", human(b["gradients"])),
+                ("optimizer states", human(b["optimizer"])), ("activations", human(b["activations"])),
+                ("featurized data", human(b["data"])), ("held by the strategy", human(b["held"])),
+                ("training peak", human(b["train"])), ("evaluation peak", human(b["eval"])),
+                ("peak", human(b["peak"]))]
+        if self.capacity_bytes is not None:
+            rows.append(("device memory", f"{human(self.capacity_bytes)}: "
+                                          + ("fits" if self.fits else "does NOT fit (plans use at most 90%)")))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join([*(f"{k:<{width}}  {v}" for k, v in rows), *(f"note: {n}" for n in self.notes)])
+
+    def record(self) -> dict:
+        return {**dataclasses.asdict(self), "notes": list(self.notes)}
+
+
+def human(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def meta_lm(config):
+    """The causal LM of a transformers config on the meta device: shapes and dtypes, no memory."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def numel(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _experts(lm) -> tuple[int, int, int]:
+    """(parameters in routed experts, experts per MoE layer, top-k) of a transformers MoE LM."""
+    c = lm.config
+    n = getattr(c, "num_local_experts", None) or getattr(c, "num_experts", None) or 1
+    k = getattr(c, "num_experts_per_tok", 1)
+    experts = sum(p.numel() for name, p in lm.named_parameters() if ".experts." in name and ".additions." not in name)
+    return experts, n, k
+
+
+def activation_elements(lm, tokens: int, checkpointing: bool = False) -> int:
+    """Elements autograd saves for the backward pass of `tokens` tokens through `lm` (see the module doc)."""
+    c = lm.config
+    h, layers, heads = c.hidden_size, c.num_hidden_layers, c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or h // heads
+    kv = getattr(c, "num_key_value_heads", heads) * head_dim
+    _, n, k = _experts(lm)
+    f = getattr(c, "moe_intermediate_size", None) or c.intermediate_size
+    layer = 8 * h + 2 * kv + heads + n + k * (3 * h + 4 * f) + 3 * k
+    attention = next((m.self_attn for m in lm.modules() if hasattr(m, "self_attn")), None)
+    if attention is not None and hasattr(attention, "q_norm"):  # OLMoE, Qwen3-MoE
+        layer += 2 * h + 2 * kv
+    shared = getattr(c, "shared_expert_intermediate_size", None)
+    if shared:  # Qwen2-MoE
+        layer += h + 4 * shared + 1
+    head = 3 * h + c.vocab_size
+    if checkpointing:  # each layer keeps its input; one layer's activations exist again while it is recomputed
+        return tokens * (layers * h + layer + head)
+    return tokens * (layers * layer + head)
+
+
+def eval_elements(lm, tokens: int) -> int:
+    """Elements alive at once in a no-grad forward of `tokens` tokens: a layer's largest intermediates and the
+    logits (an estimate: nothing is saved for a backward pass)."""
+    c = lm.config
+    f = getattr(c, "moe_intermediate_size", None) or c.intermediate_size
+    _, _, k = _experts(lm)
+    return tokens * (6 * c.hidden_size + 3 * k * f + 2 * c.vocab_size)
+
+
+def capacity(device: torch.device) -> int | None:
+    """Memory of `device` in bytes (the GPU's, or the machine's for the CPU); None for a GPU torch does not see."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return None
+        return torch.cuda.get_device_properties(device.index or 0).total_memory
+    try:
+        import psutil
+
+        return psutil.virtual_memory().total
+    except ImportError:
+        return None
+
+
+def make_plan(model_name: str, strategy, lm_config, tokenizer, encoders: dict, stream, *, batch_size: int,
+              eval_batch_size: int, dtype: torch.dtype, device: torch.device, checkpointing: bool = False,
+              seq_len: int | None = None, strategy_name: str = "") -> Plan:
+    """The plan of `strategy` (an instance, not set up) through `stream` on a model of `lm_config`.
+
+    `encoders`: modality -> the run's encoder modules (their parameters are counted as they are);
+    `seq_len`: the longest training sequence in tokens (from the stream when None).
+    """
+    from cl_bench.models.multimodal import MultimodalLM, Projector
+
+    lm = meta_lm(lm_config)
+    if dtype != torch.float32:
+        lm.to(dtype)
+    with torch.device("meta"):
+        model = MultimodalLM(lm, tokenizer, {})
+        model.projectors = torch.nn.ModuleDict({m: Projector(e.out_dim, lm_config.hidden_size)
+                                                for m, e in encoders.items()})
+    enc_params = sum(numel(e) for e in encoders.values())
+    lm_params, proj_params = numel(lm), numel(model.projectors)
+    if seq_len is None:
+        seq_len = sequence_length(stream, tokenizer, encoders)
+    data_bytes = featurized_bytes(stream, encoders)
+    frozen_size = torch.finfo(dtype).bits // 8
+    compute_size = frozen_size  # autocast's activations are in --dtype
+    experts, n, k = _experts(lm)
+    peak, worst, notes = 0, None, []
+    for exp in stream.experiences:
+        fp = strategy.footprint(model, exp.modality)
+        if fp.note and fp.note not in notes:
+            notes.append(fp.note)
+        total_lm = numel(model.lm)  # after the strategy's additions
+        total = total_lm + numel(model.projectors)
+        trainable = fp.trainable
+        weights = (total - trainable) * frozen_size + trainable * 4 + enc_params * 4
+        act = activation_elements(model.lm, batch_size * seq_len, checkpointing) * compute_size
+        grads, optimizer = trainable * 4, trainable * 8
+        evaluation = eval_elements(model.lm, eval_batch_size * seq_len) * compute_size
+        # The backward pass holds up to two float32 copies of the largest trainable tensor beyond its gradient:
+        # autograd sums a parameter's gradient contributions, and eager experts index their fused (E, 2I, H)
+        # tensors per expert, whose backward materialises a full-size gradient for every expert that was hit.
+        transient = 2 * fp.largest * 4
+        train_peak = weights + optimizer + max(act, grads) + transient + fp.held_bytes + data_bytes
+        eval_peak = weights + evaluation + fp.held_bytes + data_bytes
+        stage_peak = max(train_peak, eval_peak)
+        if stage_peak >= peak:
+            peak = stage_peak
+            added = total - lm_params  # as Strategy.cost counts it: projectors included
+            active = total_lm - (experts - experts * k // max(1, n))
+            worst = {"parameters": {"lm": lm_params, "encoders": enc_params, "projectors": proj_params,
+                                    "added": added, "total": total + enc_params, "trainable": trainable,
+                                    "active": active},
+                     "bytes": {"weights": weights, "gradients": grads, "optimizer": optimizer, "activations": act,
+                               "data": data_bytes, "held": fp.held_bytes, "train": train_peak, "eval": eval_peak,
+                               "peak": stage_peak}}
+    return Plan(model=model_name, strategy=strategy_name or type(strategy).__name__, device=str(device),
+                dtype=str(dtype).removeprefix("torch."), batch_size=batch_size, seq_len=seq_len,
+                gradient_checkpointing=checkpointing, capacity_bytes=capacity(device), notes=tuple(notes), **worst)
+
+
+def sequence_length(stream, tokenizer, encoders: dict) -> int:
+    """The longest prompt + input tokens + answer of the stream's training splits, in tokens."""
+    from cl_bench.experience import INPUT_MARKER
+
+    longest = 0
+    for exp in (stream.base, *stream.experiences):
+        if exp is None:
+            continue
+        slots = 0
+        if exp.modality in encoders:
+            enc = encoders[exp.modality]
+            with torch.no_grad():
+                slots = enc(enc.featurize([exp.train[0]["input"]])).shape[1]
+        prompts = [p.replace(INPUT_MARKER, " ") for p in exp.train["prompt"]]
+        p = max(len(x) for x in tokenizer(prompts)["input_ids"])
+        a = max(len(x) for x in tokenizer([" " + x for x in exp.train["answer"]], add_special_tokens=False)["input_ids"])
+        longest = max(longest, p + slots + a)
+    return longest
+
+
+def featurized_bytes(stream, encoders: dict) -> int:
+    """Bytes of the encoders' inputs the run keeps featurized: every split of every task with an encoder (the
+    evaluation splits all at once, the training and validation splits of the current stage)."""
+    total = 0
+    for exp in stream.experiences:
+        if exp.modality in encoders:
+            one = encoders[exp.modality].featurize([exp.train[0]["input"]])
+            items = len(exp.train) + len(exp.val) + (len(exp.test) if exp.test is not None else 0)
+            total += one.numel() * one.element_size() * items
+    return total
+
+
+def full_model_footprint(model, modality: str) -> Footprint:
+    """Every LM weight and the modality's projector train (full fine-tuning)."""
+    proj = model.projectors[modality] if modality in model.projectors else torch.nn.Module()
+    return Footprint(trainable=numel(model.lm) + numel(proj), largest=largest(model.lm, proj))
+
+
+def largest(*modules) -> int:
+    """Elements of the largest parameter tensor of `modules`."""
+    return max((p.numel() for m in modules for p in m.parameters()), default=0)
+
+
+
+def plan_run(config, *, progress: bool = False, seq_len: int | None = None,
+             capacity_bytes: int | None = None) -> Plan:
+    """The plan of a RunConfig without running it: the stream and its encoders are built (the data cached as
+    for a run), the LM comes from its config alone (a preset's, or a checkpoint directory's config.json and
+    tokenizer: no weights are read)."""
+    from pathlib import Path
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from cl_bench import registry
+    from cl_bench import stream as streams
+    from cl_bench.config import from_options
+    from cl_bench.data import default_cache_dir
+    from cl_bench.models.encoders import build_encoder
+    from cl_bench.models.families import FAMILIES, unsupported
+    from cl_bench.models.lm import PRESETS, preset_config, stream_words, word_tokenizer
+    from cl_bench.runner import resolve_device, torch_dtype
+
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        device = torch.device(config.device)  # planning for a GPU this machine does not have
+    else:
+        device = resolve_device(config.device)
+    dtype = getattr(torch, config.dtype) if device.type == "cuda" else torch_dtype(config.dtype, device)
+    strategy_cls = registry.strategies.get(config.strategy)
+    strategy = strategy_cls(from_options(strategy_cls.Config, config.strategy_options, f"strategy {config.strategy!r}"))
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    stream_obj, stream = streams.load(config.stream, config.stream_options, config.order, cache, progress=progress)
+    if config.model in PRESETS:
+        tokenizer = word_tokenizer(stream_words(stream))
+        lm_config, name = preset_config(config.model, len(tokenizer), tokenizer), config.model
+    else:
+        path = Path(config.model).expanduser()
+        if not (path / "config.json").is_file():
+            raise ValueError(f"--model {config.model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory "
+                             "with a Hugging Face checkpoint (config.json)")
+        lm_config = AutoConfig.from_pretrained(path, local_files_only=True)
+        if lm_config.model_type not in FAMILIES:
+            raise ValueError(f"--model {config.model}: {unsupported(lm_config.model_type)}")
+        tokenizer, name = AutoTokenizer.from_pretrained(path, local_files_only=True), path.name
+    encoders = {m: build_encoder(m, n, config.encoder_options.get(m))
+                for m, n in streams.encoder_names(stream_obj, stream, config.encoders).items()}
+    plan = make_plan(name, strategy, lm_config, tokenizer, encoders, stream, batch_size=config.budget.batch_size,
+                     eval_batch_size=config.eval_batch_size, dtype=dtype, device=device,
+                     checkpointing=config.gradient_checkpointing, seq_len=seq_len, strategy_name=config.strategy)
+    if capacity_bytes is not None:
+        plan = dataclasses.replace(plan, capacity_bytes=capacity_bytes)
+    return plan
