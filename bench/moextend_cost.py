@@ -1,16 +1,19 @@
 """MoExtend's cost against full fine-tuning, decomposed: step time and peak memory on CPU models of three
 sizes, the memory plan's estimate beside each measured peak, and the plan extrapolated to Mixtral-8x7B.
 
-Usage: python bench/moextend_cost.py [--hidden 128,512,1024] [--steps 10] [--batch 8] [--out FILE]
+Usage: python bench/moextend_cost.py [--hidden 128,512,1024] [--steps 10] [--batch 32] [--out FILE]
+       [--readme README.md]     (or --from FILE --readme README.md: the table from an earlier run's JSON)
+       python bench/moextend_cost.py --profile 512   (where a step's time goes)
 
 Each (size, strategy) runs in a fresh process: a Mixtral-family LM (4 layers, 8 experts, top-2,
 intermediate 3.5 x hidden, as Mixtral-8x7B's 14336 / 4096; random weights: cost does not depend
 on them) with vision-audio's vision encoder learns vision-audio's first experience (vision) through
 the strategy's own `learn` with the given budget (MoExtend: alignment, router tuning, fine-tuning;
-full-ft: alignment, then everything). The process's peak resident memory (getrusage) minus its
-resident memory just before the model is built (after one warm-up step of a tiny model) is the measured
-peak, with glibc's mmap threshold fixed (MALLOC_MMAP_THRESHOLD_=65536) so that it follows the
-allocations; the peak under the default allocator is recorded too; cl_bench.plan's training peak
+full-ft: alignment, then everything). The process's peak resident memory (VmHWM) minus its
+resident memory just before the model is built (after one warm-up step of a tiny model; the kernel's
+peak record reset there, /proc/self/clear_refs) is the measured peak, with glibc's mmap threshold
+fixed (MALLOC_MMAP_THRESHOLD_=65536) so that it follows the allocations; the peak under the
+default allocator is recorded too; cl_bench.plan's training peak
 for the same configuration is printed beside it. Step times are the medians the training loop
 records (s/step of MoExtend's fine-tuning phase and of full-ft's full phase).
 """
@@ -64,6 +67,7 @@ def child(hidden: int, strategy: str, steps: int, batch: int) -> dict:
                      eval_batch_size=256, dtype=torch.float32, device=torch.device("cpu"))
     _warm_up(config)  # the kernels' code and the allocator's pools belong to the process, not to the model
     baseline = psutil.Process().memory_info().rss
+    reset = _reset_peak()  # what the process held before (the stream's loading, the warm-up) is not counted
     lm = AutoModelForCausalLM.from_config(config)
     lm.set_experts_implementation("eager")
     model = MultimodalLM(lm, tok, encoders)
@@ -74,11 +78,35 @@ def child(hidden: int, strategy: str, steps: int, batch: int) -> dict:
     t0 = time.perf_counter()
     stats = s.learn(first)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+    peak = _peak(reset) - baseline
     main_phase = stats["finetune"] if strategy == "moextend" else stats
+    # FLOPs per training example of the main phase (torch's FlopCounterMode on its first step, cl_bench.engine)
+    phases = s.take_training_record()
+    main = next(p for p in phases if p["phase"].endswith("fine-tuning") or p["phase"] == first.name)
     return {"hidden": hidden, "strategy": strategy, "parameters": plan.parameters, "learn_seconds": round(seconds, 2),
             "seconds_per_step": main_phase["seconds_per_step"], "measured_peak": peak,
-            "planned_peak": plan.bytes["train"], "plan": plan.bytes, "seq_len": plan.seq_len}
+            "planned_peak": plan.bytes["train"], "plan": plan.bytes, "seq_len": plan.seq_len,
+            "flops_per_example": main["flops"] / max(1, main["examples"])}
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's record of this process's peak resident memory (Linux: /proc/self/clear_refs 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak(reset: bool) -> int:
+    """Peak resident bytes since `_reset_peak` (VmHWM), or over the process's life where it could not reset."""
+    if reset:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _warm_up(config) -> None:
@@ -96,6 +124,41 @@ def _warm_up(config) -> None:
     lm(input_ids=ids, labels=ids).loss.backward()
     opt.step()
     del lm, opt
+
+
+def profile(hidden: int, batch: int, length: int = 19) -> dict:
+    """Seconds of the forward, backward and AdamW step of one training step with every weight trained against
+    none (the gradient flowing to the input embeddings only, as in MoExtend's frozen base), median of 3 after one
+    warm-up step."""
+    import statistics
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(AutoConfig.for_model("mixtral", vocab_size=300, **shape(hidden)))
+    lm.set_experts_implementation("eager")
+    ids = torch.randint(0, 300, (batch, length), generator=torch.Generator().manual_seed(0))
+    out = {}
+    for mode in ("every weight trained", "nothing trained"):
+        lm.requires_grad_(mode == "every weight trained")
+        embeds = lm.get_input_embeddings()(ids).detach().requires_grad_(True)
+        opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad] or [embeds])
+        parts = {"forward": [], "backward": [], "optimizer": []}
+        for step in range(4):
+            t0 = time.perf_counter()
+            loss = lm(inputs_embeds=embeds, labels=ids).loss
+            t1 = time.perf_counter()
+            loss.backward()
+            t2 = time.perf_counter()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            t3 = time.perf_counter()
+            if step:
+                for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
+                    parts[k].append(v)
+        out[mode] = {k: round(statistics.median(v), 3) for k, v in parts.items()}
+    return out
 
 
 def extrapolate() -> list[dict]:
@@ -130,7 +193,8 @@ def extrapolate() -> list[dict]:
             b = plan.bytes
             out.append({"strategy": strategy, "checkpointing": ckpt, "parameters": plan.parameters,
                         "states_gb": round((b["weights"] + b["gradients"] + b["optimizer"] + b["held"]) / 1e9, 1),
-                        "activations_gb": round(b["activations"] / 1e9, 1), "train_peak_gb": round(b["train"] / 1e9, 1)})
+                        "activations_gb": round(b["activations"] / 1e9, 1),
+                        "train_peak_gb": round(b["train"] / 1e9, 1)})
     return out
 
 
@@ -138,12 +202,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", default="128,512,1024")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=32, help="examples per step (clbench's default budget: 32)")
     ap.add_argument("--out", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--readme", default=None, help="write the table into this README between its markers")
+    ap.add_argument("--from", dest="source", default=None, help="render --readme from this JSON without running")
     ap.add_argument("--child", nargs=2, metavar=("HIDDEN", "STRATEGY"), help=argparse.SUPPRESS)
+    ap.add_argument("--profile", type=int, metavar="HIDDEN", default=None,
+                    help="only time the forward, backward and optimizer of a step at this hidden size, with every "
+                         "weight trained and with none")
     args = ap.parse_args()
+    if args.profile:
+        for mode, parts in profile(args.profile, args.batch).items():
+            print(f"hidden {args.profile}, batch {args.batch} x 19, {mode}: "
+                  + ", ".join(f"{k} {v:.3f} s" for k, v in parts.items()))
+        return
     if args.child:
         print(json.dumps(child(int(args.child[0]), args.child[1], args.steps, args.batch)))
+        return
+    if args.source:
+        with open(args.source) as f:
+            write_readme(args.readme, json.load(f))
         return
     rows = []
     for h in [int(x) for x in args.hidden.split(",")]:
@@ -162,21 +240,66 @@ def main() -> None:
             err = row["planned_peak"] / row["measured_peak"] - 1
             print(f"hidden {h:5d} {strategy:9s} params {row['parameters']['total']:>12,} trainable "
                   f"{row['parameters']['trainable']:>12,}  {row['seconds_per_step']:.3f} s/step  measured peak "
-                  f"{row['measured_peak'] / 1e6:8.1f} MB (default allocator {row['default_allocator_peak'] / 1e6:.1f})  "
+                  f"{row['measured_peak'] / 1e6:8.1f} MB "
+                  f"(default allocator {row['default_allocator_peak'] / 1e6:.1f})  "
                   f"planned {row['planned_peak'] / 1e6:8.1f} MB ({err:+.0%})",
                   flush=True)
     for h in sorted({r["hidden"] for r in rows}):
         ft, mx = [next(r for r in rows if r["hidden"] == h and r["strategy"] == s) for s in ("full-ft", "moextend")]
         print(f"hidden {h}: full-ft / moextend step time {ft['seconds_per_step'] / mx['seconds_per_step']:.2f}x, "
+              f"FLOPs per example {ft['flops_per_example'] / mx['flops_per_example']:.2f}x, "
               f"peak memory {ft['measured_peak'] / mx['measured_peak']:.2f}x")
     big = extrapolate()
     for r in big:
         print(f"Mixtral-8x7B {r['strategy']:9s} checkpointing={r['checkpointing']!s:5}  trainable "
               f"{r['parameters']['trainable'] / 1e9:.2f}B  weights+grads+states {r['states_gb']} GB  activations "
               f"{r['activations_gb']} GB  training peak {r['train_peak_gb']} GB")
+    doc = {"rows": rows, "mixtral_8x7b": big, "args": vars(args)}
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"rows": rows, "mixtral_8x7b": big, "args": vars(args)}, f, indent=2)
+            json.dump(doc, f, indent=2)
+    if args.readme:
+        write_readme(args.readme, doc)
+
+
+BEGIN, END = "<!-- moextend-cost:begin -->", "<!-- moextend-cost:end -->"
+
+
+def table(doc: dict) -> str:
+    """The README's table, from the bench's JSON."""
+    lines = ["| hidden | strategy | parameters | trainable | s/step | FLOPs/example | measured peak | planned | "
+             "plan error |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        err = r["planned_peak"] / r["measured_peak"] - 1
+        lines.append(f"| {r['hidden']} | {r['strategy']} | {r['parameters']['total'] / 1e6:.1f}M | "
+                     f"{r['parameters']['trainable'] / 1e6:.2f}M | {r['seconds_per_step']:.3f} | "
+                     f"{r['flops_per_example'] / 1e9:.2f} G | {r['measured_peak'] / 1e6:.1f} MB | "
+                     f"{r['planned_peak'] / 1e6:.1f} MB | {err:+.0%} |")
+    lines += ["", "| hidden | full-ft / MoExtend: step time | FLOPs per example | measured peak |", "|---|---|---|---|"]
+    for h in sorted({r["hidden"] for r in doc["rows"]}):
+        ft, mx = [next(r for r in doc["rows"] if r["hidden"] == h and r["strategy"] == s)
+                  for s in ("full-ft", "moextend")]
+        lines.append(f"| {h} | {ft['seconds_per_step'] / mx['seconds_per_step']:.2f}x | "
+                     f"{ft['flops_per_example'] / mx['flops_per_example']:.2f}x | "
+                     f"{ft['measured_peak'] / mx['measured_peak']:.2f}x |")
+    lines += ["", "| Mixtral-8x7B (plan) | checkpointing | trainable | weights + gradients + states | activations | "
+              "training peak |", "|---|---|---|---|---|---|"]
+    for r in doc["mixtral_8x7b"]:
+        lines.append(f"| {r['strategy']} | {'yes' if r['checkpointing'] else 'no'} | "
+                     f"{r['parameters']['trainable'] / 1e9:.2f}B | {r['states_gb']} GB | {r['activations_gb']} GB | "
+                     f"{r['train_peak_gb']} GB |")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(path: str, doc: dict) -> None:
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{path} has no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    Path(path).write_text(f"{head}{BEGIN}\n{table(doc)}{END}{tail}")
 
 
 if __name__ == "__main__":

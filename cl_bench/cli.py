@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -60,6 +61,44 @@ def _encoder_opts(pairs) -> dict[str, dict[str, str]]:
             raise click.BadParameter(f"{key}={value}: write MODALITY.KEY=VALUE, e.g. image.tokens=144",
                                      param_hint="--encoder-option")
         out.setdefault(modality, {})[name] = value
+    return out
+
+
+def _engine_options(f):
+    """--engine local|ray and Ray's placement (sweep and publish)."""
+    for opt in reversed([
+        click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+                     help="local: the cells one after another in this process; ray: each cell a Ray task."),
+        click.option("--address", default=None,
+                     help="Ray: a cluster's address (auto: the running one) [default: a local Ray instance]."),
+        click.option("--cpus-per-cell", default=1.0, show_default=True, type=click.FloatRange(min=0),
+                     help="Ray: CPUs each cell reserves."),
+        click.option("--gpus-per-cell", default=0.0, show_default=True, type=click.FloatRange(min=0),
+                     help="Ray: GPUs each cell reserves (1 for one GPU per run)."),
+        click.option("--max-retries", default=2, show_default=True, type=click.IntRange(min=0),
+                     help="Ray: times a cell whose worker died is run again (it resumes its last finished stage)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _engine(engine, address, cpus, gpus, retries):
+    from cl_bench.sweep import LocalEngine, RayEngine
+
+    if engine == "local":
+        return LocalEngine()
+    return RayEngine(address=address, num_cpus=cpus, num_gpus=gpus, max_retries=retries)
+
+
+def _grid_sets(pairs) -> dict[str, list[str]]:
+    """--set KEY=V1,V2,...: the values a strategy option takes in the grid."""
+    out = {}
+    for key, values in _parse_options(pairs, "--set", "--set lr=1e-4,3e-4").items():
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not vals:
+            raise click.BadParameter(f"{key}= has no values; give comma-separated values, e.g. --set lr=1e-4,3e-4",
+                                     param_hint="--set")
+        out[key] = vals
     return out
 
 
@@ -629,6 +668,117 @@ def plot(results_dir, stream, out_dir, device) -> None:
         click.echo(f"{out / stream_name}: {len(figs)} figures")
 
 
+def _sweep_configs(stream, strategies, seeds, orders, sets, encoders, stream_options, results_dir, cache_dir, steps,
+                   batch_size, pretrain_steps, device, eval_limit, model, grid_file=None) -> list:
+    """The RunConfigs of a sweep's command line (and grid file, whose entries the command line overrides)."""
+    from cl_bench.config import Budget
+    from cl_bench.models.lm import PretrainConfig
+    from cl_bench.runner import RunConfig
+    from cl_bench.sweep import Grid, cells, load_grid_file
+
+    doc = load_grid_file(grid_file) if grid_file else {}
+
+    def listed(value, key, default):
+        if value is not None:
+            return value
+        v = doc.get(key, default)
+        return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+
+    stream = listed(stream, "streams", "vision-audio")
+    strategies = listed(strategies, "strategies", "all")
+    seeds = listed(seeds, "seeds", "0,1,2,3,4")
+    stream_names = registry.streams.names() if stream == "all" else [x.strip() for x in stream.split(",")]
+    for n in stream_names:
+        _stream_class(n)
+    names = registry.strategies.names() if strategies == "all" else [x.strip() for x in strategies.split(",")]
+    for n in names:
+        registry.strategies.entry(n)
+    order_list = list(orders) or [str(o) for o in doc.get("orders", ["default"])]
+    order_list = [None if o.strip() == "default" else o.strip() for o in order_list]
+    options = {str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in doc.get("options", {}).items()}
+    options.update(sets)
+    enc = _encoders(encoders) if encoders else {str(k): str(v) for k, v in doc.get("encoders", {}).items()}
+    sopts = _stream_opts(stream_options) if stream_options else {str(k): str(v) for k, v in
+                                                                 doc.get("stream_options", {}).items()}
+    steps = steps if steps is not None else int(doc.get("steps", 400))
+    batch_size = batch_size if batch_size is not None else int(doc.get("batch_size", 32))
+    pretrain_steps = pretrain_steps if pretrain_steps is not None else int(doc.get("pretrain_steps", 400))
+    eval_limit = eval_limit if eval_limit is not None else doc.get("eval_limit")
+    model = model if model is not None else str(doc.get("model", "mixtral-tiny"))
+    device = device if device is not None else str(doc.get("device", "auto"))
+
+    def make(**cell):
+        return RunConfig(**cell, model=model, device=device, results_dir=results_dir, cache_dir=cache_dir,
+                         budget=Budget(steps=steps, batch_size=batch_size),
+                         pretrain=PretrainConfig(steps=pretrain_steps),
+                         eval_limit=eval_limit, encoders=enc, stream_options=sopts)
+
+    return cells(Grid(tuple(stream_names), tuple(names), _seed_list(seeds), tuple(order_list), options), make)
+
+
+def _run_sweep(configs, engine, cache_dir, quiet: bool = False) -> list:
+    """Sweep `configs`; the failed outcomes (listed on stderr)."""
+    from cl_bench.data import default_cache_dir
+    from cl_bench.sweep import sweep
+
+    logs = str(Path(cache_dir or default_cache_dir()) / "sweep-logs")
+    outcomes = sweep(configs, engine, log_dir=logs, progress=not quiet and sys.stderr.isatty(),
+                     echo=lambda line: click.echo(line, err=True))
+    return [o for o in outcomes if o.status == "failed"]
+
+
+@main.command()
+@click.option("--grid", "grid_file", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="A YAML grid: streams, strategies, seeds, orders, options (name: [values]), steps, batch_size, "
+                   "pretrain_steps, eval_limit, encoders, stream_options, model, device; the command line "
+                   "overrides it.")
+@click.option("--stream", default=None, help="Streams, comma-separated, or all [default: vision-audio].")
+@click.option("--strategies", default=None, help="Strategies, comma-separated, or all [default: all].")
+@click.option("--seeds", default=None, help="Seeds, comma-separated [default: 0,1,2,3,4].")
+@click.option("--order", "orders", multiple=True, metavar="default|TASKS|random:SEED",
+              help="An order of each stream's new tasks (repeatable) [default: the stream's own].")
+@click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2",
+              help="Values of a strategy option to sweep, e.g. --set lr=1e-4,3e-4 (repeatable; every combination, "
+                   "for the strategies that have the option; the others run at their defaults).")
+@click.option("--model", default=None, help="Base model: a preset or a local checkpoint [default: mixtral-tiny].")
+@click.option("--steps", default=None, type=click.IntRange(min=1), help="Training steps per stage [default: 400].")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1), help="Examples per step [default: 32].")
+@click.option("--pretrain-steps", default=None, type=click.IntRange(min=1),
+              help="Pre-training steps of a preset base [default: 400].")
+@click.option("--eval-limit", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Evaluate only the first N items of each test split [default: every item].")
+@_encoder_option
+@_stream_option_flag
+@click.option("--results-dir", default=USER_RESULTS, show_default=True, type=click.Path(file_okay=False),
+              help="Where every cell's result file goes.")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Cache of data, base models, resumable runs and the cells' logs (shared by every worker) "
+                   "[default: $CLBENCH_CACHE or ~/.cache/clbench].")
+@click.option("--device", default=None, callback=lambda c, p, v: v if v is None else _check_device(c, p, v),
+              help="Device of each run: auto, cpu, cuda or cuda:N [default: auto].")
+@_engine_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def sweep(grid_file, stream, strategies, seeds, orders, sets, model, steps, batch_size, pretrain_steps, eval_limit,
+          encoders, stream_options, results_dir, cache_dir, device, engine, address, cpus_per_cell, gpus_per_cell,
+          max_retries, quiet) -> None:
+    """Run a grid of runs, each cell a task: locally one after another, or on Ray (--engine ray).
+
+    Cells whose complete result exists are skipped and a cell killed mid-run resumes from its last
+    finished stage, so the same command can be run again at any time; a failed cell is listed at
+    the end with its log and the others go on (exit status 1 if any failed).
+    """
+    try:
+        configs = _sweep_configs(stream, strategies, seeds, orders, _grid_sets(sets), encoders, stream_options,
+                                 results_dir, cache_dir, steps, batch_size, pretrain_steps, device, eval_limit, model,
+                                 grid_file)
+        failed = _run_sweep(configs, _engine(engine, address, cpus_per_cell, gpus_per_cell, max_retries), cache_dir,
+                            quiet)
+    except (ValueError, TypeError, LookupError) as e:
+        raise click.ClickException(str(e)) from e
+    if failed:
+        raise SystemExit(1)
+
+
 @main.command()
 @click.option("--stream", default="vision-audio", show_default=True,
               help="Task stream to run, or several, comma-separated (all: every registered stream).")
@@ -656,46 +806,29 @@ def plot(results_dir, stream, out_dir, device) -> None:
                    "key and leaderboard row) [default: every item].")
 @click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Also regenerate the leaderboard section of this README (between its leaderboard markers).")
+@_engine_options
 def publish(stream, strategies, seeds, orders, encoders, stream_options, results_dir, cache_dir, steps, pretrain_steps,
-            device, eval_limit, readme) -> None:
+            device, eval_limit, readme, engine, address, cpus_per_cell, gpus_per_cell, max_retries) -> None:
     """Run every stream x order x strategy x seed still missing (default settings), then write the
-    leaderboard and figures.
+    leaderboard and figures: a sweep (`clbench sweep`) plus the leaderboard.
 
     Finished runs are reused, an interrupted one resumes, so the command can be run again
     at any time. Writes RESULTS_DIR/leaderboard.{md,csv,tex,html} and RESULTS_DIR/figures/,
-    covering every stream with result files under RESULTS_DIR.
+    covering every stream with result files under RESULTS_DIR; if a run fails, the others go on,
+    the failures are listed and nothing is written.
     """
     from pathlib import Path
 
-    from cl_bench.config import Budget
     from cl_bench.leaderboard import render
-    from cl_bench.models.lm import PretrainConfig
     from cl_bench.plots import draw
     from cl_bench.results import atomic_write_text
-    from cl_bench.runner import RunConfig
-    from cl_bench.runner import run as run_stream
 
     try:
-        stream_names = registry.streams.names() if stream == "all" else [x.strip() for x in stream.split(",")]
-        for n in stream_names:
-            _stream_class(n)
-        names = registry.strategies.names() if strategies == "all" else [s.strip() for s in strategies.split(",")]
-        for n in names:
-            registry.strategies.entry(n)
-        seed_list = list(_seed_list(seeds))
-        order_list = [None if o.strip() == "default" else o.strip() for o in orders] or [None]
-        enc, sopts = _encoders(encoders), _stream_opts(stream_options)
-        for st in stream_names:
-            for order in order_list:
-                for n in names:
-                    for seed in seed_list:
-                        click.echo(f"{st}{'' if order is None else f' (order {order})'}: {n} seed {seed}", err=True)
-                        run_stream(RunConfig(stream=st, strategy=n, seed=seed, device=device, results_dir=results_dir,
-                                             cache_dir=cache_dir, budget=Budget(steps=steps),
-                                             pretrain=PretrainConfig(steps=pretrain_steps), eval_limit=eval_limit,
-                                             encoders=enc, stream_options=sopts, order=order),
-                                   progress=False, reuse=True, wait=True,
-                                   echo=lambda s: click.echo(s, err=True))
+        configs = _sweep_configs(stream, strategies, seeds, orders, {}, encoders, stream_options, results_dir,
+                                 cache_dir, steps, None, pretrain_steps, device, eval_limit, "mixtral-tiny")
+        if _run_sweep(configs, _engine(engine, address, cpus_per_cell, gpus_per_cell, max_retries), cache_dir,
+                      quiet=True):
+            raise click.ClickException("some runs failed (listed above); the leaderboard was not written")
         board = _board(results_dir, None, "acc", device)
         figures = draw(board, Path(results_dir) / "figures", _device(device))
         for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("html", "html")):

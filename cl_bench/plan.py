@@ -18,7 +18,9 @@ master weights) and frozen weights in --dtype. Activations are what autograd sav
 backward pass, per token and decoder layer, counted from transformers' MoE layers with
 torch.autograd.graph.saved_tensors_hooks (tests/test_plan.py checks the formula that way on
 every family): 8h + 2 kv + heads + E + k (3h + 4f) + 3k, plus 2h + 2 kv with q/k norms and
-h + 4 f_shared with a shared expert; the LM head adds 3h + V per token. Evaluation's peak
+h + 4 f_shared with a shared expert; the LM head adds 3h + V per token. With the base LM frozen
+(its linear layers' inputs are not saved): 4h + 2 kv + heads + E + k (2h + 3f) + 3k, h + kv,
+h + 3 f_shared, and h + V. Evaluation's peak
 (no gradients, --eval-batch-size items) is planned too; the plan's peak is the larger one.
 bench/moextend_cost.py compares the plan with measured peaks (README "Memory plan").
 """
@@ -39,6 +41,9 @@ class Footprint:
 
     trainable: int  # parameters with gradients and optimizer states in the stage's largest phase
     largest: int = 0  # elements of the largest trainable tensor (see make_plan's backward transient)
+    # True when none of the base LM's own weights train (MoExtend, align-only, adapters): autograd then keeps
+    # less for the backward pass (a frozen linear layer's input is not saved)
+    base_frozen: bool = False
     held_bytes: int = 0  # held besides the model's weights: teacher copies, anchors, a copy of the base
     note: str = ""
 
@@ -132,22 +137,26 @@ def _experts(lm) -> tuple[int, int, int]:
     return experts, n, k
 
 
-def activation_elements(lm, tokens: int, checkpointing: bool = False) -> int:
-    """Elements autograd saves for the backward pass of `tokens` tokens through `lm` (see the module doc)."""
+def activation_elements(lm, tokens: int, checkpointing: bool = False, frozen: bool = False) -> int:
+    """Elements autograd saves for the backward pass of `tokens` tokens through `lm` (see the module doc);
+    `frozen`: none of its weights trains, gradients only flow through it to its inputs."""
     c = lm.config
     h, layers, heads = c.hidden_size, c.num_hidden_layers, c.num_attention_heads
     head_dim = getattr(c, "head_dim", None) or h // heads
     kv = getattr(c, "num_key_value_heads", heads) * head_dim
     _, n, k = _experts(lm)
     f = getattr(c, "moe_intermediate_size", None) or c.intermediate_size
-    layer = 8 * h + 2 * kv + heads + n + k * (3 * h + 4 * f) + 3 * k
+    # frozen, a linear layer's input is not saved (its weight's gradient is not computed): 4h and k(2h + 3f)
+    # instead of 8h and k(3h + 4f)
+    layer = (4 if frozen else 8) * h + 2 * kv + heads + n + k * ((2 if frozen else 3) * h + (3 if frozen else 4) * f) \
+        + 3 * k
     attention = next((m.self_attn for m in lm.modules() if hasattr(m, "self_attn")), None)
     if attention is not None and hasattr(attention, "q_norm"):  # OLMoE, Qwen3-MoE
-        layer += 2 * h + 2 * kv
+        layer += (h + kv) if frozen else (2 * h + 2 * kv)
     shared = getattr(c, "shared_expert_intermediate_size", None)
     if shared:  # Qwen2-MoE
-        layer += h + 4 * shared + 1
-    head = 3 * h + c.vocab_size
+        layer += h + (3 if frozen else 4) * shared + 1
+    head = (1 if frozen else 3) * h + c.vocab_size
     if checkpointing:  # each layer keeps its input; one layer's activations exist again while it is recomputed
         return tokens * (layers * h + layer + head)
     return tokens * (layers * layer + head)
@@ -210,7 +219,7 @@ def make_plan(model_name: str, strategy, lm_config, tokenizer, encoders: dict, s
         total = total_lm + numel(model.projectors)
         trainable = fp.trainable
         weights = (total - trainable) * frozen_size + trainable * 4 + enc_params * 4
-        act = activation_elements(model.lm, batch_size * seq_len, checkpointing) * compute_size
+        act = activation_elements(model.lm, batch_size * seq_len, checkpointing, fp.base_frozen) * compute_size
         grads, optimizer = trainable * 4, trainable * 8
         evaluation = eval_elements(model.lm, eval_batch_size * seq_len) * compute_size
         # The backward pass holds up to two float32 copies of the largest trainable tensor beyond its gradient:
@@ -250,7 +259,8 @@ def sequence_length(stream, tokenizer, encoders: dict) -> int:
                 slots = enc(enc.featurize([exp.train[0]["input"]])).shape[1]
         prompts = [p.replace(INPUT_MARKER, " ") for p in exp.train["prompt"]]
         p = max(len(x) for x in tokenizer(prompts)["input_ids"])
-        a = max(len(x) for x in tokenizer([" " + x for x in exp.train["answer"]], add_special_tokens=False)["input_ids"])
+        answers = tokenizer([" " + x for x in exp.train["answer"]], add_special_tokens=False)["input_ids"]
+        a = max(len(x) for x in answers)
         longest = max(longest, p + slots + a)
     return longest
 

@@ -255,9 +255,10 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
                 for m, name in streams.encoder_names(stream_obj, stream, config.encoders).items()}
     from cl_bench.plan import make_plan
 
-    plan = make_plan(model_name, strategy, base.lm.config, base.tokenizer, encoders, stream,
-                     batch_size=config.budget.batch_size, eval_batch_size=config.eval_batch_size, dtype=dtype,
-                     device=device, checkpointing=config.gradient_checkpointing, strategy_name=config.strategy)
+    with torch.random.fork_rng(devices=[]):  # the plan draws no number the projectors' initialisation would get
+        plan = make_plan(model_name, strategy, base.lm.config, base.tokenizer, encoders, stream,
+                         batch_size=config.budget.batch_size, eval_batch_size=config.eval_batch_size, dtype=dtype,
+                         device=device, checkpointing=config.gradient_checkpointing, strategy_name=config.strategy)
     if progress:
         echo(plan.line())
     model = MultimodalLM(base.lm, base.tokenizer, encoders).to(device)
@@ -320,10 +321,16 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
         shutil.rmtree(work)
     state = _load_state(work, strategy, echo)
     if state is None:
+        from cl_bench import shared
+
         t0 = time.perf_counter()
-        row, items, extra, routed = evaluate()
+        if shared.enabled() and getattr(strategy_cls, "setup_keeps_outputs", False):
+            (row, items, extra, routed), source = shared.row0(cache, shared.row0_key(ident, config.eval_batch_size),
+                                                              evaluate, len(stream.tasks))
+        else:
+            (row, items, extra, routed), source = evaluate(), "own"
         state = {"rows": [row], "items": [items], "extra": {k: [v] for k, v in extra.items()}, "routing": [routed],
-                 "stages": [],
+                 "stages": [], "row0_source": source,
                  "row0_eval_seconds": round(time.perf_counter() - t0, 3), "resumed_at_stages": []}
         _save_state(work, state, strategy)
     else:
@@ -406,6 +413,9 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
         "metrics": {**metrics.summarize(R, chance), "fwt_reference": "base"},
         "stages": state["stages"],
         "timing": {"setup_seconds": round(setup_seconds, 3), "row0_eval_seconds": state["row0_eval_seconds"],
+                   # row 0: evaluated by this run ("own"), or shared (cl_bench.shared): "computed" here and stored,
+                   # or "stored" by an earlier run
+                   "row0_source": state.get("row0_source", "own"),
                    "train_seconds": round(sum(s["train_seconds"] for s in state["stages"]), 3),
                    "resumed_at_stages": state.get("resumed_at_stages", []),
                    "this_process_seconds": round(time.perf_counter() - t_start, 3)},

@@ -126,6 +126,10 @@ class Strategy(abc.ABC):
     # The grid `clbench tune` searches on validation data: option name -> values (as on the command
     # line); every combination is run. Empty: nothing to tune.
     tuning: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # True when ``setup`` leaves the model's outputs bit for bit as they were (zero-initialised additions,
+    # identity wrappers): the run's row 0 is then the one every such strategy gets and is shared across runs
+    # (cl_bench.shared). False by default: the strategy's own row 0 is always evaluated.
+    setup_keeps_outputs: ClassVar[bool] = False
 
     def __init__(self, config=None) -> None:
         self.config = config if config is not None else self.Config()

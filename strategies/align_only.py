@@ -25,6 +25,8 @@ class AlignOnlyConfig:
 class AlignOnly(Strategy):
     """Only each new modality's projector is trained; the LM is frozen, so text is untouched."""
 
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+
     Config = AlignOnlyConfig
     tuning = {"projector_lr": ("1e-3", "2e-3", "5e-3", "1e-2", "2e-2")}
 
@@ -43,7 +45,9 @@ class AlignOnly(Strategy):
     def footprint(self, model, modality: str):
         from cl_bench.plan import Footprint, numel
 
-        return Footprint(trainable=numel(model.projectors[modality]) if modality in model.projectors else 0)
+        proj = model.projectors[modality] if modality in model.projectors else torch.nn.Module()
+        return Footprint(trainable=numel(proj), largest=max((p.numel() for p in proj.parameters()), default=0),
+                         base_frozen=True)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         # The LM never changes: only the projectors need saving between stages.

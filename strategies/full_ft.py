@@ -36,6 +36,8 @@ class FullFineTuningConfig:
 class FullFineTuning(Strategy):
     """All LM parameters and the new modality's projector are trained on each stage (LLaVA stage-2 style)."""
 
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+
     Config = FullFineTuningConfig
     tuning = {"lr": ("1e-5", "3e-5", "1e-4", "3e-4", "1e-3")}
 

@@ -51,6 +51,8 @@ class JointConfig(SingleTaskConfig):
 class Joint(Strategy):
     """Multi-task training on the base text task and every modality seen so far (the upper bound)."""
 
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+
     Config = JointConfig
     tuning = {"lr": ("1e-4", "3e-4", "1e-3", "3e-3")}
     declares = Declaration(past_train=True, budget="k x the stage budget at stage k (the multi-task reference)")

@@ -50,6 +50,8 @@ class AdapterConfig:
 class Adapter(Strategy):
     """One bottleneck adapter set (in-tree) in every decoder layer, trained through the whole stream."""
 
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+
     Config = AdapterConfig
     tuning = {"lr": ("1e-3", "5e-3", "2.5e-2"), "reduction_factor": ("4", "16")}
     per_modality = False
@@ -78,7 +80,7 @@ class Adapter(Strategy):
             model._plan_adapters.add(name)
         adapter = sum(p.numel() for p in adapter_parameters(model._plan_slots, name))
         return Footprint(trainable=adapter + (numel(model.projectors[modality]) if modality in model.projectors
-                                              else 0))
+                                              else 0), base_frozen=True)
 
     def frozen(self) -> list[torch.nn.Parameter]:
         return list(self._base)  # the base LM: only adapters (and projectors) change

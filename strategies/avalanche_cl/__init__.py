@@ -121,6 +121,8 @@ class SmallReplayConfig(ReplayConfig):
 class AvalancheStrategy(Strategy):
     """Full fine-tuning inside avalanche's SupervisedTemplate, with the avalanche plugins of `plugins()`."""
 
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+
     Config = AvalancheConfig
 
     # -- what a method adds ----------------------------------------------------------------
@@ -152,8 +154,8 @@ class AvalancheStrategy(Strategy):
 
         super().setup(model, context)
         if model.compute_dtype == torch.float16:
-            raise ValueError(f"{type(self).__name__}: --dtype float16 needs its loss scaled, which avalanche's training "
-                             "loop does not do; use --dtype bfloat16")
+            raise ValueError(f"{type(self).__name__}: --dtype float16 needs its loss scaled, which avalanche's "
+                             "training loop does not do; use --dtype bfloat16")
         self.collate = glue.Collate()
         self.module = glue.LMModule(model)
         self.budget = glue.StepBudget()

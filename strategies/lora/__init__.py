@@ -56,6 +56,8 @@ class LoRAConfig:
 class LoRA(Strategy):
     """One LoRA adapter (PEFT) on attention and experts, trained through the whole stream."""
 
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+
     Config = LoRAConfig
     tuning = {"lr": ("3e-4", "1e-3", "3e-3", "1e-2")}
     per_modality = False

@@ -90,6 +90,8 @@ class MMERConfig:
 class MMER(Strategy):
     """Per-modality fine-tuned LMs merged into one task vector, with a binary mask per modality."""
 
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+
     Config = MMERConfig
     tuning = {"lr": ("1e-4", "3e-4", "1e-3")}
     declares = Declaration(past_val=True, task_weights=True, modality_routed=True)

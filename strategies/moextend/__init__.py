@@ -101,6 +101,8 @@ class MoExtendConfig:
 class MoExtend(Strategy):
     """New experts and router rows per modality, with calibration; the pretrained LM stays frozen."""
 
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+
     Config = MoExtendConfig
     tuning = {"finetune_lr": ("3e-4", "1e-3", "3e-3"), "calibration_input": ("prefix", "own")}
     declares = Declaration(task_weights=True)  # an expert, router row and calibration per modality (not routed
@@ -174,7 +176,8 @@ class MoExtend(Strategy):
                    if name != "offset" or self.config.router_init == "outside"]
         proj = model.projectors[modality] if modality in model.projectors else torch.nn.Module()
         return Footprint(trainable=sum(p.numel() for p in trained) + numel(proj),
-                         largest=max([p.numel() for p in trained] + [p.numel() for p in proj.parameters()]))
+                         largest=max([p.numel() for p in trained] + [p.numel() for p in proj.parameters()]),
+                         base_frozen=True)
 
     def frozen(self) -> list[torch.nn.Parameter]:
         # Called right after setup, before any addition: the whole pretrained LM, routers included

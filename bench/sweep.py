@@ -1,0 +1,78 @@
+"""The sweep's overhead and Ray's scaling on this machine.
+
+Usage: python bench/sweep.py [--cells 6] [--steps 20] [--eval-limit 64]
+
+The same cells (vision-audio, strategies align-only, lora and full-ft, seeds 0..; small budgets
+so that each cell is seconds) are run four ways, each into a fresh results directory with the
+shared cache (data and base model built before timing):
+  1. one after another in one process (runner.run in a loop): the reference;
+  2. `clbench sweep --engine local` (the same process, through the sweep);
+  3. `clbench sweep --engine ray --cpus-per-cell 2`: one Ray worker at a time with 2 threads;
+  4. `clbench sweep --engine ray --cpus-per-cell 1`: two Ray workers at once with 1 thread each.
+Wall time of each (whole commands, Ray's start and stop included) and the ratios to 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STRATEGIES = ("align-only", "lora", "full-ft")
+
+
+def reference(cells: list[tuple[str, int]], steps: int, eval_limit: int, results: str) -> None:
+    from cl_bench.config import Budget
+    from cl_bench.runner import RunConfig, run
+
+    for strategy, seed in cells:
+        run(RunConfig(strategy=strategy, seed=seed, budget=Budget(steps=steps), eval_limit=eval_limit,
+                      results_dir=results, device="cpu"), progress=False, echo=lambda s: None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cells", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--eval-limit", type=int, default=64)
+    ap.add_argument("--reference", nargs=1, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    cells = [(STRATEGIES[i % len(STRATEGIES)], i // len(STRATEGIES)) for i in range(args.cells)]
+    if args.reference:
+        reference(cells, args.steps, args.eval_limit, args.reference[0])
+        return
+    seeds = ",".join(str(s) for s in sorted({s for _, s in cells}))
+    if args.cells % len(STRATEGIES):
+        raise SystemExit(f"--cells must be a multiple of {len(STRATEGIES)} (one per strategy and seed)")
+    root = Path(tempfile.mkdtemp(prefix="clbench-sweep-bench-"))
+    sweep = ["clbench", "sweep", "--strategies", ",".join(STRATEGIES), "--seeds", seeds, "--steps", str(args.steps),
+             "--eval-limit", str(args.eval_limit), "--device", "cpu", "-q"]
+    # warm the shared cache (data, base model) outside the timings
+    subprocess.run([*sweep[:2], "--strategies", "align-only", "--seeds", "0", "--steps", "1", "--eval-limit", "8",
+                    "--device", "cpu", "-q", "--results-dir", str(root / "warm")], check=True, capture_output=True)
+    ways = {"one process, runner.run in a loop": [sys.executable, __file__, "--cells", str(args.cells), "--steps",
+                                                   str(args.steps), "--eval-limit", str(args.eval_limit),
+                                                   "--reference", str(root / "ref")],
+            "clbench sweep --engine local": [*sweep, "--results-dir", str(root / "local")],
+            "--engine ray, 1 worker x 2 threads": [*sweep, "--engine", "ray", "--cpus-per-cell", "2",
+                                                   "--results-dir", str(root / "ray2")],
+            "--engine ray, 2 workers x 1 thread": [*sweep, "--engine", "ray", "--cpus-per-cell", "1",
+                                                   "--results-dir", str(root / "ray1")]}
+    times = {}
+    for name, cmd in ways.items():
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times[name] = time.perf_counter() - t0
+        print(f"{name}: {times[name]:.1f} s", flush=True)
+    first = next(iter(times.values()))
+    print(f"\n{args.cells} cells (steps {args.steps}, eval-limit {args.eval_limit})\n")
+    print("| how | wall s | / one process |\n|---|---|---|")
+    for name, t in times.items():
+        print(f"| {name} | {t:.1f} | {t / first:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Sweeps: a grid of runs (streams x orders x strategies x option values x seeds), each cell one task.
+
+`clbench sweep` and `clbench publish` run a grid through an engine: `local` runs the cells one
+after another in this process; `ray` hands each cell to Ray (`ray.init(address=...)`: a local
+instance by default, or a cluster), with the CPUs and GPUs each cell asks for. A cell whose
+complete result exists is skipped (runner.run's `reuse`), a cell killed mid-run resumes from its
+last finished stage (the runner's saved state, in the shared cache directory), a failed cell is
+listed at the end with its log and the others go on. Every cell writes into the one results
+directory.
+
+Ray is used rather than a scheduler of our own: it places tasks on the machines of a cluster,
+retries a task whose worker died, and ships the task's arguments; a cell is a plain function
+of its RunConfig, so the cells of a grid are independent and any engine can run them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What a sweep runs. `options`: strategy option -> values; a strategy gets every combination of the
+    options it has (the others run at their defaults)."""
+
+    streams: tuple[str, ...] = ("vision-audio",)
+    strategies: tuple[str, ...] = ("full-ft",)
+    seeds: tuple[int, ...] = (0,)
+    orders: tuple[str | None, ...] = (None,)
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    label: str
+    status: str  # "done", "reused" or "failed"
+    path: str | None = None
+    error: str | None = None
+    log: str | None = None
+    seconds: float = 0.0
+
+
+def load_grid_file(path: str) -> dict:
+    """A YAML grid: streams, strategies, seeds, orders, options (name: [values]) and run settings (steps,
+    batch_size, pretrain_steps, eval_limit, encoders, stream_options, model, device)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"grid file {path}: {e}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"grid file {path}: a mapping of streams, strategies, seeds, ... is expected")
+    known = {"streams", "strategies", "seeds", "orders", "options", "steps", "batch_size", "pretrain_steps",
+             "eval_limit", "encoders", "stream_options", "model", "device"}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ValueError(f"grid file {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return doc
+
+
+def cells(grid: Grid, make: Callable[..., object]) -> list:
+    """The RunConfigs of `grid`; `make(stream=, strategy=, seed=, order=, strategy_options=)` builds one."""
+    import dataclasses as dc
+
+    from cl_bench import registry
+
+    option_owners = {name: [] for name in grid.options}
+    out = []
+    for stream, order, strategy in itertools.product(grid.streams, grid.orders, grid.strategies):
+        cls = registry.strategies.get(strategy)
+        fields = {f.name.replace("_", "-") for f in dc.fields(cls.Config)} | {f.name for f in dc.fields(cls.Config)}
+        mine = {k: v for k, v in grid.options.items() if k in fields}
+        for k in mine:
+            option_owners[k].append(strategy)
+        for values in itertools.product(*mine.values()):
+            options = dict(zip(mine, map(str, values)))
+            for seed in grid.seeds:
+                out.append(make(stream=stream, strategy=strategy, seed=seed, order=order, strategy_options=options))
+    unused = [k for k, owners in option_owners.items() if not owners]
+    if unused:
+        raise ValueError(f"option(s) {', '.join(unused)} belong to none of the strategies "
+                         f"{', '.join(grid.strategies)}; `clbench ls -v` lists each strategy's options")
+    return out
+
+
+def label(config) -> str:
+    opts = "".join(f" {k}={v}" for k, v in sorted(config.strategy_options.items()))
+    order = "" if config.order is None else f" order {config.order}"
+    return f"{config.stream}{order}: {config.strategy}{opts} seed {config.seed}"
+
+
+def registrations() -> list[tuple[str, str, str, str]]:
+    """Plug-ins registered at run time in this process (registry.register), to register in every worker."""
+    from cl_bench import registry
+
+    out = []
+    for kind, reg in (("strategies", registry.strategies), ("streams", registry.streams),
+                      ("modalities", registry.modalities)):
+        for name, entry in getattr(reg, "_extra", {}).items():
+            out.append((kind, name, entry.target, entry.origin))
+    return out
+
+
+def run_cell(config, plugins: list | None = None, log_dir: str | None = None, threads: int | None = None) -> Outcome:
+    """Run one cell (reusing a complete result, resuming a saved state); never raises for the cell's own errors:
+    they come back as a failed Outcome with the log's path. `threads`: torch's CPU threads (a Ray cell uses the
+    CPUs it reserved; CPU results are bit-reproducible for a given thread count)."""
+    from cl_bench import registry
+    from cl_bench.runner import run
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    for kind, name, target, origin in plugins or []:
+        reg = getattr(registry, kind)
+        if name not in getattr(reg, "_extra", {}):
+            reg.register(name, target, origin=origin)
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    log = None
+    if log_dir:
+        from cl_bench.data import stable_hash
+
+        log = str(Path(log_dir) / f"{config.stream}-{config.strategy}-seed{config.seed}-"
+                                  f"{stable_hash(dataclasses.asdict(config))[:8]}.log")
+    try:
+        _, path = run(config, progress=False, reuse=True, wait=True, echo=lines.append)
+        reused = any(line.endswith("finished before, reused") for line in lines)
+        status, error = ("reused" if reused else "done"), None
+    except Exception as e:  # noqa: BLE001 - a cell's failure is reported, the sweep goes on
+        path, status = None, "failed"
+        error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        lines.append(traceback.format_exc())
+    if log and (status == "failed" or lines):
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        Path(log).write_text("\n".join(lines) + "\n")
+    return Outcome(label(config), status, None if path is None else str(path), error, log,
+                   round(time.perf_counter() - t0, 3))
+
+
+class LocalEngine:
+    """The cells one after another in this process."""
+
+    name = "local"
+
+    def map(self, configs: list, plugins: list, log_dir: str, done: Callable[[Outcome], None]) -> list[Outcome]:
+        out = []
+        for c in configs:
+            out.append(run_cell(c, plugins, log_dir))
+            done(out[-1])
+        return out
+
+
+class RayEngine:
+    """Each cell a Ray task (`num_cpus` / `num_gpus` each); a task whose worker dies is retried `max_retries`
+    times, resuming from the cell's last finished stage."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
+                 max_retries: int = 2, init_kwargs: dict | None = None) -> None:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ValueError("--engine ray needs Ray: pip install 'clbench[ray]' (or pip install ray)") from None
+        self.address, self.num_cpus, self.num_gpus, self.max_retries = address, num_cpus, num_gpus, max_retries
+        self.init_kwargs = init_kwargs or {}
+
+    def map(self, configs: list, plugins: list, log_dir: str, done: Callable[[Outcome], None]) -> list[Outcome]:
+        import ray
+
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, **self.init_kwargs)
+        try:
+            task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries)(run_cell)
+            threads = max(1, int(self.num_cpus))
+            pending = {task.remote(c, plugins, log_dir, threads): i for i, c in enumerate(configs)}
+            out: list[Outcome | None] = [None] * len(configs)
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                i = pending.pop(ready[0])
+                try:
+                    out[i] = ray.get(ready[0])
+                except Exception as e:  # noqa: BLE001 - the worker died more often than retried
+                    out[i] = Outcome(label(configs[i]), "failed", error=f"{type(e).__name__}: "
+                                     f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+                done(out[i])
+            return out  # type: ignore[return-value]
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def sweep(configs: Iterable, engine=None, log_dir: str | None = None, progress: bool = True,
+          echo: Callable[[str], None] = print) -> list[Outcome]:
+    """Run every cell through `engine` (local by default); a progress bar over cells; the outcomes in order."""
+    from tqdm.auto import tqdm
+
+    configs = list(configs)
+    engine = engine or LocalEngine()
+    bar = tqdm(total=len(configs), desc=f"sweep ({engine.name})", unit="cell", disable=not progress)
+
+    def done(o: Outcome) -> None:
+        bar.update(1)
+        if o.status == "failed":
+            bar.write(f"failed: {o.label}: {o.error}")
+        elif not progress:
+            echo(f"{o.label}: {o.status} ({o.seconds:.1f} s)")
+
+    try:
+        outcomes = engine.map(configs, registrations(), log_dir, done)
+    finally:
+        bar.close()
+    failed = [o for o in outcomes if o.status == "failed"]
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "reused", "failed")}
+    echo(f"sweep: {len(outcomes)} cells, {counts['done']} run, {counts['reused']} reused, {counts['failed']} failed")
+    for o in failed:
+        echo(f"  failed: {o.label}: {o.error}" + (f" (log: {o.log})" if o.log else ""))
+    return outcomes
