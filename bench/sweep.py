@@ -10,6 +10,12 @@ shared cache (data and base model built before timing):
   3. `clbench sweep --engine ray --cpus-per-cell 2`: one Ray worker at a time with 2 threads;
   4. `clbench sweep --engine ray --cpus-per-cell 1`: two Ray workers at once with 1 thread each.
 Wall time of each (whole commands, Ray's start and stop included) and the ratios to 1.
+
+    python bench/sweep.py --shared-cache [--steps 5]
+
+times what sharing row 0 saves: `clbench sweep` of every registered strategy, one seed, full
+evaluation (as `clbench publish` evaluates), with CLBENCH_SHARED_CACHE=0 and with sharing on
+(a seed with nothing stored yet, so that its first run computes the entry).
 """
 
 from __future__ import annotations
@@ -33,13 +39,34 @@ def reference(cells: list[tuple[str, int]], steps: int, eval_limit: int, results
                       results_dir=results, device="cpu"), progress=False, echo=lambda s: None)
 
 
+def shared_cache(steps: int) -> None:
+    import os
+
+    root = Path(tempfile.mkdtemp(prefix="clbench-shared-bench-"))
+    times = {}
+    for name, seed, env in (("sharing off (CLBENCH_SHARED_CACHE=0)", "7", {"CLBENCH_SHARED_CACHE": "0"}),
+                            ("sharing on, nothing stored before", "8", {})):
+        t0 = time.perf_counter()
+        subprocess.run(["clbench", "sweep", "--strategies", "all", "--seeds", seed, "--steps", str(steps), "--device",
+                        "cpu", "-q", "--results-dir", str(root / seed)], check=True, capture_output=True,
+                       env={**os.environ, **env})
+        times[name] = time.perf_counter() - t0
+        print(f"{name}: {times[name]:.1f} s", flush=True)
+    off, on = times.values()
+    print(f"saved {off - on:.1f} s of {off:.1f} s ({(off - on) / off:.1%})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=6)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--eval-limit", type=int, default=64)
     ap.add_argument("--reference", nargs=1, help=argparse.SUPPRESS)
+    ap.add_argument("--shared-cache", action="store_true", help="time what sharing row 0 saves (see above)")
     args = ap.parse_args()
+    if args.shared_cache:
+        shared_cache(args.steps)
+        return
     cells = [(STRATEGIES[i % len(STRATEGIES)], i // len(STRATEGIES)) for i in range(args.cells)]
     if args.reference:
         reference(cells, args.steps, args.eval_limit, args.reference[0])

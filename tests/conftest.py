@@ -18,3 +18,65 @@ def stream(cache_dir):
     from cl_bench.task_streams.vision_audio import VisionAudio
 
     return VisionAudio().build(cache_dir, progress=False)
+
+
+@pytest.fixture(scope="session")
+def small():
+    """The small stream of tests/helpers_streams.py, registered as "small-numbers" for the session."""
+    from cl_bench import registry
+
+    registry.streams.register("small-numbers", "helpers_streams:SmallNumbers", origin="tests")
+    yield
+    registry.streams.unregister("small-numbers")
+
+
+@pytest.fixture(scope="session")
+def every_strategy(cache_dir, small):
+    """Each registered strategy run once on the small stream (1 step a stage, row-0 sharing off), with what every
+    AdamW it stepped held: {name: (result document, [facts per optimizer])}. Shared by test_precision (optimizer
+    states) and test_shared (row 0), so that the strategies run once."""
+    import torch
+
+    from cl_bench import registry, shared
+    from cl_bench.config import Budget
+    from cl_bench.models.lm import PretrainConfig
+    from cl_bench.runner import RunConfig, run
+
+    from cl_bench import stream as streams
+    from cl_bench.models.lm import load_base
+
+    # the base pre-trained (and cached) first: its optimizer is not a strategy's
+    load_base("mixtral-tiny", streams.load("small-numbers", cache_dir=cache_dir, progress=False)[1],
+              torch.device("cpu"), cache_dir, PretrainConfig(steps=20), progress=False)
+    mp = pytest.MonkeyPatch()
+    mp.setenv(shared.ENV, "0")
+    stepped = []
+    original = torch.optim.AdamW.__init__
+
+    def record(self, params, *a, **kw):
+        original(self, params, *a, **kw)
+        mine = [p for g in self.param_groups for p in g["params"]]
+        frozen = sum(not p.requires_grad for p in mine)
+
+        def facts(opt, args, kwargs):
+            held = [p for p in mine if p in opt.state]
+            stepped.append({"params": len(mine), "numel": sum(p.numel() for p in mine), "frozen": frozen,
+                            "with_state": len(held),
+                            "states_match": all({k: v.shape for k, v in opt.state[p].items() if k != "step"}
+                                                == {"exp_avg": p.shape, "exp_avg_sq": p.shape} for p in held),
+                            "float32": all(opt.state[p]["exp_avg"].dtype == torch.float32 for p in held)})
+        self.register_step_post_hook(facts)
+
+    mp.setattr(torch.optim.AdamW, "__init__", record)
+    out = {}
+    try:
+        for name in registry.strategies.names():
+            stepped.clear()
+            doc, _ = run(RunConfig(stream="small-numbers", strategy=name, device="cpu",
+                                   budget=Budget(steps=4, batch_size=8), pretrain=PretrainConfig(steps=20),
+                                   results_dir=str(cache_dir / "every-strategy"), cache_dir=str(cache_dir)),
+                         progress=False, echo=lambda s: None)
+            out[name] = (doc, list(stepped))
+    finally:
+        mp.undo()
+    return out

@@ -8,7 +8,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cl_bench import registry
 from cl_bench.cli import main
 from cl_bench.models.families import FAMILIES
 from cl_bench.validate import check_result
@@ -19,12 +18,10 @@ PRE_TOKENIZERS = {"sentencepiece": "Metaspace", "byte-bpe": "ByteLevel"}  # both
 
 
 @pytest.fixture(scope="module")
-def small_stream(cache_dir):
-    registry.streams.register("small-numbers", "helpers_streams:SmallNumbers", origin="tests")
+def small_stream(cache_dir, small):
     from cl_bench import stream
 
-    yield stream.load("small-numbers", cache_dir=cache_dir, progress=False)[1]
-    registry.streams.unregister("small-numbers")
+    return stream.load("small-numbers", cache_dir=cache_dir, progress=False)[1]
 
 
 @pytest.fixture(scope="module")

@@ -57,13 +57,6 @@ def test_the_activation_formula_matches_what_autograd_saves(model_type, hidden, 
     assert abs(planned / saved - 1) < 0.03, (planned, saved)
 
 
-@pytest.fixture(scope="module")
-def small(cache_dir):
-    registry.streams.register("small-numbers", "helpers_streams:SmallNumbers", origin="tests")
-    yield
-    registry.streams.unregister("small-numbers")
-
-
 def plan_json(*args) -> dict:
     out = CliRunner().invoke(main, ["plan", "--json", *args])
     assert out.exit_code == 0, out.output

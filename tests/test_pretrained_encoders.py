@@ -8,7 +8,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cl_bench import registry
 from cl_bench.cli import main
 from cl_bench.models.encoders import build_encoder
 
@@ -95,10 +94,8 @@ def test_an_encoder_without_its_weights_is_one_line(encoder_dirs, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_numbers():
-    registry.streams.register("small-numbers", "helpers_streams:SmallNumbers", origin="tests")
-    yield
-    registry.streams.unregister("small-numbers")
+def small_numbers(small):
+    return None
 
 
 def test_clip_and_whisper_from_disk_run_end_to_end(encoder_dirs, small_numbers, cache_dir, tmp_path):

@@ -234,8 +234,9 @@ def test_publish_runs_what_is_missing_then_writes_the_leaderboard(tmp_path, cach
     assert "| align-only |" in table and "| full-ft |" in table
     assert all((res / f"leaderboard.{ext}").stat().st_size > 0 for ext in ("csv", "tex", "html"))
     assert (res / "figures" / "vision-audio" / "pareto.png").exists()
-    again = CliRunner().invoke(main, args)  # nothing left to run: every run is reused
-    assert again.exit_code == 0 and again.output.count("finished before, reused") == 4
+    again = CliRunner().invoke(main, args)  # nothing left to run: every run is reused (publish is a sweep)
+    assert again.exit_code == 0 and again.output.count(": reused (") == 4
+    assert "sweep: 4 cells, 0 run, 4 reused, 0 failed" in again.output
     out = CliRunner().invoke(main, [*args[:2], "ful-ft", *args[3:]])
     assert out.exit_code != 0 and "Did you mean 'full-ft'" in out.output
 

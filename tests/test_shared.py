@@ -6,20 +6,12 @@ import multiprocessing
 import time
 from pathlib import Path
 
-import pytest
 
 from cl_bench import registry, shared
 from cl_bench.config import Budget
 from cl_bench.models.lm import PretrainConfig
 from cl_bench.runner import RunConfig, run
 from cl_bench.strategy import Strategy
-
-
-@pytest.fixture(scope="module")
-def small(cache_dir):
-    registry.streams.register("small-numbers", "helpers_streams:SmallNumbers", origin="tests")
-    yield
-    registry.streams.unregister("small-numbers")
 
 
 def config(cache, results, strategy, seed=0):
@@ -33,18 +25,17 @@ def same_result(a: dict, b: dict) -> bool:
     return all(a[k] == b[k] for k in keys)
 
 
-def test_every_built_in_strategys_row_0_is_the_same(small, cache_dir, tmp_path, monkeypatch):
-    """What `setup_keeps_outputs` declares, checked with sharing off: every built-in strategy, evaluating its own
-    row 0 after its own setup, gets the same accuracies, items, probes and routing shares."""
-    monkeypatch.setenv(shared.ENV, "0")
+def test_every_built_in_strategys_row_0_is_the_same(every_strategy):
+    """What `setup_keeps_outputs` declares, checked with sharing off (conftest's every_strategy): every built-in
+    strategy, evaluating its own row 0 after its own setup, gets the same accuracies, items, probes and routing
+    shares."""
     rows = {}
-    for name in registry.strategies.names():
+    for name, (doc, _) in every_strategy.items():
         assert registry.strategies.get(name).setup_keeps_outputs, name
-        doc, _ = run(config(cache_dir, tmp_path, name), progress=False, echo=lambda s: None)
         assert doc["timing"]["row0_source"] == "own"
         rows[name] = json.dumps([doc["accuracy_matrix"][0], doc["item_results"]["rows"][0],
                                  {k: v[0] for k, v in doc["extra_accuracy"].items()}, doc["routing"]["rows"][0]])
-    assert len(set(rows.values())) == 1, rows
+    assert len(rows) == len(registry.strategies.names()) and len(set(rows.values())) == 1, rows
 
 
 def test_a_shared_row_0_gives_bit_identical_results(small, cache_dir, tmp_path, monkeypatch):

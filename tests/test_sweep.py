@@ -4,20 +4,11 @@ kill, failures listed while the other cells go on; publish is a sweep plus the l
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
-from cl_bench import registry
 from cl_bench.cli import main
 
 TESTS = Path(__file__).resolve().parent
-
-
-@pytest.fixture(scope="module")
-def small(cache_dir):
-    registry.streams.register("small-numbers", "helpers_streams:SmallNumbers", origin="tests")
-    yield
-    registry.streams.unregister("small-numbers")
 
 
 def args(cache_dir, results, *extra):
