@@ -132,10 +132,11 @@ def test_an_unsupported_family_is_one_line(small, cache_dir, tmp_path):
 def test_the_planned_peak_is_within_20_percent_of_the_measured_peak(hidden):
     """bench/moextend_cost.py's measurement (a fresh process, glibc's mmap threshold fixed) of MoExtend learning
     vision-audio's first experience, 2 steps of the default batch (32), at the bench's three sizes; full
-    fine-tuning at the smallest two (the largest takes minutes and 7 GB: `python bench/moextend_cost.py`)."""
+    fine-tuning at the smallest (the larger two take 2-7 GB and most of a minute: `python bench/moextend_cost.py`
+    measures them)."""
     import os
 
-    for strategy in ("moextend", "full-ft") if hidden < 1024 else ("moextend",):
+    for strategy in ("moextend", "full-ft") if hidden == 128 else ("moextend",):
         out = subprocess.run([sys.executable, str(ROOT / "bench" / "moextend_cost.py"), "--child", str(hidden),
                               strategy, "--steps", "2", "--batch", "32"], capture_output=True, text=True, check=True,
                              env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
