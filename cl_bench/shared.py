@@ -12,10 +12,12 @@ strategy that does not declare it, a plug-in's included, always evaluates its ow
 
 An entry is written atomically under a file lock: concurrent workers (a sweep) wait for the
 one computing it and read it, never write it twice. What was looked up, saved and where the row
-came from are in the result file (timing.row0_shared). Which stages beyond row 0 are shared
+came from are in the result file (timing.row0_source). Which stages beyond row 0 are shared
 at clbench's defaults was checked on the published results: none (no two strategies' row 1 is
-the same: full-ft, single-ft and MMER fine-tune with other settings; LoRA and adapters per
-modality initialise their modules at another point of the random stream).
+the same). MMER's first per-modality fine-tune is full-ft's first stage at another learning
+rate (3e-4 against full-ft's tuned 3e-5); full-ft's optional alignment phase trains with the
+router's load-balancing loss, MoExtend's without; LoRA and adapters per modality initialise
+their modules at another point of the random stream than their shared variants.
 """
 
 from __future__ import annotations
