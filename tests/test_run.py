@@ -254,11 +254,13 @@ def test_checkpoints_score_the_model_as_it_is_at_that_point(tmp_path, cache_dir,
 
 
 @pytest.mark.parametrize("strategy", ["full-ft", "ewc"])  # the engine's loop and avalanche's
-def test_a_diverging_run_stops_with_the_cause_and_writes_no_result(tmp_path, cache_dir, stream, strategy):
+def test_a_diverging_run_stops_with_the_cause_and_writes_no_result(tmp_path, cache_dir, small, strategy):
     res = tmp_path / "results"
     # 1e38: Adam moves each weight by about the learning rate, so the next forward overflows float32 whatever the
-    # base (lr=1e6 only wrecks this tiny base to finite garbage under some package versions)
-    out = CliRunner().invoke(main, ["run", "--strategy", strategy, "-o", "lr=1e38", "--steps", "3",
+    # base (lr=1e6 only wrecks this tiny base to finite garbage under some package versions); the small stream, so
+    # that EWC's Fisher over the base's training split takes seconds
+    out = CliRunner().invoke(main, ["run", "--stream", "small-numbers", "--strategy", strategy, "-o", "lr=1e38",
+                                    "--steps", "3",
                                     "--batch-size", "4", "--pretrain-steps", "5", "--cache-dir", str(cache_dir),
                                     "--results-dir", str(res), "--device", "cpu", "--eval-limit", "16", "-q"])
     assert out.exit_code == 1, out.output
