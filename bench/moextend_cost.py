@@ -167,26 +167,33 @@ def extrapolate() -> list[dict]:
     from transformers import AutoConfig
 
     from cl_bench import registry
-    from cl_bench.plan import make_plan
-    from cl_bench.models.lm import word_tokenizer
-    from cl_bench.models.encoders import Encoder
-
-    class CLIPL336(Encoder):  # shapes only: 576 tokens of 1024 features, 304M frozen parameters
-        modality, name, out_dim = "image", "clip-l-336", 1024
-
-    import dataclasses as dc
     from cl_bench import stream as streams
     from cl_bench.data import default_cache_dir
+    from cl_bench.models.encoders import Encoder
+    from cl_bench.models.lm import word_tokenizer
+    from cl_bench.plan import make_plan
+
+    class CLIPL336(Encoder):
+        """CLIP ViT-L/14-336's shapes only: 576 tokens of 1024 features, its 303,966,208 frozen parameters on the
+        meta device (counted, not allocated)."""
+
+        modality, name, out_dim = "image", "clip-l-336", 1024
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.weights = torch.nn.Parameter(torch.empty(303_966_208, device="meta"), requires_grad=False)
+
+        def featurize(self, raw: list) -> torch.Tensor:
+            return torch.zeros(len(raw), 3, 336, 336)  # pixel values at 336 px
 
     _, stream = streams.load("vision-audio", cache_dir=default_cache_dir(), progress=False)
     first = stream.experiences[0].without_test()
-    stream = dc.replace(stream, experiences=(dc.replace(first, modality="image"),))
+    stream = dataclasses.replace(stream, experiences=(dataclasses.replace(first, modality="image"),))
     config = AutoConfig.for_model("mixtral", **MIXTRAL_8X7B)
     out = []
     for strategy in ("full-ft", "moextend"):
         for ckpt in (False, True):
             enc = CLIPL336()
-            enc.featurize = lambda raw: torch.zeros(len(raw), 3, 336, 336)
             plan = make_plan("mixtral-8x7b", registry.strategies.get(strategy)(), config, word_tokenizer(["a"]),
                              {"image": enc}, stream, batch_size=16, eval_batch_size=16, dtype=torch.bfloat16,
                              device=torch.device("cuda"), checkpointing=ckpt, seq_len=2048)

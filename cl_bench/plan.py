@@ -177,12 +177,9 @@ def capacity(device: torch.device) -> int | None:
         if not torch.cuda.is_available():
             return None
         return torch.cuda.get_device_properties(device.index or 0).total_memory
-    try:
-        import psutil
+    import psutil
 
-        return psutil.virtual_memory().total
-    except ImportError:
-        return None
+    return psutil.virtual_memory().total
 
 
 def make_plan(model_name: str, strategy, lm_config, tokenizer, encoders: dict, stream, *, batch_size: int,
@@ -204,9 +201,11 @@ def make_plan(model_name: str, strategy, lm_config, tokenizer, encoders: dict, s
                                                 for m, e in encoders.items()})
     enc_params = sum(numel(e) for e in encoders.values())
     lm_params, proj_params = numel(lm), numel(model.projectors)
+    first = {e.name: encoders[e.modality].featurize([e.train[0]["input"]])
+             for e in stream.experiences if e.modality in encoders}  # one featurized item per task
     if seq_len is None:
-        seq_len = sequence_length(stream, tokenizer, encoders)
-    data_bytes = featurized_bytes(stream, encoders)
+        seq_len = sequence_length(stream, tokenizer, encoders, first)
+    data_bytes = featurized_bytes(stream, first)
     frozen_size = torch.finfo(dtype).bits // 8
     compute_size = frozen_size  # autocast's activations are in --dtype
     experts, n, k = _experts(lm)
@@ -218,7 +217,8 @@ def make_plan(model_name: str, strategy, lm_config, tokenizer, encoders: dict, s
         total_lm = numel(model.lm)  # after the strategy's additions
         total = total_lm + numel(model.projectors)
         trainable = fp.trainable
-        weights = (total - trainable) * frozen_size + trainable * 4 + enc_params * 4
+        # frozen encoders by path are cast to --dtype with the LM (runner); the built-in ones hold no parameters
+        weights = (total - trainable) * frozen_size + trainable * 4 + enc_params * frozen_size
         act = activation_elements(model.lm, batch_size * seq_len, checkpointing, fp.base_frozen) * compute_size
         grads, optimizer = trainable * 4, trainable * 8
         evaluation = eval_elements(model.lm, eval_batch_size * seq_len) * compute_size
@@ -244,8 +244,9 @@ def make_plan(model_name: str, strategy, lm_config, tokenizer, encoders: dict, s
                 gradient_checkpointing=checkpointing, capacity_bytes=capacity(device), notes=tuple(notes), **worst)
 
 
-def sequence_length(stream, tokenizer, encoders: dict) -> int:
-    """The longest prompt + input tokens + answer of the stream's training splits, in tokens."""
+def sequence_length(stream, tokenizer, encoders: dict, first: dict) -> int:
+    """The longest prompt + input tokens + answer of the stream's training splits, in tokens; `first`: task name
+    -> its first training item featurized."""
     from cl_bench.experience import INPUT_MARKER
 
     longest = 0
@@ -253,10 +254,9 @@ def sequence_length(stream, tokenizer, encoders: dict) -> int:
         if exp is None:
             continue
         slots = 0
-        if exp.modality in encoders:
-            enc = encoders[exp.modality]
+        if exp.name in first:
             with torch.no_grad():
-                slots = enc(enc.featurize([exp.train[0]["input"]])).shape[1]
+                slots = encoders[exp.modality](first[exp.name]).shape[1]
         prompts = [p.replace(INPUT_MARKER, " ") for p in exp.train["prompt"]]
         p = max(len(x) for x in tokenizer(prompts)["input_ids"])
         answers = tokenizer([" " + x for x in exp.train["answer"]], add_special_tokens=False)["input_ids"]
@@ -265,13 +265,14 @@ def sequence_length(stream, tokenizer, encoders: dict) -> int:
     return longest
 
 
-def featurized_bytes(stream, encoders: dict) -> int:
+def featurized_bytes(stream, first: dict) -> int:
     """Bytes of the encoders' inputs the run keeps featurized: every split of every task with an encoder (the
-    evaluation splits all at once, the training and validation splits of the current stage)."""
+    evaluation splits all at once, the training and validation splits of the current stage); `first`: task name
+    -> its first training item featurized."""
     total = 0
     for exp in stream.experiences:
-        if exp.modality in encoders:
-            one = encoders[exp.modality].featurize([exp.train[0]["input"]])
+        if exp.name in first:
+            one = first[exp.name]
             items = len(exp.train) + len(exp.val) + (len(exp.test) if exp.test is not None else 0)
             total += one.numel() * one.element_size() * items
     return total
@@ -279,8 +280,13 @@ def featurized_bytes(stream, encoders: dict) -> int:
 
 def full_model_footprint(model, modality: str) -> Footprint:
     """Every LM weight and the modality's projector train (full fine-tuning)."""
-    proj = model.projectors[modality] if modality in model.projectors else torch.nn.Module()
+    proj = projector(model, modality)
     return Footprint(trainable=numel(model.lm) + numel(proj), largest=largest(model.lm, proj))
+
+
+def projector(model, modality: str) -> torch.nn.Module:
+    """The modality's projector, or an empty module for text (no projector: nothing to count)."""
+    return model.projectors[modality] if modality in model.projectors else torch.nn.Module()
 
 
 def largest(*modules) -> int:

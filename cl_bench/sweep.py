@@ -67,15 +67,14 @@ def load_grid_file(path: str) -> dict:
 
 def cells(grid: Grid, make: Callable[..., object]) -> list:
     """The RunConfigs of `grid`; `make(stream=, strategy=, seed=, order=, strategy_options=)` builds one."""
-    import dataclasses as dc
-
     from cl_bench import registry
 
     option_owners = {name: [] for name in grid.options}
     out = []
     for stream, order, strategy in itertools.product(grid.streams, grid.orders, grid.strategies):
         cls = registry.strategies.get(strategy)
-        fields = {f.name.replace("_", "-") for f in dc.fields(cls.Config)} | {f.name for f in dc.fields(cls.Config)}
+        names = [f.name for f in dataclasses.fields(cls.Config)]
+        fields = {n.replace("_", "-") for n in names} | set(names)
         mine = {k: v for k, v in grid.options.items() if k in fields}
         for k in mine:
             option_owners[k].append(strategy)

@@ -43,9 +43,9 @@ class AlignOnly(Strategy):
         return list(self.model.lm.parameters())
 
     def footprint(self, model, modality: str):
-        from cl_bench.plan import Footprint, numel
+        from cl_bench.plan import Footprint, numel, projector
 
-        proj = model.projectors[modality] if modality in model.projectors else torch.nn.Module()
+        proj = projector(model, modality)
         return Footprint(trainable=numel(proj), largest=max((p.numel() for p in proj.parameters()), default=0),
                          base_frozen=True)
 

@@ -90,12 +90,11 @@ class Joint(Strategy):
 
     def footprint(self, model, modality: str):
         """The LM and the projectors of every modality trained together so far (all of them when joint)."""
-        from cl_bench.plan import Footprint, numel
+        from cl_bench.plan import Footprint, numel, projector
 
         seen = model.__dict__.setdefault("_plan_modalities", [])
         seen[:] = ([m for m in seen if m != modality] if self.earlier else []) + [modality]
-        return Footprint(trainable=numel(model.lm) + sum(numel(model.projectors[m]) for m in seen
-                                                         if m in model.projectors))
+        return Footprint(trainable=numel(model.lm) + sum(numel(projector(model, m)) for m in seen))
 
     def learn(self, experience: Experience) -> dict:
         if experience.test is not None:

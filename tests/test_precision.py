@@ -69,8 +69,17 @@ def test_bfloat16_stores_frozen_weights_in_it_and_trains_float32_master_weights(
 
 def test_float16_scales_its_loss_and_avalanche_refuses_it(small, cache_dir, tmp_path, monkeypatch):
     monkeypatch.setenv(CPU_HALF_ENV, "1")
+    steps = []  # (scaler enabled, its scale) at every scaled optimizer step
+    original = torch.amp.GradScaler.step
+
+    def step(self, optimizer, *a, **kw):
+        steps.append((self.is_enabled(), self.get_scale()))
+        return original(self, optimizer, *a, **kw)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "step", step)
     doc, _ = run(config(tmp_path, cache_dir, "full-ft", dtype="float16"), progress=False, echo=lambda s: None)
     assert doc["status"] == "complete"
+    assert steps and all(enabled and scale > 1 for enabled, scale in steps)  # every step through the scaler
     assert all(0.0 <= a <= 1.0 for row in doc["accuracy_matrix"] for a in row)
     with pytest.raises(ValueError, match="float16 needs its loss scaled, .* use --dtype bfloat16"):
         run(config(tmp_path, cache_dir, "ewc", dtype="float16"), progress=False, echo=lambda s: None)

@@ -69,7 +69,7 @@ class Adapter(Strategy):
 
     def footprint(self, model, modality: str):
         """The adapters' own modules on the meta model: the stage's adapter set and the projector train."""
-        from cl_bench.plan import Footprint, numel
+        from cl_bench.plan import Footprint, numel, projector
 
         c, name = self.config, self._adapter_for(modality)
         if not hasattr(model, "_plan_slots"):
@@ -79,8 +79,7 @@ class Adapter(Strategy):
                         next(model.lm.parameters()))
             model._plan_adapters.add(name)
         adapter = sum(p.numel() for p in adapter_parameters(model._plan_slots, name))
-        return Footprint(trainable=adapter + (numel(model.projectors[modality]) if modality in model.projectors
-                                              else 0), base_frozen=True)
+        return Footprint(trainable=adapter + numel(projector(model, modality)), base_frozen=True)
 
     def frozen(self) -> list[torch.nn.Parameter]:
         return list(self._base)  # the base LM: only adapters (and projectors) change

@@ -76,7 +76,7 @@ class LoRA(Strategy):
         """PEFT's own LoRA modules on the meta model: the stage's adapter and the projector train."""
         from peft import PeftModel, get_peft_model
 
-        from cl_bench.plan import Footprint, numel
+        from cl_bench.plan import Footprint, numel, projector
 
         name = self._adapter_for(modality)
         if not isinstance(model.lm, PeftModel):
@@ -84,7 +84,7 @@ class LoRA(Strategy):
         elif name not in model.lm.peft_config:
             model.lm.add_adapter(name, self.config.peft(model.lm.get_base_model()))
         lora = sum(p.numel() for n, p in model.lm.named_parameters() if f".{name}." in n or n.endswith(f".{name}"))
-        return Footprint(trainable=lora + (numel(model.projectors[modality]) if modality in model.projectors else 0))
+        return Footprint(trainable=lora + numel(projector(model, modality)))
 
     def frozen(self) -> list[torch.nn.Parameter]:
         return list(self._base)  # the base LM: only adapters (and projectors) change

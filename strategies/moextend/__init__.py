@@ -162,7 +162,7 @@ class MoExtend(Strategy):
     def footprint(self, model, modality: str):
         """The stage's new experts, router rows and calibrations (added to the meta model by the surgery's own
         code) and the projector train; which layers are chosen does not change the counts."""
-        from cl_bench.plan import Footprint, numel
+        from cl_bench.plan import Footprint, numel, projector
 
         blocks = getattr(model, "_plan_blocks", None)
         if blocks is None:
@@ -174,7 +174,7 @@ class MoExtend(Strategy):
         new = [b.add_experts([0], stage, self.config.calibration_hidden, std) for b in blocks[:n]]
         trained = [p for a in new for name, p in a.named_parameters()
                    if name != "offset" or self.config.router_init == "outside"]
-        proj = model.projectors[modality] if modality in model.projectors else torch.nn.Module()
+        proj = projector(model, modality)
         return Footprint(trainable=sum(p.numel() for p in trained) + numel(proj),
                          largest=max([p.numel() for p in trained] + [p.numel() for p in proj.parameters()]),
                          base_frozen=True)
