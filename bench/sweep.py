@@ -16,6 +16,14 @@ Wall time of each (whole commands, Ray's start and stop included) and the ratios
 times what sharing row 0 saves: `clbench sweep` of every registered strategy, one seed, full
 evaluation (as `clbench publish` evaluates), with CLBENCH_SHARED_CACHE=0 and with sharing on
 (a seed with nothing stored yet, so that its first run computes the entry).
+
+    python bench/sweep.py --publish SEED
+
+the same at clbench publish's defaults: `clbench publish --seeds SEED` (the default stream, every
+strategy, 400 steps, full evaluation, then the leaderboard and figures) into a fresh results
+directory, once with CLBENCH_SHARED_CACHE=0 and once with sharing on (the first run of the seed
+computes the entry: pick a seed with no entry stored, e.g. one not published). It prints both
+wall times and, from the result files, the row 0 evaluation's seconds summed over the runs.
 """
 
 from __future__ import annotations
@@ -56,6 +64,29 @@ def shared_cache(steps: int) -> None:
     print(f"saved {off - on:.1f} s of {off:.1f} s ({(off - on) / off:.1%})")
 
 
+def publish(seed: int) -> None:
+    import json
+    import os
+
+    root = Path(tempfile.mkdtemp(prefix="clbench-publish-bench-"))
+    times, row0 = {}, {}
+    for name, env in (("sharing off (CLBENCH_SHARED_CACHE=0)", {"CLBENCH_SHARED_CACHE": "0"}),
+                      ("sharing on, nothing stored before", {})):
+        out = root / ("off" if env else "on")
+        t0 = time.perf_counter()
+        subprocess.run(["clbench", "publish", "--seeds", str(seed), "--device", "cpu", "--results-dir", str(out)],
+                       check=True, capture_output=True, env={**os.environ, **env})
+        times[name] = time.perf_counter() - t0
+        files = [json.loads(f.read_text()) for f in (out / "runs").rglob("*.json")]
+        sources = sorted({str(d["timing"].get("row0_source")) for d in files})
+        row0[name] = sum(d["timing"]["row0_eval_seconds"] for d in files)
+        print(f"{name}: {times[name]:.1f} s, {len(files)} runs, row 0 {row0[name]:.1f} s in all "
+              f"(row0_source: {', '.join(sources)})", flush=True)
+    (off, on), (r_off, r_on) = times.values(), row0.values()
+    print(f"saved {off - on:.1f} s of {off:.1f} s ({(off - on) / off:.1%}); row 0 took {r_off:.1f} s "
+          f"without sharing and {r_on:.1f} s with it")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=6)
@@ -63,7 +94,11 @@ def main() -> None:
     ap.add_argument("--eval-limit", type=int, default=64)
     ap.add_argument("--reference", nargs=1, help=argparse.SUPPRESS)
     ap.add_argument("--shared-cache", action="store_true", help="time what sharing row 0 saves (see above)")
+    ap.add_argument("--publish", type=int, metavar="SEED", help="time what sharing saves in clbench publish (above)")
     args = ap.parse_args()
+    if args.publish is not None:
+        publish(args.publish)
+        return
     if args.shared_cache:
         shared_cache(args.steps)
         return
