@@ -24,6 +24,14 @@ strategy, 400 steps, full evaluation, then the leaderboard and figures) into a f
 directory, once with CLBENCH_SHARED_CACHE=0 and once with sharing on (the first run of the seed
 computes the entry: pick a seed with no entry stored, e.g. one not published). It prints both
 wall times and, from the result files, the row 0 evaluation's seconds summed over the runs.
+
+    python bench/sweep.py --fits SEED
+
+what sharing fits saves where settings agree: `clbench sweep --strategies full-ft,mmer,single-ft --set lr=3e-4`
+(MMER's default learning rate, a point of all three tuning grids; default budgets, full evaluation), with
+CLBENCH_SHARED_CACHE=0 and with sharing on (a seed with nothing stored). It prints both wall times, each
+stage's fits (computed or stored, from the result files) and what sharing cost (overhead_seconds: hashing the
+state, writing or reading the entries).
 """
 
 from __future__ import annotations
@@ -87,6 +95,34 @@ def publish(seed: int) -> None:
           f"without sharing and {r_on:.1f} s with it")
 
 
+def fits(seed: int) -> None:
+    import json
+    import os
+
+    root = Path(tempfile.mkdtemp(prefix="clbench-fits-bench-"))
+    times = {}
+    for name, env in (("sharing off (CLBENCH_SHARED_CACHE=0)", {"CLBENCH_SHARED_CACHE": "0"}),
+                      ("sharing on, nothing stored before", {})):
+        out = root / ("off" if env else "on")
+        t0 = time.perf_counter()
+        subprocess.run(["clbench", "sweep", "--strategies", "full-ft,mmer,single-ft", "--set", "lr=3e-4", "--seeds",
+                        str(seed), "--device", "cpu", "-q", "--results-dir", str(out)], check=True, capture_output=True,
+                       env={**os.environ, **env})
+        times[name] = time.perf_counter() - t0
+        print(f"{name}: {times[name]:.1f} s", flush=True)
+        if not env:
+            overhead = []
+            for f in sorted((out / "runs").rglob("*.json"), key=lambda f: f.stat().st_mtime):
+                d = json.loads(f.read_text())
+                log = [x for s in d["stages"] for x in s.get("shared_fits", [])]
+                overhead += [x["overhead_seconds"] for x in log]
+                print(f"  {d['config']['strategy']}: " + ", ".join(f"{x['phase']} {x['source']} ({x['seconds']} s)"
+                                                                   for x in log))
+            print(f"  sharing's cost per fit: {min(overhead):.3f}-{max(overhead):.3f} s")
+    off, on = times.values()
+    print(f"saved {off - on:.1f} s of {off:.1f} s ({(off - on) / off:.1%})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=6)
@@ -95,7 +131,11 @@ def main() -> None:
     ap.add_argument("--reference", nargs=1, help=argparse.SUPPRESS)
     ap.add_argument("--shared-cache", action="store_true", help="time what sharing row 0 saves (see above)")
     ap.add_argument("--publish", type=int, metavar="SEED", help="time what sharing saves in clbench publish (above)")
+    ap.add_argument("--fits", type=int, metavar="SEED", help="time what sharing fits saves where settings agree")
     args = ap.parse_args()
+    if args.fits is not None:
+        fits(args.fits)
+        return
     if args.publish is not None:
         publish(args.publish)
         return

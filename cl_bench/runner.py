@@ -180,7 +180,7 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
     from cl_bench.models.lm import checkpoint_key, load_base
     from cl_bench.models.pretrained import PretrainedAudio, PretrainedImage, is_model_dir
     from cl_bench.models.multimodal import MultimodalLM
-    from cl_bench.strategy import RunContext, Strategy
+    from cl_bench.strategy import RunContext, Strategy, shares_fits
 
     t_start = time.perf_counter()
     device = resolve_device(config.device)
@@ -240,6 +240,7 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
     sweep_stale(path.parent, ".*.tmp")
     for sub in ("models", "data", "data/numbers", "runs"):
         sweep_stale(cache / sub, "*.tmp-*")
+    sweep_stale(cache / "shared", ".*.tmp")  # a stored fit's or row's temporary copy (results.atomic_*)
     sweep_stale(Path(tempfile.gettempdir()), "clbench-speech-*")
     if reuse and not restart and path.exists():
         try:
@@ -276,9 +277,17 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
         checkpoints[label] = {t.name: round(accuracy(strategy.model_for(t.info), d, device, config.eval_batch_size), 6)
                               for t, d in val_evals()}
 
+    from cl_bench import shared
+
+    fits = None
+    if shared.enabled() and shares_fits(strategy_cls):
+        fit_config = {k: v for k, v in ident["config"].items()
+                      if k not in ("strategy", "budget", "eval_split", "eval_limit")}
+        fits = shared.FitStore(cache, {**{k: v for k, v in ident.items() if k not in ("config", "strategy_options")},
+                                       "config": fit_config})
     ctx = RunContext(device=device, seed=config.seed, budget=config.budget, stream=stream.name,
                      tasks=tuple(t.info for t in stream.tasks), progress=progress,
-                     base=stream.base.without_test(), checkpoint=on_checkpoint)
+                     base=stream.base.without_test(), checkpoint=on_checkpoint, fits=fits)
     strategy.setup(model, ctx)
     if inspect:
         inspect("setup", strategy)
@@ -321,8 +330,6 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
         shutil.rmtree(work)
     state = _load_state(work, strategy, echo)
     if state is None:
-        from cl_bench import shared
-
         t0 = time.perf_counter()
         if shared.enabled() and getattr(strategy_cls, "setup_keeps_outputs", False):
             (row, items, extra, routed), source = shared.row0(cache, shared.row0_key(ident, config.eval_batch_size),
@@ -348,7 +355,7 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
     for i, exp in enumerate(stream.experiences, start=1):
         if i < len(state["rows"]):
             continue  # finished before a resume
-        t0 = time.perf_counter()
+        t0, shared_before = time.perf_counter(), strategy.shared_seconds()
         strategy.take_training_record()  # nothing from before this stage counts towards it
         checkpoints.clear()
         try:
@@ -357,7 +364,8 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
                 check_finite(strategy.model_for(t.info).named_parameters(), "the model after the stage", 1, 1)
         except Diverged as e:
             raise RunDiverged(_divergence_message(config, strategy, i, exp.name, e)) from e
-        train_seconds = time.perf_counter() - t0
+        # fits read from the store count what they took when computed: the training time is the method's
+        train_seconds = time.perf_counter() - t0 + strategy.shared_seconds() - shared_before
         cost = strategy.cost()
         training = _training_record(strategy.take_training_record(), config.budget)
         memory = _memory_record(strategy.memory(), stream, exp.name)
@@ -374,7 +382,10 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
                                 "cost": dataclasses.asdict(cost), "training": training, "memory": memory,
                                 # validation accuracies at points inside the stage (Strategy.checkpoint)
                                 "checkpoints": dict(checkpoints),
-                                "train_stats": stats, "finished": _now(), **_where()})
+                                "train_stats": stats, "finished": _now(), **_where(),
+                                # each fit shared (cl_bench.shared.FitStore): computed here and stored, or stored
+                                # by an earlier run; absent when the strategy does not share its fits
+                                **({"shared_fits": fits.take_log()} if fits is not None else {})})
         _save_state(work, state, strategy)
         faults.point(f"stage-saved:{i}")
         if progress:

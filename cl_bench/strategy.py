@@ -16,7 +16,7 @@ import abc
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -46,6 +46,14 @@ class RunContext:
     # checkpoint(label): the runner evaluates every task's validation split now and records it
     # under the stage's "checkpoints" (Strategy.checkpoint); the strategy gets nothing back.
     checkpoint: Callable[[str], None] | None = None
+    # The stored fits (cl_bench.shared.FitStore) where the strategy declares shares_fits and sharing is on; None
+    # otherwise. Strategy.fit uses it.
+    fits: Any = None
+
+
+def shares_fits(cls: type) -> bool:
+    """Whether strategy class `cls` itself declares ``shares_fits`` (not inherited from a base class)."""
+    return bool(vars(cls).get("shares_fits", False))
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,12 @@ class Strategy(abc.ABC):
     # identity wrappers): the run's row 0 is then the one every such strategy gets and is shared across runs
     # (cl_bench.shared). False by default: the strategy's own row 0 is always evaluated.
     setup_keeps_outputs: ClassVar[bool] = False
+    # True when every ``fit`` of this strategy trains a model whose forward pass its parameters, buffers and module
+    # classes determine (no hooks, no attributes set on modules, no extra loss), on the experience's own training
+    # split: such a fit is then computed once and shared across runs and strategies, keyed by a hash of that state,
+    # the parameter groups, the budget and the seed (cl_bench.shared.FitStore). False by default, and declared by
+    # each class itself: a subclass, which may add hooks, does not inherit it.
+    shares_fits: ClassVar[bool] = False
 
     def __init__(self, config=None) -> None:
         self.config = config if config is not None else self.Config()
@@ -252,13 +266,30 @@ class Strategy(abc.ABC):
         if experience.test is not None:
             raise RuntimeError("a strategy was handed test data; the runner must pass experience.without_test()")
         ctx = self.context
-        data = self.data(experience, "train") if data is None else data
-        stats = train(self.model, data, param_groups, steps=steps or ctx.budget.steps, batch_size=ctx.budget.batch_size,
-                      seed=self.seed_for(experience), device=ctx.device, warmup_fraction=ctx.budget.warmup_fraction,
-                      desc=desc or f"{experience.name}", progress=ctx.progress, **train_kwargs)
+        steps, seed = steps or ctx.budget.steps, self.seed_for(experience)
+
+        def compute():
+            return train(self.model, self.data(experience, "train") if data is None else data, param_groups,
+                         steps=steps, batch_size=ctx.budget.batch_size, seed=seed, device=ctx.device,
+                         warmup_fraction=ctx.budget.warmup_fraction, desc=desc or f"{experience.name}",
+                         progress=ctx.progress, **train_kwargs)
+
+        store, key = ctx.fits if shares_fits(type(self)) else None, None
+        if store is not None and data is None:  # the experience's own training split: fixed by the run's identity
+            key = store.key(self.model, experience, param_groups, steps=steps, batch_size=ctx.budget.batch_size,
+                            warmup_fraction=ctx.budget.warmup_fraction, seed=seed, device=ctx.device,
+                            train_kwargs=train_kwargs)
+        stats = compute() if key is None else store.fit(key, self.model, param_groups, desc or experience.name,
+                                                        ctx.device, compute)
         self.record_training(desc or experience.name, stats.steps, stats.examples, stats.tokens, stats.flops)
         return {"steps": stats.steps, "first_loss": round(stats.first_loss, 5), "last_loss": round(stats.last_loss, 5),
                 "seconds_per_step": round(stats.seconds_per_step, 5)}
+
+    def shared_seconds(self) -> float:
+        """Seconds of fits read from the store instead of computed (what they took when computed, less the reading):
+        add the change over a phase to its wall time to time it as if computed (the runner does for each stage)."""
+        store = self.context.fits if self.context is not None else None
+        return store.credit if store is not None else 0.0
 
     def data(self, experience: Experience, split: str):
         """The experience's `split` ("train" or "val") as batches for this model, built once per stage."""

@@ -26,6 +26,7 @@ class AlignOnly(Strategy):
     """Only each new modality's projector is trained; the LM is frozen, so text is untouched."""
 
     setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+    shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.shared.FitStore)
 
     Config = AlignOnlyConfig
     tuning = {"projector_lr": ("1e-3", "2e-3", "5e-3", "1e-2", "2e-2")}

@@ -37,6 +37,7 @@ class FullFineTuning(Strategy):
     """All LM parameters and the new modality's projector are trained on each stage (LLaVA stage-2 style)."""
 
     setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+    shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.shared.FitStore)
 
     Config = FullFineTuningConfig
     tuning = {"lr": ("1e-5", "3e-5", "1e-4", "3e-4", "1e-3")}

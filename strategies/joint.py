@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from cl_bench.experience import Experience
 from cl_bench.strategy import Declaration, Memory, Strategy
 
@@ -52,6 +50,7 @@ class Joint(Strategy):
     """Multi-task training on the base text task and every modality seen so far (the upper bound)."""
 
     setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+    shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.shared.FitStore)
 
     Config = JointConfig
     tuning = {"lr": ("1e-4", "3e-4", "1e-3", "3e-3")}
@@ -119,7 +118,8 @@ class Joint(Strategy):
         k = len(self._seen)
         steps = self.context.budget.steps * (k if self._option("scale_steps") else 1)
         stats = self.fit(experience, groups, desc=f"{self.word} {'+'.join(e.name for e in tasks)}", steps=steps,
-                         data=[self._train_data(e) for e in tasks])
+                         # the stage's own split alone (single-ft): the plain fit, which is shared
+                         data=None if tasks == [experience] else [self._train_data(e) for e in tasks])
         stats["tasks"] = [e.name for e in tasks]
         stats["summary"] = f"{self.word} on {' + '.join(e.name for e in tasks)}, {steps} steps"
         return stats
@@ -132,6 +132,7 @@ class SingleTask(Joint):
     tuning = {"lr": ("3e-5", "1e-4", "3e-4", "1e-3")}
     declares = Declaration()
     earlier, word = False, "single-task"
+    shares_fits = True  # declared by each class (cl_bench.strategy.shares_fits)
 
     def declaration(self) -> Declaration:
         return self.declares

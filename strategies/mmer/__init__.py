@@ -91,6 +91,7 @@ class MMER(Strategy):
     """Per-modality fine-tuned LMs merged into one task vector, with a binary mask per modality."""
 
     setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+    shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.shared.FitStore)
 
     Config = MMERConfig
     tuning = {"lr": ("1e-4", "3e-4", "1e-3")}
@@ -139,7 +140,7 @@ class MMER(Strategy):
         self._load_parameters(None)  # theta_0
         self.freeze_all()
         source = self.config.source_dirs().get(mod)
-        t0 = time.perf_counter()
+        t0, shared0 = time.perf_counter(), self.shared_seconds()
         if source:  # training-free: merge a given fine-tuned model
             self._load_source(Path(source), mod)
             stats = {"source": source, "steps": 0}
@@ -151,7 +152,7 @@ class MMER(Strategy):
                                            "lr": self.config.projector_lr}], f"{experience.name} fine-tuning")
             if self.config.export_dir:
                 self._export(Path(self.config.export_dir) / mod, mod)
-        finetune_seconds = time.perf_counter() - t0
+        finetune_seconds = time.perf_counter() - t0 + self.shared_seconds() - shared0  # a stored fit: as computed
         tau = {n: (p.detach() - self.theta0[n]).cpu().contiguous() for n, p in m.lm.named_parameters()}
         save_file(tau, str(self._tau_path(mod)))
         del tau
