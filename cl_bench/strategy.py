@@ -259,7 +259,9 @@ class Strategy(abc.ABC):
 
         `data`: TaskData (or a list of them, mixed in proportion to their sizes) to train on
         instead of the experience's training split. `train_kwargs` go to
-        cl_bench.engine.train (router_aux_loss, extra_loss, ...).
+        cl_bench.engine.train (router_aux_loss, extra_loss, ...). Where the class declares
+        ``shares_fits`` and trains on the experience's own split without an extra loss, a fit
+        computed before from the same state is read instead (cl_bench.shared.FitStore).
         """
         from cl_bench.engine import train
 

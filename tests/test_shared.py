@@ -164,6 +164,15 @@ def test_a_run_that_differs_only_in_its_evaluation_reuses_every_fit(small, cache
     assert sources(other_budget) == [["computed"], ["computed"]]
 
 
+def test_full_ft_runs_that_differ_in_lr_share_their_first_alignment_phase(small, cache_dir, tmp_path):
+    quiet = dict(progress=False, echo=lambda s: None)
+    first, _ = run(fit_config(cache_dir, tmp_path, "full-ft", 114, steps=4, align_fraction="0.5", lr="1e-4"), **quiet)
+    assert sources(first) == [["computed", "computed"], ["computed", "computed"]]
+    other, _ = run(fit_config(cache_dir, tmp_path, "full-ft", 114, steps=4, align_fraction="0.5", lr="1e-3"), **quiet)
+    # the projector's alignment from the base is the same; everything after it trains at another rate
+    assert sources(other) == [["stored", "computed"], ["computed", "computed"]]
+
+
 class PlainSubclass(FullFineTuning):
     """A plug-in built on full-ft (it may add hooks): it does not inherit full-ft's shares_fits."""
 
