@@ -40,7 +40,7 @@ END = "<!-- ablations:end -->"
 def run_variants(variants, seeds, results_dir, steps, pretrain_steps, eval_limit, cache_dir) -> dict[str, dict]:
     from cl_bench.config import Budget
     from cl_bench.models.lm import PretrainConfig
-    from cl_bench.runner import RunConfig, run
+    from cl_bench.run.runner import RunConfig, run
 
     docs: dict[str, dict] = {}
     for name, options in variants:
@@ -66,7 +66,7 @@ def surgery_effect(doc: dict, task: str = "text") -> float:
 def table(docs: dict[str, dict]) -> str:
     import numpy as np
 
-    from cl_bench.stats import bootstrap_ci, holm, paired_comparison
+    from cl_bench.analysis.stats import bootstrap_ci, holm, paired_comparison
 
     names = list(docs)
     tasks = [t["name"] for t in next(iter(docs[names[0]].values()))["stream"]["tasks"]]

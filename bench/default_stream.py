@@ -25,7 +25,7 @@ def main() -> None:
 
     import torch
 
-    from cl_bench.runner import RunConfig, run
+    from cl_bench.run.runner import RunConfig, run
 
     cache, out = tempfile.mkdtemp(prefix="clbench-cache-"), tempfile.mkdtemp(prefix="clbench-results-")
     print(f"torch threads {torch.get_num_threads()}, cpu: "

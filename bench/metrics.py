@@ -78,7 +78,7 @@ def main() -> None:
 
     import torch
 
-    from cl_bench import metrics
+    from cl_bench.analysis import metrics
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

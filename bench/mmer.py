@@ -49,12 +49,12 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from cl_bench import registry
-    from cl_bench.data import default_cache_dir
-    from cl_bench.engine import TaskData, accuracy
+    from cl_bench.streams.data import default_cache_dir
+    from cl_bench.api.training import TaskData, accuracy
     from cl_bench.models.encoders import build_encoder
-    from cl_bench.models.lm import load_base
+    from cl_bench.run.base import load_base
     from cl_bench.models.multimodal import MultimodalLM
-    from cl_bench.runner import RunConfig, run
+    from cl_bench.run.runner import RunConfig, run
 
     cpu = torch.device("cpu")
     out = tempfile.mkdtemp(prefix="clbench-mmer-bench-")

@@ -13,7 +13,7 @@ full-ft: alignment, then everything). The process's peak resident memory (VmHWM)
 resident memory just before the model is built (after one warm-up step of a tiny model; the kernel's
 peak record reset there, /proc/self/clear_refs) is the measured peak, with glibc's mmap threshold
 fixed (MALLOC_MMAP_THRESHOLD_=65536) so that it follows the allocations; the peak under the
-default allocator is recorded too; cl_bench.plan's training peak
+default allocator is recorded too; cl_bench.run.plan's training peak
 for the same configuration is printed beside it. Step times are the medians the training loop
 records (s/step of MoExtend's fine-tuning phase and of full-ft's full phase).
 """
@@ -46,17 +46,17 @@ def child(hidden: int, strategy: str, steps: int, batch: int) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from cl_bench import registry
-    from cl_bench import stream as streams
+    from cl_bench.streams import resolve
     from cl_bench.config import Budget
-    from cl_bench.data import default_cache_dir
+    from cl_bench.streams.data import default_cache_dir
     from cl_bench.models.encoders import build_encoder
     from cl_bench.models.lm import stream_words, word_tokenizer
     from cl_bench.models.multimodal import MultimodalLM
-    from cl_bench.plan import make_plan
-    from cl_bench.strategy import RunContext
+    from cl_bench.run.plan import make_plan
+    from cl_bench.api.strategy import RunContext
 
     torch.manual_seed(0)
-    _, stream = streams.load("vision-audio", cache_dir=default_cache_dir(), progress=False)
+    _, stream = resolve.load("vision-audio", cache_dir=default_cache_dir(), progress=False)
     first = stream.experiences[0].without_test()
     stream = dataclasses.replace(stream, experiences=(first,))
     tok = word_tokenizer(stream_words(stream))
@@ -80,7 +80,7 @@ def child(hidden: int, strategy: str, steps: int, batch: int) -> dict:
     seconds = time.perf_counter() - t0
     peak = _peak(reset) - baseline
     main_phase = stats["finetune"] if strategy == "moextend" else stats
-    # FLOPs per training example of the main phase (torch's FlopCounterMode on its first step, cl_bench.engine)
+    # FLOPs per training example of the main phase (torch's FlopCounterMode on its first step, cl_bench.api.training)
     phases = s.take_training_record()
     main = next(p for p in phases if p["phase"].endswith("fine-tuning") or p["phase"] == first.name)
     return {"hidden": hidden, "strategy": strategy, "parameters": plan.parameters, "learn_seconds": round(seconds, 2),
@@ -162,16 +162,16 @@ def profile(hidden: int, batch: int, length: int = 19) -> dict:
 
 
 def extrapolate() -> list[dict]:
-    """cl_bench.plan on Mixtral-8x7B's shape (meta device: nothing allocated), bfloat16, LLaVA-like batches."""
+    """cl_bench.run.plan on Mixtral-8x7B's shape (meta device: nothing allocated), bfloat16, LLaVA-like batches."""
     import torch
     from transformers import AutoConfig
 
     from cl_bench import registry
-    from cl_bench import stream as streams
-    from cl_bench.data import default_cache_dir
+    from cl_bench.streams import resolve
+    from cl_bench.streams.data import default_cache_dir
     from cl_bench.models.encoders import Encoder
     from cl_bench.models.lm import word_tokenizer
-    from cl_bench.plan import make_plan
+    from cl_bench.run.plan import make_plan
 
     class CLIPL336(Encoder):
         """CLIP ViT-L/14-336's shapes only: 576 tokens of 1024 features, its 303,966,208 frozen parameters on the
@@ -186,7 +186,7 @@ def extrapolate() -> list[dict]:
         def featurize(self, raw: list) -> torch.Tensor:
             return torch.zeros(len(raw), 3, 336, 336)  # pixel values at 336 px
 
-    _, stream = streams.load("vision-audio", cache_dir=default_cache_dir(), progress=False)
+    _, stream = resolve.load("vision-audio", cache_dir=default_cache_dir(), progress=False)
     first = stream.experiences[0].without_test()
     stream = dataclasses.replace(stream, experiences=(dataclasses.replace(first, modality="image"),))
     config = AutoConfig.for_model("mixtral", **MIXTRAL_8X7B)

@@ -26,12 +26,13 @@ def main() -> None:
 
     from cl_bench import registry
     from cl_bench.config import Budget, from_options
-    from cl_bench.data import default_cache_dir
+    from cl_bench.streams.data import default_cache_dir
     from cl_bench.models.encoders import build_encoder
-    from cl_bench.models.lm import PretrainConfig, load_base
+    from cl_bench.models.lm import PretrainConfig
+    from cl_bench.run.base import load_base
     from cl_bench.models.multimodal import MultimodalLM
-    from cl_bench.runner import _quiet_libraries
-    from cl_bench.strategy import RunContext
+    from cl_bench.run.runner import _quiet_libraries
+    from cl_bench.api.strategy import RunContext
 
     _quiet_libraries()
     cpu = torch.device("cpu")

@@ -48,7 +48,7 @@ STRATEGIES = ("align-only", "lora", "full-ft")
 
 def reference(cells: list[tuple[str, int]], steps: int, eval_limit: int, results: str) -> None:
     from cl_bench.config import Budget
-    from cl_bench.runner import RunConfig, run
+    from cl_bench.run.runner import RunConfig, run
 
     for strategy, seed in cells:
         run(RunConfig(strategy=strategy, seed=seed, budget=Budget(steps=steps), eval_limit=eval_limit,

@@ -10,14 +10,18 @@ __version__ = "0.4.0.dev0"
 # The public API: name -> module that defines it (loaded lazily by __getattr__).
 _API = {
     # strategies
-    "Strategy": "cl_bench.strategy", "RunContext": "cl_bench.strategy", "Cost": "cl_bench.strategy",
-    "Declaration": "cl_bench.strategy", "Memory": "cl_bench.strategy", "Budget": "cl_bench.config",
-    "train": "cl_bench.engine", "TaskData": "cl_bench.engine",
+    "Strategy": "cl_bench.api.strategy", "RunContext": "cl_bench.api.strategy", "Cost": "cl_bench.api.strategy",
+    "Declaration": "cl_bench.api.strategy", "Memory": "cl_bench.api.strategy", "Budget": "cl_bench.config",
+    "train": "cl_bench.api.training", "TaskData": "cl_bench.api.training",
+    # what a strategy trains and holds in a stage, for the memory plan (Strategy.footprint)
+    "Footprint": "cl_bench.api.footprint", "numel": "cl_bench.api.footprint", "projector": "cl_bench.api.footprint",
+    "full_model_footprint": "cl_bench.api.footprint",
     # streams
-    "Stream": "cl_bench.stream", "TaskStream": "cl_bench.experience", "Experience": "cl_bench.experience",
-    "TaskInfo": "cl_bench.experience", "INPUT_MARKER": "cl_bench.experience",
+    "Stream": "cl_bench.streams.base", "TaskStream": "cl_bench.streams.experience", "Experience": "cl_bench.streams.experience",
+    "TaskInfo": "cl_bench.streams.experience", "INPUT_MARKER": "cl_bench.streams.experience",
+    "build_text": "cl_bench.streams.tasks", "number_experience": "cl_bench.streams.tasks",
     # modalities
-    "Modality": "cl_bench.modality", "Encoder": "cl_bench.models.encoders",
+    "Modality": "cl_bench.streams.modality", "Encoder": "cl_bench.models.encoders",
     "MultimodalLM": "cl_bench.models.multimodal",
 }
 __all__ = ["__version__", *_API]

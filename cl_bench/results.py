@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import shutil
 import platform
@@ -185,3 +186,90 @@ def load_result(path: Path) -> dict:
         raise ValueError(f"{path}: schema_version {version!r} is newer than this clbench reads ({SCHEMA_VERSION}); "
                          "upgrade clbench")
     return data
+
+
+# The schema's checks: what a complete result file must hold (the leaderboard and `clbench validate` read them).
+REQUIRED_KEYS = ("schema_version", "status", "config", "seed", "stream", "base_model", "accuracy_matrix",
+                 "extra_accuracy", "metrics", "stages", "timing", "environment")
+
+
+def check_result(result: dict) -> list[str]:
+    """Problems with a result document (empty when it is complete and consistent)."""
+    problems = [f"result file lacks {k!r}" for k in REQUIRED_KEYS if k not in result]
+    if problems:
+        return problems
+    T1 = len(result["stream"]["tasks"])
+    R = result["accuracy_matrix"]
+    if len(R) != T1 or any(len(row) != T1 for row in R):
+        problems.append(f"accuracy matrix is not {T1}x{T1}")
+    elif not all(isinstance(a, float) and 0.0 <= a <= 1.0 for row in R for a in row):
+        problems.append("accuracy matrix has values outside [0, 1]")
+    if len(result["stages"]) != T1 - 1:
+        problems.append(f"{len(result['stages'])} stage records for {T1 - 1} stages")
+    base = result["base_model"].get("parameters")
+    for s in result["stages"]:
+        c = s.get("cost", {})
+        if not {"trainable", "added", "total"} <= set(c):
+            problems.append(f"stage {s.get('experience')}: cost report incomplete: {c}")
+            continue
+        if base is not None and c["total"] != base + c["added"]:
+            problems.append(f"stage {s['experience']}: cost does not add up: total {c['total']} != "
+                            f"base {base} + added {c['added']}")
+        if not 0 <= c["trainable"] <= c["total"]:
+            problems.append(f"stage {s['experience']}: trainable {c['trainable']} outside [0, total]")
+        if not (isinstance(s.get("train_seconds"), (int, float)) and math.isfinite(s["train_seconds"])):
+            problems.append(f"stage {s['experience']}: no train_seconds")
+        losses = [v for k, v in (s.get("train_stats") or {}).items() if k.endswith("_loss")]
+        if any(not (isinstance(v, (int, float)) and math.isfinite(v)) for v in losses):
+            problems.append(f"stage {s['experience']}: training diverged (a loss is not finite)")
+    for k in ("acc", "bwt", "forgetting"):
+        v = result["metrics"].get(k)
+        if v is None:
+            problems.append(f"metric {k} missing")
+        elif not (isinstance(v, (int, float)) and math.isfinite(v)):
+            problems.append(f"metric {k} is not finite ({v})")
+    if result["schema_version"] >= 2 and not problems:
+        problems += _check_items(result)
+    if result["schema_version"] >= 3 and not problems:
+        problems += _check_routing_record(result)
+    return problems
+
+
+def _check_routing_record(result: dict) -> list[str]:
+    """The routing analysis (schema 3): one entry per evaluation, None or per task a share per expert of
+    every MoE layer, each layer's shares summing to 1 over the experts it had then."""
+    rows = (result.get("routing") or {}).get("rows")
+    if not isinstance(rows, list) or len(rows) != len(result["accuracy_matrix"]):
+        return ["routing analysis missing or not one entry per evaluation"]
+    tasks = {t["name"] for t in result["stream"]["tasks"]}
+    for i, r in enumerate(rows):
+        if r is None:
+            continue
+        stages = r.get("expert_stage") or []
+        if set(r.get("shares") or {}) != tasks or len(stages) != len(r.get("layers") or []):
+            return [f"routing analysis of row {i} does not cover every task and layer"]
+        for task, layers in r["shares"].items():
+            for li, (shares, st) in enumerate(zip(layers, stages)):
+                if len(shares) != len(st) or abs(sum(shares) - 1) > 1e-4 or min(shares) < 0:
+                    return [f"routing analysis of row {i}, {task}, layer {r['layers'][li]}: shares {shares} are not "
+                            f"a distribution over its {len(st)} experts"]
+    return []
+
+
+def _check_items(result: dict) -> list[str]:
+    """Per-item results (schema 2) must decode to each task's test size and give the accuracy matrix exactly."""
+    items = result.get("item_results", {}).get("rows")
+    sizes = [t.get("n_test") for t in result["stream"]["tasks"]]
+    if not isinstance(items, list) or len(items) != len(result["accuracy_matrix"]):
+        return ["per-item results missing or not one row per evaluation"]
+    for i, (row, packed) in enumerate(zip(result["accuracy_matrix"], items)):
+        if not isinstance(packed, list) or len(packed) != len(row):
+            return [f"per-item results of row {i} do not cover every task"]
+        for j, (acc, text) in enumerate(zip(row, packed)):
+            try:
+                ok = unpack_items(text, sizes[j])
+            except (ValueError, TypeError) as e:
+                return [f"per-item results of row {i}, task {j} unreadable ({e})"]
+            if int(ok.sum()) / sizes[j] != acc:
+                return [f"per-item results of row {i}, task {j} give {int(ok.sum())}/{sizes[j]}, not the accuracy {acc}"]
+    return []

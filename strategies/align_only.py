@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cl_bench.experience import Experience
-from cl_bench.strategy import Strategy
+from cl_bench.streams.experience import Experience
+from cl_bench.api.strategy import Strategy
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,8 @@ class AlignOnlyConfig:
 class AlignOnly(Strategy):
     """Only each new modality's projector is trained; the LM is frozen, so text is untouched."""
 
-    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
-    shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.shared.FitStore)
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.run.shared; tests/test_shared.py checks it)
+    shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.run.shared.FitStore)
 
     Config = AlignOnlyConfig
     tuning = {"projector_lr": ("1e-3", "2e-3", "5e-3", "1e-2", "2e-2")}
@@ -44,7 +44,7 @@ class AlignOnly(Strategy):
         return list(self.model.lm.parameters())
 
     def footprint(self, model, modality: str):
-        from cl_bench.plan import Footprint, numel, projector
+        from cl_bench.api.footprint import Footprint, numel, projector
 
         proj = projector(model, modality)
         return Footprint(trainable=numel(proj), largest=max((p.numel() for p in proj.parameters()), default=0),

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cl_bench.experience import Experience
-from cl_bench.strategy import Strategy
+from cl_bench.streams.experience import Experience
+from cl_bench.api.strategy import Strategy
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,14 @@ class FullFineTuningConfig:
 class FullFineTuning(Strategy):
     """All LM parameters and the new modality's projector are trained on each stage (LLaVA stage-2 style)."""
 
-    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
-    shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.shared.FitStore)
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.run.shared; tests/test_shared.py checks it)
+    shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.run.shared.FitStore)
 
     Config = FullFineTuningConfig
     tuning = {"lr": ("1e-5", "3e-5", "1e-4", "3e-4", "1e-3")}
 
     def footprint(self, model, modality: str):
-        from cl_bench.plan import full_model_footprint
+        from cl_bench.api.footprint import full_model_footprint
 
         return full_model_footprint(model, modality)
 

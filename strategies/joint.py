@@ -9,15 +9,15 @@ It is not a continual learner: it keeps every earlier training split.
 `single-ft` is the per-task reference beside it: each stage starts again from the base and
 fine-tunes on that stage's modality alone, within the stage budget. Here joint training
 mixes tasks and can learn a modality less well than fine-tuning on it alone, so the
-leaderboard's a*_k is the better of the two (see cl_bench.metrics).
+leaderboard's a*_k is the better of the two (see cl_bench.analysis.metrics).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cl_bench.experience import Experience
-from cl_bench.strategy import Declaration, Memory, Strategy
+from cl_bench.streams.experience import Experience
+from cl_bench.api.strategy import Declaration, Memory, Strategy
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ class JointConfig(SingleTaskConfig):
 class Joint(Strategy):
     """Multi-task training on the base text task and every modality seen so far (the upper bound)."""
 
-    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
-    shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.shared.FitStore)
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.run.shared; tests/test_shared.py checks it)
+    shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.run.shared.FitStore)
 
     Config = JointConfig
     tuning = {"lr": ("1e-4", "3e-4", "1e-3", "3e-3")}
@@ -81,7 +81,7 @@ class Joint(Strategy):
         self._seen = list(experiences)
 
     def _train_data(self, experience: Experience):
-        from cl_bench.engine import TaskData
+        from cl_bench.api.training import TaskData
 
         if experience.name not in self._task_data:
             self._task_data[experience.name] = TaskData(experience.train, self.model, experience.modality)
@@ -89,7 +89,7 @@ class Joint(Strategy):
 
     def footprint(self, model, modality: str):
         """The LM and the projectors of every modality trained together so far (all of them when joint)."""
-        from cl_bench.plan import Footprint, numel, projector
+        from cl_bench.api.footprint import Footprint, numel, projector
 
         seen = model.__dict__.setdefault("_plan_modalities", [])
         seen[:] = ([m for m in seen if m != modality] if self.earlier else []) + [modality]
@@ -132,7 +132,7 @@ class SingleTask(Joint):
     tuning = {"lr": ("3e-5", "1e-4", "3e-4", "1e-3")}
     declares = Declaration()
     earlier, word = False, "single-task"
-    shares_fits = True  # declared by each class (cl_bench.strategy.shares_fits)
+    shares_fits = True  # declared by each class (cl_bench.api.strategy.shares_fits)
 
     def declaration(self) -> Declaration:
         return self.declares

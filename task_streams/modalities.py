@@ -1,6 +1,6 @@
 """The built-in modalities (each registered by one entry point, group ``clbench.modalities``)."""
 
-from cl_bench.modality import Modality
+from cl_bench.streams.modality import Modality
 
 _E = "cl_bench.models.encoders"
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench.data import cached_splits, default_cache_dir, stable_hash
-from cl_bench.experience import Experience, TaskStream
-from cl_bench.stream import Stream
-from cl_bench.task_streams import numbers
+from cl_bench.streams.data import cached_splits, default_cache_dir, stable_hash
+from cl_bench.streams.experience import TaskStream
+from cl_bench.streams.base import Stream
+from cl_bench.streams import numbers
+from cl_bench.streams.tasks import build_text, number_experience  # noqa: F401  (built-ins' own names)
 
 DATA_VERSION = 5  # bump when the built data changes (5: clips step across cells, clouds are slabs)
 
@@ -55,15 +56,6 @@ TASKS = {
     "points": ("point-cloud", "digit-cloud-questions", lambda c, progress: build_points(c)),
     "series": ("time-series", "speaker-number-questions", lambda c, progress: build_series(c)),
 }
-
-
-def number_experience(name: str, modality: str, task: str, d, probes: dict | None = None) -> Experience:
-    """A task of number questions from its splits `d` ({train, val, test}): the answers 0-18, chance by
-    question form, the canonical wording of each template."""
-    templates = {t: numbers.template_text(t) for t in sorted(set(d["train"]["template"]))}
-    return Experience(name=name, modality=modality, task=task, train=d["train"], val=d["val"], test=d["test"],
-                      prompt_templates=templates, answer_set=numbers.ANSWERS,
-                      chance=numbers.chance_level(d["test"]["template"]), probes=probes or {})
 
 
 def _tasks(*names: str) -> dict[str, str]:
@@ -119,12 +111,6 @@ class FiveModalities(NumberStream):
 
     name = "five-modalities"
     tasks = _tasks("vision", "series", "audio", "points", "video")
-
-
-def build_text() -> dict:
-    from datasets import Dataset
-
-    return {k: Dataset.from_list(v) for k, v in numbers.split_text().items()}
 
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}

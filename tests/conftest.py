@@ -37,16 +37,16 @@ def every_strategy(cache_dir, small):
     states) and test_shared (row 0), so that the strategies run once."""
     import torch
 
-    from cl_bench import registry, shared
+    from cl_bench import registry
     from cl_bench.config import Budget
     from cl_bench.models.lm import PretrainConfig
-    from cl_bench.runner import RunConfig, run
-
-    from cl_bench import stream as streams
-    from cl_bench.models.lm import load_base
+    from cl_bench.run import shared
+    from cl_bench.run.base import load_base
+    from cl_bench.run.runner import RunConfig, run
+    from cl_bench.streams import resolve
 
     # the base pre-trained (and cached) first: its optimizer is not a strategy's
-    load_base("mixtral-tiny", streams.load("small-numbers", cache_dir=cache_dir, progress=False)[1],
+    load_base("mixtral-tiny", resolve.load("small-numbers", cache_dir=cache_dir, progress=False)[1],
               torch.device("cpu"), cache_dir, PretrainConfig(steps=20), progress=False)
     mp = pytest.MonkeyPatch()
     mp.setenv(shared.ENV, "0")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from cl_bench.experience import INPUT_MARKER
+from cl_bench.streams.experience import INPUT_MARKER
 
 SHAPE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              max_position_embeddings=256, tie_word_embeddings=False)

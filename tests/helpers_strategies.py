@@ -35,7 +35,7 @@ class Liar(FullFineTuning):
         return list(self.model.lm.parameters())
 
     def cost(self):
-        from cl_bench.strategy import Cost
+        from cl_bench.api.strategy import Cost
 
         c = super().cost()
         return Cost(trainable=c.trainable, added=c.added + 1, total=c.total)
@@ -45,7 +45,7 @@ class Understater(FullFineTuning):
     """Trains everything and reports 0 trainable parameters."""
 
     def cost(self):
-        from cl_bench.strategy import Cost
+        from cl_bench.api.strategy import Cost
 
         c = super().cost()
         return Cost(trainable=0, added=c.added, total=c.total)
@@ -55,7 +55,7 @@ class Hoarder(FullFineTuning):
     """Keeps the base text task's training split without declaring it."""
 
     def memory(self):
-        from cl_bench.strategy import Memory
+        from cl_bench.api.strategy import Memory
 
         return Memory(past_train_items={"text": len(self.context.base.train)})
 

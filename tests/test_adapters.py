@@ -6,11 +6,12 @@ from torch import nn
 
 from cl_bench.config import Budget
 from cl_bench.models.encoders import build_encoder
-from cl_bench.models.lm import PRESETS, PretrainConfig, load_base
+from cl_bench.models.lm import PRESETS, PretrainConfig
+from cl_bench.run.base import load_base
 from cl_bench.models.multimodal import MultimodalLM
 from cl_bench.strategies.adapters import Adapter, AdapterConfig, AdapterPerModality
 from cl_bench.strategies.adapters.modules import activate, add_adapter, insert_slots
-from cl_bench.strategy import RunContext
+from cl_bench.api.strategy import RunContext
 
 CPU = torch.device("cpu")
 

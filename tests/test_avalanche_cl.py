@@ -10,11 +10,12 @@ from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin
 
 from cl_bench.config import Budget, from_options
 from cl_bench.models.encoders import build_encoder
-from cl_bench.models.lm import PretrainConfig, load_base
+from cl_bench.models.lm import PretrainConfig
+from cl_bench.run.base import load_base
 from cl_bench.models.multimodal import MultimodalLM
 from cl_bench.strategies.avalanche_cl import EWC, LwF, Replay, glue
 from cl_bench.strategies.avalanche_cl import EWCConfig, LwFConfig, ReplayConfig
-from cl_bench.strategy import RunContext
+from cl_bench.api.strategy import RunContext
 
 CPU = torch.device("cpu")
 
@@ -226,9 +227,10 @@ def test_a_stream_exported_to_avalanche_trains_with_avalanches_own_strategy(cach
     import torch
     from avalanche.training import EWC
 
-    from cl_bench.avalanche_export import avalanche_benchmark, avalanche_parts
+    from cl_bench.interop.avalanche import avalanche_benchmark, avalanche_parts
     from cl_bench.models.encoders import build_encoder
-    from cl_bench.models.lm import PretrainConfig, load_base
+    from cl_bench.models.lm import PretrainConfig
+    from cl_bench.run.base import load_base
     from cl_bench.models.multimodal import MultimodalLM
     from cl_bench.strategies.avalanche_cl.glue import quiet_evaluator
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from cl_bench.cli import main
 from cl_bench.models.families import FAMILIES
-from cl_bench.validate import check_result
+from cl_bench.results import check_result
 from helpers_checkpoints import FAMILIES as SHAPES, save_checkpoint
 
 MISSION = ("moextend", "mmer", "full-ft", "lora", "adapter", "align-only", "joint", "ewc", "lwf", "replay")
@@ -19,9 +19,9 @@ PRE_TOKENIZERS = {"sentencepiece": "Metaspace", "byte-bpe": "ByteLevel"}  # both
 
 @pytest.fixture(scope="module")
 def small_stream(cache_dir, small):
-    from cl_bench import stream
+    from cl_bench.streams import resolve
 
-    return stream.load("small-numbers", cache_dir=cache_dir, progress=False)[1]
+    return resolve.load("small-numbers", cache_dir=cache_dir, progress=False)[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +37,9 @@ def test_the_tests_cover_every_supported_family():
 @pytest.mark.parametrize("model_type", sorted(FAMILIES))
 def test_a_checkpoint_loads_with_its_own_tokenizer_and_the_cpu_expert_kernel(model_type, checkpoints, small_stream,
                                                                              cache_dir):
-    from cl_bench.engine import TaskData
+    from cl_bench.api.training import TaskData
     from cl_bench.models.encoders import build_encoder
-    from cl_bench.models.lm import load_base
+    from cl_bench.run.base import load_base
     from cl_bench.models.multimodal import MultimodalLM
 
     base = load_base(str(checkpoints[model_type]), small_stream, torch.device("cpu"), cache_dir)
@@ -94,7 +94,7 @@ def test_prompts_follow_the_tokenizers_chat_template_when_asked(small_stream, ca
     assistant's reply; a tokenizer without a template is one line; chat runs are keyed apart."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cl_bench.engine import TaskData
+    from cl_bench.api.training import TaskData
     from cl_bench.models.multimodal import MultimodalLM
 
     directory = save_checkpoint(tmp_path / "chat", "qwen3_moe", small_stream)

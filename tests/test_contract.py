@@ -7,7 +7,8 @@ from click.testing import CliRunner
 
 from cl_bench import registry
 from cl_bench.cli import main
-from cl_bench.validate import check_result, validate
+from cl_bench.run.validate import validate
+from cl_bench.results import check_result
 
 
 # Built-ins that spend another budget than the stage's, each labelled in its declaration.

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cl_bench.task_streams import numbers
+from cl_bench.streams import numbers
 from cl_bench.task_streams.vision_audio import (TEST_VARIANTS, TRAIN_VARIANTS, VisionAudioConfig, build_digits,
                                                 speakers)
 
@@ -141,7 +141,7 @@ def test_speech_build_is_deterministic():
 
 
 def test_atomic_directory_appears_whole_or_not_at_all(tmp_path):
-    from cl_bench.data import atomic_directory
+    from cl_bench.streams.data import atomic_directory
 
     target = tmp_path / "built"
     with pytest.raises(RuntimeError):
@@ -190,7 +190,7 @@ def test_a_damaged_data_cache_is_found_rebuilt_and_said(tmp_path):
 
     from datasets import Dataset
 
-    from cl_bench.data import CHECKSUMS, cached_splits
+    from cl_bench.streams.data import CHECKSUMS, cached_splits
 
     builds, said = [], []
 

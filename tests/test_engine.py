@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cl_bench.engine import FlopMeter
+from cl_bench.api.training import FlopMeter
 
 
 def test_flop_meter_measures_the_first_step_and_scales_by_tokens():
@@ -36,7 +36,7 @@ def test_train_draws_batches_by_the_mix_weights():
     """train(mix=...): each step's batch comes from one dataset, drawn by the weights (not the sizes)."""
     from types import SimpleNamespace
 
-    from cl_bench.engine import train
+    from cl_bench.api.training import train
 
     class Data:
         def __init__(self, n):

@@ -41,7 +41,8 @@ def test_the_device_forms(monkeypatch):
     import torch
 
     from cl_bench.config import device_problem
-    from cl_bench.runner import RunConfig, resolve_device
+    from cl_bench.run.runner import RunConfig
+    from cl_bench.run.device import resolve_device
 
     assert [device_problem(d) for d in ("auto", "cpu", "cuda", "cuda:1")] == [None] * 4
     assert all(device_problem(d) for d in ("tpu", "cuda:", "cuda:x", "gpu", "CPU"))

@@ -7,10 +7,11 @@ import torch
 
 from cl_bench.config import Budget
 from cl_bench.models.encoders import build_encoder
-from cl_bench.models.lm import PretrainConfig, load_base
+from cl_bench.models.lm import PretrainConfig
+from cl_bench.run.base import load_base
 from cl_bench.models.multimodal import MultimodalLM
 from cl_bench.strategies.joint import Joint, JointConfig
-from cl_bench.strategy import RunContext
+from cl_bench.api.strategy import RunContext
 
 CPU = torch.device("cpu")
 
@@ -27,7 +28,7 @@ def make(stream, cache_dir, config=None, base=True):
 
 
 def test_each_stage_trains_on_text_and_every_modality_so_far(stream, cache_dir, monkeypatch):
-    import cl_bench.engine as engine
+    import cl_bench.api.training as engine
 
     strat = make(stream, cache_dir)
     seen = []

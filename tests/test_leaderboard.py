@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats as sps
 
-from cl_bench import leaderboard
+from cl_bench.reporting import leaderboard
 from cl_bench.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -196,14 +196,14 @@ def test_plot_writes_every_figure(monkeypatch, tmp_path):
 
 
 def test_pareto_front():
-    from cl_bench.plots import pareto_front
+    from cl_bench.reporting.figures import pareto_front
 
     pts = [(10, 0.5), (5, 0.4), (20, 0.45), (30, 0.9), (5, 0.3)]
     assert pareto_front(pts) == [(5, 0.4), (10, 0.5), (30, 0.9)]
 
 
 def test_log_axis_labels_are_compact():
-    from cl_bench.plots import _compact
+    from cl_bench.reporting.figures import _compact
 
     assert [_compact(v) for v in (50, 200, 2e3, 1.9e6, 3e9)] == ["50", "200", "2k", "1.9M", "3G"]
 

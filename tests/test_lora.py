@@ -4,10 +4,11 @@ import torch
 
 from cl_bench.config import Budget
 from cl_bench.models.encoders import build_encoder
-from cl_bench.models.lm import PretrainConfig, load_base
+from cl_bench.models.lm import PretrainConfig
+from cl_bench.run.base import load_base
 from cl_bench.models.multimodal import MultimodalLM
 from cl_bench.strategies.lora import LoRA, LoRAPerModality
-from cl_bench.strategy import RunContext
+from cl_bench.api.strategy import RunContext
 
 CPU = torch.device("cpu")
 

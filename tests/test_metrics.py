@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from cl_bench import metrics as M
+from cl_bench.analysis import metrics as M
 
 # Hand-computed example: text, vision, audio (T = 2).
 R = torch.tensor([

@@ -5,10 +5,11 @@ import torch
 
 from cl_bench.config import Budget
 from cl_bench.models.encoders import build_encoder
-from cl_bench.models.lm import PretrainConfig, load_base
+from cl_bench.models.lm import PretrainConfig
+from cl_bench.run.base import load_base
 from cl_bench.models.multimodal import MultimodalLM
 from cl_bench.strategies.mmer import MMER, MMERConfig
-from cl_bench.strategy import RunContext
+from cl_bench.api.strategy import RunContext
 
 CPU = torch.device("cpu")
 
@@ -62,7 +63,7 @@ def test_each_modality_runs_with_its_masked_merge(learned, stream):
 
 
 def test_grid_search_reads_validation_data_only(stream, cache_dir, monkeypatch):
-    import cl_bench.engine as engine
+    import cl_bench.api.training as engine
 
     strat = make(stream, cache_dir)
     seen = []
@@ -121,7 +122,7 @@ def test_bad_sources_are_named(tmp_path):
 
 
 def test_reselect_new_keeps_earlier_choices_and_no_past_validation_data(stream, cache_dir, monkeypatch):
-    import cl_bench.engine as engine
+    import cl_bench.api.training as engine
 
     strat = make(stream, cache_dir, MMERConfig(alphas="0.5,1.0", lambdas="0.5,1.0", reselect="new"))
     vision, audio = stream.experiences

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cl_bench.engine import TaskData, accuracy, train
+from cl_bench.api.training import TaskData, accuracy, train
 from cl_bench.models.encoders import ImagePatches, LogMelFrames, build_encoder
 from cl_bench.models.lm import PRESETS, preset_config, word_tokenizer
 from cl_bench.models.multimodal import MultimodalLM
@@ -134,7 +134,9 @@ def test_train_refuses_when_nothing_is_trainable():
 def test_a_preset_base_names_its_weights_and_its_pretraining_threads(tmp_path, stream):
     import hashlib
 
-    from cl_bench.models.lm import PretrainConfig, load_base
+    from cl_bench.models.lm import PretrainConfig
+
+    from cl_bench.run.base import load_base
 
     cfg = PretrainConfig(steps=2, batch_size=8)
     new = load_base("mixtral-tiny", stream, torch.device("cpu"), tmp_path, cfg, progress=False)

@@ -209,10 +209,11 @@ def test_non_moe_model_is_refused():
 def test_full_run_keeps_every_original_parameter_bit_identical(stream, cache_dir):
     from cl_bench.config import Budget
     from cl_bench.models.encoders import build_encoder
-    from cl_bench.models.lm import PretrainConfig, load_base
+    from cl_bench.models.lm import PretrainConfig
+    from cl_bench.run.base import load_base
     from cl_bench.models.multimodal import MultimodalLM
     from cl_bench.strategies.moextend import MoExtend, MoExtendConfig
-    from cl_bench.strategy import RunContext
+    from cl_bench.api.strategy import RunContext
 
     dev = torch.device("cpu")
     base = load_base("mixtral-tiny", stream, dev, cache_dir, PretrainConfig(steps=5, batch_size=8), progress=False)
@@ -252,8 +253,8 @@ def test_full_run_keeps_every_original_parameter_bit_identical(stream, cache_dir
 def test_moextend_through_the_runner(tmp_path, cache_dir, stream):
     from cl_bench.config import Budget
     from cl_bench.models.lm import PretrainConfig
-    from cl_bench.runner import RunConfig, run
-    from cl_bench.summary import format_summary
+    from cl_bench.run.runner import RunConfig, run
+    from cl_bench.reporting.summary import format_summary
 
     cfg = RunConfig(strategy="moextend", budget=Budget(steps=4, batch_size=4), pretrain=PretrainConfig(steps=5, batch_size=8),
                     eval_limit=64,
@@ -437,7 +438,7 @@ def test_moextend_options_are_checked():
 def _moextend_run(tmp_path, cache_dir, options, inspect, steps=8):
     from cl_bench.config import Budget
     from cl_bench.models.lm import PretrainConfig
-    from cl_bench.runner import RunConfig, run
+    from cl_bench.run.runner import RunConfig, run
 
     cfg = RunConfig(strategy="moextend", budget=Budget(steps=steps, batch_size=4),
                     pretrain=PretrainConfig(steps=5, batch_size=8), eval_limit=64, results_dir=str(tmp_path),
@@ -448,7 +449,7 @@ def _moextend_run(tmp_path, cache_dir, options, inspect, steps=8):
 
 def _text_logits(strategy, stream):
     """The LM's logits on a few of the text task's validation items."""
-    from cl_bench.engine import TaskData
+    from cl_bench.api.training import TaskData
 
     batch = TaskData(stream.tasks[0].val.select(range(8)), strategy.model, "text").batch(range(8))
     with torch.no_grad():

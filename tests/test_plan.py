@@ -1,4 +1,4 @@
-"""The memory plan (cl_bench.plan, `clbench plan`): its activation formula against what autograd saves, its
+"""The memory plan (cl_bench.run.plan, `clbench plan`): its activation formula against what autograd saves, its
 parameter counts against what the strategies train, and its peak against measured peaks (bench/moextend_cost.py's
 children, at the bench's three sizes)."""
 
@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from cl_bench import registry
 from cl_bench.cli import main
-from cl_bench.plan import activation_elements
+from cl_bench.run.plan import activation_elements
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {"mixtral": dict(num_local_experts=8, intermediate_size=512),
@@ -96,9 +96,10 @@ def test_a_checkpoint_is_planned_from_its_config_alone(small, cache_dir, tmp_pat
     parameters, does not fit one 80 GB GPU under full fine-tuning in bfloat16; MoExtend trains a few percent."""
     from helpers_checkpoints import save_checkpoint
 
-    from cl_bench import stream
 
-    small_stream = stream.load("small-numbers", cache_dir=cache_dir, progress=False)[1]
+    from cl_bench.streams import resolve
+
+    small_stream = resolve.load("small-numbers", cache_dir=cache_dir, progress=False)[1]
     save_checkpoint(tmp_path / "ckpt", "mixtral", small_stream)
     for f in (tmp_path / "ckpt").glob("*.safetensors"):
         f.unlink()

@@ -15,7 +15,9 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.text import Text
 
-from cl_bench import leaderboard, plots
+from cl_bench.reporting import leaderboard
+
+from cl_bench.reporting import figures as plots
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BUILTINS = ["full-ft", "align-only", "moextend", "mmer", "lora", "lora-per-modality", "joint", "adapter",

@@ -7,11 +7,12 @@ import torch
 from click.testing import CliRunner
 import pytest
 
-from cl_bench import shared
+from cl_bench.run import shared
 from cl_bench.cli import main
 from cl_bench.config import Budget
 from cl_bench.models.lm import PretrainConfig
-from cl_bench.runner import CPU_HALF_ENV, RunConfig, run
+from cl_bench.run.runner import RunConfig, run
+from cl_bench.run.device import CPU_HALF_ENV
 
 MISSION = ("moextend", "mmer", "full-ft", "lora", "adapter", "align-only", "joint", "ewc", "lwf", "replay")
 

@@ -32,7 +32,7 @@ def test_duplicate_registration_names_both_origins():
 def test_bad_targets_give_clear_errors():
     reg = Registry("clbench.test-empty-group", "strategy")
     reg.register("nomod", "no_such_module_xyz:Thing")
-    reg.register("noattr", "cl_bench.metrics:NoSuchThing")
+    reg.register("noattr", "cl_bench.analysis.metrics:NoSuchThing")
     with pytest.raises(RegistryError, match="fails to import"):
         reg.get("nomod")
     with pytest.raises(RegistryError, match="has no attribute 'NoSuchThing'"):
@@ -44,7 +44,7 @@ def test_third_party_entry_point_plugs_in(tmp_path, monkeypatch):
     pkg = tmp_path / "my_strats"
     pkg.mkdir()
     (pkg / "__init__.py").write_text(textwrap.dedent('''
-        from cl_bench.strategy import Strategy
+        from cl_bench.api.strategy import Strategy
 
         class Mine(Strategy):
             """My own strategy, from another package."""

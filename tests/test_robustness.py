@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cl_bench.validate import check_result
+from cl_bench.results import check_result
 
 CLBENCH = str(Path(sys.executable).parent / "clbench")
 # a small stream build (9 speakers) and tiny budgets: each process takes seconds

@@ -1,9 +1,9 @@
-"""The routing analysis: which experts each task's tokens go to (cl_bench.routing)."""
+"""The routing analysis: which experts each task's tokens go to (cl_bench.models.routing)."""
 
 import pytest
 import torch
 
-from cl_bench import routing
+from cl_bench.models import routing
 from cl_bench.models.families import block_of, router_of
 from cl_bench.models.lm import PRESETS, preset_config, word_tokenizer
 from cl_bench.strategies.moextend import surgery

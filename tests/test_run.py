@@ -14,7 +14,7 @@ from cl_bench import registry
 from cl_bench.cli import main
 from cl_bench.config import Budget
 from cl_bench.models.lm import PretrainConfig
-from cl_bench.runner import RunConfig, run
+from cl_bench.run.runner import RunConfig, run
 
 TINY = dict(budget=Budget(steps=2, batch_size=4), pretrain=PretrainConfig(steps=5, batch_size=8), eval_limit=64)
 
@@ -139,15 +139,15 @@ def test_resuming_with_other_code_is_recorded_and_warned(tmp_path, cache_dir, st
                                                           monkeypatch):
     from helpers_strategies import CrashOnAudio
 
-    from cl_bench import runner
+    from cl_bench.run import records
 
     cfg = tiny_config(tmp_path, cache_dir, strategy="crash-on-audio", seed=4)
-    monkeypatch.setattr(runner, "_WHERE", {"git_commit": "0ld"})
+    monkeypatch.setattr(records, "_WHERE", {"git_commit": "0ld"})
     CrashOnAudio.crash = True
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(cfg, progress=False)
     CrashOnAudio.crash = False
-    monkeypatch.setattr(runner, "_WHERE", {"git_commit": "n3w"})
+    monkeypatch.setattr(records, "_WHERE", {"git_commit": "n3w"})
     said = []
     result, _ = run(cfg, progress=False, echo=said.append)
     assert any("stages 1-1 were run by clbench 0ld, this is n3w; --restart" in s for s in said)
@@ -278,7 +278,7 @@ def test_the_leaderboard_refuses_a_diverged_result(tmp_path):
     import math
     import shutil
 
-    from cl_bench.leaderboard import collect
+    from cl_bench.reporting.leaderboard import collect
 
     src = Path(__file__).parent / "fixtures" / "results" / "runs" / "vision-audio" / "full-ft"
     dst = tmp_path / "runs" / "vision-audio" / "full-ft"

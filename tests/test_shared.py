@@ -1,5 +1,5 @@
 """Row 0 (the evaluation before the first stage) and the fits that recur, computed once and shared across runs
-(cl_bench.shared): exact, opt-in per strategy, safe under concurrent workers."""
+(cl_bench.run.shared): exact, opt-in per strategy, safe under concurrent workers."""
 
 import dataclasses
 import json
@@ -7,12 +7,14 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from cl_bench import registry, shared
+from cl_bench import registry
+
+from cl_bench.run import shared
 from cl_bench.config import Budget
 from cl_bench.models.lm import PretrainConfig
-from cl_bench.runner import RunConfig, run
+from cl_bench.run.runner import RunConfig, run
 from cl_bench.strategies.full_ft import FullFineTuning
-from cl_bench.strategy import Strategy
+from cl_bench.api.strategy import Strategy
 
 
 def config(cache, results, strategy, seed=0):
@@ -111,7 +113,7 @@ def test_the_code_fingerprint_is_the_same_in_every_process():
     import subprocess
     import sys
 
-    prints = {subprocess.run([sys.executable, "-c", "from cl_bench import shared; print(shared.code_fingerprint())"],
+    prints = {subprocess.run([sys.executable, "-c", "from cl_bench.run import shared; print(shared.code_fingerprint())"],
                              capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in "12345"}
     assert prints == {shared.code_fingerprint()}
@@ -251,7 +253,7 @@ def test_a_fits_key_hashes_what_determines_it(tmp_path, monkeypatch):
 def _slow_fit(cache: str, log: str, out: str) -> None:
     import torch
 
-    from cl_bench.engine import TrainStats
+    from cl_bench.api.training import TrainStats
 
     model = tiny_model()
     groups = [{"params": list(model.lm.parameters()), "lr": 1.0}]

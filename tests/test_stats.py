@@ -1,4 +1,4 @@
-"""cl_bench.stats against hand-computed cases and scipy, and `clbench compare` on the fixture result files."""
+"""cl_bench.analysis.stats against hand-computed cases and scipy, and `clbench compare` on the fixture result files."""
 
 import json
 import math
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy import optimize
 from scipy import stats as sps
 
-from cl_bench import stats
+from cl_bench.analysis import stats
 from cl_bench.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"

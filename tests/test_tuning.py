@@ -1,4 +1,4 @@
-"""Hyperparameter selection on validation data only (cl_bench.tuning, `clbench tune`)."""
+"""Hyperparameter selection on validation data only (cl_bench.engines.tune, `clbench tune`)."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cl_bench import registry, tuning
+from cl_bench import registry
+
+from cl_bench.engines import tune as tuning
 from cl_bench.cli import main
 from cl_bench.strategies.full_ft import FullFineTuningConfig
 
@@ -106,7 +108,7 @@ def test_the_committed_tuning_report_recomputes_from_its_run_files():
 
 
 def test_eval_split_is_checked():
-    from cl_bench.runner import RunConfig
+    from cl_bench.run.runner import RunConfig
 
     with pytest.raises(ValueError, match="eval_split must be 'test' or 'val'"):
         RunConfig(eval_split="train")

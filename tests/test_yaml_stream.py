@@ -7,10 +7,11 @@ import pytest
 from click.testing import CliRunner
 from scipy.io import wavfile
 
-from cl_bench import stream as streams
+
+from cl_bench.streams import resolve
 from cl_bench.cli import main
 from cl_bench.models.encoders import ImagePatches
-from cl_bench.yaml_stream import StreamFileError, read_spec
+from cl_bench.streams.files import StreamFileError, read_spec
 
 WORDS = ("zero", "one", "two")
 
@@ -68,7 +69,7 @@ def write_stream(root, **task_overrides):
 
 def test_a_yaml_stream_from_local_files_runs_end_to_end(tmp_path, cache_dir):
     path = write_stream(tmp_path / "data")
-    _, ts = streams.load(str(path), cache_dir=tmp_path / "cache", progress=False)
+    _, ts = resolve.load(str(path), cache_dir=tmp_path / "cache", progress=False)
     assert ts.name == "my-stream" and [t.name for t in ts.tasks] == ["text", "digits", "tones", "series"]
     assert [t.modality for t in ts.tasks] == ["text", "image", "audio", "time-series"]
     digits, tones, series = ts.experiences
@@ -102,7 +103,7 @@ def test_a_yaml_stream_on_the_number_questions(tmp_path):
     path = root / "on-numbers.yaml"
     spec = yaml.safe_load((root / "my-stream.yaml").read_text())
     path.write_text(yaml.safe_dump({"base": "numbers", "tasks": spec["tasks"][1:2]}))
-    _, ts = streams.load(str(path), cache_dir=tmp_path / "cache", progress=False)
+    _, ts = resolve.load(str(path), cache_dir=tmp_path / "cache", progress=False)
     assert ts.name == "on-numbers" and ts.base.task == "number-questions" and ts.order == ("digits",)
 
 

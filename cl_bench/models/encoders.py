@@ -11,19 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-
-class Encoder(nn.Module):
-    """Base class: a frozen map from raw inputs of one modality to a token sequence."""
-
-    modality: str = ""
-    name: str = ""
-    out_dim: int = 0
-
-    def featurize(self, raw: list) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+from cl_bench.models.encoder_base import Encoder
 
 
 def stack_float32(raw: list) -> torch.Tensor:
@@ -239,6 +227,22 @@ class PointVoxels(Encoder):
         return features.reshape(features.shape[0], self.depth, self.out_dim)  # (B, depth slabs, grid*grid)
 
 
+def encoder_class(modality, name: str | None = None) -> type[Encoder]:
+    """The Encoder subclass `name` of `modality` (a Modality; its default encoder when name is None), loaded and
+    checked: an Encoder subclass for that modality."""
+    from cl_bench.registry import Entry
+
+    name = name or modality.default_encoder
+    target = modality.encoder_target(name)
+    cls = Entry(name, target, "--encoder" if ":" in name else f"modality {modality.name!r}").load()
+    if not (isinstance(cls, type) and issubclass(cls, Encoder)):
+        raise ValueError(f"encoder {name!r} of modality {modality.name!r} is {cls!r}, not a "
+                         "cl_bench.models.encoders.Encoder subclass")
+    if cls.modality != modality.name:
+        raise ValueError(f"encoder {name!r} is for modality {cls.modality!r}, not {modality.name!r}")
+    return cls
+
+
 def build_encoder(modality: str, name: str | None = None, options: dict | None = None) -> Encoder:
     """The frozen encoder `name` for the registered `modality` (its default when name is None).
 
@@ -246,7 +250,7 @@ def build_encoder(modality: str, name: str | None = None, options: dict | None =
     naming an Encoder subclass of your own, constructed without arguments, or a directory
     holding a pretrained CLIP, SigLIP, Whisper or wav2vec2-style model (cl_bench.models.pretrained).
     """
-    from cl_bench import modality as modalities
+    from cl_bench.streams import modality as modalities
     from cl_bench.models.pretrained import build_pretrained, is_model_dir
 
     if is_model_dir(name):
@@ -256,6 +260,6 @@ def build_encoder(modality: str, name: str | None = None, options: dict | None =
         raise ValueError(f"--encoder-option {modality}.{next(iter(options))}: options are for encoders loaded from a "
                          f"directory (--encoder {modality}=DIR); {modality}'s encoder is {name or 'its default'}")
     else:
-        enc = modalities.get(modality).encoder_class(name)()
+        enc = encoder_class(modalities.get(modality), name)()
     enc.requires_grad_(False)
     return enc.eval()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cl_bench.models.encoders import Encoder
+from cl_bench.models.encoder_base import Encoder
 
 
 class Projector(nn.Sequential):
@@ -56,7 +56,7 @@ class MultimodalLM(nn.Module):
         # the modality's input); plain callables, not state.
         self.batch_hooks: list = []
         # --dtype bfloat16/float16: frozen weights are stored in it and every forward runs under torch.autocast;
-        # trainable parameters are float32 master weights (cl_bench.engine.master_weights). None: float32.
+        # trainable parameters are float32 master weights (cl_bench.api.training.master_weights). None: float32.
         self.compute_dtype: torch.dtype | None = None
         # "chat": prompts are the user's turn of the tokenizer's chat template, answers the assistant's
         self.prompt_format = "plain"

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cl_bench.models.encoders import Encoder
+from cl_bench.models.encoder_base import Encoder
 
 IMAGE_TYPES = ("clip", "clip_vision_model", "siglip", "siglip_vision_model")
 AUDIO_TYPES = ("whisper", "wav2vec2", "hubert", "wavlm")

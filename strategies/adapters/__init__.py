@@ -13,10 +13,10 @@ from typing import Literal
 
 import torch
 
-from cl_bench.experience import Experience, TaskInfo
+from cl_bench.streams.experience import Experience, TaskInfo
 from cl_bench.strategies.adapters.modules import (NONLINEARITIES, PLACEMENTS, activate, adapter_parameters,
                                                   add_adapter, bottleneck_size, insert_slots)
-from cl_bench.strategy import Declaration, Memory, Strategy, tensor_bytes
+from cl_bench.api.strategy import Declaration, Memory, Strategy, tensor_bytes
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class AdapterConfig:
 class Adapter(Strategy):
     """One bottleneck adapter set (in-tree) in every decoder layer, trained through the whole stream."""
 
-    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.run.shared; tests/test_shared.py checks it)
 
     Config = AdapterConfig
     tuning = {"lr": ("1e-3", "5e-3", "2.5e-2"), "reduction_factor": ("4", "16")}
@@ -69,7 +69,7 @@ class Adapter(Strategy):
 
     def footprint(self, model, modality: str):
         """The adapters' own modules on the meta model: the stage's adapter set and the projector train."""
-        from cl_bench.plan import Footprint, numel, projector
+        from cl_bench.api.footprint import Footprint, numel, projector
 
         c, name = self.config, self._adapter_for(modality)
         if not hasattr(model, "_plan_slots"):

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cl_bench.experience import Experience
-from cl_bench.strategy import Declaration, Memory, Strategy, tensor_bytes
+from cl_bench.streams.experience import Experience
+from cl_bench.api.strategy import Declaration, Memory, Strategy, tensor_bytes
 
 PREFIX = "avalanche."
 
@@ -121,7 +121,7 @@ class SmallReplayConfig(ReplayConfig):
 class AvalancheStrategy(Strategy):
     """Full fine-tuning inside avalanche's SupervisedTemplate, with the avalanche plugins of `plugins()`."""
 
-    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.run.shared; tests/test_shared.py checks it)
 
     Config = AvalancheConfig
 
@@ -141,7 +141,7 @@ class AvalancheStrategy(Strategy):
         return {}
 
     def footprint(self, model, modality: str):
-        from cl_bench.plan import full_model_footprint
+        from cl_bench.api.footprint import full_model_footprint
 
         model._plan_stage = getattr(model, "_plan_stage", 0) + 1
         return full_model_footprint(model, modality)
@@ -202,7 +202,7 @@ class AvalancheStrategy(Strategy):
     # -- helpers ---------------------------------------------------------------------------
     def _avalanche_experience(self, experience: Experience, index: int):
         """`experience`'s training split as avalanche experience number `index`."""
-        from cl_bench.engine import TaskData
+        from cl_bench.api.training import TaskData
         from cl_bench.strategies.avalanche_cl import glue
 
         data = TaskData(experience.train, self.model, experience.modality)
@@ -215,7 +215,7 @@ class AvalancheStrategy(Strategy):
         """Train like full fine-tuning for exactly `steps` iterations through avalanche's template."""
         from avalanche.training.plugins import LRSchedulerPlugin
 
-        from cl_bench.engine import cosine_with_warmup, master_weights
+        from cl_bench.api.training import cosine_with_warmup, master_weights
 
         m, ctx = self.model, self.context
         self.freeze_all()

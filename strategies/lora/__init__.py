@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cl_bench.experience import Experience, TaskInfo
-from cl_bench.strategy import Declaration, Memory, Strategy, tensor_bytes
+from cl_bench.streams.experience import Experience, TaskInfo
+from cl_bench.api.strategy import Declaration, Memory, Strategy, tensor_bytes
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class LoRAConfig:
 class LoRA(Strategy):
     """One LoRA adapter (PEFT) on attention and experts, trained through the whole stream."""
 
-    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.run.shared; tests/test_shared.py checks it)
 
     Config = LoRAConfig
     tuning = {"lr": ("3e-4", "1e-3", "3e-3", "1e-2")}
@@ -76,7 +76,7 @@ class LoRA(Strategy):
         """PEFT's own LoRA modules on the meta model: the stage's adapter and the projector train."""
         from peft import PeftModel, get_peft_model
 
-        from cl_bench.plan import Footprint, numel, projector
+        from cl_bench.api.footprint import Footprint, numel, projector
 
         name = self._adapter_for(modality)
         if not isinstance(model.lm, PeftModel):

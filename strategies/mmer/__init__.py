@@ -22,9 +22,9 @@ from typing import Literal
 
 import torch
 
-from cl_bench.experience import Experience, TaskInfo
+from cl_bench.streams.experience import Experience, TaskInfo
 from cl_bench.strategies.mmer import merge as M
-from cl_bench.strategy import Cost, Declaration, Memory, Strategy, tensor_bytes
+from cl_bench.api.strategy import Cost, Declaration, Memory, Strategy, tensor_bytes
 
 
 def _grid(text: str, name: str) -> tuple[float, ...]:
@@ -90,8 +90,8 @@ class MMERConfig:
 class MMER(Strategy):
     """Per-modality fine-tuned LMs merged into one task vector, with a binary mask per modality."""
 
-    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
-    shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.shared.FitStore)
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.run.shared; tests/test_shared.py checks it)
+    shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.run.shared.FitStore)
 
     Config = MMERConfig
     tuning = {"lr": ("1e-4", "3e-4", "1e-3")}
@@ -110,7 +110,7 @@ class MMER(Strategy):
     def footprint(self, model, modality: str):
         """Full fine-tuning of the LM, holding theta_0, the merged tau* (float32) and a mask per modality so far;
         the task vectors themselves stay on disk."""
-        from cl_bench.plan import Footprint, full_model_footprint
+        from cl_bench.api.footprint import Footprint, full_model_footprint
 
         model._plan_modalities = getattr(model, "_plan_modalities", 0) + 1
         elements = sum(p.numel() for p in model.lm.parameters())
@@ -223,7 +223,7 @@ class MMER(Strategy):
         """Grid search of (alpha, lambda) on the validation split of every modality whose split is kept
         (all of them, or only the new one with reselect=new); the others keep their values, with masks
         recomputed against the current tau*."""
-        from cl_bench.engine import accuracy
+        from cl_bench.api.training import accuracy
 
         for k in self.modalities:
             if k not in self.val:

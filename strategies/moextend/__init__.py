@@ -26,9 +26,9 @@ from typing import Literal
 
 import torch
 
-from cl_bench.experience import Experience
+from cl_bench.streams.experience import Experience
 from cl_bench.strategies.moextend import selection, surgery
-from cl_bench.strategy import Declaration, Memory, Strategy, tensor_bytes
+from cl_bench.api.strategy import Declaration, Memory, Strategy, tensor_bytes
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class MoExtendConfig:
 class MoExtend(Strategy):
     """New experts and router rows per modality, with calibration; the pretrained LM stays frozen."""
 
-    setup_keeps_outputs = True  # row 0 is shared (cl_bench.shared; tests/test_shared.py checks it)
+    setup_keeps_outputs = True  # row 0 is shared (cl_bench.run.shared; tests/test_shared.py checks it)
 
     Config = MoExtendConfig
     tuning = {"finetune_lr": ("3e-4", "1e-3", "3e-3"), "calibration_input": ("prefix", "own")}
@@ -162,7 +162,7 @@ class MoExtend(Strategy):
     def footprint(self, model, modality: str):
         """The stage's new experts, router rows and calibrations (added to the meta model by the surgery's own
         code) and the projector train; which layers are chosen does not change the counts."""
-        from cl_bench.plan import Footprint, numel, projector
+        from cl_bench.api.footprint import Footprint, numel, projector
 
         blocks = getattr(model, "_plan_blocks", None)
         if blocks is None:
@@ -309,7 +309,7 @@ class MoExtend(Strategy):
 
     def _base_text(self, split: str):
         """The base text task's `split` as batches (for text-mix and router-init=outside), built once."""
-        from cl_bench.engine import TaskData
+        from cl_bench.api.training import TaskData
 
         cache = self.__dict__.setdefault("_base_cache", {})
         if split not in cache:

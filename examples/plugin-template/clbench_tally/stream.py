@@ -5,10 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench import Experience, Stream, TaskStream
-from cl_bench.data import cached_splits, default_cache_dir, stable_hash
-from cl_bench.task_streams import numbers
-from cl_bench.task_streams.vision_audio import build_text
+from cl_bench import Experience, Stream, TaskStream, build_text
+from cl_bench.streams.data import cached_splits, default_cache_dir, stable_hash
+from cl_bench.streams import numbers
 
 from clbench_tally.modality import CELLS
 

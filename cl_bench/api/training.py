@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from cl_bench import faults
-from cl_bench.experience import INPUT_MARKER
+from cl_bench.streams.experience import INPUT_MARKER
 from cl_bench.models.multimodal import Batch, MultimodalLM
 
 

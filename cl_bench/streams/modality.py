@@ -42,27 +42,17 @@ class Modality:
                 raise ValueError(f"modality {self.name!r}: encoder {name!r} points at {target!r}, "
                                  "which is not of the form 'module:Class'")
 
-    def encoder_class(self, name: str | None = None) -> type:
-        """The Encoder subclass `name` (its default when None): one of `encoders`, or "module:Class"."""
-        from cl_bench.models.encoders import Encoder
-        from cl_bench.registry import Entry
-
+    def encoder_target(self, name: str | None = None) -> str:
+        """The "module:Class" of encoder `name` (its default when None): one of `encoders`, or "module:Class"
+        itself; nothing is imported (cl_bench.models.encoders.encoder_class loads and checks it)."""
         name = name or self.default_encoder
         if ":" in name:
-            target, origin = name, "--encoder"
-        elif name in self.encoders:
-            target, origin = self.encoders[name], f"modality {self.name!r}"
-        else:
-            raise ValueError(f"no encoder {name!r} for modality {self.name!r}; known: {', '.join(self.encoders)}, "
-                             "module:Class naming an Encoder subclass, or a directory with a saved model "
-                             "(config.json: CLIP or SigLIP for image, Whisper or wav2vec2 for audio)")
-        cls = Entry(name, target, origin).load()
-        if not (isinstance(cls, type) and issubclass(cls, Encoder)):
-            raise ValueError(f"encoder {name!r} of modality {self.name!r} is {cls!r}, not a "
-                             "cl_bench.models.encoders.Encoder subclass")
-        if cls.modality != self.name:
-            raise ValueError(f"encoder {name!r} is for modality {cls.modality!r}, not {self.name!r}")
-        return cls
+            return name
+        if name in self.encoders:
+            return self.encoders[name]
+        raise ValueError(f"no encoder {name!r} for modality {self.name!r}; known: {', '.join(self.encoders)}, "
+                         "module:Class naming an Encoder subclass, or a directory with a saved model "
+                         "(config.json: CLIP or SigLIP for image, Whisper or wav2vec2 for audio)")
 
 
 def get(name: str) -> Modality:

@@ -112,7 +112,7 @@ def run_cell(config, plugins: list | None = None, log_dir: str | None = None, th
     they come back as a failed Outcome with the log's path. `threads`: torch's CPU threads (a Ray cell uses the
     CPUs it reserved; CPU results are bit-reproducible for a given thread count)."""
     from cl_bench import registry
-    from cl_bench.runner import run
+    from cl_bench.run.runner import run
 
     if threads:
         import torch
@@ -126,7 +126,7 @@ def run_cell(config, plugins: list | None = None, log_dir: str | None = None, th
     t0 = time.perf_counter()
     log = None
     if log_dir:
-        from cl_bench.data import stable_hash
+        from cl_bench.streams.data import stable_hash
 
         log = str(Path(log_dir) / f"{config.stream}-{config.strategy}-seed{config.seed}-"
                                   f"{stable_hash(dataclasses.asdict(config))[:8]}.log")

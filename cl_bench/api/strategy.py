@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 
 from cl_bench.config import Budget
-from cl_bench.experience import Experience, TaskInfo
+from cl_bench.streams.experience import Experience, TaskInfo
 from cl_bench.models.multimodal import MultimodalLM, count_parameters
 
 
@@ -46,7 +46,7 @@ class RunContext:
     # checkpoint(label): the runner evaluates every task's validation split now and records it
     # under the stage's "checkpoints" (Strategy.checkpoint); the strategy gets nothing back.
     checkpoint: Callable[[str], None] | None = None
-    # The stored fits (cl_bench.shared.FitStore) where the strategy declares shares_fits and sharing is on; None
+    # The stored fits (cl_bench.run.shared.FitStore) where the strategy declares shares_fits and sharing is on; None
     # otherwise. Strategy.fit uses it.
     fits: Any = None
 
@@ -136,12 +136,12 @@ class Strategy(abc.ABC):
     tuning: ClassVar[dict[str, tuple[str, ...]]] = {}
     # True when ``setup`` leaves the model's outputs bit for bit as they were (zero-initialised additions,
     # identity wrappers): the run's row 0 is then the one every such strategy gets and is shared across runs
-    # (cl_bench.shared). False by default: the strategy's own row 0 is always evaluated.
+    # (cl_bench.run.shared). False by default: the strategy's own row 0 is always evaluated.
     setup_keeps_outputs: ClassVar[bool] = False
     # True when every ``fit`` of this strategy trains a model whose forward pass its parameters, buffers and module
     # classes determine (no hooks, no attributes set on modules, no extra loss), on the experience's own training
     # split: such a fit is then computed once and shared across runs and strategies, keyed by a hash of that state,
-    # the parameter groups, the budget and the seed (cl_bench.shared.FitStore). False by default, and declared by
+    # the parameter groups, the budget and the seed (cl_bench.run.shared.FitStore). False by default, and declared by
     # each class itself: a subclass, which may add hooks, does not inherit it.
     shares_fits: ClassVar[bool] = False
 
@@ -201,16 +201,16 @@ class Strategy(abc.ABC):
         return Memory()
 
     def footprint(self, model: MultimodalLM, modality: str):
-        """What a stage of `modality` trains and holds, for the memory plan (cl_bench.plan; `clbench plan`).
+        """What a stage of `modality` trains and holds, for the memory plan (cl_bench.run.plan; `clbench plan`).
 
         `model` is a copy on torch's meta device (no memory), the same one for every stage, called
         in stream order: add to it what the stage would add (new experts, adapters) and return a
-        cl_bench.plan.Footprint. Called without ``setup``. Default: planned as full fine-tuning, with
+        cl_bench.run.plan.Footprint. Called without ``setup``. Default: planned as full fine-tuning, with
         a note saying so.
         """
         import dataclasses
 
-        from cl_bench.plan import full_model_footprint
+        from cl_bench.api.footprint import full_model_footprint
 
         return dataclasses.replace(full_model_footprint(model, modality),
                                    note=f"{type(self).__name__} plans no footprint of its own: planned as full "
@@ -224,7 +224,7 @@ class Strategy(abc.ABC):
         """Account one training phase of the current stage (``fit`` does this; call it from a loop of your own).
 
         The runner sums the phases of a stage into its training record: examples seen are the
-        budget the protocol compares, FLOPs an estimate (cl_bench.engine.FlopMeter).
+        budget the protocol compares, FLOPs an estimate (cl_bench.api.training.FlopMeter).
         """
         self.__dict__.setdefault("_phases", []).append(
             {"phase": phase, "steps": int(steps), "examples": int(examples), "tokens": int(tokens),
@@ -259,11 +259,11 @@ class Strategy(abc.ABC):
 
         `data`: TaskData (or a list of them, mixed in proportion to their sizes) to train on
         instead of the experience's training split. `train_kwargs` go to
-        cl_bench.engine.train (router_aux_loss, extra_loss, ...). Where the class declares
+        cl_bench.api.training.train (router_aux_loss, extra_loss, ...). Where the class declares
         ``shares_fits`` and trains on the experience's own split without an extra loss, a fit
-        computed before from the same state is read instead (cl_bench.shared.FitStore).
+        computed before from the same state is read instead (cl_bench.run.shared.FitStore).
         """
-        from cl_bench.engine import train
+        from cl_bench.api.training import train
 
         if experience.test is not None:
             raise RuntimeError("a strategy was handed test data; the runner must pass experience.without_test()")
@@ -295,7 +295,7 @@ class Strategy(abc.ABC):
 
     def data(self, experience: Experience, split: str):
         """The experience's `split` ("train" or "val") as batches for this model, built once per stage."""
-        from cl_bench.engine import TaskData
+        from cl_bench.api.training import TaskData
 
         if split not in ("train", "val"):
             raise ValueError(f"strategies read only the train and val splits, not {split!r}")

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench.experience import INPUT_MARKER, Experience, TaskStream
-from cl_bench.stream import Stream
+from cl_bench.streams.experience import INPUT_MARKER, Experience, TaskStream
+from cl_bench.streams.base import Stream
 
 FORMATS = ("imagefolder", "csv", "json", "parquet")
 SPLITS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
@@ -51,7 +51,7 @@ def read_spec(path: str | Path) -> dict:
     """The stream file's content, validated: every problem raises StreamFileError naming its field."""
     import yaml
 
-    from cl_bench import modality
+    from cl_bench.streams import modality
 
     path = Path(path)
     if not path.is_file():
@@ -109,7 +109,7 @@ def read_spec(path: str | Path) -> dict:
             fail(f"{where}.image_size", f"must be a positive integer, got {t['image_size']!r}")
         if "encoder" in t and not text:
             try:
-                modality.get(t["modality"]).encoder_class(t["encoder"])
+                modality.get(t["modality"]).encoder_target(t["encoder"])
             except (ValueError, TypeError, LookupError) as e:
                 fail(f"{where}.encoder", str(e))
         d = t["data"]
@@ -168,12 +168,12 @@ class YamlStream(Stream):
         return h.hexdigest()[:16]
 
     def build(self, cache_dir: Path | None = None, progress: bool = True) -> TaskStream:
-        from cl_bench.data import cached_splits, default_cache_dir
+        from cl_bench.streams.data import cached_splits, default_cache_dir
 
         root = Path(cache_dir or default_cache_dir()) / "data" / "yaml" / f"{self.name}-{self.file_key()}"
         exps = []
         if self.spec["base"] == "numbers":
-            from cl_bench.task_streams.vision_audio import build_text, number_experience
+            from cl_bench.streams.tasks import build_text, number_experience
 
             text = cached_splits(root / "text", build_text)
             exps.append(number_experience("text", "text", "number-questions", text))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from cl_bench.experience import INPUT_MARKER, TaskStream
+from cl_bench.streams.experience import INPUT_MARKER, TaskStream
 
 
 @dataclass(frozen=True)
@@ -45,34 +45,6 @@ class Stream:
         raise NotImplementedError
 
 
-def stream_class(name: str) -> type[Stream]:
-    """The Stream subclass registered as `name`, or built from the stream file `name` (.yaml/.yml)."""
-    from cl_bench import registry, yaml_stream
-
-    if yaml_stream.is_stream_file(name):
-        return yaml_stream.stream_class(name)
-    cls = registry.streams.get(name)
-    if not (isinstance(cls, type) and issubclass(cls, Stream)):
-        raise TypeError(f"stream {name!r} is {cls!r}, not a cl_bench.Stream subclass")
-    if not cls.tasks:
-        raise TypeError(f"stream {name!r} declares no tasks: set {cls.__name__}.tasks = {{task name: modality, ...}}")
-    if cls.build is Stream.build:
-        raise TypeError(f"stream {name!r}: {cls.__name__} does not implement build(cache_dir, progress), "
-                        "which returns its TaskStream")
-    from cl_bench.config import check_config_class
-
-    check_config_class(cls.Config, f"stream {name!r}")
-    return cls
-
-
-def make(name: str, options: dict | None = None) -> Stream:
-    """The registered stream `name` with its options ("key" -> value; strings are converted)."""
-    from cl_bench.config import from_options
-
-    cls = stream_class(name)
-    return cls(from_options(cls.Config, dict(options or {}), f"stream {name!r}"))
-
-
 def encoder_names(s: Stream, ts: TaskStream, overrides: dict | None = None) -> dict[str, str | None]:
     """Each new modality's encoder: one given on the command line (`overrides`), else the one the stream
     declares (Stream.encoders), else None (the modality's default)."""
@@ -89,15 +61,6 @@ def changed_options(stream: Stream) -> dict:
     """The stream's options that differ from their defaults (what a run key needs)."""
     default = dataclasses.asdict(type(stream).Config())
     return {k: v for k, v in dataclasses.asdict(stream.config).items() if default.get(k) != v}
-
-
-def load(name: str, options: dict | None = None, order: str | None = None, cache_dir: Path | None = None,
-         progress: bool = True) -> tuple[Stream, TaskStream]:
-    """The stream `name` (or stream file) with its options, and what it builds, checked (ValueError listing
-    every problem), its new tasks in `order`. The stream's own order is `tuple(type(stream).tasks)`."""
-    s = make(name, options)
-    ts = build_checked(s, s.name, cache_dir, progress)
-    return s, (ts.reordered(parse_order(order, ts)) if order else ts)
 
 
 def build_checked(s: Stream, name: str, cache_dir: Path | None = None, progress: bool = True) -> TaskStream:
@@ -139,7 +102,7 @@ def parse_order(spec: str, ts: TaskStream) -> tuple[str, ...]:
 
 def check(ts, name: str | None = None) -> list[str]:
     """Everything wrong with a built stream (an empty list when it is well formed)."""
-    from cl_bench import modality
+    from cl_bench.streams import modality
 
     if not isinstance(ts, TaskStream):
         return [f"build() returned {type(ts).__name__}, not a cl_bench.TaskStream"]

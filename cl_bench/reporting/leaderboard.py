@@ -1,7 +1,7 @@
 """The leaderboard: result files -> one table per stream, mean and 95% interval over seeds, and tiers.
 
 Nothing is re-run. Every metric is recomputed from the stored accuracy matrices with the
-batched torch functions of cl_bench.metrics (on the device given; all runs of a row in one
+batched torch functions of cl_bench.analysis.metrics (on the device given; all runs of a row in one
 call), so a change of definition reaches old results too. A file that cannot be used
 (unreadable, newer schema, a failed or incomplete run) is reported by name and left out.
 """
@@ -17,9 +17,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cl_bench import stats
+from cl_bench.analysis import stats
 from cl_bench.results import load_result
-from cl_bench.validate import check_result
+from cl_bench.results import check_result
 
 FORMATS = ("md", "csv", "latex", "html")
 
@@ -203,7 +203,7 @@ def _spent_and_kept(run: Run) -> dict[str, float]:
 
 
 def _declared(group: list[Run]) -> str:
-    from cl_bench.strategy import Declaration
+    from cl_bench.api.strategy import Declaration
 
     labels = {Declaration(**r.doc["declaration"]).short() if "declaration" in r.doc else "n/a" for r in group}
     return " / ".join(sorted(labels))
@@ -214,7 +214,7 @@ def build(results_dir: Path, *, stream: str | None = None, sort: str = "acc", de
     """The leaderboard of every stream under `results_dir` (or only `stream`), rows sorted by `sort`."""
     import torch
 
-    from cl_bench import metrics
+    from cl_bench.analysis import metrics
 
     runs, skipped = collect(results_dir)
     # One table per stream and order of its new tasks (files before clbench 0.4 record no order: their own).
@@ -439,7 +439,7 @@ def _joint_reference(groups: dict[str, list[Run]], dev) -> dict[str, object]:
     task k that the benchmark has."""
     import torch
 
-    from cl_bench.metrics import joint_reference
+    from cl_bench.analysis.metrics import joint_reference
 
     diagonals: dict[str, list] = defaultdict(list)
     for group in groups.values():

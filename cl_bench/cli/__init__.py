@@ -83,7 +83,7 @@ def _engine_options(f):
 
 
 def _engine(engine, address, cpus, gpus, retries):
-    from cl_bench.sweep import LocalEngine, RayEngine
+    from cl_bench.engines.sweep import LocalEngine, RayEngine
 
     if engine == "local":
         return LocalEngine()
@@ -103,7 +103,7 @@ def _grid_sets(pairs) -> dict[str, list[str]]:
 
 
 def _encoders(pairs) -> dict[str, str]:
-    from cl_bench.modality import check_mapping
+    from cl_bench.streams.modality import check_mapping
 
     out = _parse_options(pairs, "--encoder", "--encoder image=patches")
     check_mapping(out)
@@ -111,7 +111,7 @@ def _encoders(pairs) -> dict[str, str]:
 
 
 def _stream_class(name: str):
-    from cl_bench.stream import stream_class
+    from cl_bench.streams.resolve import stream_class
 
     return stream_class(name)
 
@@ -234,13 +234,13 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
     (--results-dir; the published leaderboard's files under results/ stay as they are).
     Running the same command again after a crash resumes from the last finished stage.
     """
-    from cl_bench.summary import format_summary
+    from cl_bench.reporting.summary import format_summary
 
     try:
         from cl_bench.config import Budget
         from cl_bench.models.lm import PretrainConfig
-        from cl_bench.runner import RunConfig
-        from cl_bench.runner import run as run_stream
+        from cl_bench.run.runner import RunConfig
+        from cl_bench.run.runner import run as run_stream
 
         _stream_class(stream)
         registry.strategies.entry(strategy)
@@ -292,7 +292,7 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
 def plan(stream, strategies, model, device, batch_size, eval_batch_size, seq_len, options, encoders, stream_options,
          order, dtype, gradient_checkpointing, encoder_options, cache_dir, memory_gb, as_json) -> None:
     """Before running: parameters (total, trainable, added, active per token), gradient, optimizer-state and
-    activation bytes, the peak memory of a stage and whether it fits the device (cl_bench.plan).
+    activation bytes, the peak memory of a stage and whether it fits the device (cl_bench.run.plan).
 
     Nothing is trained and no weights are read: the LM is built on torch's meta device from its config.
     Every `clbench run` prints the same plan's line at its start.
@@ -301,8 +301,8 @@ def plan(stream, strategies, model, device, batch_size, eval_batch_size, seq_len
 
     try:
         from cl_bench.config import Budget
-        from cl_bench.plan import human, plan_run
-        from cl_bench.runner import RunConfig
+        from cl_bench.run.plan import human, plan_run
+        from cl_bench.run.runner import RunConfig
 
         _stream_class(stream)
         names = sorted(registry.strategies.names()) if strategies == "all" else [
@@ -361,8 +361,8 @@ def validate(strategy, stream, steps, options, encoders, stream_options, order, 
     registered modality, complete splits, answers in the answer set) and each task's
     encoder must read its inputs. Exits with 1 and lists the problems when one is found.
     """
-    from cl_bench.validate import validate as check
-    from cl_bench.validate import validate_stream
+    from cl_bench.run.validate import validate as check
+    from cl_bench.run.validate import validate_stream
 
     what = strategy or f"stream {stream}"
     try:
@@ -433,7 +433,7 @@ def _ls_details(reg, name: str, entry) -> list[str]:
 
     lines = []
     if reg is registry.strategies:
-        from cl_bench.strategy import Strategy
+        from cl_bench.api.strategy import Strategy
 
         cls = entry.load()
         if not (isinstance(cls, type) and issubclass(cls, Strategy)):
@@ -448,14 +448,14 @@ def _ls_details(reg, name: str, entry) -> list[str]:
                          + "; ".join(f"{k.replace('_', '-')} in {', '.join(v)}" for k, v in grid.items()) + cited)
         lines += [f"-o {opt}=... (default {default}) {help_}" for opt, default, help_ in describe(cls.Config)]
     elif reg is registry.streams:
-        from cl_bench.stream import stream_class
+        from cl_bench.streams.resolve import stream_class
 
         cls = stream_class(name)
         lines.append("tasks: " + ", ".join(f"{t} ({m})" for t, m in cls.tasks.items())
                      + "".join(f"; encoder {m}={e}" for m, e in cls.encoders.items()))
         lines += [f"-s {opt}=... (default {default}) {help_}" for opt, default, help_ in describe(cls.Config)]
     else:
-        from cl_bench.modality import get
+        from cl_bench.streams.modality import get
 
         m = get(name)
         lines.append("encoders: " + ", ".join(
@@ -474,7 +474,7 @@ def _declaration_line(d) -> str:
 def _write_readme(path: str, board) -> None:
     from pathlib import Path
 
-    from cl_bench.leaderboard import readme_section, splice_readme
+    from cl_bench.reporting.leaderboard import readme_section, splice_readme
     from cl_bench.results import atomic_write_text
 
     text = Path(path).read_text(encoding="utf-8")
@@ -483,13 +483,13 @@ def _write_readme(path: str, board) -> None:
 
 
 def _device(name: str) -> str:
-    from cl_bench.runner import resolve_device
+    from cl_bench.run.device import resolve_device
 
     return str(resolve_device(name))
 
 
 def _board(results_dir, stream, sort, device):
-    from cl_bench.leaderboard import build
+    from cl_bench.reporting.leaderboard import build
 
     board = build(results_dir, stream=stream, sort=sort, device=_device(device))
     for path, why in board.skipped:
@@ -527,14 +527,14 @@ def leaderboard(results_dir, stream, fmt, sort, output, device, readme) -> None:
     re-run. Files that are unreadable, of a newer schema or from unfinished runs are
     named on stderr and left out.
     """
-    from cl_bench.leaderboard import render
+    from cl_bench.reporting.leaderboard import render
     from cl_bench.results import atomic_write_text
 
     try:
         board = _board(results_dir, stream, sort, device)
         figures = None
         if fmt == "html":
-            from cl_bench.plots import render_figures
+            from cl_bench.reporting.figures import render_figures
 
             figures = render_figures(board, _device(device))
         text = render(board, fmt, figures)
@@ -573,8 +573,8 @@ def compare(a, b, stream, metric, results_dir, level, order, device) -> None:
     paired-t interval, the paired t-test's p-value, the share of seeds A wins, and how
     many seeds the observed difference would need to be detected at 95% and 80% power.
     """
-    from cl_bench import stats
-    from cl_bench.leaderboard import _number, find_row
+    from cl_bench.analysis import stats
+    from cl_bench.reporting.leaderboard import _number, find_row
 
     try:
         board = _board(results_dir, stream, "acc", device)
@@ -656,7 +656,7 @@ def plot(results_dir, stream, out_dir, device) -> None:
     """
     from pathlib import Path
 
-    from cl_bench.plots import draw
+    from cl_bench.reporting.figures import draw
 
     try:
         board = _board(results_dir, stream, "acc", device)
@@ -673,8 +673,8 @@ def _sweep_configs(stream, strategies, seeds, orders, sets, encoders, stream_opt
     """The RunConfigs of a sweep's command line (and grid file, whose entries the command line overrides)."""
     from cl_bench.config import Budget
     from cl_bench.models.lm import PretrainConfig
-    from cl_bench.runner import RunConfig
-    from cl_bench.sweep import Grid, cells, load_grid_file
+    from cl_bench.run.runner import RunConfig
+    from cl_bench.engines.sweep import Grid, cells, load_grid_file
 
     doc = load_grid_file(grid_file) if grid_file else {}
 
@@ -718,8 +718,8 @@ def _sweep_configs(stream, strategies, seeds, orders, sets, encoders, stream_opt
 
 def _run_sweep(configs, engine, cache_dir, quiet: bool = False) -> list:
     """Sweep `configs`; the failed outcomes (listed on stderr)."""
-    from cl_bench.data import default_cache_dir
-    from cl_bench.sweep import sweep
+    from cl_bench.streams.data import default_cache_dir
+    from cl_bench.engines.sweep import sweep
 
     logs = str(Path(cache_dir or default_cache_dir()) / "sweep-logs")
     outcomes = sweep(configs, engine, log_dir=logs, progress=not quiet and sys.stderr.isatty(),
@@ -819,8 +819,8 @@ def publish(stream, strategies, seeds, orders, encoders, stream_options, results
     """
     from pathlib import Path
 
-    from cl_bench.leaderboard import render
-    from cl_bench.plots import draw
+    from cl_bench.reporting.leaderboard import render
+    from cl_bench.reporting.figures import draw
     from cl_bench.results import atomic_write_text
 
     try:
@@ -871,11 +871,13 @@ def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain
     import shlex
     from pathlib import Path
 
-    from cl_bench import __version__, tuning
+    from cl_bench import __version__
+
+    from cl_bench.engines import tune as tuning
     from cl_bench.config import Budget
     from cl_bench.models.lm import PretrainConfig
-    from cl_bench.runner import RunConfig
-    from cl_bench.runner import run as run_stream
+    from cl_bench.run.runner import RunConfig
+    from cl_bench.run.runner import run as run_stream
 
     try:
         if strategies == "all":

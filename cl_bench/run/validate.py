@@ -2,96 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-REQUIRED_KEYS = ("schema_version", "status", "config", "seed", "stream", "base_model", "accuracy_matrix",
-                 "extra_accuracy", "metrics", "stages", "timing", "environment")
-
-
-def check_result(result: dict) -> list[str]:
-    """Problems with a result document (empty when it is complete and consistent)."""
-    problems = [f"result file lacks {k!r}" for k in REQUIRED_KEYS if k not in result]
-    if problems:
-        return problems
-    T1 = len(result["stream"]["tasks"])
-    R = result["accuracy_matrix"]
-    if len(R) != T1 or any(len(row) != T1 for row in R):
-        problems.append(f"accuracy matrix is not {T1}x{T1}")
-    elif not all(isinstance(a, float) and 0.0 <= a <= 1.0 for row in R for a in row):
-        problems.append("accuracy matrix has values outside [0, 1]")
-    if len(result["stages"]) != T1 - 1:
-        problems.append(f"{len(result['stages'])} stage records for {T1 - 1} stages")
-    base = result["base_model"].get("parameters")
-    for s in result["stages"]:
-        c = s.get("cost", {})
-        if not {"trainable", "added", "total"} <= set(c):
-            problems.append(f"stage {s.get('experience')}: cost report incomplete: {c}")
-            continue
-        if base is not None and c["total"] != base + c["added"]:
-            problems.append(f"stage {s['experience']}: cost does not add up: total {c['total']} != "
-                            f"base {base} + added {c['added']}")
-        if not 0 <= c["trainable"] <= c["total"]:
-            problems.append(f"stage {s['experience']}: trainable {c['trainable']} outside [0, total]")
-        if not (isinstance(s.get("train_seconds"), (int, float)) and math.isfinite(s["train_seconds"])):
-            problems.append(f"stage {s['experience']}: no train_seconds")
-        losses = [v for k, v in (s.get("train_stats") or {}).items() if k.endswith("_loss")]
-        if any(not (isinstance(v, (int, float)) and math.isfinite(v)) for v in losses):
-            problems.append(f"stage {s['experience']}: training diverged (a loss is not finite)")
-    for k in ("acc", "bwt", "forgetting"):
-        v = result["metrics"].get(k)
-        if v is None:
-            problems.append(f"metric {k} missing")
-        elif not (isinstance(v, (int, float)) and math.isfinite(v)):
-            problems.append(f"metric {k} is not finite ({v})")
-    if result["schema_version"] >= 2 and not problems:
-        problems += _check_items(result)
-    if result["schema_version"] >= 3 and not problems:
-        problems += _check_routing_record(result)
-    return problems
-
-
-def _check_routing_record(result: dict) -> list[str]:
-    """The routing analysis (schema 3): one entry per evaluation, None or per task a share per expert of
-    every MoE layer, each layer's shares summing to 1 over the experts it had then."""
-    rows = (result.get("routing") or {}).get("rows")
-    if not isinstance(rows, list) or len(rows) != len(result["accuracy_matrix"]):
-        return ["routing analysis missing or not one entry per evaluation"]
-    tasks = {t["name"] for t in result["stream"]["tasks"]}
-    for i, r in enumerate(rows):
-        if r is None:
-            continue
-        stages = r.get("expert_stage") or []
-        if set(r.get("shares") or {}) != tasks or len(stages) != len(r.get("layers") or []):
-            return [f"routing analysis of row {i} does not cover every task and layer"]
-        for task, layers in r["shares"].items():
-            for li, (shares, st) in enumerate(zip(layers, stages)):
-                if len(shares) != len(st) or abs(sum(shares) - 1) > 1e-4 or min(shares) < 0:
-                    return [f"routing analysis of row {i}, {task}, layer {r['layers'][li]}: shares {shares} are not "
-                            f"a distribution over its {len(st)} experts"]
-    return []
-
-
-def _check_items(result: dict) -> list[str]:
-    """Per-item results (schema 2) must decode to each task's test size and give the accuracy matrix exactly."""
-    from cl_bench.results import unpack_items
-
-    items = result.get("item_results", {}).get("rows")
-    sizes = [t.get("n_test") for t in result["stream"]["tasks"]]
-    if not isinstance(items, list) or len(items) != len(result["accuracy_matrix"]):
-        return ["per-item results missing or not one row per evaluation"]
-    for i, (row, packed) in enumerate(zip(result["accuracy_matrix"], items)):
-        if not isinstance(packed, list) or len(packed) != len(row):
-            return [f"per-item results of row {i} do not cover every task"]
-        for j, (acc, text) in enumerate(zip(row, packed)):
-            try:
-                ok = unpack_items(text, sizes[j])
-            except (ValueError, TypeError) as e:
-                return [f"per-item results of row {i}, task {j} unreadable ({e})"]
-            if int(ok.sum()) / sizes[j] != acc:
-                return [f"per-item results of row {i}, task {j} give {int(ok.sum())}/{sizes[j]}, not the accuracy {acc}"]
-    return []
-
+from cl_bench.results import check_result
 
 def check_declaration(result: dict) -> list[str]:
     """What the run spent and kept must match what the strategy declares (schema 2)."""
@@ -119,7 +32,7 @@ def _check_routing(strategy) -> list[str]:
     modality routing, and it must match the declaration."""
     import torch
 
-    from cl_bench.engine import TaskData
+    from cl_bench.api.training import TaskData
 
     base = strategy.context.base
     if base is None:
@@ -144,14 +57,16 @@ def _check_routing(strategy) -> list[str]:
 
 def validate_stream(stream: str, options: dict | None = None, encoders: dict | None = None,
                     cache_dir: str | None = None, order: str | None = None, progress: bool = False) -> list[str]:
-    """Check a stream alone (empty list: well formed): it loads, builds and passes `cl_bench.stream.check`,
+    """Check a stream alone (empty list: well formed): it loads, builds and passes `cl_bench.streams.base.check`,
     and every new task's encoder reads its inputs into (items, tokens, out_dim) features."""
     import torch
 
-    from cl_bench import stream as streams
+    from cl_bench.streams import base as streams
+
+    from cl_bench.streams import resolve
     from cl_bench.models.encoders import build_encoder
 
-    s, ts = streams.load(stream, options, order, cache_dir, progress=progress)  # raises on a malformed stream
+    s, ts = resolve.load(stream, options, order, cache_dir, progress=progress)  # raises on a malformed stream
     names = streams.encoder_names(s, ts, encoders)
     problems = []
     for e in ts.experiences:
@@ -194,7 +109,7 @@ def validate(strategy: str, stream: str = "vision-audio", cache_dir: str | None 
 
     from cl_bench.config import Budget
     from cl_bench.models.lm import PretrainConfig
-    from cl_bench.runner import RunConfig, run
+    from cl_bench.run.runner import RunConfig, run
 
     snapshot: list = []  # (name, parameter, its value after setup) of every parameter of the model
     frozen_ids: set[int] = set()

@@ -32,20 +32,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cl_bench.api.footprint import Footprint, largest, numel, projector  # noqa: F401  (plan's own uses)
+
 GIB = 2**30
-
-
-@dataclass(frozen=True)
-class Footprint:
-    """What a strategy trains and holds in one stage, counted on the (meta) model it may have extended."""
-
-    trainable: int  # parameters with gradients and optimizer states in the stage's largest phase
-    largest: int = 0  # elements of the largest trainable tensor (see make_plan's backward transient)
-    # True when none of the base LM's own weights train (MoExtend, align-only, adapters): autograd then keeps
-    # less for the backward pass (a frozen linear layer's input is not saved)
-    base_frozen: bool = False
-    held_bytes: int = 0  # held besides the model's weights: teacher copies, anchors, a copy of the base
-    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,10 +111,6 @@ def meta_lm(config):
 
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)
-
-
-def numel(module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def _experts(lm) -> tuple[int, int, int]:
@@ -247,7 +232,7 @@ def make_plan(model_name: str, strategy, lm_config, tokenizer, encoders: dict, s
 def sequence_length(stream, tokenizer, encoders: dict, first: dict) -> int:
     """The longest prompt + input tokens + answer of the stream's training splits, in tokens; `first`: task name
     -> its first training item featurized."""
-    from cl_bench.experience import INPUT_MARKER
+    from cl_bench.streams.experience import INPUT_MARKER
 
     longest = 0
     for exp in (stream.base, *stream.experiences):
@@ -278,23 +263,6 @@ def featurized_bytes(stream, first: dict) -> int:
     return total
 
 
-def full_model_footprint(model, modality: str) -> Footprint:
-    """Every LM weight and the modality's projector train (full fine-tuning)."""
-    proj = projector(model, modality)
-    return Footprint(trainable=numel(model.lm) + numel(proj), largest=largest(model.lm, proj))
-
-
-def projector(model, modality: str) -> torch.nn.Module:
-    """The modality's projector, or an empty module for text (no projector: nothing to count)."""
-    return model.projectors[modality] if modality in model.projectors else torch.nn.Module()
-
-
-def largest(*modules) -> int:
-    """Elements of the largest parameter tensor of `modules`."""
-    return max((p.numel() for m in modules for p in m.parameters()), default=0)
-
-
-
 def plan_run(config, *, progress: bool = False, seq_len: int | None = None,
              capacity_bytes: int | None = None) -> Plan:
     """The plan of a RunConfig without running it: the stream and its encoders are built (the data cached as
@@ -305,13 +273,14 @@ def plan_run(config, *, progress: bool = False, seq_len: int | None = None,
     from transformers import AutoConfig, AutoTokenizer
 
     from cl_bench import registry
-    from cl_bench import stream as streams
+    from cl_bench.streams import base as streams
+    from cl_bench.streams import resolve
     from cl_bench.config import from_options
-    from cl_bench.data import default_cache_dir
+    from cl_bench.streams.data import default_cache_dir
     from cl_bench.models.encoders import build_encoder
     from cl_bench.models.families import FAMILIES, unsupported
     from cl_bench.models.lm import PRESETS, preset_config, stream_words, word_tokenizer
-    from cl_bench.runner import resolve_device, torch_dtype
+    from cl_bench.run.device import resolve_device, torch_dtype
 
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         device = torch.device(config.device)  # planning for a GPU this machine does not have
@@ -321,7 +290,7 @@ def plan_run(config, *, progress: bool = False, seq_len: int | None = None,
     strategy_cls = registry.strategies.get(config.strategy)
     strategy = strategy_cls(from_options(strategy_cls.Config, config.strategy_options, f"strategy {config.strategy!r}"))
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    stream_obj, stream = streams.load(config.stream, config.stream_options, config.order, cache, progress=progress)
+    stream_obj, stream = resolve.load(config.stream, config.stream_options, config.order, cache, progress=progress)
     if config.model in PRESETS:
         tokenizer = word_tokenizer(stream_words(stream))
         lm_config, name = preset_config(config.model, len(tokenizer), tokenizer), config.model

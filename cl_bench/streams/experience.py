@@ -15,7 +15,7 @@ class TaskInfo:
     """What a strategy may know about a task without seeing its data."""
 
     name: str  # "text", "vision", "audio", ...
-    modality: str  # "text" or a registered modality (cl_bench.modality)
+    modality: str  # "text" or a registered modality (cl_bench.streams.modality)
     task: str  # what is asked, e.g. "number-questions"
     chance: float  # accuracy of guessing, averaged over the test items
 
@@ -42,7 +42,7 @@ class Experience:
     probes: Mapping[str, Any] = field(default_factory=dict)  # extra evaluation sets, e.g. {"train": ...}
 
     def __post_init__(self) -> None:
-        from cl_bench import modality
+        from cl_bench.streams import modality
 
         if self.modality not in modality.known():
             raise ValueError(f"Experience {self.name!r}: modality {self.modality!r} is not registered; known: "

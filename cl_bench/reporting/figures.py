@@ -8,7 +8,7 @@ strategy with its confidence interval at every stage) and Pareto plots of ACC ag
 trainable parameters and against training time.
 
 Every strategy has one colour, marker and line style (`style`), the same in every figure.
-Intervals are the leaderboard's bootstrap intervals over seeds (cl_bench.stats.bootstrap_ci):
+Intervals are the leaderboard's bootstrap intervals over seeds (cl_bench.analysis.stats.bootstrap_ci):
 they lie between the smallest and the largest seed's value, so never outside the metric's range.
 Each figure is built by a `*_figure` function that returns the matplotlib Figure (for
 tests to inspect) and encoded to PNG by the function of the same name without `_figure`.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench.leaderboard import Leaderboard, Row, Table
+from cl_bench.reporting.leaderboard import Leaderboard, Row, Table
 
 DPI = 110
 
@@ -107,12 +107,12 @@ def _matrices(row: Row, device: str):
 def bootstrap_interval(values, level: float = 0.95, lower: float = -math.inf,
                        upper: float = math.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean over seeds and its bootstrap interval, column by column, as the leaderboard computes its
-    intervals (cl_bench.stats.bootstrap_ci: a percentile bootstrap, inside the seeds' range and so
+    intervals (cl_bench.analysis.stats.bootstrap_ci: a percentile bootstrap, inside the seeds' range and so
     inside the metric's), clipped to [lower, upper] as well.
 
     values: [runs] or [runs, k]. Returns (mean, lo, hi), each [k] (0-d for a flat input); the interval
     is NaN where a column has fewer than 2 values."""
-    from cl_bench.stats import bootstrap_ci
+    from cl_bench.analysis.stats import bootstrap_ci
 
     x = np.asarray(values, dtype=np.float64)
     flat = x.ndim == 1
@@ -148,7 +148,7 @@ def matrix_heatmaps_figure(row: Row, table: Table, kind: str = "accuracy", devic
     from matplotlib.colors import Normalize, TwoSlopeNorm
     from matplotlib.patches import Rectangle
 
-    from cl_bench import metrics
+    from cl_bench.analysis import metrics
 
     plt = _pyplot()
     R = _matrices(row, device)  # [runs, T+1, T+1]
@@ -226,7 +226,7 @@ def routing_figure(row: Row, table: Table):
     are summed per stage that added them ("+vision"), so that runs extending different layers
     average; 0 where a run added none to that layer.
     """
-    from cl_bench.routing import grouped_shares
+    from cl_bench.models.routing import grouped_shares
 
     plt = _pyplot()
     names = [t["name"] for t in table.tasks]
@@ -335,7 +335,7 @@ def _per_run(row: Row, table: Table, key: str, device: str) -> np.ndarray:
     """One value per run, as the leaderboard computes it."""
     import torch
 
-    from cl_bench import metrics
+    from cl_bench.analysis import metrics
 
     if key == "acc":
         chance = torch.tensor([t["chance"] for t in table.tasks], dtype=torch.float64, device=device)

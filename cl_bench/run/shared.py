@@ -1,5 +1,5 @@
 """Work shared across runs, computed once: the evaluation before the first stage (row 0 of the accuracy matrix) and
-the fits (one call of cl_bench.engine.train) that recur across runs and strategies.
+the fits (one call of cl_bench.api.training.train) that recur across runs and strategies.
 
 Row 0 scores the base model with its fresh projectors. It is the same for every strategy whose
 setup leaves the model's outputs as they were (`Strategy.setup_keeps_outputs`: the built-ins'
@@ -42,15 +42,21 @@ def enabled() -> bool:
 
 
 def code_fingerprint() -> str:
-    """A hash of every Python source file of the installed clbench (cl_bench and its built-in strategies)."""
+    """A hash of every Python source file of the installed clbench (cl_bench, its built-in strategies and streams)."""
     global _CODE
     if _CODE is None:
-        import cl_bench
-        import cl_bench.strategies as built_in
+        import importlib.util
 
+        import cl_bench
+
+        # The built-ins' folders are found, not imported: the core never imports a plug-in's code.
+        roots = {Path(cl_bench.__file__).parent}
+        for name in ("cl_bench.strategies", "cl_bench.task_streams"):
+            spec = importlib.util.find_spec(name)
+            roots.update(Path(p) for p in (spec.submodule_search_locations or []) if spec)
         h = hashlib.sha256()
         # sorted, not a set: a set's order of paths changes from process to process (str hashes are salted)
-        for root in sorted({Path(cl_bench.__file__).parent, Path(built_in.__file__).parent}):
+        for root in sorted(roots):
             for f in sorted(root.rglob("*.py")):
                 h.update(str(f.relative_to(root)).encode())
                 h.update(f.read_bytes())
@@ -61,7 +67,7 @@ def code_fingerprint() -> str:
 def row0_key(ident: dict, eval_batch_size: int) -> str:
     """The content hash of a run's row 0: its identity without what only later stages depend on (the strategy,
     its options, the training budget)."""
-    from cl_bench.data import stable_hash
+    from cl_bench.streams.data import stable_hash
 
     config = {k: v for k, v in ident["config"].items() if k not in ("strategy", "budget")}
     rest = {k: v for k, v in ident.items() if k not in ("config", "strategy_options")}
@@ -93,7 +99,7 @@ def row0(cache_dir: Path, key: str, compute, tasks: int):
 
 
 # -- fits ------------------------------------------------------------------------------------------------------
-# A fit (Strategy.fit: one call of cl_bench.engine.train) is shared when the strategy declares `shares_fits`: its
+# A fit (Strategy.fit: one call of cl_bench.api.training.train) is shared when the strategy declares `shares_fits`: its
 # outcome is then fixed by what the key below hashes. Where the same fit recurs: MMER's fine-tune of each modality
 # from the base is single-ft's stage of that modality, and its first is full-ft's first stage, whenever their
 # learning rates agree (they do at points of `clbench tune`'s grids: 1e-4, 3e-4 and 1e-3 are in all three); a run
@@ -120,7 +126,7 @@ class FitStore:
     them took, so that a run's training time is the same whether or not its fits were stored)."""
 
     def __init__(self, cache_dir: Path, identity: dict) -> None:
-        from cl_bench.data import stable_hash
+        from cl_bench.streams.data import stable_hash
 
         self.directory = Path(cache_dir) / "shared"
         self.identity = stable_hash({"what": "fit", "code": code_fingerprint(), **identity})
@@ -199,7 +205,7 @@ class FitStore:
         import torch
         from filelock import FileLock
 
-        from cl_bench.engine import TrainStats
+        from cl_bench.api.training import TrainStats
         from cl_bench.results import atomic_torch_save
 
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """A clbench stream as an avalanche-lib benchmark, so that avalanche users can run their own
 strategies on clbench's data and model.
 
-    from cl_bench.avalanche_export import avalanche_benchmark, avalanche_parts
+    from cl_bench.interop.avalanche import avalanche_benchmark, avalanche_parts
     bench = avalanche_benchmark(stream, model)           # a TaskStream and a MultimodalLM
     module, criterion = avalanche_parts(model)
     strategy = avalanche.training.EWC(module, optimizer, criterion, ewc_lambda=1e4, evaluator=...)
@@ -13,7 +13,7 @@ first, then the new modalities in order; its task label is the task's column in 
 matrix, its targets the answer's index in the task's answer set. Items are tokenized and
 featurized for `model` once; batches are clbench's (a MixedBatch), the module returns
 next-token logits and the criterion is the answer tokens' cross-entropy, as clbench's own
-avalanche strategies use them (cl_bench.strategies.avalanche_cl.glue says what was adapted).
+avalanche strategies use them (cl_bench.interop.avalanche_data says what was adapted).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def avalanche_benchmark(stream, model, *, limit: int | None = None, base: bool =
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
     from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 
-    from cl_bench.engine import TaskData
-    from cl_bench.strategies.avalanche_cl.glue import Collate, make_dataset
+    from cl_bench.api.training import TaskData
+    from cl_bench.interop.avalanche_data import Collate, make_dataset
 
     missing = sorted({e.modality for e in stream.experiences} - set(model.encoders))
     if missing:
@@ -53,6 +53,6 @@ def avalanche_benchmark(stream, model, *, limit: int | None = None, base: bool =
 def avalanche_parts(model, router_aux_loss: bool = True):
     """(module, criterion) for avalanche's strategies: `model` wrapped to take clbench's batches, and the
     loss over answer tokens (plus the MoE router loss while training)."""
-    from cl_bench.strategies.avalanche_cl.glue import LMModule, answer_loss
+    from cl_bench.interop.avalanche_data import LMModule, answer_loss
 
     return LMModule(model, router_aux_loss=router_aux_loss), answer_loss

@@ -1,0 +1,1 @@
+"""clbench's streams and model as other libraries' objects (avalanche-lib)."""

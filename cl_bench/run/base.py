@@ -1,0 +1,179 @@
+"""The base model of a run: a preset pre-trained on the stream's text task once and cached, or a local checkpoint.
+
+`load_base` is the one entry point: a preset name builds the model from its config (cl_bench.models.lm),
+pre-trains it on the stream's text task once and caches it on disk (keyed by a hash of everything that
+shapes it), so every strategy starts from the same base. A directory is loaded as a Hugging Face
+checkpoint (config, weights and tokenizer), as is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from cl_bench.models.families import FAMILIES, unsupported
+from cl_bench.models.lm import (BASE_VERSION, PRESETS, PretrainConfig, _set_experts, preset_config, stream_words,
+                                word_tokenizer)
+from cl_bench.streams.data import atomic_directory, build_lock, file_sha256, remove_partial, stable_hash
+
+
+@dataclass
+class BaseModel:
+    lm: torch.nn.Module
+    tokenizer: object
+    info: dict
+
+
+def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrain: PretrainConfig | None = None,
+              progress: bool = True, dtype: torch.dtype = torch.float32) -> BaseModel:
+    """The stream's base LM on `device` in `dtype`: a pre-trained preset (cached; pre-trained in float32 and
+    then cast) or a local checkpoint (read in `dtype`)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    pretrain = pretrain or PretrainConfig()
+    path = Path(model).expanduser()
+    if model not in PRESETS:
+        if not (path.is_dir() and (path / "config.json").exists()):
+            raise ValueError(f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory with a "
+                             f"Hugging Face checkpoint (config.json); save one with save_pretrained() and pass its path")
+        if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+            raise ValueError(f"--model {model}: no tokenizer files (tokenizer.json or tokenizer_config.json); save the "
+                             f"tokenizer beside the weights with tokenizer.save_pretrained({str(path)!r})")
+        key = checkpoint_key(path, cache_dir)  # changes whenever a file of the checkpoint does
+        try:
+            model_type = AutoConfig.from_pretrained(path, local_files_only=True).model_type
+        except Exception as e:  # noqa: BLE001 - see _unloadable
+            raise _unloadable(model, e) from None
+        if model_type not in FAMILIES:  # said before the weights are read
+            raise ValueError(f"--model {model}: {unsupported(model_type)}")
+        try:
+            lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - see _unloadable
+            raise _unloadable(model, e) from None
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        info = {"source": "checkpoint", "path": str(path.resolve()), "model_type": lm.config.model_type, "key": key}
+        return _finish(lm, tok, info, device)
+
+    words = stream_words(stream)
+    tok = word_tokenizer(words)
+    config = preset_config(model, len(tok), tok)
+    shape = {k: v for k, v in config.to_dict().items() if k != "transformers_version"}
+    key = stable_hash({"version": BASE_VERSION, "preset": model, "config": shape, "vocab": words,
+                       "pretrain": asdict(pretrain), "text": stable_hash(stream.base.train.to_dict())})
+    # One base per key: streams whose text task and vocabulary agree (every number stream) share it.
+    target = Path(cache_dir) / "models" / f"{model}-{key}"
+    if not (target / "clbench.json").exists():  # clbench <= 0.3.0 saved it as <stream>-<model>-<key>
+        target = next((p.parent for p in sorted((Path(cache_dir) / "models").glob(f"*-{model}-{key}/clbench.json"))),
+                      target)
+    if not (target / "clbench.json").exists():
+        with build_lock(target):  # one process pre-trains it; another waits, then loads it
+            if not (target / "clbench.json").exists():
+                remove_partial(target)
+                base = _pretrain_and_save(model, config, tok, key, target, stream, device, pretrain, progress)
+                base.lm.to(dtype)
+                return base
+    base = _load_cached(target, device)
+    base.lm.to(dtype)
+    return base
+
+
+def _unloadable(model: str, e: Exception) -> ValueError:
+    """transformers', safetensors' and tokenizers' errors for a broken checkpoint vary: one line, the path, the fix."""
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return ValueError(f"--model {model}: the checkpoint cannot be loaded ({type(e).__name__}: {first}); check its "
+                      "config.json and weight files, or save it again with save_pretrained()")
+
+
+def _load_cached(target: Path, device) -> BaseModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(target, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(target, local_files_only=True)
+    info = json.loads((target / "clbench.json").read_text())
+    info["cached"] = True
+    info["weights_sha256"] = _weights_sha256(target)
+    return _finish(lm, tok, info, device)
+
+
+def _pretrain_and_save(model, config, tok, key, target, stream, device, pretrain, progress) -> BaseModel:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(pretrain.seed)
+    lm = AutoModelForCausalLM.from_config(config)
+    info = {"source": "preset", "preset": model, "model_type": config.model_type, "key": key,
+            "pretrain": asdict(pretrain)}
+    base = _finish(lm, tok, info, device)
+    info.update(_pretrain(base, stream, device, pretrain, progress))
+    # Pre-training is bit-reproducible for a given torch thread count, not across counts.
+    info["pretrain_threads"] = torch.get_num_threads()
+    _save_atomic(base, target)
+    info["cached"] = False
+    info["weights_sha256"] = _weights_sha256(target)
+    return base
+
+
+def checkpoint_key(directory: Path, cache_dir: Path) -> str:
+    """A fingerprint of every file of a local checkpoint (names and bytes), so that a checkpoint changed in
+    place gets a new run key. Hashing a large checkpoint takes a while, so each file's hash is remembered
+    under cache_dir/fingerprints by its path, size and modification time."""
+    memo_dir = Path(cache_dir) / "fingerprints"
+    parts = []
+    for f in sorted(p for p in Path(directory).iterdir() if p.is_file() and not p.name.startswith(".")):
+        st = f.stat()
+        memo = memo_dir / stable_hash([str(f.resolve()), st.st_size, st.st_mtime_ns])
+        if memo.exists():
+            digest = memo.read_text().strip()
+        else:
+            digest = file_sha256(f)
+            memo_dir.mkdir(parents=True, exist_ok=True)
+            from cl_bench.results import atomic_write_text
+
+            atomic_write_text(memo, digest)
+        parts.append((f.name, digest))
+    return stable_hash(parts)
+
+
+def _weights_sha256(directory: Path) -> str:
+    """The saved preset's weight files' fingerprint (a few MB), so result files name the exact base."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(Path(directory).glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _finish(lm, tok, info, device) -> BaseModel:
+    lm.to(device).eval()
+    _set_experts(lm, device)
+    info.setdefault("parameters", sum(p.numel() for p in lm.parameters()))
+    return BaseModel(lm, tok, info)
+
+
+def _pretrain(base: BaseModel, stream, device, cfg: PretrainConfig, progress: bool) -> dict:
+    from cl_bench.api.training import TaskData, accuracy, train
+    from cl_bench.models.multimodal import MultimodalLM
+
+    wrapper = MultimodalLM(base.lm, base.tokenizer, {})
+    t0 = time.perf_counter()
+    data = TaskData(stream.base.train, wrapper, "text")
+    stats = train(wrapper, data, [{"params": list(base.lm.parameters()), "lr": cfg.lr}], steps=cfg.steps,
+                  batch_size=cfg.batch_size, seed=cfg.seed, device=device, desc="pre-training the base model",
+                  progress=progress)
+    secs = time.perf_counter() - t0
+    acc = {f"text_{name}": accuracy(wrapper, TaskData(split, wrapper, "text"), device)
+           for name, split in (("train", stream.base.train), ("val", stream.base.val))}
+    return {"pretrain_seconds": round(secs, 2), "pretrain_final_loss": stats.last_loss, **acc}
+
+
+def _save_atomic(base: BaseModel, target: Path) -> None:
+    with atomic_directory(target) as tmp:
+        base.lm.save_pretrained(tmp)
+        base.tokenizer.save_pretrained(tmp)
+        (tmp / "clbench.json").write_text(json.dumps(base.info, indent=2))
