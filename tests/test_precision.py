@@ -45,7 +45,7 @@ def test_the_dtype_is_keyed_only_when_not_float32():
 @pytest.mark.parametrize("strategy", ["moextend", "full-ft", "lwf"])
 def test_bfloat16_stores_frozen_weights_in_it_and_trains_float32_master_weights(strategy, small, cache_dir, tmp_path,
                                                                                monkeypatch):
-    monkeypatch.setenv(CPU_HALF_ENV, "1")
+    monkeypatch.delenv(CPU_HALF_ENV, raising=False)  # the setting alone allows it (the variable is an override)
     seen = {}
 
     def inspect(event, s):
@@ -53,8 +53,8 @@ def test_bfloat16_stores_frozen_weights_in_it_and_trains_float32_master_weights(
             seen["lm"] = {n: p.dtype for n, p in s.model.lm.named_parameters()}
             seen["projectors"] = {p.dtype for p in s.model.projectors.parameters()}
 
-    doc, path = run(config(tmp_path, cache_dir, strategy, dtype="bfloat16"), progress=False, echo=lambda s: None,
-                    inspect=inspect)
+    doc, path = run(config(tmp_path, cache_dir, strategy, dtype="bfloat16", cpu_half_precision=True), progress=False,
+                    echo=lambda s: None, inspect=inspect)
     assert doc["status"] == "complete" and doc["config"]["dtype"] == "bfloat16"
     assert seen["projectors"] == {torch.float32}  # trained: master weights
     added = {n for n in seen["lm"] if ".additions." in n}

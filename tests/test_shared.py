@@ -48,10 +48,13 @@ def test_a_shared_row_0_gives_bit_identical_results(small, cache_dir, tmp_path, 
     assert first["timing"]["row0_source"] == "computed"
     with_cache, _ = run(config(cache_dir, tmp_path / "a", "lora", seed=101), progress=False, echo=lambda s: None)
     assert with_cache["timing"]["row0_source"] == "stored"
-    monkeypatch.setenv(shared.ENV, "0")
-    without, _ = run(config(cache_dir, tmp_path / "b", "lora", seed=101), progress=False, echo=lambda s: None)
+    without, _ = run(dataclasses.replace(config(cache_dir, tmp_path / "b", "lora", seed=101), shared_cache=False),
+                     progress=False, echo=lambda s: None)
     assert without["timing"]["row0_source"] == "own"
     assert same_result(with_cache, without)
+    monkeypatch.setenv(shared.ENV, "0")  # the environment's override turns sharing off whatever the setting says
+    overridden, _ = run(config(cache_dir, tmp_path / "c", "lora", seed=101), progress=False, echo=lambda s: None)
+    assert overridden["timing"]["row0_source"] == "own" and same_result(with_cache, overridden)
     assert len(set((Path(cache_dir) / "shared").glob("row0-*.json")) - entries) == 1
     monkeypatch.delenv(shared.ENV)
     other_seed, _ = run(config(cache_dir, tmp_path / "a", "lora", seed=102), progress=False, echo=lambda s: None)
@@ -246,8 +249,11 @@ def test_a_fits_key_hashes_what_determines_it(tmp_path, monkeypatch):
     groups = [{"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 1.0}]  # a parameter outside the model
     assert store.key(tiny_model(), types.SimpleNamespace(name="vision", modality="image"), groups, steps=5,
                      batch_size=8, warmup_fraction=0.0, seed=1, device=torch.device("cpu"), train_kwargs={}) is None
-    monkeypatch.setenv(shared.FIT_CAP_ENV, "0.00001")  # 10 bytes: the LM's 20 float32 parameters are over it
-    assert key_of(store, tiny_model()) is None and "not stored" in store.take_log()[-1]["source"]
+    capped = shared.FitStore(store.directory.parent, {"what": "capped"}, max_mb=0.00001)  # 10 bytes: the LM's 20
+    assert key_of(capped, tiny_model()) is None and "not stored" in capped.take_log()[-1]["source"]  # parameters
+    monkeypatch.setenv(shared.FIT_CAP_ENV, "0.00001")  # the environment's override of the setting
+    overridden = shared.FitStore(store.directory.parent, {"what": "capped"})
+    assert key_of(overridden, tiny_model()) is None and "not stored" in overridden.take_log()[-1]["source"]
 
 
 def _slow_fit(cache: str, log: str, out: str) -> None:

@@ -140,6 +140,15 @@ def _check_device(ctx, param, value: str) -> str:
     return value
 
 
+def _threads_option(default: int | None):
+    """--threads: torch's CPU threads of each run (recorded, and part of a CPU run's key)."""
+    auto = ("[default: the CPUs available, shared among the clbench runs active in the cache]" if default is None
+            else f"[default: {default}, the published results' count, so that reruns are bit-identical]")
+    return click.option("--threads", default=default, type=click.IntRange(min=1, max=1024), metavar="N",
+                        help="CPU threads of each run; float sums differ across counts, so the count is recorded "
+                             f"and is part of a CPU run's key {auto}.")
+
+
 def _stream_opts(pairs) -> dict[str, str]:
     return _parse_options(pairs, "-s/--stream-option", "-s train-speakers=40")
 
@@ -222,10 +231,11 @@ def main(ctx, debug) -> None:
 @click.option("--prompt-format", default="plain", show_default=True, type=click.Choice(["plain", "chat"]),
               help="chat: each prompt is the user's turn of the tokenizer's chat template and the answer the "
                    "assistant's reply (for instruction-tuned checkpoints).")
+@_threads_option(None)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage lines; print only the summary.")
 def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps, options, encoders, stream_options,
         order, results_dir, cache_dir, restart, eval_limit, dtype, gradient_checkpointing, encoder_options,
-        prompt_format, quiet) -> None:
+        prompt_format, threads, quiet) -> None:
     """Run a strategy through a task stream and write its result file.
 
     Builds (once, cached) the stream's data and the pre-trained base model, evaluates
@@ -250,7 +260,7 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
                            encoders=_encoders(encoders), stream_options=_stream_opts(stream_options), order=order,
                            results_dir=results_dir, cache_dir=cache_dir, eval_limit=eval_limit, dtype=dtype,
                            gradient_checkpointing=gradient_checkpointing, prompt_format=prompt_format,
-                           encoder_options=_encoder_opts(encoder_options))
+                           encoder_options=_encoder_opts(encoder_options), threads=threads)
         result, path = run_stream(config, progress=not quiet, restart=restart,
                                   echo=lambda s: click.echo(s, err=True))
     except (ValueError, TypeError, LookupError) as e:
@@ -669,7 +679,7 @@ def plot(results_dir, stream, out_dir, device) -> None:
 
 
 def _sweep_configs(stream, strategies, seeds, orders, sets, encoders, stream_options, results_dir, cache_dir, steps,
-                   batch_size, pretrain_steps, device, eval_limit, model, grid_file=None) -> list:
+                   batch_size, pretrain_steps, device, eval_limit, model, grid_file=None, threads=None) -> list:
     """The RunConfigs of a sweep's command line (and grid file, whose entries the command line overrides)."""
     from cl_bench.config import Budget
     from cl_bench.models.lm import PretrainConfig
@@ -711,7 +721,7 @@ def _sweep_configs(stream, strategies, seeds, orders, sets, encoders, stream_opt
         return RunConfig(**cell, model=model, device=device, results_dir=results_dir, cache_dir=cache_dir,
                          budget=Budget(steps=steps, batch_size=batch_size),
                          pretrain=PretrainConfig(steps=pretrain_steps),
-                         eval_limit=eval_limit, encoders=enc, stream_options=sopts)
+                         eval_limit=eval_limit, encoders=enc, stream_options=sopts, threads=threads)
 
     return cells(Grid(tuple(stream_names), tuple(names), _seed_list(seeds), tuple(order_list), options), make)
 
@@ -757,10 +767,11 @@ def _run_sweep(configs, engine, cache_dir, quiet: bool = False) -> list:
 @click.option("--device", default=None, callback=lambda c, p, v: v if v is None else _check_device(c, p, v),
               help="Device of each run: auto, cpu, cuda or cuda:N [default: auto].")
 @_engine_options
+@_threads_option(None)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def sweep(grid_file, stream, strategies, seeds, orders, sets, model, steps, batch_size, pretrain_steps, eval_limit,
           encoders, stream_options, results_dir, cache_dir, device, engine, address, cpus_per_cell, gpus_per_cell,
-          max_retries, quiet) -> None:
+          max_retries, threads, quiet) -> None:
     """Run a grid of runs, each cell a task: locally one after another, or on Ray (--engine ray).
 
     Cells whose complete result exists are skipped and a cell killed mid-run resumes from its last
@@ -770,7 +781,7 @@ def sweep(grid_file, stream, strategies, seeds, orders, sets, model, steps, batc
     try:
         configs = _sweep_configs(stream, strategies, seeds, orders, _grid_sets(sets), encoders, stream_options,
                                  results_dir, cache_dir, steps, batch_size, pretrain_steps, device, eval_limit, model,
-                                 grid_file)
+                                 grid_file, threads=threads)
         failed = _run_sweep(configs, _engine(engine, address, cpus_per_cell, gpus_per_cell, max_retries), cache_dir,
                             quiet)
     except (ValueError, TypeError, LookupError) as e:
@@ -807,8 +818,9 @@ def sweep(grid_file, stream, strategies, seeds, orders, sets, model, steps, batc
 @click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Also regenerate the leaderboard section of this README (between its leaderboard markers).")
 @_engine_options
+@_threads_option(2)
 def publish(stream, strategies, seeds, orders, encoders, stream_options, results_dir, cache_dir, steps, pretrain_steps,
-            device, eval_limit, readme, engine, address, cpus_per_cell, gpus_per_cell, max_retries) -> None:
+            device, eval_limit, readme, engine, address, cpus_per_cell, gpus_per_cell, max_retries, threads) -> None:
     """Run every stream x order x strategy x seed still missing (default settings), then write the
     leaderboard and figures: a sweep (`clbench sweep`) plus the leaderboard.
 
@@ -825,7 +837,8 @@ def publish(stream, strategies, seeds, orders, encoders, stream_options, results
 
     try:
         configs = _sweep_configs(stream, strategies, seeds, orders, {}, encoders, stream_options, results_dir,
-                                 cache_dir, steps, None, pretrain_steps, device, eval_limit, "mixtral-tiny")
+                                 cache_dir, steps, None, pretrain_steps, device, eval_limit, "mixtral-tiny",
+                                 threads=threads)
         if _run_sweep(configs, _engine(engine, address, cpus_per_cell, gpus_per_cell, max_retries), cache_dir,
                       quiet=True):
             raise click.ClickException("some runs failed (listed above); the leaderboard was not written")
@@ -860,8 +873,9 @@ def publish(stream, strategies, seeds, orders, encoders, stream_options, results
 @click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Also write the summary table (grid, choice, runner-up) into this README between its "
                    "hparams markers.")
+@_threads_option(2)
 def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain_steps, device, eval_limit,
-         readme) -> None:
+         readme, threads) -> None:
     """Choose each strategy's hyperparameters on validation data only, from its declared grid.
 
     Every grid point runs the stream for each seed with every evaluation on the validation
@@ -898,7 +912,8 @@ def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain
                 doc, _ = run_stream(RunConfig(stream=stream, strategy=n, seed=seed, device=device,
                                               results_dir=results_dir, cache_dir=cache_dir, budget=Budget(steps=steps),
                                               pretrain=PretrainConfig(steps=pretrain_steps), eval_split="val",
-                                              eval_limit=eval_limit, strategy_options=dict(point)),
+                                              eval_limit=eval_limit, strategy_options=dict(point),
+                                              threads=threads),
                                     progress=False, reuse=True, wait=True, echo=lambda s: click.echo(s, err=True))
                 all_docs.append(doc)
                 return doc

@@ -109,15 +109,13 @@ def registrations() -> list[tuple[str, str, str, str]]:
 
 def run_cell(config, plugins: list | None = None, log_dir: str | None = None, threads: int | None = None) -> Outcome:
     """Run one cell (reusing a complete result, resuming a saved state); never raises for the cell's own errors:
-    they come back as a failed Outcome with the log's path. `threads`: torch's CPU threads (a Ray cell uses the
-    CPUs it reserved; CPU results are bit-reproducible for a given thread count)."""
+    they come back as a failed Outcome with the log's path. `threads`: the cell's CPU threads where its config
+    does not give a count (a Ray cell uses the CPUs it reserved; the count is part of a CPU run's key)."""
     from cl_bench import registry
     from cl_bench.run.runner import run
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    if threads and config.threads is None:  # the CPUs the cell reserved (Ray), unless the grid gives a count
+        config = dataclasses.replace(config, threads=threads)
     for kind, name, target, origin in plugins or []:
         reg = getattr(registry, kind)
         if name not in getattr(reg, "_extra", {}):

@@ -12,11 +12,12 @@ DTYPES = ("float32", "bfloat16", "float16")
 CPU_HALF_ENV = "CLBENCH_CPU_HALF_PRECISION"
 
 
-def torch_dtype(name: str, device):
+def torch_dtype(name: str, device, allow_cpu_half: bool = False):
     """The torch dtype of --dtype `name` on `device`; ValueError naming the fix for half precision on the CPU."""
     import torch
 
-    if name != "float32" and device.type == "cpu" and os.environ.get(CPU_HALF_ENV) != "1":
+    allowed = allow_cpu_half or os.environ.get(CPU_HALF_ENV) == "1"
+    if name != "float32" and device.type == "cpu" and not allowed:
         raise ValueError(f"--dtype {name} is for GPUs; on the CPU clbench runs float32: drop --dtype or run on "
                          "--device cuda")
     return getattr(torch, name)

@@ -11,10 +11,11 @@ from cl_bench.streams import base as streams
 from cl_bench.streams.data import stable_hash
 
 
-def identity(config, strategy, stream_obj, stream, base, cache: Path) -> dict:
+def identity(config, strategy, stream_obj, stream, base, cache: Path, threads: int | None = None) -> dict:
     """What the run key hashes: the configuration's result-changing fields, the data, the strategy's resolved
-    options, the base model, and (only where they differ from the defaults, so that default runs keep their
-    keys) the stream's options, a stream file's content, the task order and encoders' files."""
+    options, the base model, the CPU thread count (`threads`; None on a GPU) and (only where they differ from
+    the defaults, so that default runs keep their keys) the stream's options, a stream file's content, the task
+    order and encoders' files."""
     from cl_bench.models.pretrained import is_model_dir
     from cl_bench.run.base import checkpoint_key
 
@@ -23,6 +24,8 @@ def identity(config, strategy, stream_obj, stream, base, cache: Path) -> dict:
     ident = {"clbench": __version__, "config": config.identity(), "data": data,
              "strategy_options": dataclasses.asdict(strategy.config),
              "base": base.info.get("key"), "base_path": base.info.get("path")}
+    if threads is not None:  # float sums on the CPU differ across thread counts
+        ident["threads"] = threads
     changes = streams.changed_options(stream_obj)
     if changes:
         ident["stream_options"] = changes

@@ -22,7 +22,7 @@ from cl_bench.api.strategy import RunContext
 from cl_bench.config import Budget, device_problem, from_options
 from cl_bench.models.lm import DEFAULT_MODEL, PretrainConfig
 from cl_bench.results import atomic_write_json, load_result
-from cl_bench.run import keys, records, shared, state
+from cl_bench.run import keys, records, shared, state, threads
 from cl_bench.run.device import DTYPES, resolve_device, torch_dtype
 from cl_bench.run.evaluation import Evaluator
 from cl_bench.streams import base as streams
@@ -66,6 +66,19 @@ class RunConfig:
     results_dir: str = field(default="my-results", metadata={
         "help": "where result files go (the published leaderboard's are under results/: `clbench publish`)"})
     cache_dir: str | None = field(default=None, metadata={"help": "data, models and resumable state"})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch's CPU threads (intra-op; inter-op is 1). Recorded, and part of the run key on the CPU, "
+                "since float sums differ across counts; None: the CPUs available to the process shared among the "
+                "clbench runs active in the cache (cl_bench.run.threads)"})
+    shared_cache: bool = field(default=True, metadata={
+        "help": "reuse row 0 and fits that another run computed from the same inputs (bit-identical results; "
+                "cl_bench.run.shared); CLBENCH_SHARED_CACHE=0 turns it off whatever this says"})
+    shared_fit_max_mb: float = field(default=1024.0, metadata={
+        "help": "fits training more than this many MiB of float32 weights are neither stored nor looked up "
+                "(CLBENCH_SHARED_FIT_MAX_MB overrides it)"})
+    cpu_half_precision: bool = field(default=False, metadata={
+        "help": "allow --dtype bfloat16/float16 on the CPU: slow, for testing the half-precision path on a "
+                "machine without a GPU (CLBENCH_CPU_HALF_PRECISION=1 does the same)"})
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= 2**31 - 1:
@@ -80,6 +93,10 @@ class RunConfig:
             raise ValueError(f"RunConfig.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         if self.eval_split not in ("test", "val"):
             raise ValueError(f"RunConfig.eval_split must be 'test' or 'val', got {self.eval_split!r}")
+        if self.threads is not None and not 1 <= self.threads <= 1024:
+            raise ValueError(f"RunConfig.threads must be in [1, 1024] (or None: as the machine allows), got {self.threads}")
+        if not self.shared_fit_max_mb >= 0:
+            raise ValueError(f"RunConfig.shared_fit_max_mb must be >= 0, got {self.shared_fit_max_mb}")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ValueError(f"RunConfig.eval_limit must be >= 1 (or None for every item), got {self.eval_limit}")
 
@@ -87,9 +104,11 @@ class RunConfig:
         """The fields that change results, but for the strategy's options (keyed once resolved)."""
         d = dataclasses.asdict(self)
         for k in ("results_dir", "cache_dir", "eval_batch_size", "device", "strategy_options", "stream_options",
-                  "order", "gradient_checkpointing"):
+                  "order", "gradient_checkpointing", "threads", "shared_cache", "shared_fit_max_mb",
+                  "cpu_half_precision"):
             d.pop(k)  # the stream's options and order are keyed once resolved, and only when not the defaults;
-            # gradient checkpointing recomputes the same values (tests/test_precision.py: bit-identical results)
+            # gradient checkpointing recomputes the same values (tests/test_precision.py: bit-identical results);
+            # the thread count is keyed once resolved (keys.identity), the shared cache gives bit-identical results
         if not self.encoder_options:
             d.pop("encoder_options")  # keyed only when given, so that other runs keep their keys
         if self.prompt_format == "plain":
@@ -147,10 +166,12 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
 
     t_start = time.perf_counter()
     device = resolve_device(config.device)
-    dtype = torch_dtype(config.dtype, device)
+    dtype = torch_dtype(config.dtype, device, allow_cpu_half=config.cpu_half_precision)
     # a results directory that cannot be written is said before the data are built and the base pre-trained
     _check_writable(Path(config.results_dir) / "runs", config.results_dir)
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    n_threads = threads.choose(config.threads, cache)
+    threads.apply(n_threads)
     strategy_cls, strategy = _make_strategy(config)
     _quiet_libraries()
 
@@ -158,7 +179,8 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
     stream_obj, stream, base = _stream_and_base(config, cache, device, dtype, progress)
     setup_seconds = time.perf_counter() - t0
 
-    ident = keys.identity(config, strategy, stream_obj, stream, base, cache)
+    ident = keys.identity(config, strategy, stream_obj, stream, base, cache,
+                          threads=n_threads if device.type == "cpu" else None)
     key = stable_hash(ident)
     path = keys.result_path(config, stream.name, key)
     _check_writable(path.parent, config.results_dir)
@@ -277,11 +299,11 @@ def _fit_store(config: RunConfig, strategy_cls, ident: dict, cache: Path):
     """The shared fits' store (cl_bench.run.shared) for a strategy that declares shares_fits, else None."""
     from cl_bench.api.strategy import shares_fits
 
-    if not (shared.enabled() and shares_fits(strategy_cls)):
+    if not (shared.enabled(config.shared_cache) and shares_fits(strategy_cls)):
         return None
     fit_config = {k: v for k, v in ident["config"].items() if k not in ("strategy", "budget", "eval_split", "eval_limit")}
     return shared.FitStore(cache, {**{k: v for k, v in ident.items() if k not in ("config", "strategy_options")},
-                                   "config": fit_config})
+                                   "config": fit_config}, max_mb=config.shared_fit_max_mb)
 
 
 def _start_or_resume(work: Path, restart: bool, strategy, stream, evaluator, strategy_cls, cache: Path,
@@ -293,7 +315,7 @@ def _start_or_resume(work: Path, restart: bool, strategy, stream, evaluator, str
     st = state.load(work, strategy, echo)
     if st is None:
         t0 = time.perf_counter()
-        if shared.enabled() and getattr(strategy_cls, "setup_keeps_outputs", False):
+        if shared.enabled(config.shared_cache) and getattr(strategy_cls, "setup_keeps_outputs", False):
             (row, items, extra, routed), source = shared.row0(cache, shared.row0_key(ident, config.eval_batch_size),
                                                               evaluator.evaluate, len(stream.tasks))
         else:

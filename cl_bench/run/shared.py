@@ -33,12 +33,13 @@ import json
 import os
 from pathlib import Path
 
-ENV = "CLBENCH_SHARED_CACHE"  # 0: compute everything in every run (the reference the tests compare with)
+ENV = "CLBENCH_SHARED_CACHE"  # 0: compute everything in every run, whatever RunConfig.shared_cache says
 _CODE: str | None = None
 
 
-def enabled() -> bool:
-    return os.environ.get(ENV, "1") != "0"
+def enabled(setting: bool = True) -> bool:
+    """Whether a run shares: its RunConfig.shared_cache `setting`, unless CLBENCH_SHARED_CACHE=0 turns it off."""
+    return setting and os.environ.get(ENV, "1") != "0"
 
 
 def code_fingerprint() -> str:
@@ -107,12 +108,14 @@ def row0(cache_dir: Path, key: str, compute, tasks: int):
 # options read after training (MMER's merge grids) repeats every fit of the other.
 
 
-FIT_CAP_ENV = "CLBENCH_SHARED_FIT_MAX_MB"  # fits training more than this (float32 MiB) are neither stored nor looked up
+FIT_CAP_ENV = "CLBENCH_SHARED_FIT_MAX_MB"  # overrides RunConfig.shared_fit_max_mb
 FIT_CAP_MB = 1024  # the CPU presets' fits are 7 MB; a full fine-tune of a 47B model would be 188 GB an entry
 
 
-def fit_cap_bytes() -> float:
-    value = os.environ.get(FIT_CAP_ENV, str(FIT_CAP_MB))
+def fit_cap_bytes(setting_mb: float = FIT_CAP_MB) -> float:
+    """Fits training more float32 bytes than this are neither stored nor looked up: RunConfig.shared_fit_max_mb
+    (`setting_mb`), or CLBENCH_SHARED_FIT_MAX_MB where it is set."""
+    value = os.environ.get(FIT_CAP_ENV, str(setting_mb))
     try:
         return float(value) * 2**20
     except ValueError:
@@ -125,9 +128,10 @@ class FitStore:
     and what sharing did (`credit`: seconds the stored fits took when they were computed, less the time reading
     them took, so that a run's training time is the same whether or not its fits were stored)."""
 
-    def __init__(self, cache_dir: Path, identity: dict) -> None:
+    def __init__(self, cache_dir: Path, identity: dict, max_mb: float = FIT_CAP_MB) -> None:
         from cl_bench.streams.data import stable_hash
 
+        self.cap_bytes = fit_cap_bytes(max_mb)
         self.directory = Path(cache_dir) / "shared"
         self.identity = stable_hash({"what": "fit", "code": code_fingerprint(), **identity})
         self.credit = 0.0
@@ -158,9 +162,9 @@ class FitStore:
             if any(id(p) not in names for p in params):
                 return None
         size = sum(p.numel() * 4 for g in groups for p in g["params"] if p.requires_grad)  # float32 master weights
-        if size > fit_cap_bytes():
+        if size > self.cap_bytes:
             self.log.append({"phase": str(experience.name), "source": f"not stored ({size / 2**30:.1f} GiB trained, "
-                             f"over {FIT_CAP_ENV}={fit_cap_bytes() / 2**20:.0f})"})
+                             f"over the cap of {self.cap_bytes / 2**20:.0f} MiB: --shared-fit-max-mb)"})
             return None
         for g in groups:
             params = [p for p in g["params"] if p.requires_grad]

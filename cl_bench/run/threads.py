@@ -1,0 +1,68 @@
+"""CPU threads of a run: as many as the machine gives this run, not more.
+
+torch's default intra-op pool is one thread per core of the whole machine, and its inter-op pool as
+many again, whatever else runs: four runs on two cores then fight over 8+ threads each and steps take
+tens of times longer. A run here takes the CPUs available to its process (its affinity mask and its
+cgroup's CPU quota) divided by the clbench runs active in the same cache when it starts (each holds its
+run key's lock), and one inter-op thread. Float sums depend on the intra-op count, so the count a run used is
+recorded in its result file and is part of its run key: pass --threads for a count that does not depend
+on the load (`clbench publish` and `clbench tune` do).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (containers)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def active_runs(cache: Path) -> int:
+    """clbench runs holding a run key's lock in `cache` now (other processes' and this one's)."""
+    from filelock import FileLock, Timeout
+
+    held = 0
+    for path in sorted((cache / "runs").glob("*.lock")):
+        lock = FileLock(str(path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            held += 1
+        else:
+            lock.release()
+    return held
+
+
+def choose(requested: int | None, cache: Path) -> int:
+    """The intra-op thread count of a run: `requested`, or the available CPUs shared with the runs active in
+    `cache` (this one included), at least 1."""
+    if requested is not None:
+        return requested
+    return max(1, available_cpus() // (active_runs(cache) + 1))
+
+
+def apply(threads: int) -> None:
+    """Set torch's intra-op threads, and one inter-op thread (settable only before torch's first parallel
+    work: later calls keep what the process has)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() != 1:
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass  # torch ran parallel work already in this process; the inter-op pool stays as it is

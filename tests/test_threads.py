@@ -1,0 +1,109 @@
+"""CPU threads: a run takes its share of the machine, says how many threads it used, and keys the count."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from cl_bench.config import Budget
+from cl_bench.models.lm import PretrainConfig
+from cl_bench.run import threads
+from cl_bench.run.runner import RunConfig, run
+
+
+def hold(path):
+    """A process that holds the file lock at `path` until its standard input closes (a run in progress)."""
+    code = textwrap.dedent(f"""
+        import sys
+        from filelock import FileLock
+        lock = FileLock({str(path)!r}); lock.acquire(); print("held", flush=True); sys.stdin.read()
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def release(p):
+    p.stdin.close()
+    p.wait(timeout=30)
+
+
+def test_the_default_shares_the_cpus_among_the_runs_active_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(threads, "available_cpus", lambda: 4)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "finished.lock").touch()  # a lock file nobody holds: a finished run
+    assert threads.active_runs(tmp_path) == 0 and threads.choose(None, tmp_path) == 4
+    holders = [hold(tmp_path / "runs" / f"k{i}.lock") for i in range(3)]
+    try:
+        assert threads.active_runs(tmp_path) == 3
+        assert threads.choose(None, tmp_path) == 1  # 4 CPUs for 4 runs
+        release(holders.pop())
+        assert threads.choose(None, tmp_path) == 1  # 4 // 3
+        release(holders.pop())
+        assert threads.choose(None, tmp_path) == 2  # 4 // 2
+        assert threads.choose(3, tmp_path) == 3  # a given count is kept, whatever the load
+    finally:
+        for p in holders:
+            release(p)
+
+
+def test_available_cpus_is_the_affinity_mask():
+    assert threads.available_cpus() == min(len(os.sched_getaffinity(0)), threads.available_cpus())
+    assert threads.available_cpus() >= 1
+
+
+def test_a_bad_thread_count_names_the_field():
+    with pytest.raises(ValueError, match=r"RunConfig.threads must be in \[1, 1024\]"):
+        RunConfig(threads=0)
+
+
+def test_the_count_is_used_recorded_and_keyed(small, cache_dir, tmp_path):
+    before = torch.get_num_threads()
+    cfg = RunConfig(stream="small-numbers", strategy="align-only", device="cpu", budget=Budget(steps=1, batch_size=8),
+                    pretrain=PretrainConfig(steps=20), eval_limit=4, threads=1, results_dir=str(tmp_path),
+                    cache_dir=str(cache_dir))
+    try:
+        one, _ = run(cfg, progress=False, echo=lambda s: None)
+        assert one["environment"]["torch_threads"] == 1 and one["config"]["threads"] == 1
+        two, _ = run(dataclasses.replace(cfg, threads=2), progress=False, echo=lambda s: None)
+        assert two["environment"]["torch_threads"] == 2
+        assert one["run_key"] != two["run_key"]  # float sums differ across counts: another run
+        # the default resolves to a count (the CPUs available here, no other run active) and keys that count
+        auto, _ = run(dataclasses.replace(cfg, threads=None), progress=False, echo=lambda s: None)
+        n = threads.available_cpus()
+        assert auto["environment"]["torch_threads"] == n
+        assert auto["run_key"] == {1: one, 2: two}[n]["run_key"] if n in (1, 2) else auto["run_key"] not in (
+            one["run_key"], two["run_key"])
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_summary_warns_when_steps_are_far_slower_than_the_benchmark():
+    import copy
+    import json
+    from pathlib import Path
+
+    from cl_bench.reporting.summary import REFERENCE_SECONDS_PER_EXAMPLE, format_summary, slow_steps_warning
+
+    doc = json.loads((Path(__file__).parent / "fixtures/results/runs/vision-audio/full-ft/"
+                      "mixtral-tiny-seed0-full0.json").read_text())
+    per_step = REFERENCE_SECONDS_PER_EXAMPLE["mixtral-tiny"] * doc["config"]["budget"]["batch_size"]
+    doc["environment"].update(device="cpu", torch_threads=2)
+    for k in ("acc", "bwt", "fwt", "forgetting", "text_retention"):  # an older schema's file: the summary needs them
+        doc["metrics"].setdefault(k, None)
+    for s in doc["stages"]:
+        s["train_stats"]["seconds_per_step"] = 2 * per_step  # loaded, but within reason
+    assert slow_steps_warning(doc) is None and "warning" not in format_summary(doc)
+    slow = copy.deepcopy(doc)
+    slow["stages"][-1]["train_stats"]["seconds_per_step"] = 40 * per_step
+    assert slow_steps_warning(slow) == (
+        "warning: training steps took 40x the benchmark's time per example (bench/step_time.py: 0.07 s a step of 32 "
+        "on a 2-core CPU); other processes may be using these CPUs: this run used 2 thread(s); run fewer at once, or "
+        "give each fewer with --threads N")
+    assert slow_steps_warning(slow) in format_summary(slow)
+    slow["environment"]["device"] = "cuda:0"  # the benchmark is a CPU's
+    assert slow_steps_warning(slow) is None
