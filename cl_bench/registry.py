@@ -16,13 +16,31 @@ import importlib.util
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+from cl_bench.errors import EnvironmentProblem, PluginError, UsageError
+
 STRATEGY_GROUP = "clbench.strategies"
 STREAM_GROUP = "clbench.streams"
 MODALITY_GROUP = "clbench.modalities"
 
 
 class RegistryError(LookupError):
-    """A name is unknown, registered twice, or points at nothing importable."""
+    """A name is unknown, registered twice, or points at nothing importable (each its own kind below)."""
+
+
+class UnknownName(RegistryError, UsageError):
+    """A name nothing registers: the user's typo (exit 2)."""
+
+
+class Clash(RegistryError, EnvironmentProblem):
+    """A name two installed packages register: the environment's conflict, until one is renamed."""
+
+
+class BrokenEntry(RegistryError, PluginError):
+    """An entry that points at nothing importable: its plug-in's bug (the message names who, and the fix)."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        Exception.__init__(self, message)  # the message names the entry and its origin already
+        self.plugin = plugin
 
 
 @dataclass(frozen=True)
@@ -38,20 +56,24 @@ class Entry:
     def load(self):
         module_name, _, attr = self.target.partition(":")
         if not attr:
-            raise RegistryError(f"{self.name!r} ({self.origin}) points at {self.target!r}, which is not of the "
-                                "form 'module:attr'")
+            raise BrokenEntry(self.label(), f"{self.name!r} ({self.origin}) points at {self.target!r}, which is "
+                              "not of the form 'module:attr'")
         try:
             module = importlib.import_module(module_name)
         except Exception as e:  # a plug-in's SyntaxError or any error raised at its import: name who and where
             where = f" ({e.filename}, line {e.lineno})" if isinstance(e, SyntaxError) else ""
-            raise RegistryError(f"{self.name!r} ({self.origin}) points at module {module_name!r}, "
-                                f"which fails to import: {type(e).__name__}: {e}{where}; fix or uninstall "
-                                f"{self.dist or 'it'}") from e
+            raise BrokenEntry(self.label(), f"{self.name!r} ({self.origin}) points at module {module_name!r}, "
+                              f"which fails to import: {type(e).__name__}: {e}{where}; fix or uninstall "
+                              f"{self.dist or 'it'}") from e
         try:
             return getattr(module, attr)
         except AttributeError:
-            raise RegistryError(f"{self.name!r} ({self.origin}) points at {self.target!r}, "
-                                f"but {module_name} has no attribute {attr!r}") from None
+            raise BrokenEntry(self.label(), f"{self.name!r} ({self.origin}) points at {self.target!r}, "
+                              f"but {module_name} has no attribute {attr!r}") from None
+
+    def label(self) -> str:
+        """Who registered this entry, for a plug-in's error: "o-lora (my-package 0.1)"."""
+        return f"{self.name} ({self.dist} {self.version})" if self.dist else f"{self.name} ({self.origin})"
 
     def record(self) -> dict:
         """What a result file says about where this entry came from."""
@@ -120,7 +142,7 @@ class Registry:
         entry = Entry(name, target, origin or "register()")
         existing = self.entries().get(name) or (self.clashes().get(name) or [None])[0]
         if existing is not None:
-            raise RegistryError(self._duplicate_message([existing, entry]))
+            raise Clash(self._duplicate_message([existing, entry]))
         self._extra[name] = entry
         self._cache = None
 
@@ -160,14 +182,18 @@ class Registry:
         if name in entries:
             return entries[name]
         if name in self._clashes:
-            raise RegistryError(self._duplicate_message(self._clashes[name]))
+            raise Clash(self._duplicate_message(self._clashes[name]))
         close = difflib.get_close_matches(name, entries, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise RegistryError(f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(entries) or 'none'} "
-                            f"(`clbench ls` lists them).")
+        raise UnknownName(f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(entries) or 'none'} "
+                          f"(`clbench ls` lists them).")
 
     def get(self, name: str):
         return self.entry(name).load()
+
+    def label(self, name: str) -> str:
+        """The plug-in `name` for an error naming it as the culprit: "strategy o-lora (my-package 0.1)"."""
+        return f"{self.kind} {self.entry(name).label()}"
 
     def _duplicate_message(self, entries: list[Entry]) -> str:
         both = " and ".join(f"{e.target} ({e.origin})" for e in entries)
@@ -178,3 +204,34 @@ class Registry:
 strategies = Registry(STRATEGY_GROUP, "strategy")
 streams = Registry(STREAM_GROUP, "stream")
 modalities = Registry(MODALITY_GROUP, "modality")
+
+
+def plugin_of(module: str, qualname: str = "") -> str | None:
+    """The plug-in whose code module `module` is, as "strategy name (distribution version)", or None (clbench's
+    core, a library, or code nothing registers).
+
+    A third-party entry point owns its whole top-level package; a built-in (cl_bench.strategies.*,
+    cl_bench.task_streams.*) owns its own module or package only, so that the core is nobody's plug-in. Where one
+    package registers several names, the one whose class `qualname` (the frame's "Class.method") names wins;
+    otherwise all of them are named.
+    """
+    found: list[tuple[int, Registry, Entry]] = []
+    for reg in (strategies, streams, modalities):
+        for entry in reg.entries().values():
+            target_module = entry.target.partition(":")[0]
+            home = target_module if target_module.split(".")[0] == "cl_bench" else target_module.split(".")[0]
+            if module == home or module.startswith(home + "."):
+                found.append((len(home), reg, entry))
+    if not found:
+        return None
+    longest = max(n for n, _, _ in found)
+    found = [(reg, e) for n, reg, e in found if n == longest]
+    named = [(reg, e) for reg, e in found if e.target.partition(":")[2] == qualname.split(".")[0]]
+    found = named or found
+    if len(found) == 1:
+        return f"{found[0][0].kind} {found[0][1].label()}"
+    entry = found[0][1]
+    kinds = {reg.kind for reg, _ in found}
+    who = (f"{found[0][0].kind} " + " or ".join(e.name for _, e in found) if len(kinds) == 1
+           else " or ".join(f"{reg.kind} {e.name}" for reg, e in found))
+    return f"{who} ({entry.dist} {entry.version})" if entry.dist else f"{who} ({entry.origin})"

@@ -122,3 +122,14 @@ class AudioLr(FullFineTuning):
             return super().learn(experience)
         finally:
             self.config = general
+
+
+class MissingKey(FullFineTuning):
+    """Full fine-tuning with a bug of its own: learn() looks up a key that is not there."""
+
+    def learn(self, experience):
+        return {}["missing"]
+
+
+class NotAStrategy:
+    """Registered as a strategy, but not a Strategy subclass: the plug-in's contract broken."""

@@ -30,6 +30,7 @@ def adapters_of(lm, name):
     return {n: p.detach().clone() for n, p in lm.named_parameters() if f".adapters.{name}." in n}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("placement", ["pfeiffer", "houlsby"])
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_fresh_adapter_is_the_identity(stream, cache_dir, preset, placement):
@@ -72,6 +73,7 @@ def test_tuple_outputs_adapt_the_hidden_state_only():
     assert torch.equal(out, torch.ones(1, 3, 8)) and extra == "router logits"
 
 
+@pytest.mark.slow
 def test_per_modality_adapters_leave_base_and_earlier_adapters_untouched(stream, cache_dir):
     strat = make(AdapterPerModality, stream, cache_dir)
     base = [(p, p.detach().clone()) for p in strat.model.lm.parameters()]
@@ -92,6 +94,7 @@ def test_per_modality_adapters_leave_base_and_earlier_adapters_untouched(stream,
     assert not torch.equal(strat.model_for(vision.info).lm(x).logits, base_logits)
 
 
+@pytest.mark.slow
 def test_shared_adapter_trains_and_is_on_for_text(stream, cache_dir):
     strat = make(Adapter, stream, cache_dir, placement="houlsby")
     x = torch.randint(4, 20, (2, 6))
@@ -103,6 +106,7 @@ def test_shared_adapter_trains_and_is_on_for_text(stream, cache_dir):
     assert not torch.equal(strat.model_for(stream.base.info).lm(x).logits, base_logits)  # where forgetting shows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("placement", ["pfeiffer", "houlsby"])
 def test_trainable_count_is_adapter_plus_projector(stream, cache_dir, placement):
     strat = make(Adapter, stream, cache_dir, placement=placement, reduction_factor=8)
@@ -119,6 +123,7 @@ def test_trainable_count_is_adapter_plus_projector(stream, cache_dir, placement)
     assert cost.added == adapter + all_projectors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [Adapter, AdapterPerModality])
 def test_adapter_state_round_trip(stream, cache_dir, cls):
     strat = make(cls, stream, cache_dir)
@@ -132,6 +137,7 @@ def test_adapter_state_round_trip(stream, cache_dir, cls):
         assert torch.equal(strat.model_for(t.info).lm(x).logits, again.model_for(t.info).lm(x).logits)
 
 
+@pytest.mark.slow
 def test_bad_config_says_what_to_change(stream, cache_dir):
     with pytest.raises(ValueError, match="placement must be one of pfeiffer, houlsby"):
         AdapterConfig(placement="parallel")

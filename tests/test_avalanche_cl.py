@@ -61,6 +61,7 @@ def batch_of(strat, experience, n=4):
 
 
 # -- the glue ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_criterion_is_the_multimodal_loss(stream, small, cache_dir):
     strat = make(EWC, stream, small, cache_dir)
     vision = small.experiences[0]
@@ -82,6 +83,7 @@ def test_criterion_is_the_multimodal_loss(stream, small, cache_dir):
     assert torch.allclose(mixed, sum(sums) / sum(p.answer.sum() for p in x.parts), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_optimizer_holds_only_what_trains_and_the_budget_is_exact(stream, small, cache_dir):
     strat = make(EWC, stream, small, cache_dir, steps=5)
     audio_projector = [p.detach().clone() for p in strat.model.projectors["audio"].parameters()]
@@ -98,6 +100,7 @@ def test_optimizer_holds_only_what_trains_and_the_budget_is_exact(stream, small,
 
 
 # -- avalanche's plugins really run ----------------------------------------------------------
+@pytest.mark.slow
 def test_ewc_runs_avalanche_and_holds_important_parameters(stream, small, cache_dir, monkeypatch):
     fisher = spy(monkeypatch, EWCPlugin, "after_training_exp")
     penalty = spy(monkeypatch, EWCPlugin, "before_backward")
@@ -114,6 +117,7 @@ def test_ewc_runs_avalanche_and_holds_important_parameters(stream, small, cache_
     assert moved[1e5] < 0.2 * moved[0.0]
 
 
+@pytest.mark.slow
 def test_lwf_distils_through_avalanche(stream, small, cache_dir, monkeypatch):
     hooks = spy(monkeypatch, LwFPlugin, "before_backward")
     strat = make(LwF, stream, small, cache_dir, include_text=False)
@@ -127,6 +131,7 @@ def test_lwf_distils_through_avalanche(stream, small, cache_dir, monkeypatch):
     assert strat.learn(small.experiences[0].without_test())["last_distillation"] > 0
 
 
+@pytest.mark.slow
 def test_replay_mixes_earlier_items_into_training_batches(stream, small, cache_dir, monkeypatch, recwarn):
     loaders = []
     original = ReplayPlugin.before_training_exp
@@ -155,6 +160,7 @@ def test_replay_mixes_earlier_items_into_training_batches(stream, small, cache_d
 
 
 # -- resume ----------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("cls, options", [(EWC, {}), (EWC, {"mode": "online", "decay_factor": 0.5}), (LwF, {}),
                                           (Replay, {})])
 def test_resume_gives_the_same_model(cls, options, stream, small, cache_dir):
@@ -177,6 +183,7 @@ def test_resume_gives_the_same_model(cls, options, stream, small, cache_dir):
     assert torch.equal(straight.module(x).logits, resumed.module(x).logits)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_strategy_is_refused(stream, small, cache_dir):
     lwf = make(LwF, stream, small, cache_dir)
     state = {k: v for k, v in lwf.state_dict().items() if not k.startswith("avalanche.")}
@@ -200,6 +207,7 @@ def test_bad_options_are_named(config, options, message):
         from_options(config, options, "strategy")
 
 
+@pytest.mark.slow
 def test_include_text_without_the_base_split_says_how_to_fix_it(stream, small, cache_dir):
     strat = make(Replay, stream, small, cache_dir, base=False)
     with pytest.raises(ValueError, match="include-text=false"):
@@ -222,6 +230,7 @@ def test_lwf_positions_masks():
     assert positions_mask(x, "prompt").tolist() == [[True, True, False, False, False]]
 
 
+@pytest.mark.slow
 def test_a_stream_exported_to_avalanche_trains_with_avalanches_own_strategy(cache_dir, stream):
     """avalanche_benchmark: the stream as avalanche experiences, trained by avalanche's EWC as a user would."""
     import torch

@@ -15,6 +15,7 @@ from cl_bench.results import check_result
 OVER_BUDGET = {"joint": "k x the stage budget at stage k"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", registry.strategies.names())
 def test_every_registered_strategy_keeps_the_contract(name, cache_dir, small, tmp_path):
     # 10 steps, so that MoExtend's three phases fit the stage budget (4 + 1 + 5); the small stream (vision-audio's
@@ -31,6 +32,7 @@ def test_every_registered_strategy_keeps_the_contract(name, cache_dir, small, tm
         assert [s["training"]["examples"] for s in result["stages"]] == [40, 40]
 
 
+@pytest.mark.slow
 def test_the_budget_is_the_examples_every_phase_sees_together(cache_dir, stream, tmp_path):
     """MoExtend's phases split the stage budget; full-ft's alignment phase comes out of it too."""
     for name, options, phases in (("moextend", {}, [4, 1, 5]), ("full-ft", {"align-fraction": "0.3"}, [3, 7])):
@@ -55,6 +57,7 @@ def problems_of(cache_dir, stream, tmp_path):
     return check
 
 
+@pytest.mark.slow
 def test_undeclared_memory_routing_or_budget_is_reported(problems_of):
     hoarder, router, spender = (problems_of(n, c) for n, c in (("hoarder", "Hoarder"), ("router", "SecretRouter"),
                                                                ("spender", "Spender")))
@@ -63,6 +66,7 @@ def test_undeclared_memory_routing_or_budget_is_reported(problems_of):
     assert any("the stage budget is 8" in p for p in spender), spender
 
 
+@pytest.mark.slow
 def test_a_broken_promise_is_reported(problems_of):
     problems = problems_of("liar", "Liar")
     frozen = next(p for p in problems if "parameters declared frozen changed" in p)
@@ -70,6 +74,7 @@ def test_a_broken_promise_is_reported(problems_of):
     assert any("cost does not add up" in p for p in problems)
 
 
+@pytest.mark.slow
 def test_a_strategy_that_understates_what_it_trains_is_reported(problems_of, cache_dir, tmp_path):
     (p,) = [p for p in problems_of("understater", "Understater") if "trainable parameters over its stages" in p]
     assert p.startswith("the strategy reports 0 trainable parameters") and "lm.model.embed_tokens.weight" in p
@@ -81,6 +86,7 @@ def test_check_result_names_missing_parts():
     assert check_result({}) and "result file lacks 'accuracy_matrix'" in check_result({})
 
 
+@pytest.mark.slow
 def test_validate_command(cache_dir, stream):
     out = CliRunner().invoke(main, ["validate", "--strategy", "align-only", "--cache-dir", str(cache_dir)])
     assert out.exit_code == 0, out.output

@@ -94,6 +94,7 @@ def test_test_speakers_use_held_out_voices():
     assert len(set(keys)) == len(keys)
 
 
+@pytest.mark.slow
 def test_speech_synthesis_is_real_and_reproducible():
     from cl_bench.task_streams.speech import Voice, synthesize
 
@@ -113,6 +114,7 @@ def test_unknown_voice_is_named():
         Synthesizer().say("seven", Voice("xx-nonexistent"))
 
 
+@pytest.mark.slow
 def test_stream_layout(stream):
     assert [t.name for t in stream.tasks] == ["text", "vision", "audio"]
     assert [t.modality for t in stream.tasks] == ["text", "image", "audio"]
@@ -130,6 +132,7 @@ def test_stream_layout(stream):
     assert not set(audio.train["speaker"]) & set(audio.test["speaker"])
 
 
+@pytest.mark.slow
 def test_speech_build_is_deterministic():
     from cl_bench.task_streams.vision_audio import build_speech
 

@@ -102,6 +102,7 @@ def _leftovers(*roots: Path) -> list[Path]:
     return [p for root in roots for p in root.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name]
 
 
+@pytest.mark.slow
 def test_a_full_disk_loses_nothing_and_writes_nothing_false(tmp_path, cache_dir, stream, monkeypatch):
     """The disk fills while the result is written: one line saying so, no result and no temporary file; the
     finished stages stay saved, so the same command on a freed disk resumes them and completes."""
@@ -127,6 +128,7 @@ def test_a_full_disk_loses_nothing_and_writes_nothing_false(tmp_path, cache_dir,
     assert json.loads(f.read_text())["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_a_stage_keeps_the_stages_before(tmp_path, cache_dir, stream, monkeypatch):
     res = tmp_path / "res"
     real_fsync, saves = os.fsync, []
@@ -155,6 +157,7 @@ def _aged(path: Path, is_dir: bool = False) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_what_killed_processes_left_is_removed_and_live_work_is_not(tmp_path, cache_dir, stream, monkeypatch):
     speech = tmp_path / "tmp"
     speech.mkdir()
@@ -193,6 +196,7 @@ def audio_lr():
     registry.strategies.unregister("audio-lr")
 
 
+@pytest.mark.slow
 def test_a_run_diverging_after_a_finished_stage_keeps_it(tmp_path, cache_dir, stream, audio_lr):
     """Stage 2 diverges: the same command resumes stage 1's saved state and stops the same way (nothing is
     trained twice, nothing written); with the option set back the run completes."""

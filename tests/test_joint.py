@@ -27,6 +27,7 @@ def make(stream, cache_dir, config=None, base=True):
     return strat
 
 
+@pytest.mark.slow
 def test_each_stage_trains_on_text_and_every_modality_so_far(stream, cache_dir, monkeypatch):
     import cl_bench.api.training as engine
 
@@ -45,6 +46,7 @@ def test_each_stage_trains_on_text_and_every_modality_so_far(stream, cache_dir, 
         p.numel() for p in strat.model.encoders.parameters())  # LM and both projectors
 
 
+@pytest.mark.slow
 def test_a_stage_restarts_from_the_base_so_resume_gives_the_same_model(stream, cache_dir):
     vision, audio = (e.without_test() for e in stream.experiences)
     a = make(stream, cache_dir)
@@ -57,6 +59,7 @@ def test_a_stage_restarts_from_the_base_so_resume_gives_the_same_model(stream, c
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 def test_continuing_from_the_previous_stage_is_an_option(stream, cache_dir):
     vision, audio = (e.without_test() for e in stream.experiences)
     a = make(stream, cache_dir, JointConfig(from_scratch=False, scale_steps=False))
@@ -68,6 +71,7 @@ def test_continuing_from_the_previous_stage_is_an_option(stream, cache_dir):
     assert not torch.equal(a.model.lm.lm_head.weight, b.model.lm.lm_head.weight)
 
 
+@pytest.mark.slow
 def test_text_rehearsal_without_base_data_is_a_clear_error(stream, cache_dir):
     strat = make(stream, cache_dir, base=False)
     with pytest.raises(ValueError, match="include-text=false"):

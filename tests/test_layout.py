@@ -59,6 +59,7 @@ def test_the_core_never_imports_a_built_in_plug_in():
     assert offenders == {}
 
 
+@pytest.mark.slow
 def test_the_core_runs_without_reporting_engines_and_cli(tmp_path, cache_dir, small):
     """A run, start to result file, in a process where importing cl_bench.reporting, .engines or .cli fails."""
     script = textwrap.dedent(f"""

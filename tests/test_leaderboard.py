@@ -18,7 +18,8 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats as sps
 
-from cl_bench.reporting import leaderboard
+from cl_bench.reporting import formats, leaderboard, tables
+from cl_bench.reporting.readme import README_BEGIN, README_END
 from cl_bench.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -97,7 +98,7 @@ def test_bad_files_are_named_and_left_out(board):
 
 
 def test_markdown_matches_the_golden_table(board):
-    text = leaderboard.to_markdown(board)
+    text = formats.to_markdown(board)
     golden = FIXTURES / "leaderboard.md"
     if os.environ.get("CLBENCH_UPDATE_GOLDEN"):
         golden.write_text(text)
@@ -105,16 +106,16 @@ def test_markdown_matches_the_golden_table(board):
 
 
 def test_csv_latex_and_html(board):
-    csv_text = leaderboard.to_csv(board)
+    csv_text = formats.to_csv(board)
     header, *lines = csv_text.splitlines()
     assert header.startswith("stream,order,strategy,label,tier,acc,acc_low,acc_high,bwt,bwt_low") and len(lines) == 3
     assert header.endswith(",seeds,method") and "expanded percentile bootstrap" in lines[0]
     assert lines[0].startswith("vision-audio,vision > audio,joint,joint,1,0.883333,0.883333,0.883333,")
-    latex = leaderboard.to_latex(board)
+    latex = formats.to_latex(board)
     assert r"\begin{tabular}" in latex and "0.567 [0.467, 0.667]" in latex and "Text ret. \\%" in latex
     assert "% Intervals: mean [95% interval] over seeds, an expanded percentile bootstrap" in latex
     assert "Tier: strategies ranked by mean ACC" in latex.splitlines()[1]  # a comment line
-    page = leaderboard.to_html(board, {"vision-audio": {"pareto.png": b"\x89PNG fake"}})
+    page = formats.to_html(board, {"vision-audio": {"pareto.png": b"\x89PNG fake"}})
     assert "<table>" in page and "data:image/png;base64," in page
     assert not re.search(r"(src|href)=['\"](?!data:)", page)  # self-contained: nothing fetched
 
@@ -158,16 +159,16 @@ def test_orders_get_their_own_tables_and_the_order_effect_is_tested(tmp_path):
     assert [(t.title, t.default_order) for t in board.tables] == [
         ("vision-audio", True), ("vision-audio, order audio > vision", False)]
     assert [t.slug for t in board.tables] == ["vision-audio", "vision-audio--audio-vision"]
-    (effect,) = leaderboard.order_effects(board)
+    (effect,) = tables.order_effects(board)
     assert effect.label == "full-ft" and effect.orders == [("vision", "audio"), ("audio", "vision")]
     assert effect.seeds == [0, 1] and effect.test == "paired t"
     a, b = [accs["default"][s] for s in (0, 1)], [accs["reversed"][s] for s in (0, 1)]
     assert effect.p_value == pytest.approx(sps.ttest_rel(a, b).pvalue)
     assert effect.acc == [pytest.approx(np.mean(a)), pytest.approx(np.mean(b))]
-    text = leaderboard.to_markdown(board)
+    text = formats.to_markdown(board)
     assert "## vision-audio, order audio > vision" in text and "## Order effects" in text
     assert f"| vision-audio | full-ft | vision > audio: {np.mean(a):.3f}; audio > vision: {np.mean(b):.3f} |" in text
-    page = leaderboard.to_html(board)
+    page = formats.to_html(board)
     assert "<h2>Order effects</h2>" in page and "<td>full-ft</td>" in page and "<td>paired t</td>" in page
 
 
@@ -196,7 +197,7 @@ def test_plot_writes_every_figure(monkeypatch, tmp_path):
 
 
 def test_pareto_front():
-    from cl_bench.reporting.figures import pareto_front
+    from cl_bench.analysis.grouping import pareto_front
 
     pts = [(10, 0.5), (5, 0.4), (20, 0.45), (30, 0.9), (5, 0.3)]
     assert pareto_front(pts) == [(5, 0.4), (10, 0.5), (30, 0.9)]
@@ -229,17 +230,17 @@ def test_intransigence_reference_is_the_better_of_joint_and_single_task(tmp_path
 def test_readme_section_is_regenerated_between_its_markers(tmp_path, monkeypatch):
     monkeypatch.chdir(FIXTURES)
     readme = tmp_path / "README.md"
-    readme.write_text(f"# intro\n\n{leaderboard.README_BEGIN}\nstale table\n{leaderboard.README_END}\n\nafter\n")
+    readme.write_text(f"# intro\n\n{README_BEGIN}\nstale table\n{README_END}\n\nafter\n")
     for _ in range(2):  # idempotent
         out = CliRunner().invoke(main, ["leaderboard", "--results-dir", "results", "--readme", str(readme)])
         assert out.exit_code == 0, out.output
     text = readme.read_text()
-    assert text.startswith("# intro\n\n") and text.endswith(f"{leaderboard.README_END}\n\nafter\n")
+    assert text.startswith("# intro\n\n") and text.endswith(f"{README_END}\n\nafter\n")
     assert "stale table" not in text and text.count("| joint | 1 | 0.883 [0.883, 0.883] |") == 1
     assert "| Strategy | Tier | ACC | BWT | Forgetting | Intransigence | Text ret. % | Budget x |" in text
     readme.write_text("no markers\n")
     out = CliRunner().invoke(main, ["leaderboard", "--results-dir", "results", "--readme", str(readme)])
-    assert out.exit_code == 1 and "no leaderboard markers" in out.output
+    assert out.exit_code == 2 and "no leaderboard markers" in out.output
 
 
 def _break(doc, how):
@@ -297,7 +298,7 @@ def test_malformed_files_are_left_out_one_line_each_and_never_displace_good_runs
     board = leaderboard.build(tmp_path)
     why = {p.name: reason for p, reason in board.skipped}
     assert set(why) == {f"00-{h}.json" for h in BROKEN_KINDS} | {"00-a-list.json", "00-empty.json"}, why
-    assert why["00-no-strategy.json"] == "malformed: field 'strategy' missing"
+    assert why["00-no-strategy.json"] == "config.strategy: missing"
     assert why["00-renamed-tasks.json"] == (
         "its tasks (text, pictures, sounds) differ from the other runs of stream 'vision-audio'")
     (t,) = board.tables
@@ -321,7 +322,7 @@ def test_a_bar_in_an_option_value_stays_inside_its_markdown_cell(tmp_path):
     doc = json.loads(path.read_text())
     doc["config"]["strategy_options"] = {"note": "a|b"}
     path.write_text(json.dumps(doc))
-    md = leaderboard.to_markdown(leaderboard.build(tmp_path))
+    md = formats.to_markdown(leaderboard.build(tmp_path))
     header = next(l for l in md.splitlines() if l.startswith("| Strategy |"))
     line = next(l for l in md.splitlines() if l.startswith("| full-ft (note=a"))
     assert "note=a\\|b" in line

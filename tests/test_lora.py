@@ -1,5 +1,6 @@
 """LoRA strategies (PEFT): counts, per-modality isolation, text on the base model."""
 
+import pytest
 import torch
 
 from cl_bench.config import Budget
@@ -9,6 +10,8 @@ from cl_bench.run.base import load_base
 from cl_bench.models.multimodal import MultimodalLM
 from cl_bench.strategies.lora import LoRA, LoRAPerModality
 from cl_bench.api.strategy import RunContext
+
+pytestmark = pytest.mark.slow  # every test here is an end-to-end run
 
 CPU = torch.device("cpu")
 

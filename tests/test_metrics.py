@@ -97,6 +97,13 @@ def test_joint_reference_is_the_joint_diagonal_without_text():
     assert M.intransigence(R, M.joint_reference(R_joint)).item() == pytest.approx(0.075)
 
 
+def test_best_joint_reference_is_the_best_rows_mean_diagonal():
+    joint = torch.tensor([[[0.9, 0.1, 0.1], [0.8, 0.80, 0.1], [0.8, 0.7, 0.70]],
+                          [[0.9, 0.1, 0.1], [0.8, 0.90, 0.1], [0.8, 0.7, 0.60]]])  # [runs, T+1, T+1]
+    single = torch.tensor([[[0.9, 0.1, 0.1], [0.5, 0.80, 0.1], [0.3, 0.2, 0.75]]])
+    # joint's mean diagonal (.85, .65), single-ft's (.80, .75): the best per task
+    assert M.best_joint_reference([joint, single]).tolist() == pytest.approx([0.85, 0.75])
+
 def test_intransigence_wants_one_value_per_new_task():
     with pytest.raises(ValueError, match=r"joint_diag must have shape \[\.\.\., 2\]"):
         M.intransigence(R, torch.tensor([0.9, 0.8, 0.7]))  # [T+1] is not accepted

@@ -33,6 +33,7 @@ def learned(stream, cache_dir):
     return strat, stats, x, base_logits
 
 
+@pytest.mark.slow
 def test_text_inputs_get_exactly_the_base_model(learned, stream):
     strat, _, x, base_logits = learned
     strat.model_for(stream.experiences[0].info)  # load the vision parameters ...
@@ -41,6 +42,7 @@ def test_text_inputs_get_exactly_the_base_model(learned, stream):
     assert torch.equal(strat.model.lm(x).logits, base_logits)
 
 
+@pytest.mark.slow
 def test_each_modality_runs_with_its_masked_merge(learned, stream):
     from cl_bench.strategies.mmer import merge as M
 
@@ -62,6 +64,7 @@ def test_each_modality_runs_with_its_masked_merge(learned, stream):
     assert cost.added == st["merged_vector"] + sum(p.numel() for p in strat.model.projectors.parameters())
 
 
+@pytest.mark.slow
 def test_grid_search_reads_validation_data_only(stream, cache_dir, monkeypatch):
     import cl_bench.api.training as engine
 
@@ -78,6 +81,7 @@ def test_grid_search_reads_validation_data_only(stream, cache_dir, monkeypatch):
         strat.learn(exp)  # an experience with its test split is refused
 
 
+@pytest.mark.slow
 def test_state_round_trip_gives_the_same_models(learned, stream, cache_dir):
     strat, _, x, _ = learned
     state = strat.state_dict()
@@ -94,6 +98,7 @@ def test_bad_grid_is_named():
         MMERConfig(alphas="0.5,big")
 
 
+@pytest.mark.slow
 def test_given_checkpoints_are_merged_without_training(learned, stream, cache_dir, tmp_path):
     from safetensors.torch import load_file
 
@@ -121,6 +126,7 @@ def test_bad_sources_are_named(tmp_path):
         MMERConfig(sources=f"image={tmp_path}")
 
 
+@pytest.mark.slow
 def test_reselect_new_keeps_earlier_choices_and_no_past_validation_data(stream, cache_dir, monkeypatch):
     import cl_bench.api.training as engine
 

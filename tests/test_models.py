@@ -87,6 +87,7 @@ def test_gradients_reach_the_projector_not_the_encoder():
     assert all(p.grad is None for p in model.encoders.parameters())
 
 
+@pytest.mark.slow
 def test_exact_match_equals_greedy_decoding():
     from datasets import Dataset
 
@@ -131,6 +132,7 @@ def test_train_refuses_when_nothing_is_trainable():
               steps=1, batch_size=1, seed=0, device=torch.device("cpu"), progress=False)
 
 
+@pytest.mark.slow
 def test_a_preset_base_names_its_weights_and_its_pretraining_threads(tmp_path, stream):
     import hashlib
 
@@ -153,3 +155,36 @@ def test_a_preset_base_names_its_weights_and_its_pretraining_threads(tmp_path, s
     shared = load_base("mixtral-tiny", other, torch.device("cpu"), tmp_path, cfg, progress=False)
     assert shared.info["cached"] is True and shared.info["key"] == new.info["key"]
     assert len([p for p in (tmp_path / "models").iterdir() if p.is_dir()]) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated-weights", "garbage-info", "no-checksums"])
+def test_a_damaged_cached_base_is_rebuilt_with_one_line_and_its_files_are_shareable(tmp_path, stream, damage):
+    import os
+
+    from cl_bench.models.lm import PretrainConfig
+    from cl_bench.run.base import load_base
+
+    cfg = PretrainConfig(steps=2, batch_size=8)
+    said = []
+    new = load_base("mixtral-tiny", stream, torch.device("cpu"), tmp_path, cfg, progress=False, echo=said.append)
+    (target,) = [p for p in (tmp_path / "models").iterdir() if p.is_dir()]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert {f.name: f.stat().st_mode & 0o777 for f in target.iterdir()} == {
+        f.name: 0o666 & ~mask for f in target.iterdir()}  # safetensors' own 0600 would lock other users out
+    if damage == "truncated-weights":
+        w = target / "model.safetensors"
+        w.write_bytes(w.read_bytes()[:1000])
+    elif damage == "garbage-info":
+        (target / "clbench.json").write_text("{not json")
+    else:  # a cache written before checksums: loaded as it is, and checksummed from then on
+        (target / "clbench-checksums.json").unlink()
+    again = load_base("mixtral-tiny", stream, torch.device("cpu"), tmp_path, cfg, progress=False, echo=said.append)
+    if damage == "no-checksums":
+        assert said == [] and again.info["cached"] is True and (target / "clbench-checksums.json").exists()
+    else:
+        file = "model.safetensors" if damage == "truncated-weights" else "clbench.json"
+        assert said == [f"base model cache {target} is damaged ({file} does not match its checksum); rebuilding it"]
+        assert again.info["cached"] is False  # pre-trained again, to the same weights
+    assert again.info["weights_sha256"] == new.info["weights_sha256"]

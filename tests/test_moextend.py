@@ -206,6 +206,7 @@ def test_non_moe_model_is_refused():
         surgery.extend(lm)
 
 
+@pytest.mark.slow
 def test_full_run_keeps_every_original_parameter_bit_identical(stream, cache_dir):
     from cl_bench.config import Budget
     from cl_bench.models.encoders import build_encoder
@@ -250,6 +251,7 @@ def test_full_run_keeps_every_original_parameter_bit_identical(stream, cache_dir
     assert torch.equal(model2.lm(x).logits, model.lm(x).logits)
 
 
+@pytest.mark.slow
 def test_moextend_through_the_runner(tmp_path, cache_dir, stream):
     from cl_bench.config import Budget
     from cl_bench.models.lm import PretrainConfig
@@ -302,6 +304,7 @@ def _router_logits(lm, x):
     return [b.last_router_logits for b in surgery.extended_blocks(lm).values()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", FAMILIES)
 def test_outside_router_init_is_function_preserving_and_trains(preset):
     """router-init=outside: bit-identical logits at step 0 (routers that renormalise the top-k), gradients flow."""
@@ -457,6 +460,7 @@ def _text_logits(strategy, stream):
         return strategy.model.lm(inputs_embeds=embeds, attention_mask=batch.attention).logits
 
 
+@pytest.mark.slow
 def test_moextend_options_through_the_runner(tmp_path, cache_dir, stream):
     """outside init + input scope + own calibration feed + text mix, end to end."""
     seen = {}
@@ -484,6 +488,7 @@ def test_moextend_options_through_the_runner(tmp_path, cache_dir, stream):
     assert all(torch.equal(a, b) for a, b in zip(seen["setup"][0], seen["end"][0]))
 
 
+@pytest.mark.slow
 def test_keep_tuned_routers_lets_router_tuning_change_the_gates(tmp_path, cache_dir, stream):
     gates = {}
 

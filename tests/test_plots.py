@@ -15,7 +15,7 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.text import Text
 
-from cl_bench.reporting import leaderboard
+from cl_bench.reporting import formats, leaderboard
 
 from cl_bench.reporting import figures as plots
 
@@ -167,7 +167,7 @@ def test_html_is_readable_sortable_and_self_contained():
     board = leaderboard.build(FIXTURES / "results")
     figs = {"pareto.png": b"\x89PNG fake", "full-ft-accuracy.png": b"\x89PNG fake",
             "full-ft-transfer.png": b"\x89PNG fake"}
-    page = leaderboard.to_html(board, {"vision-audio": figs})
+    page = formats.to_html(board, {"vision-audio": figs})
     style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
     assert re.search(r"(^|})\s*th\s*,\s*td\s*{[^}]*white-space:\s*nowrap", style)  # no wrapped intervals
     assert "overflow-x:auto" in style  # the wide table scrolls on a laptop screen
@@ -181,7 +181,7 @@ def test_html_is_readable_sortable_and_self_contained():
     assert links and all("http" not in v and not v.startswith("//") for v in links)
     assert "http" not in re.sub(r"<p[^>]*>.*?</p>", "", page)  # nothing fetched, no stylesheet or font
     (t,) = board.tables
-    matrix = [ln for ln in leaderboard.matrix_table(t) if ln.startswith("| ") and "---" not in ln][1:]
+    matrix = [ln for ln in formats.matrix_table(t) if ln.startswith("| ") and "---" not in ln][1:]
     assert len(matrix) == len(t.rows)
     for ln in matrix:  # the accuracy matrices, as in the markdown
         cells = [x.strip() for x in ln.strip("| ").split("|")]

@@ -28,7 +28,7 @@ def test_half_precision_on_the_cpu_is_one_line(small, cache_dir, tmp_path, monke
     out = CliRunner().invoke(main, ["run", "--stream", "small-numbers", "--device", "cpu", "--dtype", "bfloat16",
                                     "--steps", "2", "--batch-size", "8", "--pretrain-steps", "20", "--cache-dir",
                                     str(cache_dir), "--results-dir", str(tmp_path / "res"), "-q"])
-    assert out.exit_code == 1
+    assert out.exit_code == 2
     assert out.output.strip().splitlines() == [
         "Error: --dtype bfloat16 is for GPUs; on the CPU clbench runs float32: drop --dtype or run on --device cuda"]
     assert not (tmp_path / "res" / "runs" / "small-numbers").exists()
@@ -42,6 +42,7 @@ def test_the_dtype_is_keyed_only_when_not_float32():
         RunConfig(dtype="bf16")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["moextend", "full-ft", "lwf"])
 def test_bfloat16_stores_frozen_weights_in_it_and_trains_float32_master_weights(strategy, small, cache_dir, tmp_path,
                                                                                monkeypatch):
@@ -69,6 +70,7 @@ def test_bfloat16_stores_frozen_weights_in_it_and_trains_float32_master_weights(
     assert float32["run_key"] != doc["run_key"]  # another precision is another run
 
 
+@pytest.mark.slow
 def test_float16_scales_its_loss_and_avalanche_refuses_it(small, cache_dir, tmp_path, monkeypatch):
     monkeypatch.setenv(CPU_HALF_ENV, "1")
     steps = []  # (scaler enabled, its scale) at every scaled optimizer step
@@ -87,6 +89,7 @@ def test_float16_scales_its_loss_and_avalanche_refuses_it(small, cache_dir, tmp_
         run(config(tmp_path, cache_dir, "ewc", dtype="float16"), progress=False, echo=lambda s: None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["moextend", "full-ft"])
 def test_gradient_checkpointing_changes_no_result(strategy, small, cache_dir, tmp_path, monkeypatch):
     monkeypatch.setenv(shared.ENV, "0")  # both runs train (a stored fit would run no layer): the test counts the calls
@@ -112,6 +115,7 @@ def test_gradient_checkpointing_changes_no_result(strategy, small, cache_dir, tm
     assert all(torch.equal(weights["ckpt"][k], weights["plain"][k]) for k in weights["plain"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", MISSION)
 def test_optimizer_states_cover_only_trainable_parameters(strategy, every_strategy):
     """Every optimizer a strategy steps holds AdamW's two float32 states for parameters that train, and for no

@@ -12,11 +12,13 @@ import pytest
 
 from cl_bench.results import check_result
 
+pytestmark = pytest.mark.slow  # every test here is an end-to-end run
+
 CLBENCH = str(Path(sys.executable).parent / "clbench")
 # a small stream build (9 speakers) and tiny budgets: each process takes seconds
 ARGS = ["run", "--strategy", "full-ft", "--steps", "3", "--batch-size", "4", "--pretrain-steps", "4",
         "--eval-limit", "16", "--device", "cpu", "-q", "-s", "train-speakers=6", "-s", "val-speakers=2",
-        "-s", "test-speakers=1"]
+        "-s", "test-speakers=1", "--threads", "1"]  # a count given: runs started together are the same run
 
 
 def clbench(cwd: Path, cache: Path, kill_at: str | None = None, args=ARGS) -> subprocess.Popen:
@@ -66,7 +68,7 @@ def test_a_run_killed_at_every_point_resumes_to_the_uninterrupted_result(tmp_pat
         assert not list((dir_ / "my-results").rglob("*.json")), point  # no result, complete or partial
     rc, out = finish(clbench(dir_, cache))
     assert rc == 0, out
-    assert "resuming after stage 2 of 2" in out  # the state saved before the last kill
+    assert "holds every stage; writing its result" in out  # the state saved before the last kill: complete
     doc = result_of(dir_)
     assert check_result(doc) == []
     for key in ("accuracy_matrix", "item_results", "extra_accuracy", "metrics", "run_key"):
@@ -90,3 +92,28 @@ def test_two_identical_runs_at_once_leave_one_correct_result(tmp_path):
     data = [p for p in (cache / "data" / "numbers").iterdir() if p.is_dir()]
     assert sorted(p.name.split("-")[0] for p in data) == ["audio", "text", "vision"]
     assert len([p for p in (cache / "models").iterdir() if p.is_dir()]) == 1
+
+
+SWEEP = ["sweep", "--stream", "vision-audio", "--strategies", "full-ft", "--seeds", "0", "--steps", "3",
+         "--batch-size", "4", "--pretrain-steps", "4", "--eval-limit", "16", "--device", "cpu", "-q",
+         "-s", "train-speakers=6", "-s", "val-speakers=2", "-s", "test-speakers=1", "--threads", "1"]
+
+
+@pytest.mark.parametrize("point", ["retire:before", "retire:renamed", "retire:deleting"])
+def test_a_sweep_killed_while_a_finished_cell_cleans_up_leaves_nothing_stuck(tmp_path, point):
+    """A finished cell writes its result, then retires its saved state; a SIGKILL at each step of the clean-up,
+    then the same sweep reuses the result, and the same run into another results directory runs (it used to fail
+    on every retry with a half-deleted state) and gives the same numbers."""
+    rc, out = finish(clbench(tmp_path, tmp_path / "cache", kill_at=point, args=[*SWEEP, "--results-dir", "a"]))
+    assert rc == -signal.SIGKILL, (rc, out)
+    (first,) = (tmp_path / "a" / "runs").rglob("*.json")  # the result was written before the clean-up began
+    rc, out = finish(clbench(tmp_path, tmp_path / "cache", args=[*SWEEP, "--results-dir", "a"]))
+    assert rc == 0 and "sweep: 1 cells, 0 run, 1 reused, 0 failed" in out, out
+    rc, out = finish(clbench(tmp_path, tmp_path / "cache", args=[*SWEEP, "--results-dir", "b"]))
+    assert rc == 0 and "sweep: 1 cells, 1 run, 0 reused, 0 failed" in out, out
+    (second,) = (tmp_path / "b" / "runs").rglob("*.json")
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    for key in ("accuracy_matrix", "item_results", "metrics", "run_key"):
+        assert a[key] == b[key], key
+    states = [p for p in (tmp_path / "cache" / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert [p.name for p in states] == ["active"] and list(states[0].iterdir()) == []  # no run's state, none active

@@ -7,6 +7,8 @@ import multiprocessing
 import time
 from pathlib import Path
 
+import pytest
+
 from cl_bench import registry
 
 from cl_bench.run import shared
@@ -28,6 +30,7 @@ def same_result(a: dict, b: dict) -> bool:
     return all(a[k] == b[k] for k in keys)
 
 
+@pytest.mark.slow
 def test_every_built_in_strategys_row_0_is_the_same(every_strategy):
     """What `setup_keeps_outputs` declares, checked with sharing off (conftest's every_strategy): every built-in
     strategy, evaluating its own row 0 after its own setup, gets the same accuracies, items, probes and routing
@@ -41,6 +44,7 @@ def test_every_built_in_strategys_row_0_is_the_same(every_strategy):
     assert len(rows) == len(registry.strategies.names()) and len(set(rows.values())) == 1, rows
 
 
+@pytest.mark.slow
 def test_a_shared_row_0_gives_bit_identical_results(small, cache_dir, tmp_path, monkeypatch):
     # seeds no other test uses: nothing is stored for them before
     entries = set((Path(cache_dir) / "shared").glob("row0-*.json"))
@@ -75,6 +79,7 @@ class Perturbing(Strategy):
         return {}
 
 
+@pytest.mark.slow
 def test_a_strategy_that_does_not_declare_it_evaluates_its_own_row_0(small, cache_dir, tmp_path):
     shared_row, _ = run(config(cache_dir, tmp_path / "a", "align-only", seed=103), progress=False, echo=lambda s: None)
     registry.strategies.register("perturbing", "test_shared:Perturbing", origin="tests")
@@ -96,6 +101,7 @@ def _slow_compute(cache: str, log: str) -> None:
     shared.row0(Path(cache), "k" * 16, compute, 1)
 
 
+@pytest.mark.slow
 def test_concurrent_workers_compute_an_entry_once(tmp_path):
     ctx = multiprocessing.get_context("spawn")
     log = tmp_path / "log"
@@ -134,6 +140,7 @@ def sources(doc: dict) -> list[list[str]]:
     return [[f["source"] for f in s.get("shared_fits", [])] for s in doc["stages"]]
 
 
+@pytest.mark.slow
 def test_a_fit_shared_across_strategies_gives_bit_identical_results(small, cache_dir, tmp_path, monkeypatch):
     """full-ft's first stage at MMER's learning rate is MMER's first fine-tune; MMER's fine-tunes are single-ft's
     stages at that rate: each is computed once, and every result is the one computed without sharing."""
@@ -159,6 +166,7 @@ def test_a_fit_shared_across_strategies_gives_bit_identical_results(small, cache
                [s["train_stats"]["first_loss"] for s in alone["stages"]]
 
 
+@pytest.mark.slow
 def test_a_run_that_differs_only_in_its_evaluation_reuses_every_fit(small, cache_dir, tmp_path):
     quiet = dict(progress=False, echo=lambda s: None)
     full, _ = run(fit_config(cache_dir, tmp_path, "align-only", 112), **quiet)
@@ -169,6 +177,7 @@ def test_a_run_that_differs_only_in_its_evaluation_reuses_every_fit(small, cache
     assert sources(other_budget) == [["computed"], ["computed"]]
 
 
+@pytest.mark.slow
 def test_full_ft_runs_that_differ_in_lr_share_their_first_alignment_phase(small, cache_dir, tmp_path):
     quiet = dict(progress=False, echo=lambda s: None)
     first, _ = run(fit_config(cache_dir, tmp_path, "full-ft", 114, steps=4, align_fraction="0.5", lr="1e-4"), **quiet)
@@ -182,6 +191,7 @@ class PlainSubclass(FullFineTuning):
     """A plug-in built on full-ft (it may add hooks): it does not inherit full-ft's shares_fits."""
 
 
+@pytest.mark.slow
 def test_a_subclass_does_not_inherit_shares_fits(small, cache_dir, tmp_path):
     registry.strategies.register("plain-subclass", "test_shared:PlainSubclass", origin="tests")
     try:
@@ -278,6 +288,7 @@ def _slow_fit(cache: str, log: str, out: str) -> None:
                                      "stats": stats.last_loss, "log": store.take_log()}))
 
 
+@pytest.mark.slow
 def test_concurrent_workers_compute_a_fit_once_and_get_the_same_state(tmp_path):
     ctx = multiprocessing.get_context("spawn")
     log = tmp_path / "log"

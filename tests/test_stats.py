@@ -2,7 +2,6 @@
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 from scipy import optimize
 from scipy import stats as sps
 
-from cl_bench.analysis import stats
+from cl_bench.analysis import grouping, stats
 from cl_bench.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -83,6 +82,23 @@ def test_two_level_bootstrap_adds_the_test_sets_error():
         stats.two_level_bootstrap_ci([0.5, 0.6], [48])
 
 
+def test_column_intervals_are_bootstrap_ci_per_column_clipped_to_the_range():
+    acc = [[0.9, 0.5, 0.3], [0.9, 0.7, 0.5], [0.9, 0.6, 0.4]]  # [seeds, stages]: one task across stages
+    mean, lo, hi = stats.column_intervals(acc, lower=0.0, upper=0.55)
+    for j, col in enumerate(zip(*acc)):
+        ci = stats.bootstrap_ci(list(col))
+        assert (mean[j], lo[j], hi[j]) == (pytest.approx(ci.mean), pytest.approx(min(ci.low, 0.55)),
+                                           pytest.approx(min(ci.high, 0.55)))
+    assert (lo[0], hi[0]) == (0.55, 0.55)  # a point at 0.9, clipped to the range given
+    m, low, high = stats.column_intervals([0.4])  # a flat input: 0-d results; one seed: no interval
+    assert m == pytest.approx(0.4) and np.isnan(low) and np.isnan(high)
+
+
+def test_mean_over_seeds_ignores_nan():
+    got = stats.mean_over_seeds([[[0.2, math.nan]], [[0.4, math.nan]], [[math.nan, math.nan]]])
+    assert got.shape == (1, 2) and got[0, 0] == pytest.approx(0.3) and np.isnan(got[0, 1])
+
+
 # -- paired comparison and power -------------------------------------------------------------
 def test_paired_comparison_is_scipy_paired_t():
     a, b = [0.50, 0.60, 0.70, 0.55, 0.65], [0.40, 0.55, 0.60, 0.50, 0.60]
@@ -127,7 +143,17 @@ def test_seeds_needed_against_known_values():
     assert stats.seeds_needed(1e-9, max_n=1000) == math.inf
 
 
-# -- Holm and tiers --------------------------------------------------------------------------
+def test_order_effect_test_pairs_two_orders_and_uses_friedman_for_more():
+    a, b, c = [0.50, 0.62, 0.55], [0.45, 0.60, 0.49], [0.40, 0.51, 0.47]  # per order, seeds 0, 1, 2
+    assert stats.order_effect_test([a, b]) == ("paired t", pytest.approx(sps.ttest_rel(a, b).pvalue))
+    assert stats.order_effect_test([a, b, c]) == ("Friedman", pytest.approx(sps.friedmanchisquare(a, b, c).pvalue))
+    test, p = stats.order_effect_test([a[:2], b[:2], c[:2]])  # Friedman needs 3 seeds
+    assert test == "" and math.isnan(p)
+    test, p = stats.order_effect_test([a[:1], b[:1]])  # a paired t-test needs 2
+    assert test == "" and math.isnan(p)
+
+
+# -- Holm and tiers (cl_bench.analysis.grouping) ----------------------------------------------
 def test_holm_on_the_textbook_example():
     # Holm (1979) as on Wikipedia: p = .01, .04, .03, .005 with alpha .05 rejects H1 and H4.
     # Sorted .005 .01 .03 .04 times 4 3 2 1 = .02 .03 .06 .04, made monotone: .02 .03 .06 .06.
@@ -148,7 +174,7 @@ def _seeds(values):
 
 
 def test_tiers_start_when_significantly_worse_than_the_leader():
-    t = stats.tiers(["c", "a", "b"], [_seeds(C), _seeds(A), _seeds(B)])
+    t = grouping.tiers(["c", "a", "b"], [_seeds(C), _seeds(A), _seeds(B)])
     assert t.order == ["a", "b", "c"]
     # c is tied with b (Holm p .16) but significantly worse than a, the leader of b's tier: tier 2
     assert t.tier == {"a": 1, "b": 1, "c": 2}
@@ -157,15 +183,15 @@ def test_tiers_start_when_significantly_worse_than_the_leader():
 
 
 def test_tiers_lower_is_better_ties_and_missing_values():
-    t = stats.tiers(["a", "c"], [_seeds(A), _seeds(C)], higher_is_better=False)  # e.g. forgetting
+    t = grouping.tiers(["a", "c"], [_seeds(A), _seeds(C)], higher_is_better=False)  # e.g. forgetting
     assert t.order == ["c", "a"] and t.tier == {"c": 1, "a": 2}
-    same = stats.tiers(["y", "x"], [_seeds(A), _seeds(A)])  # equal means: by name, one tier
+    same = grouping.tiers(["y", "x"], [_seeds(A), _seeds(A)])  # equal means: by name, one tier
     assert same.order == ["x", "y"] and same.tier == {"x": 1, "y": 1}
-    t = stats.tiers(["a", "one", "none", "c"], [_seeds(A), {0: 0.1}, {0: float("nan")}, _seeds(C)])
+    t = grouping.tiers(["a", "one", "none", "c"], [_seeds(A), {0: 0.1}, {0: float("nan")}, _seeds(C)])
     # one seed: nothing to pair, so tied with the leader; no defined mean: no tier
     assert t.order == ["a", "c", "one", "none"] and t.tier == {"a": 1, "c": 2, "one": 2, "none": None}
     with pytest.raises(ValueError, match="unique"):
-        stats.tiers(["a", "a"], [_seeds(A), _seeds(A)])
+        grouping.tiers(["a", "a"], [_seeds(A), _seeds(A)])
 
 
 # -- clbench compare -------------------------------------------------------------------------

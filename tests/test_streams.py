@@ -42,6 +42,7 @@ NEW = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", sorted(NEW))
 def test_new_modality_data_is_deterministic_and_its_encoder_gives_tokens(task):
     build, mod, shape, tokens, width = NEW[task]

@@ -34,21 +34,35 @@ def release(p):
 
 def test_the_default_shares_the_cpus_among_the_runs_active_in_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(threads, "available_cpus", lambda: 4)
-    (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / "finished.lock").touch()  # a lock file nobody holds: a finished run
-    assert threads.active_runs(tmp_path) == 0 and threads.choose(None, tmp_path) == 4
-    holders = [hold(tmp_path / "runs" / f"k{i}.lock") for i in range(3)]
+    active = tmp_path / "runs" / "active"
+    active.mkdir(parents=True)
+    (active / "killed.lock").touch()  # a lock file nobody holds: a killed run's, removed on the way
+    assert threads.active_runs(tmp_path) == 0 and not (active / "killed.lock").exists()
+    assert threads.choose(None, threads.active_runs(tmp_path)) == 4
+    holders = [hold(active / f"r{i}.lock") for i in range(3)]
     try:
         assert threads.active_runs(tmp_path) == 3
-        assert threads.choose(None, tmp_path) == 1  # 4 CPUs for 4 runs
+        assert threads.choose(None, threads.active_runs(tmp_path)) == 1  # 4 CPUs for 4 runs
         release(holders.pop())
-        assert threads.choose(None, tmp_path) == 1  # 4 // 3
+        assert threads.choose(None, threads.active_runs(tmp_path)) == 1  # 4 // 3
         release(holders.pop())
-        assert threads.choose(None, tmp_path) == 2  # 4 // 2
-        assert threads.choose(3, tmp_path) == 3  # a given count is kept, whatever the load
+        assert threads.choose(None, threads.active_runs(tmp_path)) == 2  # 4 // 2
+        assert threads.choose(3, threads.active_runs(tmp_path)) == 3  # a given count is kept, whatever the load
     finally:
         for p in holders:
             release(p)
+
+
+def test_a_run_marks_itself_active_while_it_runs(tmp_path):
+    import contextlib
+
+    with contextlib.ExitStack() as held:
+        assert threads.present(held, tmp_path) == 0
+        with contextlib.ExitStack() as second:
+            assert threads.present(second, tmp_path) == 1  # sees the first
+            assert threads.active_runs(tmp_path) == 2
+        assert threads.active_runs(tmp_path) == 1
+    assert threads.active_runs(tmp_path) == 0 and list((tmp_path / "runs" / "active").iterdir()) == []
 
 
 def test_available_cpus_is_the_affinity_mask():
@@ -61,6 +75,7 @@ def test_a_bad_thread_count_names_the_field():
         RunConfig(threads=0)
 
 
+@pytest.mark.slow
 def test_the_count_is_used_recorded_and_keyed(small, cache_dir, tmp_path):
     before = torch.get_num_threads()
     cfg = RunConfig(stream="small-numbers", strategy="align-only", device="cpu", budget=Budget(steps=1, batch_size=8),

@@ -41,6 +41,7 @@ def test_tune_strategy_scores_final_validation_acc_and_refuses_test_runs():
         tuning.tune_strategy("full-ft", lambda p, s: fake({"lr": str(float(p["lr"]))}, s, "test"))
 
 
+@pytest.mark.slow
 def test_cli_tune_runs_the_grid_on_validation_splits(tmp_path, cache_dir, stream):
     out = tmp_path / "hp" / "va"
     r = CliRunner().invoke(main, ["tune", "--strategies", "align-only", "--seeds", "0", "--steps", "2",

@@ -67,6 +67,7 @@ def write_stream(root, **task_overrides):
     return path
 
 
+@pytest.mark.slow
 def test_a_yaml_stream_from_local_files_runs_end_to_end(tmp_path, cache_dir):
     path = write_stream(tmp_path / "data")
     _, ts = resolve.load(str(path), cache_dir=tmp_path / "cache", progress=False)
@@ -141,6 +142,6 @@ def test_validate_uses_the_encoder_the_stream_file_declares(tmp_path):
 def test_a_bad_column_is_named_when_the_data_is_read(tmp_path):
     path = write_stream(tmp_path / "data", t2={"answer": "numbr"})
     out = CliRunner().invoke(main, ["validate", "--stream", str(path), "--cache-dir", str(tmp_path / "cache")])
-    assert out.exit_code == 1 and "tasks[2].answer: no column 'numbr' in the train split" in out.output
+    assert out.exit_code == 2 and "tasks[2].answer: no column 'numbr' in the train split" in out.output
     out = CliRunner().invoke(main, ["run", "--stream", str(tmp_path / "missing.yaml")])
-    assert out.exit_code == 1 and "no such stream file" in out.output
+    assert out.exit_code == 2 and "no such stream file" in out.output

@@ -125,6 +125,19 @@ def joint_reference(R_joint: torch.Tensor) -> torch.Tensor:
     return torch.diagonal(R_joint, dim1=-2, dim2=-1)[..., 1:]
 
 
+def best_joint_reference(references: list[torch.Tensor]) -> torch.Tensor:
+    """a*_k, the best model of task k the benchmark has: the largest mean R[k, k] over reference rows.
+
+    Args:
+        references: per reference row (joint training, single-task fine-tuning), its runs' matrices
+            [runs, T+1, T+1].
+
+    Returns:
+        [T]: per new task, the best row's mean over runs of its diagonal (joint_reference).
+    """
+    return torch.stack([joint_reference(R.mean(0)) for R in references]).amax(0)
+
+
 def default_reference(R: torch.Tensor) -> torch.Tensor:
     """ref_j = R[j, j]: the original model on text (R[0, 0]) and, for modality j, the model
     right after learning it. Shape [..., T+1].

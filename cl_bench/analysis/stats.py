@@ -1,4 +1,4 @@
-"""Statistics over seeds: intervals, paired comparisons, multiple testing and tiers.
+"""Statistics over seeds: intervals, paired comparisons and multiple testing (tiers: grouping.py).
 
 Pure functions over per-seed (and per-item) values, numpy/torch in, plain numbers out;
 no file I/O. The leaderboard and `clbench compare` call them; everything is seeded, so a
@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -96,6 +97,36 @@ def bootstrap_ci(values, level: float = 0.95, *, n_resamples: int = N_RESAMPLES,
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     # The resampled means are inside [min, max] up to rounding of the mean; clip that rounding away.
     return Interval(mean, min(max(low, lo_x), hi_x), min(max(high, lo_x), hi_x), n)
+
+
+def column_intervals(values, level: float = 0.95, lower: float = -math.inf,
+                     upper: float = math.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds and its bootstrap_ci, column by column, clipped to [lower, upper] as well.
+
+    Args:
+        values: [seeds] or [seeds, k] (e.g. one task's accuracy after every stage, per seed).
+        level: nominal confidence level, as in bootstrap_ci.
+        lower, upper: the metric's range (bootstrap_ci's intervals lie inside the seeds' range already).
+
+    Returns:
+        (mean, low, high), each [k] (0-d for a flat input); low/high NaN where a column has fewer than 2 values.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    flat = x.ndim == 1
+    x = x.reshape(x.shape[0], -1)
+    cis = [bootstrap_ci(x[:, j], level) for j in range(x.shape[1])]
+    mean = np.array([c.mean for c in cis])
+    lo = np.clip([c.low for c in cis], lower, upper)
+    hi = np.clip([c.high for c in cis], lower, upper)
+    return (mean[0], lo[0], hi[0]) if flat else (mean, lo, hi)
+
+
+def mean_over_seeds(values) -> np.ndarray:
+    """The mean over seeds of per-seed arrays [seeds, ...] (e.g. accuracy matrices), NaN ignored; shape [...]."""
+    x = np.asarray(values.detach().cpu().numpy() if hasattr(values, "detach") else values, dtype=np.float64)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a cell NaN in every seed stays NaN, silently
+        return np.nanmean(x, axis=0)
 
 
 def two_level_bootstrap_ci(accuracy, n_items, level: float = 0.95, *, n_resamples: int = N_RESAMPLES,
@@ -261,65 +292,20 @@ def holm(pvalues) -> list[float]:
     return [float(v) for v in out]
 
 
-@dataclass(frozen=True)
-class Tiering:
-    order: list[str]  # names, best first
-    tier: dict[str, int | None]  # 1 = best; None when a name has no defined mean
-    adjusted: dict[tuple[str, str], float]  # Holm-adjusted p of each tested pair (both orders)
-
-
-TIER_RULE = ("Tier: strategies ranked by mean ACC; walking down the ranking, a strategy starts a new tier when it "
-             "is significantly worse than the current tier's first strategy (paired t-test over shared seeds, "
-             "Holm-adjusted over all pairs, p < {alpha}); otherwise it shares that tier.")
-
-
-def tiers(names: Sequence[str], per_seed_values: Sequence[Mapping[int, float]], higher_is_better: bool = True,
-          alpha: float = 0.05) -> Tiering:
-    """Rank strategies by mean and group them into tiers of statistically tied strategies.
-
-    Rule (deterministic): rank by mean over seeds, best first (ties by name; a NaN mean goes last, tier
-    None). Test every pair with a paired t-test over the seeds both have (values NaN in either dropped;
-    a pair with fewer than 2 such seeds is untested and counts as tied), and Holm-adjust the p-values over
-    all tested pairs. Walk down the ranking: the first strategy leads tier 1; each next strategy joins the
-    current tier unless its adjusted p against the tier's leader is < alpha, in which case it leads a new
-    tier. "Worse" also needs the leader's mean to be higher on the seeds the two share. So members of a tier
-    are tied with its leader (two members may still differ from each other).
+def order_effect_test(per_order: Sequence[Sequence[float]]) -> tuple[str, float]:
+    """Does the order of a stream's new tasks change a strategy's score? A test over seeds run in every order.
 
     Args:
-        names: one per strategy (unique).
-        per_seed_values: one mapping seed -> value per strategy.
-        higher_is_better: the direction of the metric.
-        alpha: family-wise error rate.
+        per_order: per order, one value per shared seed (the same seeds, in the same sequence, in every order).
+
+    Returns:
+        (test, p): ("paired t", p) for 2 orders and at least 2 seeds (runs with the same seed share the base
+        model and projector initialisation, so they pair), ("Friedman", p) for 3 or more orders and at least
+        3 seeds (scipy.stats.friedmanchisquare), else ("", NaN): too few seeds to test.
     """
-    if len(set(names)) != len(names):
-        raise ValueError(f"tiers need unique names, got {list(names)}")
-    vals = [{int(s): float(v) for s, v in d.items()} for d in per_seed_values]
-    means = {nm: (float(np.nanmean(list(d.values()))) if d and not all(math.isnan(v) for v in d.values())
-                  else float("nan")) for nm, d in zip(names, vals)}
-    sign = -1.0 if higher_is_better else 1.0
-    order = sorted(names, key=lambda nm: (math.isnan(means[nm]), sign * means[nm] if not math.isnan(means[nm])
-                                          else 0.0, nm))
-    by_name = dict(zip(names, vals))
-    pairs, raw, better = [], [], {}
-    for i, u in enumerate(order):
-        for w in order[i + 1:]:
-            shared = sorted(set(by_name[u]) & set(by_name[w]))
-            res = paired_comparison([by_name[u][s] for s in shared], [by_name[w][s] for s in shared])
-            pairs.append((u, w))
-            raw.append(res.p_value)
-            better[(u, w)] = -sign * res.mean_diff > 0  # u better than w on their shared seeds
-    adj = holm(raw)
-    adjusted = {}
-    for (u, w), p in zip(pairs, adj):
-        adjusted[(u, w)] = adjusted[(w, u)] = p
-    tier: dict[str, int | None] = {}
-    leader, current = None, 0
-    for nm in order:
-        if math.isnan(means[nm]):
-            tier[nm] = None
-            continue
-        worse = leader is not None and better[(leader, nm)] and adjusted[(leader, nm)] < alpha  # NaN p: False
-        if leader is None or worse:
-            leader, current = nm, current + 1
-        tier[nm] = current
-    return Tiering(order, tier, adjusted)
+    seeds = min((len(v) for v in per_order), default=0)
+    if len(per_order) == 2 and seeds >= 2:
+        return "paired t", paired_comparison(per_order[0], per_order[1]).p_value
+    if len(per_order) >= 3 and seeds >= 3:
+        return "Friedman", float(sps.friedmanchisquare(*per_order).pvalue)
+    return "", float("nan")

@@ -309,3 +309,20 @@ class Strategy(abc.ABC):
 
     def freeze_all(self) -> None:
         self.model.requires_grad_(False)
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The Strategy subclass registered as `name`, checked: a PluginError naming the plug-in when it is not a
+    Strategy subclass or its Config cannot take options (an UnknownName when nothing registers `name`)."""
+    from cl_bench import registry
+    from cl_bench.config import check_config_class
+    from cl_bench.errors import PluginError
+
+    cls = registry.strategies.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise PluginError(registry.strategies.label(name), f"is {cls!r}, not a cl_bench.Strategy subclass")
+    try:
+        check_config_class(cls.Config, f"strategy {name!r}")
+    except TypeError as e:
+        raise PluginError(registry.strategies.label(name), str(e).removeprefix(f"strategy {name!r}: ")) from e
+    return cls

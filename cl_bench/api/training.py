@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from cl_bench import faults
+from cl_bench.errors import UsageError
 from cl_bench.streams.experience import INPUT_MARKER
 from cl_bench.models.multimodal import Batch, MultimodalLM
 
@@ -46,7 +47,7 @@ class TaskData:
         post = tok(after, add_special_tokens=special and not n_slots)["input_ids"]
         answers = tok([a if chat else " " + a for a in split["answer"]], add_special_tokens=False)["input_ids"]
         if any(len(a) == 0 for a in answers):
-            raise ValueError("an answer tokenizes to nothing; check the tokenizer's vocabulary")
+            raise UsageError("an answer tokenizes to nothing; check the tokenizer's vocabulary")
         self.seqs, self.slot_start, self.n_prompt = [], [], []
         for i, (p, a) in enumerate(zip(post, answers)):
             head = pre[i] if n_slots else []

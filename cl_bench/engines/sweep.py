@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cl_bench.errors import EnvironmentProblem, UsageError
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -54,15 +56,48 @@ def load_grid_file(path: str) -> dict:
     try:
         doc = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"grid file {path}: {e}") from None
+        raise UsageError(f"grid file {path}: {e}") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"grid file {path}: a mapping of streams, strategies, seeds, ... is expected")
+        raise UsageError(f"grid file {path}: a mapping of streams, strategies, seeds, ... is expected")
     known = {"streams", "strategies", "seeds", "orders", "options", "steps", "batch_size", "pretrain_steps",
              "eval_limit", "encoders", "stream_options", "model", "device"}
     unknown = sorted(set(doc) - known)
     if unknown:
-        raise ValueError(f"grid file {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise UsageError(f"grid file {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    for key, problem in _grid_problems(doc):
+        raise UsageError(f"grid file {path}: {key}: {problem}")
     return doc
+
+
+def _scalar_or_list(value, kind, what: str) -> str | None:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, kind) and not isinstance(v, bool) for v in items):
+        return f"must be {what} or a list of them, got {value!r}"
+    return None
+
+
+def _grid_problems(doc: dict):
+    """(key, what is wrong) for each value of a grid file of the wrong type or range."""
+    for key in ("streams", "strategies", "orders"):
+        if key in doc and (problem := _scalar_or_list(doc[key], str, "a name")):
+            yield key, problem
+    if "seeds" in doc:
+        seeds = doc["seeds"] if isinstance(doc["seeds"], list) else [doc["seeds"]]
+        bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= 2**31 - 1]
+        if bad or not seeds:
+            yield "seeds", (f"must be integers from 0 to {2**31 - 1} (a list, e.g. [0, 1, 2]), got "
+                            f"{bad[0] if bad else doc['seeds']!r}")
+    for key in ("steps", "batch_size", "pretrain_steps", "eval_limit"):
+        v = doc.get(key)
+        if key in doc and not (v is None and key == "eval_limit") and (
+                isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            yield key, f"must be a positive integer, got {v!r}"
+    for key in ("options", "encoders", "stream_options"):
+        if key in doc and not isinstance(doc[key], dict):
+            yield key, f"must be a mapping (name: value), got {doc[key]!r}"
+    for key in ("model", "device"):
+        if key in doc and not isinstance(doc[key], str):
+            yield key, f"must be a string, got {doc[key]!r}"
 
 
 def cells(grid: Grid, make: Callable[..., object]) -> list:
@@ -84,7 +119,7 @@ def cells(grid: Grid, make: Callable[..., object]) -> list:
                 out.append(make(stream=stream, strategy=strategy, seed=seed, order=order, strategy_options=options))
     unused = [k for k, owners in option_owners.items() if not owners]
     if unused:
-        raise ValueError(f"option(s) {', '.join(unused)} belong to none of the strategies "
+        raise UsageError(f"option(s) {', '.join(unused)} belong to none of the strategies "
                          f"{', '.join(grid.strategies)}; `clbench ls -v` lists each strategy's options")
     return out
 
@@ -107,7 +142,8 @@ def registrations() -> list[tuple[str, str, str, str]]:
     return out
 
 
-def run_cell(config, plugins: list | None = None, log_dir: str | None = None, threads: int | None = None) -> Outcome:
+def run_cell(config, plugins: list | None = None, log_dir: str | None = None, threads: int | None = None,
+             restart: bool = False) -> Outcome:
     """Run one cell (reusing a complete result, resuming a saved state); never raises for the cell's own errors:
     they come back as a failed Outcome with the log's path. `threads`: the cell's CPU threads where its config
     does not give a count (a Ray cell uses the CPUs it reserved; the count is part of a CPU run's key)."""
@@ -129,7 +165,7 @@ def run_cell(config, plugins: list | None = None, log_dir: str | None = None, th
         log = str(Path(log_dir) / f"{config.stream}-{config.strategy}-seed{config.seed}-"
                                   f"{stable_hash(dataclasses.asdict(config))[:8]}.log")
     try:
-        _, path = run(config, progress=False, reuse=True, wait=True, echo=lines.append)
+        _, path = run(config, progress=False, reuse=True, wait=True, echo=lines.append, restart=restart)
         reused = any(line.endswith("finished before, reused") for line in lines)
         status, error = ("reused" if reused else "done"), None
     except Exception as e:  # noqa: BLE001 - a cell's failure is reported, the sweep goes on
@@ -148,10 +184,11 @@ class LocalEngine:
 
     name = "local"
 
-    def map(self, configs: list, plugins: list, log_dir: str, done: Callable[[Outcome], None]) -> list[Outcome]:
+    def map(self, configs: list, plugins: list, log_dir: str, done: Callable[[Outcome], None],
+            restart: bool = False) -> list[Outcome]:
         out = []
         for c in configs:
-            out.append(run_cell(c, plugins, log_dir))
+            out.append(run_cell(c, plugins, log_dir, restart=restart))
             done(out[-1])
         return out
 
@@ -167,20 +204,28 @@ class RayEngine:
         try:
             import ray  # noqa: F401
         except ImportError:
-            raise ValueError("--engine ray needs Ray: pip install 'clbench[ray]' (or pip install ray)") from None
+            raise EnvironmentProblem("--engine ray needs Ray: pip install 'clbench[ray]' (or pip install ray)") \
+                from None
         self.address, self.num_cpus, self.num_gpus, self.max_retries = address, num_cpus, num_gpus, max_retries
         self.init_kwargs = init_kwargs or {}
 
-    def map(self, configs: list, plugins: list, log_dir: str, done: Callable[[Outcome], None]) -> list[Outcome]:
+    def map(self, configs: list, plugins: list, log_dir: str, done: Callable[[Outcome], None],
+            restart: bool = False) -> list[Outcome]:
         import ray
 
         started = not ray.is_initialized()
         if started:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, **self.init_kwargs)
+            check_reachable(self.address)
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False, **self.init_kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise EnvironmentProblem(f"--address {self.address}: Ray could not connect ({first}); start a cluster "
+                                         "(ray start --head) or drop --address for a local Ray instance") from None
         try:
             task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries)(run_cell)
             threads = max(1, int(self.num_cpus))
-            pending = {task.remote(c, plugins, log_dir, threads): i for i, c in enumerate(configs)}
+            pending = {task.remote(c, plugins, log_dir, threads, restart): i for i, c in enumerate(configs)}
             out: list[Outcome | None] = [None] * len(configs)
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -197,12 +242,54 @@ class RayEngine:
                 ray.shutdown()
 
 
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A cluster address (host:port, or ray://host:port) must answer within `timeout` seconds: Ray itself retries
+    an unreachable one for minutes. None (a local instance) and auto (the running one) are Ray's to find."""
+    import socket
+
+    if address is None or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise EnvironmentProblem(f"--address {address}: nothing answers there ({e.strerror or e}); start the "
+                                 "cluster's head (ray start --head) or check the address") from None
+
+
+def check_cells(configs: list) -> None:
+    """Every cell's strategy options, stream options and order, checked once before any cell runs (a bad value
+    would otherwise fail in every cell, one after another)."""
+    from cl_bench import registry
+    from cl_bench.config import from_options
+    from cl_bench.streams import resolve
+    from cl_bench.streams.base import order_of
+
+    seen = set()
+    for c in configs:
+        options = (c.strategy, tuple(sorted(c.strategy_options.items())))
+        if options not in seen:
+            seen.add(options)
+            cls = registry.strategies.get(c.strategy)
+            from_options(cls.Config, dict(c.strategy_options), f"strategy {c.strategy!r}")
+        stream = (c.stream, tuple(sorted(c.stream_options.items())), c.order)
+        if stream not in seen:
+            seen.add(stream)
+            made = resolve.make(c.stream, c.stream_options)
+            if c.order:
+                order_of(c.order, list(type(made).tasks), c.stream)
+
+
 def sweep(configs: Iterable, engine=None, log_dir: str | None = None, progress: bool = True,
-          echo: Callable[[str], None] = print) -> list[Outcome]:
-    """Run every cell through `engine` (local by default); a progress bar over cells; the outcomes in order."""
+          echo: Callable[[str], None] = print, restart: bool = False) -> list[Outcome]:
+    """Run every cell through `engine` (local by default); a progress bar over cells; the outcomes in order.
+    `restart`: cells without a complete result start over, ignoring a saved state (complete ones are reused)."""
     from tqdm.auto import tqdm
 
     configs = list(configs)
+    check_cells(configs)
     engine = engine or LocalEngine()
     bar = tqdm(total=len(configs), desc=f"sweep ({engine.name})", unit="cell", disable=not progress)
 
@@ -214,7 +301,7 @@ def sweep(configs: Iterable, engine=None, log_dir: str | None = None, progress: 
             echo(f"{o.label}: {o.status} ({o.seconds:.1f} s)")
 
     try:
-        outcomes = engine.map(configs, registrations(), log_dir, done)
+        outcomes = engine.map(configs, registrations(), log_dir, done, restart=restart)
     finally:
         bar.close()
     failed = [o for o in outcomes if o.status == "failed"]
@@ -222,4 +309,7 @@ def sweep(configs: Iterable, engine=None, log_dir: str | None = None, progress: 
     echo(f"sweep: {len(outcomes)} cells, {counts['done']} run, {counts['reused']} reused, {counts['failed']} failed")
     for o in failed:
         echo(f"  failed: {o.label}: {o.error}" + (f" (log: {o.log})" if o.log else ""))
+    if failed:
+        echo("the same command runs the failed cells again (finished stages resume); add --restart to start them "
+             "over from their first stage (complete cells are still reused)")
     return outcomes

@@ -16,6 +16,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from cl_bench.errors import PluginError
+
 TUNING_SEEDS = (0, 1)
 
 
@@ -42,6 +44,10 @@ def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], see
 
     cls = registry.strategies.get(name)
     grid = dict(getattr(cls, "tuning", {}) or {})
+    try:  # checked before any run: a grid naming no option of the strategy is its plug-in's bug
+        defaults = {k: _default(cls, k) for k in grid}
+    except ValueError as e:
+        raise PluginError(registry.strategies.label(name), str(e)) from e
     points = grid_points(grid) if grid else [{}]
     scores = []
     for point in points:
@@ -54,7 +60,6 @@ def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], see
             row.append(round(sum(last) / len(last), 6))
         scores.append(row)
     best = choose(scores)
-    defaults = {k: _default(cls, k) for k in grid}
     return {"grid": grid, "points": [{"options": p, "val_acc": s, "mean": round(sum(s) / len(s), 6)}
                                      for p, s in zip(points, scores)],
             "chosen": points[best], "on_edge": on_edge(grid, points[best]), "defaults_now": defaults,
@@ -189,6 +194,27 @@ def splice_readme(text: str, section: str) -> str:
     from cl_bench.results import splice_between
 
     return splice_between(text, README_BEGIN, README_END, "\n" + section, "tuning table")
+
+
+def check_output(path: Path) -> None:
+    """Before any tuning run: the report's folder must be creatable and writable, and OUT.json / OUT.md not
+    folders (a whole grid used to run before the path failed)."""
+    import os
+
+    from cl_bench.errors import UsageError
+
+    path = Path(path)
+    folder = path.parent
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--out {path}: {parent} is a file, not a folder; choose another --out")
+            if not os.access(parent, os.W_OK):
+                raise UsageError(f"--out {path}: {parent} cannot be written; make it writable or choose another --out")
+            break
+    for f in (path.with_suffix(".json"), path.with_suffix(".md")):
+        if f.is_dir():
+            raise UsageError(f"--out {path}: {f} is a folder; choose another --out")
 
 
 def write_report(report: dict, path: Path) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cl_bench.errors import PluginError, UsageError
 from cl_bench.models.encoder_base import Encoder
 
 
@@ -39,7 +40,7 @@ class ImagePatches(Encoder):
     def featurize(self, raw: list) -> torch.Tensor:
         x = stack_float32(raw)
         if x.shape[1:] != (self.image_size, self.image_size):
-            raise ValueError(f"ImagePatches expects {self.image_size}x{self.image_size} images, got {tuple(x.shape[1:])}")
+            raise UsageError(f"ImagePatches expects {self.image_size}x{self.image_size} images, got {tuple(x.shape[1:])}")
         return x / self.scale  # (N, H, W)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -108,7 +109,7 @@ class VideoTubelets(Encoder):
         x = stack_float32(raw)
         want = (self.clip_frames, self.frame_size, self.frame_size)
         if x.shape[1:] != want:
-            raise ValueError(f"VideoTubelets expects clips of shape {want} (frames, height, width), got {tuple(x.shape[1:])}")
+            raise UsageError(f"VideoTubelets expects clips of shape {want} (frames, height, width), got {tuple(x.shape[1:])}")
         return x / self.scale  # (N, T, H, W)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -142,7 +143,7 @@ class SeriesPatches(Encoder):
         for i, r in enumerate(raw):
             a = np.asarray(r, dtype=np.float32)
             if a.ndim != 2 or a.shape[1] != self.channels:
-                raise ValueError(f"SeriesPatches expects series of shape (steps, {self.channels}), got {a.shape}")
+                raise UsageError(f"SeriesPatches expects series of shape (steps, {self.channels}), got {a.shape}")
             n = min(len(a), self.length)
             out[i, :n] = a[:n]
         return torch.from_numpy(out)  # (N, length, channels)
@@ -170,7 +171,7 @@ class PointGroups(Encoder):
     def featurize(self, raw: list) -> torch.Tensor:
         x = stack_float32(raw)
         if x.ndim != 3 or x.shape[2] != 3 or x.shape[1] < max(self.groups, self.neighbours):
-            raise ValueError(f"PointGroups expects clouds of shape (points >= {max(self.groups, self.neighbours)}, 3), "
+            raise UsageError(f"PointGroups expects clouds of shape (points >= {max(self.groups, self.neighbours)}, 3), "
                              f"got {tuple(x.shape[1:])}")
         return x  # (N, P, 3)
 
@@ -213,7 +214,7 @@ class PointVoxels(Encoder):
     def featurize(self, raw: list) -> torch.Tensor:
         x = stack_float32(raw)
         if x.ndim != 3 or x.shape[2] != 3:
-            raise ValueError(f"PointVoxels expects clouds of shape (points, 3), got {tuple(x.shape[1:])}")
+            raise UsageError(f"PointVoxels expects clouds of shape (points, 3), got {tuple(x.shape[1:])}")
         B, P, _ = x.shape
         size = torch.tensor([self.grid, self.grid, self.depth], dtype=x.dtype)
         cell = ((x + 1) / 2 * size).floor().long().clamp(min=torch.zeros(3, dtype=torch.long), max=size.long() - 1)
@@ -230,16 +231,24 @@ class PointVoxels(Encoder):
 def encoder_class(modality, name: str | None = None) -> type[Encoder]:
     """The Encoder subclass `name` of `modality` (a Modality; its default encoder when name is None), loaded and
     checked: an Encoder subclass for that modality."""
-    from cl_bench.registry import Entry
+    from cl_bench import registry
 
     name = name or modality.default_encoder
     target = modality.encoder_target(name)
-    cls = Entry(name, target, "--encoder" if ":" in name else f"modality {modality.name!r}").load()
+    mine = ":" in name  # the user's own module:Class (--encoder), or one the modality plug-in declares
+    try:
+        cls = registry.Entry(name, target, "--encoder" if mine else f"modality {modality.name!r}").load()
+    except registry.BrokenEntry as e:
+        if mine and (e.__cause__ is None or isinstance(e.__cause__, ModuleNotFoundError)):
+            raise UsageError(str(e)) from None  # a name that points at nothing: the user's typo
+        raise
+    # the user's own class is the user's to fix; the modality's declared encoder is its plug-in's bug
+    kind = UsageError if mine else (lambda msg: PluginError(registry.modalities.label(modality.name), msg))
     if not (isinstance(cls, type) and issubclass(cls, Encoder)):
-        raise ValueError(f"encoder {name!r} of modality {modality.name!r} is {cls!r}, not a "
-                         "cl_bench.models.encoders.Encoder subclass")
+        raise kind(f"encoder {name!r} of modality {modality.name!r} is {cls!r}, not a "
+                   "cl_bench.models.encoders.Encoder subclass")
     if cls.modality != modality.name:
-        raise ValueError(f"encoder {name!r} is for modality {cls.modality!r}, not {modality.name!r}")
+        raise kind(f"encoder {name!r} is for modality {cls.modality!r}, not {modality.name!r}")
     return cls
 
 
@@ -257,7 +266,7 @@ def build_encoder(modality: str, name: str | None = None, options: dict | None =
         modalities.get(modality)  # a known modality, checked as for the others
         enc = build_pretrained(modality, name, options)
     elif options:
-        raise ValueError(f"--encoder-option {modality}.{next(iter(options))}: options are for encoders loaded from a "
+        raise UsageError(f"--encoder-option {modality}.{next(iter(options))}: options are for encoders loaded from a "
                          f"directory (--encoder {modality}=DIR); {modality}'s encoder is {name or 'its default'}")
     else:
         enc = encoder_class(modalities.get(modality), name)()

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from cl_bench.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Family:
@@ -63,7 +65,7 @@ def unsupported(model_type: str) -> str:
 def family_of(lm: nn.Module) -> Family:
     model_type = lm.config.model_type
     if model_type not in FAMILIES:
-        raise ValueError(unsupported(model_type))
+        raise UsageError(unsupported(model_type))
     return FAMILIES[model_type]
 
 

@@ -8,10 +8,10 @@ is loaded as a Hugging Face checkpoint (config, weights and tokenizer), as is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
+# the pre-training's config and the default base are torch-free, beside the other configs (the CLI reads them)
+from cl_bench.config import DEFAULT_MODEL, PretrainConfig  # noqa: F401
 from cl_bench.streams.experience import INPUT_MARKER
 
 BASE_VERSION = 1  # bump when pre-training changes
@@ -31,26 +31,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "granite-moe-tiny": ("granitemoe", dict(_SHAPE, intermediate_size=256, num_local_experts=4,
                                             num_experts_per_tok=2)),
 }
-DEFAULT_MODEL = "mixtral-tiny"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """Pre-training of a preset base model on the stream's text task."""
-
-    steps: int = field(default=400, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=64, metadata={"help": "examples per step"})
-    # 1e-3: at 2e-3 the base fits the text task as well (val 0.99 against 0.97) but is then hard to adapt:
-    # the vision stage underfits its own training data (accuracy 0.55 against 0.91 in full-ft).
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (warmup, then cosine)"})
-    seed: int = field(default=0, metadata={"help": "seed of the base model (fixed across runs)"})
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"PretrainConfig: steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"PretrainConfig.lr must be > 0, got {self.lr}")
 
 
 def word_tokenizer(words: list[str]):

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cl_bench.errors import UsageError
 from cl_bench.models.encoder_base import Encoder
 
 IMAGE_TYPES = ("clip", "clip_vision_model", "siglip", "siglip_vision_model")
@@ -52,14 +53,14 @@ def _load(modality: str, path: Path, types: tuple[str, ...], kinds: str, process
 
     model_type = _model_type(path)
     if model_type not in types:
-        raise ValueError(f"--encoder {modality}={path}: model type {model_type!r} is not an {modality} encoder "
+        raise UsageError(f"--encoder {modality}={path}: model type {model_type!r} is not an {modality} encoder "
                          f"clbench loads; use a {kinds} checkpoint ({', '.join(types)})")
     try:
         return (model_type, AutoModel.from_pretrained(path, local_files_only=True),
                 processor_class.from_pretrained(path, local_files_only=True))
     except Exception as e:  # noqa: BLE001
         first = (str(e).strip().splitlines() or [""])[0][:300]
-        raise ValueError(f"--encoder {modality}={path}: the encoder cannot be loaded ({type(e).__name__}: {first}); "
+        raise UsageError(f"--encoder {modality}={path}: the encoder cannot be loaded ({type(e).__name__}: {first}); "
                          "save the model and its processor there with save_pretrained()") from None
 
 
@@ -71,7 +72,7 @@ class ImageOptions:
 
     def __post_init__(self) -> None:
         if self.tokens is not None and (self.tokens < 1 or math.isqrt(self.tokens) ** 2 != self.tokens):
-            raise ValueError(f"--encoder-option image.tokens must be a square number of tokens (e.g. 144 = 12 x 12), "
+            raise UsageError(f"--encoder-option image.tokens must be a square number of tokens (e.g. 144 = 12 x 12), "
                              f"got {self.tokens}")
 
 
@@ -83,7 +84,7 @@ class AudioOptions:
 
     def __post_init__(self) -> None:
         if self.tokens is not None and self.tokens < 1:
-            raise ValueError(f"--encoder-option audio.tokens must be >= 1, got {self.tokens}")
+            raise UsageError(f"--encoder-option audio.tokens must be >= 1, got {self.tokens}")
 
 
 class PretrainedImage(Encoder):
@@ -121,7 +122,7 @@ class PretrainedImage(Encoder):
             return h
         grid, side = math.isqrt(h.shape[1]), math.isqrt(self.tokens)
         if grid * grid != h.shape[1] or side > grid:
-            raise ValueError(f"--encoder-option image.tokens={self.tokens}: the encoder gives {h.shape[1]} patch "
+            raise UsageError(f"--encoder-option image.tokens={self.tokens}: the encoder gives {h.shape[1]} patch "
                              f"tokens{'' if grid * grid == h.shape[1] else ', not a square grid'}; ask for at most "
                              f"{grid * grid}")
         square = h.reshape(h.shape[0], grid, grid, -1).permute(0, 3, 1, 2)  # (B, hidden, grid, grid)
@@ -146,7 +147,7 @@ class PretrainedAudio(Encoder):
                                                        AutoFeatureExtractor)
         self.model = model.get_encoder() if self.model_type == "whisper" else model
         if self.extractor.sampling_rate != sampling_rate:
-            raise ValueError(f"--encoder audio={path}: its feature extractor expects {self.extractor.sampling_rate} "
+            raise UsageError(f"--encoder audio={path}: its feature extractor expects {self.extractor.sampling_rate} "
                              f"Hz, the stream's audio is {sampling_rate} Hz")
         self.seconds, self.sampling_rate = seconds, sampling_rate
         self.out_dim = model.config.d_model if self.model_type == "whisper" else model.config.hidden_size
@@ -170,7 +171,7 @@ class PretrainedAudio(Encoder):
         if self.tokens is None or self.tokens == h.shape[1]:
             return h
         if self.tokens > h.shape[1]:
-            raise ValueError(f"--encoder-option audio.tokens={self.tokens}: the encoder gives {h.shape[1]} frames "
+            raise UsageError(f"--encoder-option audio.tokens={self.tokens}: the encoder gives {h.shape[1]} frames "
                              f"for a clip; ask for at most {h.shape[1]}")
         return torch.nn.functional.adaptive_avg_pool1d(h.transpose(1, 2), self.tokens).transpose(1, 2)
 
@@ -181,7 +182,7 @@ def build_pretrained(modality: str, path: str, options: dict | None = None) -> E
 
     classes = {"image": (PretrainedImage, ImageOptions), "audio": (PretrainedAudio, AudioOptions)}
     if modality not in classes:
-        raise ValueError(f"--encoder {modality}={path}: pretrained encoders by path are for image and audio; "
+        raise UsageError(f"--encoder {modality}={path}: pretrained encoders by path are for image and audio; "
                          f"give {modality} one of its encoders (`clbench ls -v`) or module:Class")
     cls, options_cls = classes[modality]
     opts = from_options(options_cls, options or {}, f"--encoder-option {modality}")

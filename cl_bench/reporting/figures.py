@@ -8,8 +8,9 @@ strategy with its confidence interval at every stage) and Pareto plots of ACC ag
 trainable parameters and against training time.
 
 Every strategy has one colour, marker and line style (`style`), the same in every figure.
-Intervals are the leaderboard's bootstrap intervals over seeds (cl_bench.analysis.stats.bootstrap_ci):
-they lie between the smallest and the largest seed's value, so never outside the metric's range.
+Drawing only: every number is computed in cl_bench.analysis (intervals: stats.bootstrap_ci, the leaderboard's
+own, between the smallest and the largest seed's value, so never outside the metric's range; the Pareto front:
+grouping.pareto_front; the transfer matrix: metrics.transfer_matrix).
 Each figure is built by a `*_figure` function that returns the matplotlib Figure (for
 tests to inspect) and encoded to PNG by the function of the same name without `_figure`.
 """
@@ -24,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench.reporting.leaderboard import Leaderboard, Row, Table
+from cl_bench.analysis import stats
+from cl_bench.analysis.grouping import pareto_front
+from cl_bench.reporting.tables import Leaderboard, Row, Table
 
 DPI = 110
 
@@ -104,35 +107,13 @@ def _matrices(row: Row, device: str):
     return torch.tensor([r.doc["accuracy_matrix"] for r in row.runs], dtype=torch.float64, device=device)
 
 
-def bootstrap_interval(values, level: float = 0.95, lower: float = -math.inf,
-                       upper: float = math.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over seeds and its bootstrap interval, column by column, as the leaderboard computes its
-    intervals (cl_bench.analysis.stats.bootstrap_ci: a percentile bootstrap, inside the seeds' range and so
-    inside the metric's), clipped to [lower, upper] as well.
-
-    values: [runs] or [runs, k]. Returns (mean, lo, hi), each [k] (0-d for a flat input); the interval
-    is NaN where a column has fewer than 2 values."""
-    from cl_bench.analysis.stats import bootstrap_ci
-
-    x = np.asarray(values, dtype=np.float64)
-    flat = x.ndim == 1
-    x = x.reshape(x.shape[0], -1)
-    cis = [bootstrap_ci(x[:, j], level) for j in range(x.shape[1])]
-    mean = np.array([c.mean for c in cis])
-    lo = np.clip([c.low for c in cis], lower, upper)
-    hi = np.clip([c.high for c in cis], lower, upper)
-    return (mean[0], lo[0], hi[0]) if flat else (mean, lo, hi)
-
-
-def _row_interval(row: Row, table: Table, key: str, device: str, level: float, lower: float = -math.inf,
+def _row_interval(row: Row, key: str, lower: float = -math.inf,
                   upper: float = math.inf) -> tuple[float, float, float]:
-    """(mean, low, high) of a leaderboard column: the row's own interval where the leaderboard keeps
-    one (Row.ci), else the same bootstrap over the row's runs."""
-    ci = getattr(row, "ci", {}).get(key)
-    if ci is not None and key in row.values:
-        lo, hi = (float(np.clip(v, lower, upper)) for v in ci)
-        return row.values[key][0], lo, hi
-    return tuple(float(v) for v in bootstrap_interval(_per_run(row, table, key, device), level, lower, upper))
+    """(mean, low, high) of a leaderboard column: the row's own interval (Row.ci), clipped to [lower, upper]."""
+    if key not in row.values or key not in row.ci:
+        return math.nan, math.nan, math.nan
+    lo, hi = (float(np.clip(v, lower, upper)) for v in row.ci[key])
+    return row.values[key][0], lo, hi
 
 
 # -- heatmaps ----------------------------------------------------------------------------
@@ -162,7 +143,7 @@ def matrix_heatmaps_figure(row: Row, table: Table, kind: str = "accuracy", devic
     mats = mats.cpu().numpy()
     panels = [(f"seed {r.doc['seed']}", mats[i]) for i, r in enumerate(row.runs)]
     if len(panels) > 1:
-        panels.append((f"mean of {len(panels)}", np.nanmean(mats, 0)))
+        panels.append((f"mean of {len(panels)}", stats.mean_over_seeds(mats)))
     names = [t["name"] for t in table.tasks]
     n = len(names)
     stages = ["base"] + [f"after {x}" for x in names[1:]]
@@ -217,7 +198,12 @@ def matrix_heatmaps(row: Row, table: Table, kind: str = "accuracy", device: str 
 
 # -- routing ------------------------------------------------------------------------------
 def has_routing(row: Row) -> bool:
-    return all(any(r) for r in ((run.doc.get("routing") or {}).get("rows") or [None] for run in row.runs))
+    """Whether every run of the row has a routing analysis after every stage, all of one layout (the same MoE
+    layers, with as many experts of the model's own), so that routing_figure can average them."""
+    rows = [r for run in row.runs for r in ((run.doc.get("routing") or {}).get("rows") or [None])]
+    if not all(rows):
+        return False
+    return len({(tuple(r["layers"]), max((st.count(-1) for st in r["expert_stage"]), default=0)) for r in rows}) == 1
 
 
 def routing_figure(row: Row, table: Table):
@@ -236,7 +222,7 @@ def routing_figure(row: Row, table: Table):
         rows = run.doc["routing"]["rows"]
         per_run.append(np.stack([np.stack([grouped_shares(r["shares"][t], r["expert_stage"], n_new).numpy()
                                            for t in names]) for r in rows]))
-    shares = np.mean(np.stack(per_run), 0)  # [stages, tasks, layers, columns]
+    shares = stats.mean_over_seeds(np.stack(per_run))  # [stages, tasks, layers, columns]
     layers = row.runs[0].doc["routing"]["rows"][0]["layers"]
     n_orig = shares.shape[-1] - n_new
     # a column per stage that added experts in any run, even where no token reached them
@@ -298,7 +284,7 @@ def forgetting_curves_figure(table: Table, device: str = "cpu", level: float = 0
     for ax, (j, task) in zip(axes[0], enumerate(tasks)):
         for i, (row, (color, marker, ls)) in enumerate(zip(rows, styles)):
             acc = _matrices(row, device)[:, :, j].cpu().numpy()  # [runs, stages]
-            mean, lo, hi = bootstrap_interval(acc, level, lower=0.0, upper=1.0)
+            mean, lo, hi = stats.column_intervals(acc, level, lower=0.0, upper=1.0)
             x = stages + (i - (len(rows) - 1) / 2) * slot
             ok = ~np.isnan(lo)
             if ok.any():
@@ -331,22 +317,6 @@ _COSTS = (("trainable", "trainable parameters (max over stages)"),
           ("train_seconds", "training time, all stages (s)"))
 
 
-def _per_run(row: Row, table: Table, key: str, device: str) -> np.ndarray:
-    """One value per run, as the leaderboard computes it."""
-    import torch
-
-    from cl_bench.analysis import metrics
-
-    if key == "acc":
-        chance = torch.tensor([t["chance"] for t in table.tasks], dtype=torch.float64, device=device)
-        return metrics.all_metrics(_matrices(row, device), chance=chance)["acc"].cpu().numpy()
-    if key == "trainable":
-        return np.array([max(s["cost"]["trainable"] for s in r.doc["stages"]) for r in row.runs], dtype=np.float64)
-    if key == "train_seconds":
-        return np.array([r.doc["timing"]["train_seconds"] for r in row.runs], dtype=np.float64)
-    raise ValueError(key)
-
-
 def pareto_figure(table: Table, device: str = "cpu", level: float = 0.95):
     """ACC against trainable parameters and against training time; the Pareto front joined.
 
@@ -359,11 +329,11 @@ def pareto_figure(table: Table, device: str = "cpu", level: float = 0.95):
     styles = _row_styles(table.rows)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), squeeze=False, dpi=DPI)
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.11, top=0.9, wspace=0.14)
-    ys = [_row_interval(r, table, "acc", device, level, 0.0, 1.0) for r in table.rows]
+    ys = [_row_interval(r, "acc", 0.0, 1.0) for r in table.rows]
     for ax, (key, xlabel) in zip(axes[0], _COSTS):
         points = []  # (x, xlo, xhi, y, ylo, yhi, row, style)
         for row, st, (y, ylo, yhi) in zip(table.rows, styles, ys):
-            x, xlo, xhi = _row_interval(row, table, key, device, level, lower=0.0)
+            x, xlo, xhi = _row_interval(row, key, lower=0.0)
             if np.isfinite(x) and x > 0 and np.isfinite(y):
                 points.append((x, xlo, xhi, y, ylo, yhi, row, st))
         ax.set_xscale("log")
@@ -510,16 +480,6 @@ def _compact(v: float) -> str:
         if abs(v) >= scale:
             return f"{v / scale:g}{suffix}"
     return f"{v:g}"
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Points not beaten by another with lower-or-equal cost and higher-or-equal accuracy, by cost."""
-    best, front = float("-inf"), []
-    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
-        if y > best:
-            front.append((x, y))
-            best = y
-    return front
 
 
 def render_figures(board: Leaderboard, device: str = "cpu") -> dict[str, dict[str, bytes]]:

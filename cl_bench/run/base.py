@@ -9,16 +9,19 @@ checkpoint (config, weights and tokenizer), as is.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from cl_bench.errors import EnvironmentProblem, UsageError
 from cl_bench.models.families import FAMILIES, unsupported
 from cl_bench.models.lm import (BASE_VERSION, PRESETS, PretrainConfig, _set_experts, preset_config, stream_words,
                                 word_tokenizer)
-from cl_bench.streams.data import atomic_directory, build_lock, file_sha256, remove_partial, stable_hash
+from cl_bench.streams.data import (CHECKSUMS, atomic_directory, atomic_write_checksums, build_lock, damage,
+                                   file_sha256, remove_partial, stable_hash)
 
 
 @dataclass
@@ -29,19 +32,24 @@ class BaseModel:
 
 
 def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrain: PretrainConfig | None = None,
-              progress: bool = True, dtype: torch.dtype = torch.float32) -> BaseModel:
+              progress: bool = True, dtype: torch.dtype = torch.float32, echo=None) -> BaseModel:
     """The stream's base LM on `device` in `dtype`: a pre-trained preset (cached; pre-trained in float32 and
-    then cast) or a local checkpoint (read in `dtype`)."""
+    then cast) or a local checkpoint (read in `dtype`). A cached preset whose files no longer match the checksums
+    written with them is rebuilt, and `echo` (default: standard error) says so."""
+    import sys
+
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    say = echo or (lambda s: print(s, file=sys.stderr))
 
     pretrain = pretrain or PretrainConfig()
     path = Path(model).expanduser()
     if model not in PRESETS:
         if not (path.is_dir() and (path / "config.json").exists()):
-            raise ValueError(f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory with a "
+            raise UsageError(f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory with a "
                              f"Hugging Face checkpoint (config.json); save one with save_pretrained() and pass its path")
         if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
-            raise ValueError(f"--model {model}: no tokenizer files (tokenizer.json or tokenizer_config.json); save the "
+            raise UsageError(f"--model {model}: no tokenizer files (tokenizer.json or tokenizer_config.json); save the "
                              f"tokenizer beside the weights with tokenizer.save_pretrained({str(path)!r})")
         key = checkpoint_key(path, cache_dir)  # changes whenever a file of the checkpoint does
         try:
@@ -49,7 +57,7 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
         except Exception as e:  # noqa: BLE001 - see _unloadable
             raise _unloadable(model, e) from None
         if model_type not in FAMILIES:  # said before the weights are read
-            raise ValueError(f"--model {model}: {unsupported(model_type)}")
+            raise UsageError(f"--model {model}: {unsupported(model_type)}")
         try:
             lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -71,31 +79,50 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
     if not (target / "clbench.json").exists():  # clbench <= 0.3.0 saved it as <stream>-<model>-<key>
         target = next((p.parent for p in sorted((Path(cache_dir) / "models").glob(f"*-{model}-{key}/clbench.json"))),
                       target)
-    if not (target / "clbench.json").exists():
+    base = _load_verified(target, device, say)
+    if base is None:
         with build_lock(target):  # one process pre-trains it; another waits, then loads it
-            if not (target / "clbench.json").exists():
+            base = _load_verified(target, device, say)
+            if base is None:
                 remove_partial(target)
                 base = _pretrain_and_save(model, config, tok, key, target, stream, device, pretrain, progress)
-                base.lm.to(dtype)
-                return base
-    base = _load_cached(target, device)
     base.lm.to(dtype)
     return base
 
 
-def _unloadable(model: str, e: Exception) -> ValueError:
+def _unloadable(model: str, e: Exception) -> EnvironmentProblem:
     """transformers', safetensors' and tokenizers' errors for a broken checkpoint vary: one line, the path, the fix."""
     first = (str(e).strip().splitlines() or [""])[0][:300]
-    return ValueError(f"--model {model}: the checkpoint cannot be loaded ({type(e).__name__}: {first}); check its "
-                      "config.json and weight files, or save it again with save_pretrained()")
+    return EnvironmentProblem(f"--model {model}: the checkpoint cannot be loaded ({type(e).__name__}: {first}); "
+                              "check its config.json and weight files, or save it again with save_pretrained()")
+
+
+def _load_verified(target: Path, device, say) -> BaseModel | None:
+    """The cached base at `target` if it is whole; None if there is none, or if it was damaged (then it is removed,
+    and `say` says so): its files are checked against the checksums written with them, as the data cache's are."""
+    if not target.exists():
+        return None
+    try:
+        if not (target / CHECKSUMS).exists():  # saved before checksums were: trusted once, if it loads
+            base = _load_cached(target, device)
+            atomic_write_checksums(target)
+            return base
+        problem = damage(target)
+        if problem is None:
+            return _load_cached(target, device)
+    except Exception as e:  # noqa: BLE001 - a truncated safetensors file, a broken JSON, ...: each library its own
+        problem = f"it cannot be read ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]})"
+    say(f"base model cache {target} is damaged ({problem}); rebuilding it")
+    shutil.rmtree(target, ignore_errors=True)
+    return None
 
 
 def _load_cached(target: Path, device) -> BaseModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    info = json.loads((target / "clbench.json").read_text())
     lm = AutoModelForCausalLM.from_pretrained(target, local_files_only=True)
     tok = AutoTokenizer.from_pretrained(target, local_files_only=True)
-    info = json.loads((target / "clbench.json").read_text())
     info["cached"] = True
     info["weights_sha256"] = _weights_sha256(target)
     return _finish(lm, tok, info, device)
@@ -177,3 +204,4 @@ def _save_atomic(base: BaseModel, target: Path) -> None:
         base.lm.save_pretrained(tmp)
         base.tokenizer.save_pretrained(tmp)
         (tmp / "clbench.json").write_text(json.dumps(base.info, indent=2))
+        atomic_write_checksums(tmp)  # verified on every load (_load_verified)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from cl_bench.config import device_problem
+from cl_bench.errors import EnvironmentProblem, UsageError
 
 DTYPES = ("float32", "bfloat16", "float16")
 # The half-precision path on the CPU is for testing it on machines without a GPU: slow there, and not what
@@ -18,7 +19,7 @@ def torch_dtype(name: str, device, allow_cpu_half: bool = False):
 
     allowed = allow_cpu_half or os.environ.get(CPU_HALF_ENV) == "1"
     if name != "float32" and device.type == "cpu" and not allowed:
-        raise ValueError(f"--dtype {name} is for GPUs; on the CPU clbench runs float32: drop --dtype or run on "
+        raise UsageError(f"--dtype {name} is for GPUs; on the CPU clbench runs float32: drop --dtype or run on "
                          "--device cuda")
     return getattr(torch, name)
 
@@ -28,12 +29,13 @@ def resolve_device(name: str):
     import torch
 
     if device_problem(name):
-        raise ValueError(f"--device {device_problem(name)}")
+        raise UsageError(f"--device {device_problem(name)}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was asked for, but torch sees no CUDA GPU; use --device auto or cpu")
+        raise EnvironmentProblem(f"--device {name} was asked for, but torch sees no CUDA GPU; use --device auto "
+                                 "or cpu")
     if ":" in name and int(name.partition(":")[2]) >= torch.cuda.device_count():
-        raise ValueError(f"--device {name} was asked for, but torch sees {torch.cuda.device_count()} GPU(s) "
-                         f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+        raise EnvironmentProblem(f"--device {name} was asked for, but torch sees {torch.cuda.device_count()} "
+                                 f"GPU(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return torch.device(name)

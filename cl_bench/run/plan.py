@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from cl_bench.api.footprint import Footprint, largest, numel, projector  # noqa: F401  (plan's own uses)
+from cl_bench.errors import UsageError
 
 GIB = 2**30
 
@@ -89,6 +90,21 @@ class Plan:
 
     def record(self) -> dict:
         return {**dataclasses.asdict(self), "notes": list(self.notes)}
+
+
+# Sustained training throughput assumed for the time bound, deliberately generous (a run is refused only when even
+# this would take too long): a CPU thread 1e11 FLOP/s, about 4x what bench/step_time.py measured for mixtral-tiny
+# (0.07 s for 6 x 1.0M active parameters x 19 tokens x 32 examples on 2 threads); a GPU 1e15 FLOP/s (an H100's
+# dense bfloat16 peak).
+FLOPS_PER_SECOND = {"cpu": 1e11, "cuda": 1e15}
+
+
+def estimated_hours(plan: Plan, examples: int, threads: int) -> float:
+    """A lower estimate of the training time of `examples` training examples: 6 FLOPs per active parameter and
+    token (forward and backward) at FLOPS_PER_SECOND (per thread on the CPU)."""
+    device = plan.device.split(":")[0]
+    rate = FLOPS_PER_SECOND.get(device, FLOPS_PER_SECOND["cuda"]) * (threads if device == "cpu" else 1)
+    return 6 * plan.parameters["active"] * plan.seq_len * examples / rate / 3600
 
 
 def human(n: float) -> str:
@@ -272,7 +288,7 @@ def plan_run(config, *, progress: bool = False, seq_len: int | None = None,
 
     from transformers import AutoConfig, AutoTokenizer
 
-    from cl_bench import registry
+    from cl_bench.api.strategy import strategy_class
     from cl_bench.streams import base as streams
     from cl_bench.streams import resolve
     from cl_bench.config import from_options
@@ -287,7 +303,7 @@ def plan_run(config, *, progress: bool = False, seq_len: int | None = None,
     else:
         device = resolve_device(config.device)
     dtype = getattr(torch, config.dtype) if device.type == "cuda" else torch_dtype(config.dtype, device)
-    strategy_cls = registry.strategies.get(config.strategy)
+    strategy_cls = strategy_class(config.strategy)
     strategy = strategy_cls(from_options(strategy_cls.Config, config.strategy_options, f"strategy {config.strategy!r}"))
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     stream_obj, stream = resolve.load(config.stream, config.stream_options, config.order, cache, progress=progress)
@@ -297,11 +313,11 @@ def plan_run(config, *, progress: bool = False, seq_len: int | None = None,
     else:
         path = Path(config.model).expanduser()
         if not (path / "config.json").is_file():
-            raise ValueError(f"--model {config.model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory "
+            raise UsageError(f"--model {config.model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory "
                              "with a Hugging Face checkpoint (config.json)")
         lm_config = AutoConfig.from_pretrained(path, local_files_only=True)
         if lm_config.model_type not in FAMILIES:
-            raise ValueError(f"--model {config.model}: {unsupported(lm_config.model_type)}")
+            raise UsageError(f"--model {config.model}: {unsupported(lm_config.model_type)}")
         tokenizer, name = AutoTokenizer.from_pretrained(path, local_files_only=True), path.name
     encoders = {m: build_encoder(m, n, config.encoder_options.get(m))
                 for m, n in streams.encoder_names(stream_obj, stream, config.encoders).items()}

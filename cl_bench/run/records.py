@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cl_bench import registry
 from cl_bench.config import Budget
+from cl_bench.errors import PluginError
 from cl_bench.results import SCHEMA_VERSION, environment
 
 
@@ -18,13 +19,14 @@ def training_record(phases: list[dict], budget: Budget) -> dict:
             "budget_ratio": round(total["examples"] / budget.examples, 6), "phases": phases}
 
 
-def memory_record(memory, stream, current: str) -> dict:
-    """The strategy's Memory of tasks other than the stage's own, each also as a share of its split."""
+def memory_record(memory, stream, current: str, plugin: str = "the strategy") -> dict:
+    """The strategy's Memory of tasks other than the stage's own, each also as a share of its split; a
+    PluginError naming `plugin` (the strategy) when it names tasks the stream does not have."""
     sizes = {t.name: (len(t.train), len(t.val)) for t in stream.tasks}
     for items in (memory.past_train_items, memory.past_val_items):
         unknown = set(items) - set(sizes)
         if unknown:
-            raise ValueError(f"the strategy's memory names tasks that are not in the stream: {sorted(unknown)}")
+            raise PluginError(plugin, f"its memory names tasks that are not in the stream: {sorted(unknown)}")
     train = {k: v for k, v in memory.past_train_items.items() if k != current}
     val = {k: v for k, v in memory.past_val_items.items() if k != current}
 

@@ -14,108 +14,20 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cl_bench import faults, registry
 from cl_bench.api.strategy import RunContext
-from cl_bench.config import Budget, device_problem, from_options
-from cl_bench.models.lm import DEFAULT_MODEL, PretrainConfig
+from cl_bench.config import from_options
+from cl_bench.errors import EnvironmentProblem, RunFailed, UsageError
 from cl_bench.results import atomic_write_json, load_result
 from cl_bench.run import keys, records, shared, state, threads
-from cl_bench.run.device import DTYPES, resolve_device, torch_dtype
+from cl_bench.run.config import RunConfig  # noqa: F401 (callers import it from here too)
+from cl_bench.run.device import resolve_device, torch_dtype
 from cl_bench.run.evaluation import Evaluator
 from cl_bench.streams import base as streams
 from cl_bench.streams import resolve
 from cl_bench.streams.data import default_cache_dir, stable_hash
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines a run (and so its result file and its resume key)."""
-
-    stream: str = field(default="vision-audio", metadata={"help": "task stream name (`clbench ls`)"})
-    strategy: str = field(default="full-ft", metadata={"help": "strategy name (`clbench ls`)"})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "preset name or local checkpoint directory"})
-    seed: int = field(default=0, metadata={"help": "seed of projector init and training order"})
-    device: str = field(default="auto", metadata={"help": "auto (the GPU where there is one), cpu, cuda or cuda:N"})
-    budget: Budget = field(default_factory=Budget)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    strategy_options: dict = field(default_factory=dict, metadata={"help": "the strategy's own options"})
-    encoders: dict = field(default_factory=dict, metadata={"help": "modality -> encoder name (default per modality)"})
-    encoder_options: dict = field(default_factory=dict, metadata={
-        "help": "modality -> {option: value} of an encoder loaded from a directory (layer, tokens)"})
-    stream_options: dict = field(default_factory=dict, metadata={"help": "the stream's own options"})
-    order: str | None = field(default=None, metadata={
-        "help": "the order of the stream's new tasks: names (audio,vision) or random:SEED; None: the stream's own"})
-    dtype: str = field(default="float32", metadata={
-        "help": "float32, or bfloat16 / float16 on a GPU: frozen weights stored in it and every forward under "
-                "autocast; trainable parameters and optimizer states float32"})
-    prompt_format: str = field(default="plain", metadata={
-        "help": "plain (the prompt's text as it is) or chat (the user's turn of the tokenizer's chat template, the "
-                "answer as the assistant's reply)"})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute each decoder layer's activations in the backward pass (less memory, more time)"})
-    eval_batch_size: int = field(default=256, metadata={"help": "examples per evaluation batch"})
-    eval_split: str = field(default="test", metadata={
-        "help": "the split every evaluation scores: test (results) or val (hyperparameter selection, "
-                "`clbench tune`: such runs never look at test data)"})
-    eval_limit: int | None = field(default=None, metadata={
-        "help": "evaluate only the first N items of each test split and probe (quick looks and tests; "
-                "such runs get their own key and leaderboard row); None: every item"})
-    results_dir: str = field(default="my-results", metadata={
-        "help": "where result files go (the published leaderboard's are under results/: `clbench publish`)"})
-    cache_dir: str | None = field(default=None, metadata={"help": "data, models and resumable state"})
-    threads: int | None = field(default=None, metadata={
-        "help": "torch's CPU threads (intra-op; inter-op is 1). Recorded, and part of the run key on the CPU, "
-                "since float sums differ across counts; None: the CPUs available to the process shared among the "
-                "clbench runs active in the cache (cl_bench.run.threads)"})
-    shared_cache: bool = field(default=True, metadata={
-        "help": "reuse row 0 and fits that another run computed from the same inputs (bit-identical results; "
-                "cl_bench.run.shared); CLBENCH_SHARED_CACHE=0 turns it off whatever this says"})
-    shared_fit_max_mb: float = field(default=1024.0, metadata={
-        "help": "fits training more than this many MiB of float32 weights are neither stored nor looked up "
-                "(CLBENCH_SHARED_FIT_MAX_MB overrides it)"})
-    cpu_half_precision: bool = field(default=False, metadata={
-        "help": "allow --dtype bfloat16/float16 on the CPU: slow, for testing the half-precision path on a "
-                "machine without a GPU (CLBENCH_CPU_HALF_PRECISION=1 does the same)"})
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.seed <= 2**31 - 1:
-            raise ValueError(f"RunConfig.seed must be in [0, 2**31 - 1], got {self.seed}")
-        if device_problem(self.device):
-            raise ValueError(f"RunConfig.device: {device_problem(self.device)}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"RunConfig.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.prompt_format not in ("plain", "chat"):
-            raise ValueError(f"RunConfig.prompt_format must be plain or chat, got {self.prompt_format!r}")
-        if self.eval_batch_size < 1:
-            raise ValueError(f"RunConfig.eval_batch_size must be >= 1, got {self.eval_batch_size}")
-        if self.eval_split not in ("test", "val"):
-            raise ValueError(f"RunConfig.eval_split must be 'test' or 'val', got {self.eval_split!r}")
-        if self.threads is not None and not 1 <= self.threads <= 1024:
-            raise ValueError(f"RunConfig.threads must be in [1, 1024] (or None: as the machine allows), got {self.threads}")
-        if not self.shared_fit_max_mb >= 0:
-            raise ValueError(f"RunConfig.shared_fit_max_mb must be >= 0, got {self.shared_fit_max_mb}")
-        if self.eval_limit is not None and self.eval_limit < 1:
-            raise ValueError(f"RunConfig.eval_limit must be >= 1 (or None for every item), got {self.eval_limit}")
-
-    def identity(self) -> dict:
-        """The fields that change results, but for the strategy's options (keyed once resolved)."""
-        d = dataclasses.asdict(self)
-        for k in ("results_dir", "cache_dir", "eval_batch_size", "device", "strategy_options", "stream_options",
-                  "order", "gradient_checkpointing", "threads", "shared_cache", "shared_fit_max_mb",
-                  "cpu_half_precision"):
-            d.pop(k)  # the stream's options and order are keyed once resolved, and only when not the defaults;
-            # gradient checkpointing recomputes the same values (tests/test_precision.py: bit-identical results);
-            # the thread count is keyed once resolved (keys.identity), the shared cache gives bit-identical results
-        if not self.encoder_options:
-            d.pop("encoder_options")  # keyed only when given, so that other runs keep their keys
-        if self.prompt_format == "plain":
-            d.pop("prompt_format")  # keyed only when chat, so that other runs keep their keys
-        if self.dtype == "float32":
-            d.pop("dtype")  # keyed only when not the default, so that float32 runs keep their keys
-        return d
 
 
 def _checkpoint_activations(lm) -> None:
@@ -134,11 +46,11 @@ def _check_writable(directory: Path, results_dir: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         writable = os.access(directory, os.W_OK)
     except OSError as e:
-        raise ValueError(f"results directory {results_dir}: {e.strerror or e}; choose another with "
-                         "--results-dir") from None
+        raise EnvironmentProblem(f"results directory {results_dir}: {e.strerror or e}; choose another with "
+                                 "--results-dir") from None
     if not writable:
-        raise ValueError(f"results directory {results_dir} cannot be written; make it writable or choose "
-                         "another with --results-dir")
+        raise EnvironmentProblem(f"results directory {results_dir} cannot be written; make it writable or choose "
+                                 "another with --results-dir")
 
 
 def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
@@ -148,7 +60,8 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
 
     Args:
         progress: print the plan, progress bars and a line per stage.
-        restart: ignore a saved state of this run and start over.
+        restart: ignore a saved state of this run and start over (a complete result is still reused where
+            `reuse` asks for it: `clbench sweep --restart` starts only the unfinished cells over).
         echo: where the run's lines go.
         inspect: called with ("setup", strategy) after the strategy's setup and ("end", strategy) after the
             last stage (`clbench validate`).
@@ -170,13 +83,13 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
     # a results directory that cannot be written is said before the data are built and the base pre-trained
     _check_writable(Path(config.results_dir) / "runs", config.results_dir)
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    n_threads = threads.choose(config.threads, cache)
+    n_threads = threads.choose(config.threads, threads.present(held, cache))
     threads.apply(n_threads)
     strategy_cls, strategy = _make_strategy(config)
     _quiet_libraries()
 
     t0 = time.perf_counter()
-    stream_obj, stream, base = _stream_and_base(config, cache, device, dtype, progress)
+    stream_obj, stream, base = _stream_and_base(config, cache, device, dtype, progress, echo)
     setup_seconds = time.perf_counter() - t0
 
     ident = keys.identity(config, strategy, stream_obj, stream, base, cache,
@@ -186,13 +99,14 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
     _check_writable(path.parent, config.results_dir)
     state.hold_lock(held, cache, key, wait, echo)
     state.remove_stale(path, cache, key)
-    if reuse and not restart and (done := _complete_result(path, key)) is not None:
+    if reuse and (done := _complete_result(path, key)) is not None:
         echo(f"{path}: finished before, reused")
         return done, path
 
     model, encoders, plan = _model_and_plan(config, strategy, stream_obj, stream, base, device, dtype)
     if progress:
         echo(plan.line())
+    _check_plan(plan, config, len(stream.experiences), n_threads)
     evaluator = Evaluator(stream, model, strategy, device, config.eval_batch_size, config.eval_split,
                           config.eval_limit)
     fits = _fit_store(config, strategy_cls, ident, cache)
@@ -231,28 +145,26 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
 
 def _make_strategy(config: RunConfig):
     """The registered strategy class and an instance with the run's options."""
-    from cl_bench.api.strategy import Strategy
+    from cl_bench.api.strategy import strategy_class
 
-    cls = registry.strategies.get(config.strategy)
-    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-        raise TypeError(f"strategy {config.strategy!r} is {cls!r}, not a cl_bench.Strategy subclass")
+    cls = strategy_class(config.strategy)
     return cls, cls(from_options(cls.Config, config.strategy_options, f"strategy {config.strategy!r}"))
 
 
-def _stream_and_base(config: RunConfig, cache: Path, device, dtype, progress: bool):
+def _stream_and_base(config: RunConfig, cache: Path, device, dtype, progress: bool, echo):
     """The stream (its object and what it builds, checked and ordered) and the base model, both cached."""
     from cl_bench.run.base import load_base
 
     stream_obj, stream = resolve.load(config.stream, config.stream_options, config.order, cache, progress=progress)
     smallest = min(stream.experiences + (stream.base,), key=lambda e: len(e.train))
     if config.budget.batch_size > len(smallest.train):  # train() would take the whole split and record the ask
-        raise ValueError(f"--batch-size {config.budget.batch_size} is larger than the smallest training split "
+        raise UsageError(f"--batch-size {config.budget.batch_size} is larger than the smallest training split "
                          f"({smallest.name}: {len(smallest.train)} items); use at most {len(smallest.train)}")
-    base = load_base(config.model, stream, device, cache, config.pretrain, progress=progress, dtype=dtype)
+    base = load_base(config.model, stream, device, cache, config.pretrain, progress=progress, dtype=dtype, echo=echo)
     if config.gradient_checkpointing:
         _checkpoint_activations(base.lm)
     if config.prompt_format == "chat" and not getattr(base.tokenizer, "chat_template", None):
-        raise ValueError(f"--prompt-format chat: the tokenizer of {config.model} has no chat template; use "
+        raise UsageError(f"--prompt-format chat: the tokenizer of {config.model} has no chat template; use "
                          "--prompt-format plain, or save the tokenizer with one (tokenizer.chat_template)")
     return stream_obj, stream, base
 
@@ -295,6 +207,25 @@ def _model_and_plan(config: RunConfig, strategy, stream_obj, stream, base, devic
     return model, encoders, plan
 
 
+def _check_plan(plan, config: RunConfig, stages: int, n_threads: int) -> None:
+    """Refuse, in one line with the plan's numbers, a run that would not fit in memory or would take longer than
+    config.max_hours, unless config.ignore_plan."""
+    from cl_bench.run.plan import estimated_hours, human
+
+    if config.ignore_plan:
+        return
+    if plan.fits is False:
+        raise UsageError(f"the plan's peak is about {human(plan.peak)}, more than 90% of {human(plan.capacity_bytes)} "
+                         f"on {plan.device}; lower --batch-size or --eval-batch-size, add --gradient-checkpointing, "
+                         "or pass --ignore-plan to run anyway")
+    hours = estimated_hours(plan, config.budget.examples * stages, n_threads)
+    if hours > config.max_hours:
+        raise UsageError(f"the plan estimates at least {hours:,.0f} hours of training ({stages} stages x "
+                         f"{config.budget.steps:,} steps x {config.budget.batch_size} examples, "
+                         f"{plan.parameters['active']:,} active parameters, {plan.seq_len} tokens), over --max-hours "
+                         f"{config.max_hours:g}; lower --steps, raise --max-hours, or pass --ignore-plan")
+
+
 def _fit_store(config: RunConfig, strategy_cls, ident: dict, cache: Path):
     """The shared fits' store (cl_bench.run.shared) for a strategy that declares shares_fits, else None."""
     from cl_bench.api.strategy import shares_fits
@@ -330,6 +261,8 @@ def _start_or_resume(work: Path, restart: bool, strategy, stream, evaluator, str
     # when each stage finished and with which commit, so that nobody takes its timings for an
     # uninterrupted run's unawares.
     st.setdefault("resumed_at_stages", []).append(done)
+    if done == len(stream.experiences):
+        return st  # every stage finished: nothing to resume, the result is written from the state
     earlier, now = {s.get("git_commit") for s in st["stages"]} - {None}, records.where()["git_commit"]
     if earlier and earlier != {now}:
         echo(f"warning: stages 1-{done} were run by clbench {', '.join(sorted(earlier))}, this is "
@@ -356,7 +289,7 @@ def _stage(i: int, exp, config: RunConfig, strategy, stream, evaluator, fits, st
     train_seconds = time.perf_counter() - t0 + strategy.shared_seconds() - shared_before
     cost = strategy.cost()
     training = records.training_record(strategy.take_training_record(), config.budget)
-    memory = records.memory_record(strategy.memory(), stream, exp.name)
+    memory = records.memory_record(strategy.memory(), stream, exp.name, registry.strategies.label(config.strategy))
     t0 = time.perf_counter()
     row, items, extra, routed = evaluator.evaluate()
     st["rows"].append(row)
@@ -375,7 +308,7 @@ def _stage(i: int, exp, config: RunConfig, strategy, stream, evaluator, fits, st
                          **({"shared_fits": fits.take_log()} if fits is not None else {})})
 
 
-class RunDiverged(ValueError):
+class RunDiverged(RunFailed):
     """A stage's training diverged; no result was written."""
 
 

@@ -33,6 +33,8 @@ import json
 import os
 from pathlib import Path
 
+from cl_bench.errors import UsageError
+
 ENV = "CLBENCH_SHARED_CACHE"  # 0: compute everything in every run, whatever RunConfig.shared_cache says
 _CODE: str | None = None
 
@@ -119,7 +121,7 @@ def fit_cap_bytes(setting_mb: float = FIT_CAP_MB) -> float:
     try:
         return float(value) * 2**20
     except ValueError:
-        raise ValueError(f"{FIT_CAP_ENV}={value!r} is not a number of MiB; set it to e.g. {FIT_CAP_MB}") from None
+        raise UsageError(f"{FIT_CAP_ENV}={value!r} is not a number of MiB; set it to e.g. {FIT_CAP_MB}") from None
 
 
 class FitStore:

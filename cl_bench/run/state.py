@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from cl_bench import faults
+from cl_bench.errors import EnvironmentProblem
 from cl_bench.results import atomic_torch_save, atomic_write_json, sweep_stale
 
 
@@ -27,8 +29,8 @@ def hold_lock(held: contextlib.ExitStack, cache: Path, key: str, wait: bool, ech
         lock.acquire(timeout=0)
     except Timeout:
         if not wait:
-            raise ValueError(f"this run is in progress in another process (its state: {cache / 'runs' / key}); "
-                             "wait for it to finish, then run the same command to get its result") from None
+            raise EnvironmentProblem(f"this run is in progress in another process (its state: {cache / 'runs' / key}); "
+                                     "wait for it to finish, then run the same command to get its result") from None
         echo(f"the same run is in progress in another process; waiting for it ({cache / 'runs' / key})")
         lock.acquire()
     held.callback(lock.release)
@@ -43,6 +45,7 @@ def remove_stale(result_path: Path, cache: Path, key: str) -> None:
     for sub in ("models", "data", "data/numbers", "runs"):
         sweep_stale(cache / sub, "*.tmp-*")
     sweep_stale(cache / "shared", ".*.tmp")  # a stored fit's or row's temporary copy (results.atomic_*)
+    sweep_stale(cache / "runs", f".*{RETIRED}*")  # a finished run's state, renamed away by a process killed after
     sweep_stale(Path(tempfile.gettempdir()), "clbench-speech-*")
 
 
@@ -76,13 +79,18 @@ def load(work: Path, strategy, echo) -> dict | None:
             return None
         check(state, len(strategy.context.tasks))
         checkpoint = work / state.pop("checkpoint")
+        if len(state["rows"]) == len(strategy.context.tasks):
+            # every stage finished (its result was written, or about to be, when the process stopped): the result
+            # needs no weights, so a checkpoint lost in the clean-up cannot keep the run from finishing
+            echo(f"the saved state in {work} holds every stage; writing its result")
+            return state
         weights = torch.load(checkpoint, map_location=strategy.context.device, weights_only=True)
         strategy.load_state_dict(weights)
     except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, EOFError) as e:
         # json, torch.load and load_state_dict raise all of these for a damaged or foreign state
-        raise ValueError(f"the saved state of this run in {work} is damaged ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200] if str(e) else e!r}); run the same command with --restart "
-                         "to start it over") from None
+        raise EnvironmentProblem(f"the saved state of this run in {work} is damaged ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:200] if str(e) else e!r}); run the same command with "
+                                 "--restart to start it over") from None
     echo(f"resuming after stage {len(state['rows']) - 1} of {len(state['rows'][0]) - 1}, the last one saved "
          f"(state in {work}; --restart to start over)")
     return state
@@ -105,6 +113,23 @@ def check(state: dict, tasks: int) -> None:
         raise ValueError(f"checkpoint {state['checkpoint']!r} is not a file name")
 
 
+RETIRED = ".retired-"  # runs/.<key>.retired-<pid>: a finished run's state on its way out
+
+
 def retire(work: Path) -> None:
-    """Remove a finished run's state (the result file now holds everything)."""
-    shutil.rmtree(work, ignore_errors=True)
+    """Remove a finished run's state (the result file now holds everything), crash-safely: the directory is first
+    renamed away in one step, so that a kill at any point leaves either the whole state (a later run of the key
+    resumes after its last stage and writes the same result) or a retired directory that nothing reads (removed
+    by a later run's remove_stale), never a state missing its checkpoint."""
+    import os
+
+    if not work.exists():
+        return
+    faults.point("retire:before")
+    gone = work.with_name(f".{work.name}{RETIRED}{os.getpid()}")
+    os.replace(work, gone)
+    faults.point("retire:renamed")
+    for f in sorted(gone.iterdir()):
+        f.unlink()
+        faults.point("retire:deleting")
+    gone.rmdir()

@@ -3,10 +3,11 @@
 torch's default intra-op pool is one thread per core of the whole machine, and its inter-op pool as
 many again, whatever else runs: four runs on two cores then fight over 8+ threads each and steps take
 tens of times longer. A run here takes the CPUs available to its process (its affinity mask and its
-cgroup's CPU quota) divided by the clbench runs active in the same cache when it starts (each holds its
-run key's lock), and one inter-op thread. Float sums depend on the intra-op count, so the count a run used is
-recorded in its result file and is part of its run key: pass --threads for a count that does not depend
-on the load (`clbench publish` and `clbench tune` do).
+cgroup's CPU quota) divided by the clbench runs active in the same cache when it starts (each holds a
+presence lock under runs/active/ while it runs), and one inter-op thread. Float sums depend on the
+intra-op count, so the count a run used is recorded in its result file and is part of its run key: pass
+--threads for a count that does not depend on the load (`clbench publish` and `clbench tune` do). Runs started at the same moment may not see each
+other yet (each marks itself active as it starts): the later ones take fewer threads.
 """
 
 from __future__ import annotations
@@ -32,27 +33,46 @@ def available_cpus() -> int:
 
 
 def active_runs(cache: Path) -> int:
-    """clbench runs holding a run key's lock in `cache` now (other processes' and this one's)."""
+    """clbench runs in progress on this cache now: each holds a presence lock under runs/active/ from its start
+    (`present`) to its end. Lock files nobody holds (a killed run's) are removed on the way."""
     from filelock import FileLock, Timeout
 
     held = 0
-    for path in sorted((cache / "runs").glob("*.lock")):
+    for path in sorted((cache / "runs" / "active").glob("*.lock")):
         lock = FileLock(str(path))
         try:
             lock.acquire(timeout=0)
         except Timeout:
             held += 1
         else:
+            path.unlink(missing_ok=True)
             lock.release()
     return held
 
 
-def choose(requested: int | None, cache: Path) -> int:
-    """The intra-op thread count of a run: `requested`, or the available CPUs shared with the runs active in
-    `cache` (this one included), at least 1."""
+def present(held, cache: Path) -> int:
+    """Count the runs active on `cache`, then mark this one active for as long as `held` (an ExitStack) is open;
+    returns how many others were active."""
+    import uuid
+
+    from filelock import FileLock
+
+    others = active_runs(cache)
+    folder = cache / "runs" / "active"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.lock"
+    lock = FileLock(str(path))
+    lock.acquire()
+    held.callback(lambda: (path.unlink(missing_ok=True), lock.release()))
+    return others
+
+
+def choose(requested: int | None, others: int) -> int:
+    """The intra-op thread count of a run: `requested`, or the available CPUs shared with the `others` runs active
+    on the same cache, at least 1."""
     if requested is not None:
         return requested
-    return max(1, available_cpus() // (active_runs(cache) + 1))
+    return max(1, available_cpus() // (others + 1))
 
 
 def apply(threads: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cl_bench.errors import ClbenchError
 from cl_bench.results import check_result
 
 def check_declaration(result: dict) -> list[str]:
@@ -73,7 +74,7 @@ def validate_stream(stream: str, options: dict | None = None, encoders: dict | N
         name = names[e.modality]
         try:
             enc = build_encoder(e.modality, name)
-        except (ValueError, TypeError, LookupError) as err:
+        except (ValueError, TypeError, LookupError, ClbenchError) as err:
             problems.append(f"task {e.name!r}: {err}")
             continue
         for split in ("train", "val", "test"):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from cl_bench.errors import ClbenchError, PluginError, UsageError
 from cl_bench.streams.experience import INPUT_MARKER, TaskStream
 
 
@@ -52,7 +53,7 @@ def encoder_names(s: Stream, ts: TaskStream, overrides: dict | None = None) -> d
     present = list(dict.fromkeys(ts.modalities))
     absent = [m for m in overrides if m not in present]
     if absent:  # an encoder nothing would use must not pass silently (nor change the run key)
-        raise ValueError(f"--encoder {absent[0]}=...: stream {ts.name!r} has no {absent[0]} task; its modalities: "
+        raise UsageError(f"--encoder {absent[0]}=...: stream {ts.name!r} has no {absent[0]} task; its modalities: "
                          f"{', '.join(present)}")
     return {m: overrides.get(m) or type(s).encoders.get(m) for m in present}
 
@@ -64,8 +65,21 @@ def changed_options(stream: Stream) -> dict:
 
 
 def build_checked(s: Stream, name: str, cache_dir: Path | None = None, progress: bool = True) -> TaskStream:
-    """`s.build(...)`, checked: a ValueError lists every problem of a malformed stream."""
-    ts = s.build(cache_dir, progress=progress)
+    """`s.build(...)`, checked: a ValueError lists every problem of a malformed stream (a PluginError naming a
+    registered stream, a UsageError for a stream file: the user's own)."""
+    from cl_bench import registry
+
+    def malformed(message: str):
+        if name in registry.streams.entries():
+            return PluginError(registry.streams.label(name), message)
+        return UsageError(f"stream {name!r} {message}")
+
+    try:
+        ts = s.build(cache_dir, progress=progress)
+    except (ValueError, TypeError) as e:  # e.g. an Experience or TaskStream refusing what build() made of it
+        if isinstance(e, ClbenchError):
+            raise
+        raise malformed(f"build() failed: {type(e).__name__}: {e}") from e
     problems = check(ts, name)
     declared = dict(type(s).tasks)
     if not problems and declared and {e.name: e.modality for e in ts.experiences} != declared:
@@ -77,25 +91,29 @@ def build_checked(s: Stream, name: str, cache_dir: Path | None = None, progress:
         if m not in declared.values():
             problems.append(f"Stream.encoders names modality {m!r}, which none of its tasks has")
     if problems:
-        raise ValueError(f"stream {name!r} is malformed:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise malformed("is malformed:\n" + "\n".join(f"  - {p}" for p in problems))
     return ts
 
 
 def parse_order(spec: str, ts: TaskStream) -> tuple[str, ...]:
     """Task names in the order `spec` asks for: "audio,vision" (every new task once), or "random:SEED"."""
-    names = [e.name for e in ts.experiences]
+    return order_of(spec, [e.name for e in ts.experiences], ts.name)
+
+
+def order_of(spec: str, names: list[str], stream: str) -> tuple[str, ...]:
+    """The new tasks `names` of `stream` in the order `spec` asks for (checked before any data is built)."""
     spec = spec.strip()
     if spec.startswith("random:"):
         try:
             seed = int(spec.partition(":")[2])
         except ValueError:
-            raise ValueError(f"--order {spec!r}: random needs an integer seed, e.g. --order random:3") from None
+            raise UsageError(f"--order {spec!r}: random needs an integer seed, e.g. --order random:3") from None
         out = list(names)
         random.Random(seed).shuffle(out)
         return tuple(out)
     got = [n.strip() for n in spec.split(",") if n.strip()]
     if sorted(got) != sorted(names):
-        raise ValueError(f"--order {spec!r} must name each new task of stream {ts.name!r} once "
+        raise UsageError(f"--order {spec!r} must name each new task of stream {stream!r} once "
                          f"({','.join(names)}), or be random:SEED")
     return tuple(got)
 

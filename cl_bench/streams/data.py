@@ -140,6 +140,9 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the cache is shared like any directory mkdir makes
     try:
         yield tmp
+        for f in tmp.rglob("*"):  # some writers (safetensors) make their files 0600: give them open()'s mode
+            if f.is_file() and not f.is_symlink():
+                os.chmod(f, 0o666 & ~umask)
         try:
             os.replace(tmp, target)
         except OSError:  # a concurrent build won: keep it

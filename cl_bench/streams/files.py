@@ -30,16 +30,20 @@ from pathlib import Path
 
 import numpy as np
 
+from cl_bench.errors import UsageError
 from cl_bench.streams.experience import INPUT_MARKER, Experience, TaskStream
 from cl_bench.streams.base import Stream
 
 FORMATS = ("imagefolder", "csv", "json", "parquet")
 SPLITS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+# Images are stored as size x size float32 arrays for every item: 1024 a side is 4 MiB an image (a larger
+# encoder input is a pretrained encoder's, given by directory, which reads the files at its own size).
+MAX_IMAGE_SIZE = 1024
 TASK_KEYS = {"name", "modality", "encoder", "data", "input", "prompt", "answer", "template", "image_size"}
 SAMPLE_RATE = 16_000
 
 
-class StreamFileError(ValueError):
+class StreamFileError(UsageError):
     """A stream file that cannot be used; the message names the file and the field."""
 
 
@@ -105,8 +109,10 @@ def read_spec(path: str | Path) -> dict:
                 fail(f"{where}.{k}", f"must be a string, got {t[k]!r}")
         if not text and t["prompt"].count(INPUT_MARKER) > 1:
             fail(f"{where}.prompt", f"holds {INPUT_MARKER} more than once")
-        if "image_size" in t and not (isinstance(t["image_size"], int) and t["image_size"] > 0):
-            fail(f"{where}.image_size", f"must be a positive integer, got {t['image_size']!r}")
+        if "image_size" in t and not (isinstance(t["image_size"], int) and not isinstance(t["image_size"], bool)
+                                      and 1 <= t["image_size"] <= MAX_IMAGE_SIZE):
+            fail(f"{where}.image_size", f"must be an integer from 1 to {MAX_IMAGE_SIZE} (pixels a side), got "
+                                        f"{t['image_size']!r}")
         if "encoder" in t and not text:
             try:
                 modality.get(t["modality"]).encoder_target(t["encoder"])
@@ -197,6 +203,28 @@ def _chance(test, d) -> float:
     return float(np.mean([1.0 / len(per_template[tpl]) for tpl in test["template"]]))
 
 
+def _empty_splits(root: Path, d: dict) -> list[tuple[str, Path]]:
+    """(split, path) of each split whose files hold no item: an empty file, a CSV with a header only, or a folder
+    without files."""
+    found = []
+    if "dir" in d:
+        for split, names in (("train", ("train",)), ("val", ("val", "validation")), ("test", ("test",))):
+            for n in names:
+                folder = root / d["dir"] / n
+                if folder.is_dir() and not any(f.is_file() for f in folder.rglob("*")):
+                    found.append((split, folder))
+        return found
+    for split, name in d.get("files", {}).items():
+        path = root / name
+        if not path.is_file():
+            continue
+        lines = [line for line in path.read_bytes().splitlines()[:2] if line.strip()] if d["format"] in (
+            "csv", "json") else [b"x"] * 2
+        if path.stat().st_size == 0 or (d["format"] == "csv" and len(lines) < 2) or not lines:
+            found.append((split, path))
+    return found
+
+
 def _load_task(spec: dict, t: dict, i: int) -> dict:
     """{split: Dataset} with columns prompt, answer, template (and input), read from the task's files."""
     from datasets import ClassLabel, Dataset, load_dataset
@@ -204,6 +232,8 @@ def _load_task(spec: dict, t: dict, i: int) -> dict:
     root = Path(spec["path"]).parent
     where = f"{spec['path']}: tasks[{i}]"
     d = t["data"]
+    for split, path in _empty_splits(root, d):  # datasets' own error for these names no split
+        raise StreamFileError(f"{where}.data: the {split} split ({path}) is empty; every split needs items")
     try:
         if "dir" in d:
             raw = load_dataset(d["format"], data_dir=str(root / d["dir"]))
@@ -217,6 +247,8 @@ def _load_task(spec: dict, t: dict, i: int) -> dict:
     out = {}
     for split, name in (("train", "train"), ("val", "validation"), ("test", "test")):
         ds = raw[name]
+        if len(ds) == 0:
+            raise StreamFileError(f"{where}.data: the {split} split is empty; every split needs items")
         cols = set(ds.column_names)
         for k in ("answer", "input", "template"):
             if k in t and t[k] not in cols:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from cl_bench.errors import PluginError, UsageError
+
 TEXT = "text"
 
 
@@ -50,7 +52,7 @@ class Modality:
             return name
         if name in self.encoders:
             return self.encoders[name]
-        raise ValueError(f"no encoder {name!r} for modality {self.name!r}; known: {', '.join(self.encoders)}, "
+        raise UsageError(f"no encoder {name!r} for modality {self.name!r}; known: {', '.join(self.encoders)}, "
                          "module:Class naming an Encoder subclass, or a directory with a saved model "
                          "(config.json: CLIP or SigLIP for image, Whisper or wav2vec2 for audio)")
 
@@ -61,9 +63,10 @@ def get(name: str) -> Modality:
 
     m = registry.modalities.get(name)
     if not isinstance(m, Modality):
-        raise TypeError(f"modality {name!r} is registered as {m!r}, not a cl_bench.Modality")
+        raise PluginError(registry.modalities.label(name), f"registered as {m!r}, not a cl_bench.Modality")
     if m.name != name:
-        raise ValueError(f"modality registered as {name!r} calls itself {m.name!r}; register it under its own name")
+        raise PluginError(registry.modalities.label(name), f"registered as {name!r}, it calls itself {m.name!r}; "
+                          "register it under its own name")
     return m
 
 
@@ -79,4 +82,4 @@ def check_mapping(encoders: Mapping[str, str]) -> None:
     names = set(known())
     for m in encoders:
         if m not in names:
-            raise ValueError(f"--encoder {m}=...: no modality {m!r}; known: {', '.join(sorted(names - {TEXT}))}")
+            raise UsageError(f"--encoder {m}=...: no modality {m!r}; known: {', '.join(sorted(names - {TEXT}))}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cl_bench import registry
 from cl_bench.config import check_config_class, from_options
+from cl_bench.errors import PluginError
 from cl_bench.streams import files
 from cl_bench.streams.base import Stream, build_checked, parse_order
 from cl_bench.streams.experience import TaskStream
@@ -16,14 +17,18 @@ def stream_class(name: str) -> type[Stream]:
     if files.is_stream_file(name):
         return files.stream_class(name)
     cls = registry.streams.get(name)
+    plugin = registry.streams.label(name)  # a PluginError names it: each of these is the plug-in's to fix
     if not (isinstance(cls, type) and issubclass(cls, Stream)):
-        raise TypeError(f"stream {name!r} is {cls!r}, not a cl_bench.Stream subclass")
+        raise PluginError(plugin, f"is {cls!r}, not a cl_bench.Stream subclass")
     if not cls.tasks:
-        raise TypeError(f"stream {name!r} declares no tasks: set {cls.__name__}.tasks = {{task name: modality, ...}}")
+        raise PluginError(plugin, f"declares no tasks: set {cls.__name__}.tasks = {{task name: modality, ...}}")
     if cls.build is Stream.build:
-        raise TypeError(f"stream {name!r}: {cls.__name__} does not implement build(cache_dir, progress), "
-                        "which returns its TaskStream")
-    check_config_class(cls.Config, f"stream {name!r}")
+        raise PluginError(plugin, f"{cls.__name__} does not implement build(cache_dir, progress), which returns "
+                          "its TaskStream")
+    try:
+        check_config_class(cls.Config, f"stream {name!r}")
+    except TypeError as e:
+        raise PluginError(plugin, str(e).removeprefix(f"stream {name!r}: ")) from e
     return cls
 
 

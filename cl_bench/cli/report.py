@@ -1,0 +1,219 @@
+"""What the result files say: `clbench leaderboard`, `clbench compare` and `clbench plot` (cl_bench.reporting)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cl_bench import errors
+from cl_bench.cli import options as opt
+
+PUBLISHED = "results"  # the published leaderboard's directory, which these commands read by default
+
+
+def results_option(**kw):
+    return opt.field_option(opt.RunConfig, "results_dir", default=PUBLISHED, type=click.Path(file_okay=False),
+                            help="Directory holding runs/ of result files", **kw)
+
+
+def stream_filter(f):
+    return click.option("--stream", default=None, help="Only this stream [default: every stream found].")(f)
+
+
+def metrics_device(f):
+    return opt.device(help="Where the metrics are computed: auto (the GPU where there is one), cpu, cuda")(f)
+
+
+def device_name(name: str) -> str:
+    from cl_bench.run.device import resolve_device
+
+    return str(resolve_device(name))
+
+
+def board_of(results_dir, stream, sort, device):
+    """The leaderboard of the result files under `results_dir` (skipped files named on stderr); a usage error when
+    there are none."""
+    from cl_bench.reporting.leaderboard import build
+
+    board = build(results_dir, stream=stream, sort=sort, device=device_name(device))
+    for path, why in board.skipped:
+        click.echo(f"left out {path}: {why}", err=True)
+    if not board.tables:
+        raise errors.UsageError(f"no finished result files under {results_dir}/runs; "
+                                "run `clbench run` (or `clbench publish`) first")
+    return board
+
+
+def write_readme(path: str, board) -> None:
+    from cl_bench.reporting.leaderboard import readme_section, splice_readme
+    from cl_bench.results import atomic_write_text
+
+    text = Path(path).read_text(encoding="utf-8")
+    atomic_write_text(path, splice_readme(text, readme_section(board)))
+    click.echo(f"regenerated the leaderboard section of {path}", err=True)
+
+
+@click.command()
+@results_option()
+@stream_filter
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex", "html"]), default="md", show_default=True,
+              help="Table format; html is one self-contained page with the table and the figures.")
+@click.option("--sort", default="acc", show_default=True,
+              help="Column to sort rows by (acc, bwt, fwt, forgetting, intransigence, retention:<task>, trainable, "
+                   "added, train_seconds); best first.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write to this file instead of printing.")
+@metrics_device
+@click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Also regenerate the leaderboard section of this README (between its leaderboard markers).")
+def leaderboard(results_dir, stream, fmt, sort, output, device, readme) -> None:
+    """Print the leaderboard of every stream: one row per strategy, mean and 95% CI over seeds.
+
+    Every metric is recomputed from the result files' accuracy matrices; nothing is
+    re-run. Files that are unreadable, of a newer schema or from unfinished runs are
+    named on stderr and left out.
+    """
+    from cl_bench.reporting.leaderboard import render
+    from cl_bench.results import atomic_write_text
+
+    board = board_of(results_dir, stream, sort, device)
+    figures = None
+    if fmt == "html":
+        from cl_bench.reporting.figures import render_figures
+
+        figures = render_figures(board, device_name(device))
+    text = render(board, fmt, figures)
+    if readme:
+        write_readme(readme, board)
+    if output:
+        atomic_write_text(output, text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@click.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--stream", default=None,
+              help=f"Stream of the runs [default: the only stream with runs of both; of several, "
+                   f"{opt.field_default(opt.RunConfig, 'stream')}].")
+@click.option("--metric", default="acc", show_default=True,
+              help="Per-run metric: a leaderboard column (acc, bwt, fwt, forgetting, intransigence, retention:<task>, "
+                   "trainable, train_seconds, ...) or a scalar of metrics.all_metrics (text_retention, "
+                   "mean_retention, mean_plasticity, fwt_vs_chance).")
+@results_option()
+@click.option("--level", default=0.95, show_default=True, type=click.FloatRange(0.5, 1, max_open=True),
+              help="Confidence level of the interval; the test's alpha is 1 - level.")
+@click.option("--order", default=None, metavar="TASKS",
+              help="Compare runs made with this --order of the stream's new tasks (e.g. audio,vision) "
+                   "[default: the stream's own order].")
+@metrics_device
+def compare(a, b, stream, metric, results_dir, level, order, device) -> None:
+    """Compare strategies A and B, paired by seed: is the difference real or a tie?
+
+    A and B are strategy names (or leaderboard row labels, for a strategy run with
+    several options). Runs with the same seed share the base model, projector init and
+    data order, so the comparison uses the difference on each shared seed: its mean and
+    paired-t interval, the paired t-test's p-value, the share of seeds A wins, and how
+    many seeds the observed difference would need to be detected at 95% and 80% power.
+    """
+    from cl_bench.analysis import stats
+    from cl_bench.reporting.leaderboard import _number, find_row
+
+    board = board_of(results_dir, stream, "acc", device)
+    table = _table_of_both(board, a, b, results_dir, order)
+    row_a, row_b = find_row(table, a), find_row(table, b)
+    cols = {c.key: c for c in table.columns}
+    key = metric if metric in row_a.per_seed else {c.header.lower(): c.key for c in table.columns}.get(
+        metric.lower(), metric)
+    if key not in row_a.per_seed or key not in row_b.per_seed:
+        known = ", ".join(k for k in row_a.per_seed if k in row_b.per_seed)
+        raise errors.UsageError(f"no per-run metric {metric!r} for both; choose --metric from: {known}")
+    va, vb = row_a.per_seed[key], row_b.per_seed[key]
+    shared = sorted(set(va) & set(vb))
+    if len(shared) < 2:
+        raise errors.UsageError(
+            f"{row_a.label} (seeds {_seeds(va)}) and {row_b.label} (seeds {_seeds(vb)}) share {len(shared)} seed(s) "
+            f"on {table.stream}; a paired comparison needs at least 2: run the missing seeds with "
+            "`clbench run --seed N`")
+    col = cols.get(key)
+    kind = col.kind if col else "percent" if key.endswith("_retention") else "score"
+    res = stats.paired_comparison([va[s] for s in shared], [vb[s] for s in shared], level=level, alpha=1 - level)
+    num = lambda v: _number(v, kind) if v >= 0 or kind in ("score", "percent") else f"{v:.3g}"  # noqa: E731
+    width = max(len(row_a.label), len(row_b.label), 8) + 2
+    click.echo(f"{table.stream}: {key} of {row_a.label} (A) and {row_b.label} (B) over {res.n} shared seeds "
+               f"({', '.join(map(str, shared))})")
+    click.echo(f"  {'seed':<6}{'A':>{width}}{'B':>{width}}{'A - B':>{width}}")
+    for s in shared:
+        click.echo(f"  {s:<6}{num(va[s]):>{width}}{num(vb[s]):>{width}}{num(va[s] - vb[s]):>{width}}")
+    click.echo(f"  {'mean':<6}{num(res.mean_a):>{width}}{num(res.mean_b):>{width}}{num(res.mean_diff):>{width}}")
+    click.echo(f"mean difference A - B: {num(res.mean_diff)}, {level:.0%} interval [{num(res.low)}, {num(res.high)}] "
+               "(paired t)")
+    click.echo(f"paired t-test: p = {res.p_value:.3g} (two-sided)")
+    click.echo(f"P(A > B): {res.p_a_better:.2f} (share of shared seeds where A is higher, ties half)")
+    click.echo(f"effect size d = {res.effect_size:.3g}; seeds to detect it at alpha {1 - level:.2g}: "
+               f"{_needed(res.seeds_95)} at 95% power, {_needed(res.seeds_80)} at 80% power")
+    better = "" if col is None or col.higher_is_better is None else \
+        " (higher is better)" if col.higher_is_better else " (lower is better)"
+    if res.p_value < 1 - level:
+        hi, lo = (row_a.label, row_b.label) if res.mean_diff > 0 else (row_b.label, row_a.label)
+        click.echo(f"verdict: {hi} > {lo} on {key}{better} (p={res.p_value:.3g})")
+    else:
+        click.echo(f"verdict: no significant difference: a tie at this number of seeds (p={res.p_value:.3g})")
+
+
+def _table_of_both(board, a: str, b: str, results_dir, order: str | None):
+    """The table (stream, in `order`) to compare A and B on: the only one with runs of both, else the default
+    stream's; a usage error naming the streams otherwise."""
+    tables = [t for t in board.tables
+              if (t.default_order if order is None else ",".join(t.order) == order.replace(" ", ""))]
+    both = [t for t in tables if _has(t, a) and _has(t, b)] if len(tables) > 1 else tables
+    if not both:
+        found = ", ".join(t.stream for t in tables)
+        raise errors.UsageError(f"no stream under {results_dir}/runs has finished runs of both {a!r} and {b!r} "
+                                f"(streams: {found}); run the missing one with `clbench run`")
+    if len(both) > 1:
+        default = [t for t in both if t.stream == opt.field_default(opt.RunConfig, "stream")]
+        if not default:
+            raise errors.UsageError(f"{a!r} and {b!r} both ran on streams {', '.join(t.stream for t in both)}; "
+                                    "pick one with --stream")
+        both = default
+    return both[0]
+
+
+def _has(table, name: str) -> bool:
+    return any(r.label == name or r.strategy == name for r in table.rows)
+
+
+def _seeds(values: dict) -> str:
+    return ", ".join(map(str, sorted(values))) or "none"
+
+
+def _needed(n) -> str:
+    if n is None:
+        return "n/a"
+    return "never (no difference observed)" if n == float("inf") else str(n)
+
+
+@click.command()
+@results_option()
+@stream_filter
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the figures go [default: RESULTS_DIR/figures, beside the result files read].")
+@metrics_device
+def plot(results_dir, stream, out_dir, device) -> None:
+    """Draw the figures: per strategy, heatmaps of the accuracy and transfer matrices (each run and the mean);
+    per stream, forgetting curves and Pareto plots of ACC against trainable parameters and train time.
+    """
+    from cl_bench.reporting.figures import draw
+
+    board = board_of(results_dir, stream, "acc", device)
+    out = Path(out_dir) if out_dir else Path(results_dir) / "figures"
+    figures = draw(board, out, device_name(device))
+    for stream_name, figs in figures.items():
+        click.echo(f"{out / stream_name}: {len(figs)} figures")
+
+
+COMMANDS = [leaderboard, compare, plot]

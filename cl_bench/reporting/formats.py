@@ -1,0 +1,306 @@
+"""The leaderboard written out: Markdown, CSV, LaTeX and one self-contained HTML page.
+
+Writing only: every number comes computed in the board's rows (leaderboard.build, from cl_bench.analysis); here
+it is formatted, with its interval, into a cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+
+from cl_bench.analysis import stats
+from cl_bench.analysis.grouping import TIER_RULE
+from cl_bench.errors import UsageError
+from cl_bench.reporting.tables import Column, Leaderboard, Row, Table, order_effects
+
+FORMATS = ("md", "csv", "latex", "html")
+
+
+def number(v: float, kind: str) -> str:
+    """A value as a cell shows it, by its column's kind (score, percent, count, seconds, ...); "n/a" for NaN."""
+    if math.isnan(v):
+        return "n/a"
+    if kind == "ratio":
+        return f"{v:.2f}"
+    if kind == "flops":
+        return f"{v / 1e12:.2f}T" if v >= 1e12 else f"{v / 1e9:.1f}G"
+    if kind == "bytes":
+        return f"{v / 2**20:.1f} MiB" if v >= 2**20 else f"{v / 2**10:.0f} KiB" if v >= 2**10 else f"{v:.0f} B"
+    if kind == "count":
+        return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}"
+    if kind == "percent":
+        return f"{v:.1f}"
+    if kind == "seconds":
+        return f"{v:.0f}"
+    if kind == "step":
+        return f"{v:.3f}"
+    if kind == "int":
+        return f"{v:.0f}"
+    return f"{v:.3f}"
+
+
+def cell(row: Row, col: Column, pm: str = " ") -> str:
+    """The mean, then its interval as [low, high] (after `pm`) where there is one and it is not a point."""
+    if col.kind == "text":
+        return row.text.get(col.key, "")
+    mean = row.values.get(col.key, (float("nan"), float("nan")))[0]
+    low, high = row.ci.get(col.key, (float("nan"), float("nan")))
+    text = number(mean, col.kind)
+    if not math.isnan(mean) and not math.isnan(low) and col.kind != "int" and not (
+            col.kind in ("count", "ratio", "bytes") and low == high):
+        text += f"{pm}[{number(low, col.kind)}, {number(high, col.kind)}]"
+    return text
+
+
+def to_markdown(board: Leaderboard, level: float = 0.95) -> str:
+    out = []
+    for t in board.tables:
+        out.append(f"## {t.title}\n")
+        out.append(f"Mean [{level:.0%} interval] over seeds. Tasks: "
+                   + ", ".join(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f})" for x in t.tasks) + ".\n")
+        out.append("| Strategy | " + " | ".join(c.header for c in t.columns) + " |")
+        out.append("|---|" + "|".join("---:" for _ in t.columns) + "|")
+        for r in t.rows:
+            out.append(f"| {md_text(r.label)} | " + " | ".join(cell(r, c) for c in t.columns) + " |")
+        out.append("")
+        out.append(interval_note(level) + "\n")
+        out += matrix_table(t)
+    out += order_effects_markdown(board)
+    out += _skipped_lines(board)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def matrix_table(t: Table) -> list[str]:
+    """Each row's mean accuracy matrix, one column per stage, tasks in stream order within a cell."""
+    names = [x["name"] for x in t.tasks]
+    stages = ["base"] + [f"after {n}" for n in names[1:]]
+    out = [f"Mean accuracy matrix R[stage, task] over seeds; each cell lists {' / '.join(names)}.\n",
+           "| Strategy | " + " | ".join(stages) + " |", "|---|" + "|".join("---" for _ in stages) + "|"]
+    for r in t.rows:  # r.matrix: [stages, tasks]
+        out.append(f"| {md_text(r.label)} | " + " | ".join(" / ".join(f"{a:.3f}" for a in row) for row in r.matrix)
+                   + " |")
+    return out + [""]
+
+
+def _skipped_lines(board: Leaderboard) -> list[str]:
+    if not board.skipped:
+        return []
+    return ["Left out:", *[f"- {p}: {why}" for p, why in board.skipped], ""]
+
+
+def to_csv(board: Leaderboard, level: float = 0.95) -> str:
+    """One line per row: each column's mean, interval low and high; the last column says how they were made."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for i, t in enumerate(board.tables):
+        if i == 0:
+            header = ["stream", "order", "strategy", "label"]
+            for c in t.columns:
+                header += [c.key] if c.kind in ("int", "text") else [c.key, f"{c.key}_low", f"{c.key}_high"]
+            w.writerow(header + ["method"])
+        for r in t.rows:
+            line = [t.stream, " > ".join(t.order), r.strategy, r.label]
+            for c in t.columns:
+                if c.kind == "text":
+                    line.append(r.text.get(c.key, ""))
+                    continue
+                mean = r.values.get(c.key, (float("nan"), float("nan")))[0]
+                low, high = r.ci.get(c.key, (float("nan"), float("nan")))
+                line += [_raw(mean)] if c.kind == "int" else [_raw(mean), _raw(low), _raw(high)]
+            w.writerow(line + [interval_note(level)])
+    return buf.getvalue()
+
+
+def _raw(v: float) -> str:
+    return "" if math.isnan(v) else f"{v:.6g}"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def to_latex(board: Leaderboard) -> str:
+    """A booktabs tabular per stream."""
+    def esc(s: str) -> str:
+        return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in s)
+
+    out = []
+    for t in board.tables:
+        out += [f"% {t.title}: mean [95% interval] over seeds", f"% {interval_note()}",
+                r"\begin{tabular}{l" + "r" * len(t.columns) + "}",
+                r"\toprule", "Strategy & " + " & ".join(esc(c.header) for c in t.columns) + r" \\", r"\midrule"]
+        for r in t.rows:
+            out.append(esc(r.label) + " & " + " & ".join(cell(r, c) for c in t.columns) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(out)
+
+
+def to_html(board: Leaderboard, figures: dict[str, dict[str, bytes]] | None = None, level: float = 0.95) -> str:
+    """One self-contained page (nothing fetched): per stream the table (click a header to sort), the
+    mean accuracy matrices, then the figures inlined as PNG data (click one to see it at full size)."""
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             f"<title>clbench leaderboard</title><style>{_HTML_STYLE}</style></head><body>",
+             "<h1>clbench leaderboard</h1>"]
+    for t in board.tables:
+        parts.append(f"<h2>{html.escape(t.title)}</h2>")
+        parts.append(f"<p>Mean [{level:.0%} interval] over seeds. Tasks: "
+                     + ", ".join(html.escape(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f})")
+                                 for x in t.tasks) + ". Click a column's header to sort by it.</p>")
+        parts.append(_html_table(t))
+        parts.append(f"<p class='note'>{html.escape(interval_note(level))}</p>")
+        parts.append(_html_matrix_table(t))
+        parts += _html_figures((figures or {}).get(t.slug, {}))
+    note, rows = order_effects_table(board)
+    if rows:
+        parts.append(f"<h2>Order effects</h2><p>{html.escape(note)}</p><div class='scroll'><table><thead><tr>"
+                     + "".join(f"<th>{html.escape(c)}</th>" for c in ORDER_EFFECTS_HEADER) + "</tr></thead><tbody>"
+                     + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+                     + "</tbody></table></div>")
+    if board.skipped:
+        parts.append("<h2>Left out</h2><ul>" + "".join(
+            f"<li>{html.escape(str(p))}: {html.escape(why)}</li>" for p, why in board.skipped) + "</ul>")
+    parts.append(f"<div id='zoom' hidden><img alt=''></div><script>{_HTML_SCRIPT}</script></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+_HTML_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
+    ".scroll{overflow-x:auto;max-width:100%;margin-bottom:1em}"
+    "table{border-collapse:collapse;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;white-space:nowrap}"
+    "td{text-align:right;font-variant-numeric:tabular-nums}td:first-child,th:first-child{text-align:left}"
+    "td:first-child{position:sticky;left:0;background:#fff}th{background:#f4f4f4;position:sticky;top:0}"
+    "table.sortable th{cursor:pointer;user-select:none}table.sortable th:hover{background:#e6e6e6}"
+    "th[aria-sort=ascending]::after{content:' \\25B2'}th[aria-sort=descending]::after{content:' \\25BC'}"
+    "tbody tr:nth-child(even) td{background:#fafafa}"
+    "figure{margin:1em 0}figure img{max-width:100%;height:auto;cursor:zoom-in;display:block}"
+    "figcaption{font-size:13px;color:#555}.note{font-size:13px;color:#444;max-width:75em}"
+    ".figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,1100px),1fr));gap:0 2em}"
+    "#zoom{position:fixed;inset:0;background:rgba(0,0,0,.85);overflow:auto;cursor:zoom-out;z-index:9}"
+    "#zoom img{display:block;margin:2em auto;background:#fff;max-width:none}"
+)
+
+# Sorting: by each cell's data-v (the mean, a number; empty for n/a, always last), else its text.
+# The first click sorts best first (data-desc='1': higher is better), the next click reverses.
+_HTML_SCRIPT = (
+    "document.querySelectorAll('table.sortable').forEach(function(table){"
+    "table.querySelectorAll('th').forEach(function(th,col){th.addEventListener('click',function(){"
+    "var body=table.tBodies[0],rows=Array.from(body.rows);"
+    "var desc=th.getAttribute('aria-sort')?th.getAttribute('aria-sort')==='ascending':th.dataset.desc==='1';"
+    "table.querySelectorAll('th').forEach(function(h){h.removeAttribute('aria-sort')});"
+    "th.setAttribute('aria-sort',desc?'descending':'ascending');"
+    "function key(r){var c=r.cells[col],v=c.dataset.v;return v===undefined?c.textContent:v===''?null:+v}"
+    "rows.sort(function(a,b){var x=key(a),y=key(b);if(x===null||y===null)return(x===null)-(y===null);"
+    "var d=typeof x==='number'?x-y:String(x).localeCompare(y);return desc?-d:d});"
+    "rows.forEach(function(r){body.appendChild(r)})})})});"
+    "var zoom=document.getElementById('zoom');"
+    "document.querySelectorAll('figure img').forEach(function(img){img.addEventListener('click',function(){"
+    "zoom.firstChild.src=img.src;zoom.hidden=false})});"
+    "zoom.addEventListener('click',function(){zoom.hidden=true});"
+    "document.addEventListener('keydown',function(e){if(e.key==='Escape')zoom.hidden=true});"
+)
+
+
+def _html_table(t: Table) -> str:
+    """The leaderboard table, sortable: each cell keeps its raw mean in data-v."""
+    head = "<th data-desc='0'>Strategy</th>" + "".join(
+        f"<th data-desc='{0 if c.higher_is_better is False else 1}'>{html.escape(c.header)}</th>" for c in t.columns)
+    body = []
+    for r in t.rows:
+        cells = []
+        for c in t.columns:
+            mean = r.values.get(c.key, (float("nan"), float("nan")))[0]
+            cells.append(f"<td data-v='{'' if math.isnan(mean) else repr(float(mean))}'>{html.escape(cell(r, c))}</td>")
+        body.append(f"<tr><td>{html.escape(r.label)}</td>{''.join(cells)}</tr>")
+    return (f"<div class='scroll'><table class='sortable'><thead><tr>{head}</tr></thead><tbody>"
+            + "\n".join(body) + "</tbody></table></div>")
+
+
+def _html_matrix_table(t: Table) -> str:
+    """Each row's mean accuracy matrix, as matrix_table writes it in the markdown."""
+    lines = [ln for ln in matrix_table(t) if ln.startswith("|")]
+    caption = matrix_table(t)[0].strip()
+
+    def split(line: str) -> list[str]:
+        return [x.strip() for x in line.strip().strip("|").split("|")]
+
+    head, rows = split(lines[0]), [split(ln) for ln in lines[2:]]
+    return (f"<p>{html.escape(caption)}</p><div class='scroll'><table><thead><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in row) + "</tr>" for row in rows)
+            + "</tbody></table></div>")
+
+
+def _html_figures(figs: dict[str, bytes]) -> list[str]:
+    """The stream's figures first (full width), then each strategy's, two side by side where they fit."""
+    import base64
+
+    def figure(name: str, png: bytes) -> str:
+        data = base64.b64encode(png).decode("ascii")
+        return (f"<figure><img alt='{html.escape(name)}' title='click to see it at full size' "
+                f"src='data:image/png;base64,{data}'><figcaption>{html.escape(name)}</figcaption></figure>")
+
+    per_row = [n for n in figs if n.endswith(("-accuracy.png", "-transfer.png", "-routing.png"))]
+    stream = [n for n in figs if n not in per_row]
+    out = [figure(n, figs[n]) for n in stream]
+    if per_row:
+        out.append("<h3>Per strategy: accuracy and transfer matrices, routing</h3><div class='figs'>"
+                   + "".join(figure(n, figs[n]) for n in per_row) + "</div>")
+    return out
+
+
+def render(board: Leaderboard, fmt: str, figures=None) -> str:
+    """The board in format `fmt` (one of FORMATS); `figures` ({table slug: {name: PNG}}) go into the HTML page."""
+    if fmt == "md":
+        return to_markdown(board)
+    if fmt == "csv":
+        return to_csv(board)
+    if fmt == "latex":
+        return to_latex(board)
+    if fmt == "html":
+        return to_html(board, figures)
+    raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+ORDER_EFFECTS_HEADER = ("Stream", "Strategy", "ACC per order", "Spread", "Seeds", "Test", "p", "Order matters")
+
+
+def order_effects_table(board: Leaderboard, alpha: float = 0.05) -> tuple[str, list[list[str]]]:
+    """The order effects as (what the table says, its rows as cells under ORDER_EFFECTS_HEADER); no rows when
+    no strategy ran in two orders of a stream."""
+    note = ("Final ACC of each strategy run in several orders of a stream's new tasks (mean over seeds), the spread "
+            "between its best and worst order, and whether the order matters: a paired t-test (two orders) or "
+            f"Friedman's test (three or more) over the seeds every order has; p < {alpha} counts as an effect, "
+            "otherwise no effect was detected.")
+    rows = []
+    for e in order_effects(board):
+        verdict = "n/a" if not e.test else "yes" if e.p_value < alpha else "no effect detected"
+        rows.append([e.stream, e.label, "; ".join(f"{' > '.join(o)}: {a:.3f}" for o, a in zip(e.orders, e.acc)),
+                     f"{e.spread:.3f}", str(len(e.seeds)), e.test or "-",
+                     "" if math.isnan(e.p_value) else f"{e.p_value:.3g}", verdict])
+    return note, rows
+
+
+def md_text(text: str) -> str:
+    """A Markdown table cell's text: a | inside (e.g. in an option's value) would end the cell."""
+    return str(text).replace("|", "\\|")
+
+
+def order_effects_markdown(board: Leaderboard, heading: str = "## Order effects") -> list[str]:
+    note, rows = order_effects_table(board)
+    if not rows:
+        return []
+    return [f"{heading}\n", note + "\n", "| " + " | ".join(ORDER_EFFECTS_HEADER) + " |",
+            "|---|---|---|---:|---:|---|---:|---|", *("| " + " | ".join(map(md_text, r)) + " |" for r in rows), ""]
+
+
+def interval_note(level: float = 0.95) -> str:
+    """What the intervals and the Tier column are, for the note under each table."""
+    return (f"Intervals: mean [{level:.0%} interval] over seeds, an expanded percentile bootstrap of the mean "
+            f"(scipy.stats.bootstrap, {stats.N_RESAMPLES:,} resamples, seed {stats.SEED}), inside the seeds' range "
+            "and so inside the metric's. An interval inside n seeds' range covers a symmetric spread's mean at most "
+            "1 - 2^(1-n) of the time (94% at 5 seeds): compare strategies by tier or with `clbench compare`. "
+            + TIER_RULE.format(alpha=0.05))

@@ -1,0 +1,40 @@
+"""The README's leaderboard section: per stream the columns a reader compares first, spliced between markers.
+
+The full table is in results/leaderboard.md (formats.to_markdown); this is its summary.
+"""
+
+from __future__ import annotations
+
+from cl_bench.reporting.formats import cell, interval_note, matrix_table, md_text, order_effects_markdown
+from cl_bench.reporting.tables import Leaderboard
+
+# The README's summary: the columns a reader compares first (the full table is in results/leaderboard.md).
+README_COLUMNS = ("tier", "acc", "bwt", "forgetting", "intransigence", "retention:text", "budget_ratio", "past_train",
+                  "past_val", "declares", "trainable", "step_seconds", "seeds")
+README_BEGIN, README_END = "<!-- leaderboard:begin (clbench publish --readme) -->", "<!-- leaderboard:end -->"
+
+
+def readme_section(board: Leaderboard, level: float = 0.95) -> str:
+    """The README's leaderboard section: per stream, the README_COLUMNS of the table, the note, the matrices."""
+    out = []
+    for t in board.tables:
+        cols = [c for k in README_COLUMNS for c in t.columns if c.key == k]
+        out.append(f"**{t.title}** (tasks: " + ", ".join(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f}, "
+                                                          f"{x.get('n_test', '?')} test items)" for x in t.tasks)
+                   + ")\n")
+        out.append("| Strategy | " + " | ".join(c.header for c in cols) + " |")
+        out.append("|---|" + "|".join("---:" for _ in cols) + "|")
+        for r in t.rows:
+            out.append(f"| {md_text(r.label)} | " + " | ".join(cell(r, c) for c in cols) + " |")
+        out.append("")
+        out.append(interval_note(level) + "\n")
+        out += matrix_table(t)
+    out += order_effects_markdown(board, heading="**Order effects**")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def splice_readme(text: str, section: str) -> str:
+    """`text` with everything between README_BEGIN and README_END replaced by `section`."""
+    from cl_bench.results import splice_between
+
+    return splice_between(text, README_BEGIN, README_END, "\n\n" + section + "\n", "leaderboard")
