@@ -123,7 +123,7 @@ def test_a_full_disk_loses_nothing_and_writes_nothing_false(tmp_path, cache_dir,
     monkeypatch.setattr(os, "fsync", real_fsync)
     out = CliRunner().invoke(main, args)
     assert out.exit_code == 0, out.output
-    assert "resuming after stage 2 of 2" in out.output  # both stages were saved; only the result file is written now
+    assert "holds every stage; writing its result" in out.output  # both stages were saved: only the result is written
     (f,) = res.rglob("*.json")
     assert json.loads(f.read_text())["status"] == "complete"
 

@@ -48,11 +48,15 @@ def test_a_local_sweep_runs_every_cell_once_and_skips_complete_ones(small, cache
 def test_a_failing_cell_is_listed_with_its_log_and_the_others_go_on(small, cache_dir, tmp_path):
     from cl_bench import registry
 
+    from helpers_strategies import CrashOnAudio
+
     registry.strategies.register("crash-on-audio", "helpers_strategies:CrashOnAudio", origin="tests")
+    CrashOnAudio.crash = True  # the class's switch: other tests turn it off
     try:
         out = CliRunner().invoke(main, args(cache_dir, tmp_path / "r", "--strategies", "align-only,crash-on-audio",
                                             "--seeds", "0"))
     finally:
+        CrashOnAudio.crash = False
         registry.strategies.unregister("crash-on-audio")
     assert out.exit_code == 1
     assert "sweep: 2 cells, 1 run, 0 reused, 1 failed" in out.output
