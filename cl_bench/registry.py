@@ -4,7 +4,8 @@ A name maps to a "module:attr" string; nothing is imported until the object is a
 for, so listing names and their one-line descriptions never imports torch. Built-in
 strategies and streams are registered exactly like third-party ones: as Python entry
 points in the groups ``clbench.strategies``, ``clbench.streams`` and ``clbench.modalities``
-(see pyproject.toml).
+(see pyproject.toml), told apart from a plug-in's by their distribution's name: a plug-in that
+reuses a built-in's name is refused alone, and the built-in keeps its name.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cl_bench.errors import EnvironmentProblem, PluginError, UsageError
 STRATEGY_GROUP = "clbench.strategies"
 STREAM_GROUP = "clbench.streams"
 MODALITY_GROUP = "clbench.modalities"
+BUILTIN_DIST = "clbench"  # the distribution whose entry points are the built-ins
 
 
 class RegistryError(LookupError):
@@ -71,6 +73,10 @@ class Entry:
             raise BrokenEntry(self.label(), f"{self.name!r} ({self.origin}) points at {self.target!r}, "
                               f"but {module_name} has no attribute {attr!r}") from None
 
+    def who(self) -> str:
+        """Who registered this entry, in words: "my-plugin 0.1", or its origin where no distribution did."""
+        return f"{self.dist} {self.version}" if self.dist else self.origin
+
     def label(self) -> str:
         """Who registered this entry, for a plug-in's error: "o-lora (my-package 0.1)"."""
         return f"{self.name} ({self.dist} {self.version})" if self.dist else f"{self.name} ({self.origin})"
@@ -86,7 +92,7 @@ class Entry:
             return f"points at {self.target!r}, which is not of the form 'module:attr'"
         try:
             spec = importlib.util.find_spec(module_name)
-        except Exception as e:  # a missing parent package, or one whose __init__ fails
+        except Exception as e:  # noqa: BLE001 - a missing parent package, or one whose __init__ fails
             return f"module {module_name!r} cannot be found: {type(e).__name__}: {e}"
         if spec is None:
             return f"module {module_name!r} is not installed"
@@ -136,6 +142,7 @@ class Registry:
         self._extra: dict[str, Entry] = {}
         self._cache: dict[str, Entry] | None = None
         self._clashes: dict[str, list[Entry]] = {}
+        self._refused: dict[str, list[Entry]] = {}
 
     def register(self, name: str, target: str, origin: str | None = None) -> None:
         """Register `name` -> "module:attr" at run time (scripts, tests); duplicates raise."""
@@ -151,8 +158,9 @@ class Registry:
         self._cache = None
 
     def entries(self) -> dict[str, Entry]:
-        """Every usable name. A name registered by two different targets is refused (and left out here):
-        `clashes` lists it with both origins, and every other name still works."""
+        """Every usable name. A plug-in that registers a built-in's name is refused alone (`refused` lists it) and
+        the built-in keeps the name; a name two plug-ins register is refused (and left out here): `clashes` lists it
+        with both origins, and every other name still works."""
         if self._cache is None:
             found: dict[str, list[Entry]] = {}
             for ep in entry_points(group=self.group):
@@ -164,15 +172,23 @@ class Registry:
                     found.setdefault(ep.name, []).append(entry)
             for name, entry in self._extra.items():
                 found.setdefault(name, []).append(entry)
-            self._clashes = {n: sorted(es, key=lambda e: (e.origin, e.target)) for n, es in sorted(found.items())
-                             if len(es) > 1}
-            self._cache = {n: es[0] for n, es in sorted(found.items()) if len(es) == 1}
+            self._cache, self._clashes, self._refused = resolve_names(found)
         return self._cache
 
     def clashes(self) -> dict[str, list[Entry]]:
-        """Names registered by more than one target: refused until one is renamed."""
+        """Names registered by more than one plug-in (and no built-in): refused until one is renamed."""
         self.entries()
         return self._clashes
+
+    def refused(self) -> dict[str, list[Entry]]:
+        """Plug-in entries refused because they reuse a built-in's name (the name is the built-in's)."""
+        self.entries()
+        return self._refused
+
+    def refusal(self, entry: Entry) -> str:
+        """Why `entry`, a plug-in's, is refused: it reuses a built-in's name."""
+        return (f"{self.kind} {entry.name!r} from {entry.who()} clashes with clbench's built-in {entry.name!r}; "
+                "rename it in your entry points")
 
     def names(self) -> list[str]:
         return list(self.entries())
@@ -196,9 +212,34 @@ class Registry:
         return f"{self.kind} {self.entry(name).label()}"
 
     def _duplicate_message(self, entries: list[Entry]) -> str:
-        both = " and ".join(f"{e.target} ({e.origin})" for e in entries)
-        return (f"{self.kind} {entries[0].name!r} is registered twice: {both}; it is refused until one of them is "
+        every = " and ".join(f"{e.target} ({e.origin})" for e in entries)
+        times, renamed = (("twice", "one of them is") if len(entries) == 2
+                          else (f"{len(entries)} times", "all but one of them are"))
+        return (f"{self.kind} {entries[0].name!r} is registered {times}: {every}; it is refused until {renamed} "
                 "renamed (every other name works)")
+
+
+def resolve_names(found: dict[str, list[Entry]]) -> tuple[dict[str, Entry], dict[str, list[Entry]],
+                                                           dict[str, list[Entry]]]:
+    """Each name's registrations -> (usable name -> entry, name -> clashing entries refused together,
+    name -> plug-in entries refused alone because a built-in has the name).
+
+    A name with one registration is usable; a built-in keeps its name against any number of plug-ins, which are
+    refused alone; two or more registrations with no built-in among them (or two built-ins) refuse the name.
+    """
+    usable: dict[str, Entry] = {}
+    clashes: dict[str, list[Entry]] = {}
+    refused: dict[str, list[Entry]] = {}
+    for name, found_here in sorted(found.items()):
+        builtins = [e for e in found_here if e.dist == BUILTIN_DIST]
+        if len(found_here) == 1:
+            usable[name] = found_here[0]
+        elif len(builtins) == 1:
+            usable[name] = builtins[0]
+            refused[name] = sorted((e for e in found_here if e is not builtins[0]), key=lambda e: (e.origin, e.target))
+        else:
+            clashes[name] = sorted(found_here, key=lambda e: (e.origin, e.target))
+    return usable, clashes, refused
 
 
 strategies = Registry(STRATEGY_GROUP, "strategy")

@@ -44,6 +44,14 @@ class JointConfig(SingleTaskConfig):
         "help": "start each stage again from the base model; false continues from the previous stage"})
     scale_steps: bool = field(default=True, metadata={
         "help": "train k x the budget's steps at stage k, as many as a sequential learner has had by then"})
+    mix: str = field(default="size", metadata={
+        "help": "how batches are shared among the tasks: size (in proportion to their training splits) or equal "
+                "(the same share each, so a large text split does not take most batches)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mix not in ("size", "equal"):
+            raise ValueError(f"JointConfig.mix must be 'size' or 'equal', got {self.mix!r}")
 
 
 class Joint(Strategy):
@@ -119,7 +127,9 @@ class Joint(Strategy):
         steps = self.context.budget.steps * (k if self._option("scale_steps") else 1)
         stats = self.fit(experience, groups, desc=f"{self.word} {'+'.join(e.name for e in tasks)}", steps=steps,
                          # the stage's own split alone (single-ft): the plain fit, which is shared
-                         data=None if tasks == [experience] else [self._train_data(e) for e in tasks])
+                         data=None if tasks == [experience] else [self._train_data(e) for e in tasks],
+                         **({"mix": [1.0] * len(tasks)} if self._option("mix", "size") == "equal" and len(tasks) > 1
+                            else {}))
         stats["tasks"] = [e.name for e in tasks]
         stats["summary"] = f"{self.word} on {' + '.join(e.name for e in tasks)}, {steps} steps"
         return stats
@@ -130,6 +140,7 @@ class SingleTask(Joint):
 
     Config = SingleTaskConfig
     tuning = {"lr": ("3e-5", "1e-4", "3e-4", "1e-3")}
+    tuning_score = "own"  # a per-task reference: each task right after its own stage, not what it keeps
     declares = Declaration()
     earlier, word = False, "single-task"
     shares_fits = True  # declared by each class (cl_bench.api.strategy.shares_fits)

@@ -111,3 +111,78 @@ def test_plot_writes_beside_the_results_it_reads(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # nothing under ./results/figures
     assert (res / "figures" / "vision-audio" / "pareto.png").exists()
     assert out.stdout.splitlines()[0].startswith(f"{Path('mine') / 'figures' / 'vision-audio'}: ")
+
+
+WRONG_ENCODER = '''
+from cl_bench.models.encoders import ImagePatches
+
+
+class Wrong(ImagePatches):
+    """8x8 patches (64 values a token) that declare out_dim 32."""
+
+    name = "wrong"
+
+    def __init__(self):
+        super().__init__()
+        self.out_dim = 32
+'''
+
+
+def test_an_encoder_whose_out_dim_is_wrong_is_one_line_before_training(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from cl_bench.models.encoders import build_encoder
+    from cl_bench.run.encoder_check import EncoderShapeError, check_encoders
+
+    class Split(list):  # the part of a datasets.Dataset the check reads
+        def select(self, rows):
+            return {"input": [self[i] for i in rows]}
+
+    (tmp_path / "wrong_enc.py").write_text(WRONG_ENCODER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    digits = Split([np.zeros((8, 8), dtype=np.float32)] * 6)
+    stream = SimpleNamespace(experiences=[SimpleNamespace(name="vision", modality="image", train=digits)])
+    check_encoders({"image": build_encoder("image")}, stream)  # (4, 1, 64), as declared: nothing to say
+    with pytest.raises(EncoderShapeError) as e:
+        check_encoders({"image": build_encoder("image", "wrong_enc:Wrong")}, stream)
+    assert str(e.value) == ("modality 'image': encoder 'wrong' (wrong_enc:Wrong) gives shape (4, 1, 64), expected "
+                            "(4, tokens >= 1, 32) (out_dim 32); set its out_dim to 64, or make forward return 32 "
+                            "values per token (on 4 training inputs of task 'vision')")
+
+
+@pytest.mark.slow
+def test_run_with_a_wrong_out_dim_fails_in_one_line(tmp_path, monkeypatch, cache_dir, small):
+    (tmp_path / "wrong_enc.py").write_text(WRONG_ENCODER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = CliRunner().invoke(main, ["run", "--stream", "small-numbers", "--strategy", "align-only", "--encoder",
+                                    "image=wrong_enc:Wrong", "--steps", "5", "--pretrain-steps", "5", "--eval-limit",
+                                    "8", "--batch-size", "4", "--threads", "1", "--device", "cpu", "-q",
+                                    "--cache-dir", str(cache_dir), "--results-dir", str(tmp_path / "res")])
+    assert out.exit_code == 1, out.output
+    assert "Traceback" not in out.output and out.output.count("Error:") == 1, out.output
+    assert out.output.strip().splitlines()[-1] == (
+        "Error: modality 'image': encoder 'wrong' (wrong_enc:Wrong) gives shape (4, 1, 64), expected "
+        "(4, tokens >= 1, 32) (out_dim 32); set its out_dim to 64, or make forward return 32 values per token "
+        "(on 4 training inputs of task 'vision')")
+    assert not list((tmp_path / "res").rglob("*.json"))  # nothing trained, nothing written
+
+
+def test_sweep_axes_base_seeds_and_budgets_give_every_cell(small, tmp_path):
+    from cl_bench.cli.sweep import sweep_configs
+    from cl_bench.engines.sweep import label
+
+    configs = sweep_configs("small-numbers", "align-only", "0,1", (), {}, (), (), "res", None, None, None, None, None,
+                            None, None, base_seeds="0,2", budgets="0.5,1,2.25")
+    got = sorted((c.budget.steps, c.pretrain.seed, c.seed) for c in configs)
+    steps = Budget().steps
+    assert got == sorted((round(steps * m), b, s) for m in (0.5, 1, 2.25) for b in (0, 2) for s in (0, 1))
+    assert all(c.pretrain.steps == PretrainConfig().steps for c in configs)
+    assert len({label(c) for c in configs}) == len(configs)  # each cell named apart in the sweep's lines
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("budgets: [0.5, -1]\n")
+    out = CliRunner().invoke(main, ["sweep", "--grid", str(grid), "--stream", "small-numbers"])
+    assert out.exit_code == 2 and "budgets: must be positive multiples" in out.output
+    out = CliRunner().invoke(main, ["sweep", "--budgets", "0.5,x", "--stream", "small-numbers"])
+    assert out.exit_code == 2 and "--budgets" in out.output

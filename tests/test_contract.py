@@ -7,9 +7,8 @@ from click.testing import CliRunner
 
 from cl_bench import registry
 from cl_bench.cli import main
-from cl_bench.run.validate import validate
 from cl_bench.results import check_result
-
+from cl_bench.run.validate import validate
 
 # Built-ins that spend another budget than the stage's, each labelled in its declaration.
 OVER_BUDGET = {"joint": "k x the stage budget at stage k"}
@@ -118,7 +117,7 @@ def test_check_result_catches_a_routing_analysis_that_is_not_a_distribution():
     doc["routing"] = {"rows": [row, None, json.loads(json.dumps(row))]}
     assert check_result(doc) == []
     doc["routing"]["rows"][2]["shares"]["audio"][1] = [0.5, 0.6, 0.0, 0.0]
-    assert check_result(doc) == ["routing analysis of row 2, audio, layer 1: shares [0.5, 0.6, 0.0, 0.0] are not a "
-                                 "distribution over its 4 experts"]
+    assert check_result(doc) == [("routing analysis of row 2, audio, layer 1: shares [0.5, 0.6, 0.0, 0.0] are not a "
+                                 "distribution over its 4 experts")]
     doc["routing"]["rows"].pop()
     assert check_result(doc) == ["routing analysis missing or not one entry per evaluation"]

@@ -84,3 +84,19 @@ def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="lr must be > 0"):
         JointConfig(lr=0)
     assert dataclasses.asdict(JointConfig())["include_text"] is True
+    with pytest.raises(ValueError, match="mix must be 'size' or 'equal'"):
+        JointConfig(mix="balanced")
+
+
+@pytest.mark.slow
+def test_equal_mix_gives_each_task_the_same_share_of_batches(stream, cache_dir, monkeypatch):
+    import cl_bench.api.training as engine
+
+    mixes = []
+    real = engine.train
+    monkeypatch.setattr(engine, "train", lambda model, data, *a, **k: mixes.append(k.get("mix"))
+                        or real(model, data, *a, **k))
+    for mix in ("size", "equal"):
+        strat = make(stream, cache_dir, JointConfig(mix=mix))
+        strat.learn(stream.experiences[0].without_test())
+    assert mixes == [None, [1.0, 1.0]]  # size: the train loop's default (proportional to the splits)

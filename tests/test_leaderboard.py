@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from scipy import stats as sps
 
 from cl_bench.reporting import formats, leaderboard, tables
+from cl_bench.reporting.collect import Unit
 from cl_bench.reporting.readme import README_BEGIN, README_END
 from cl_bench.cli import main
 
@@ -42,7 +43,7 @@ def test_values_against_hand_computed_means_and_intervals(board):
     # bootstrap's level is ~1 - 1e-70, so its interval is the two values (the Student t one was .567 ± 1.271)
     assert ft.values["acc"][0] == pytest.approx(0.566667, abs=1e-6)
     assert ft.ci["acc"] == (pytest.approx(1.4 / 3), pytest.approx(2.0 / 3)) and ft.values["acc"][1] == pytest.approx(0.1)
-    assert ft.per_seed["acc"] == {0: pytest.approx(1.4 / 3), 1: pytest.approx(2.0 / 3)}
+    assert ft.per_seed["acc"] == {Unit(0, 0): pytest.approx(1.4 / 3), Unit(0, 1): pytest.approx(2.0 / 3)}
     assert ft.ci["retention:text"] == (pytest.approx(100 * 0.3 / 0.9), pytest.approx(100 * 0.5 / 0.9))  # inside [0, 100]
     # BWT: ((.3-.9) + (.4-.6)) / 2 = -.4 and ((.5-.9) + (.6-.8)) / 2 = -.3
     assert ft.values["bwt"][0] == pytest.approx(-0.35)
@@ -63,8 +64,8 @@ def test_values_against_hand_computed_means_and_intervals(board):
     assert single.values["trainable"][0] == 110_000  # the largest stage
     joint = row(board, "joint")
     assert joint.values["intransigence"][0] == pytest.approx(0.0) and joint.values["acc"][1] == pytest.approx(0.0)
-    # joint - full-ft ACC on seeds 0, 1: .4167, .2167; paired t p = .195: no tier splits (align-only: one seed)
-    assert [r.values["tier"][0] for r in board.tables[0].rows] == [1, 1, 1]
+    # joint - full-ft ACC on seeds 0, 1: .4167, .2167; paired t p = .195: one group (align-only, one seed: untested)
+    assert [r.text["group"] for r in board.tables[0].rows] == ["a", "a", "a"] and board.tables[0].groups.pairs == 1
 
 
 def test_intervals_are_scipy_bootstrap(board):
@@ -83,7 +84,7 @@ def test_rows_sorted_best_first_and_by_any_column(board):
     assert [r.label for r in leaderboard.sort_rows(t.rows, t.columns, "forgetting")] == [
         "align-only", "joint", "full-ft"]  # lower is better: 0, .05, .35
     assert [r.label for r in leaderboard.sort_rows(t.rows, t.columns, "trainable")][0] == "align-only"
-    with pytest.raises(ValueError, match="cannot sort by 'speed'; choose one of: tier, acc, bwt"):
+    with pytest.raises(ValueError, match="cannot sort by 'speed'; choose one of: group, acc, bwt"):
         leaderboard.sort_rows(t.rows, t.columns, "speed")
 
 
@@ -108,13 +109,14 @@ def test_markdown_matches_the_golden_table(board):
 def test_csv_latex_and_html(board):
     csv_text = formats.to_csv(board)
     header, *lines = csv_text.splitlines()
-    assert header.startswith("stream,order,strategy,label,tier,acc,acc_low,acc_high,bwt,bwt_low") and len(lines) == 3
-    assert header.endswith(",seeds,method") and "expanded percentile bootstrap" in lines[0]
-    assert lines[0].startswith("vision-audio,vision > audio,joint,joint,1,0.883333,0.883333,0.883333,")
+    assert header.startswith("stream,order,strategy,label,group,acc,acc_low,acc_high,bwt,bwt_low") and len(lines) == 3
+    assert header.endswith(",seeds,examples_per_stage,method") and "expanded percentile bootstrap" in lines[0]
+    assert all(",12800," in line for line in lines)  # every row's budget: 400 steps x 32
+    assert lines[0].startswith("vision-audio,vision > audio,joint,joint,a,0.883333,0.883333,0.883333,")
     latex = formats.to_latex(board)
     assert r"\begin{tabular}" in latex and "0.567 [0.467, 0.667]" in latex and "Text ret. \\%" in latex
     assert "% Intervals: mean [95% interval] over seeds, an expanded percentile bootstrap" in latex
-    assert "Tier: strategies ranked by mean ACC" in latex.splitlines()[1]  # a comment line
+    assert latex.splitlines()[1].startswith("% Group (letters in order of mean ACC")  # a comment line
     page = formats.to_html(board, {"vision-audio": {"pareto.png": b"\x89PNG fake"}})
     assert "<table>" in page and "data:image/png;base64," in page
     assert not re.search(r"(src|href)=['\"](?!data:)", page)  # self-contained: nothing fetched
@@ -161,7 +163,7 @@ def test_orders_get_their_own_tables_and_the_order_effect_is_tested(tmp_path):
     assert [t.slug for t in board.tables] == ["vision-audio", "vision-audio--audio-vision"]
     (effect,) = tables.order_effects(board)
     assert effect.label == "full-ft" and effect.orders == [("vision", "audio"), ("audio", "vision")]
-    assert effect.seeds == [0, 1] and effect.test == "paired t"
+    assert effect.seeds == [Unit(0, 0), Unit(0, 1)] and effect.test == "paired t"
     a, b = [accs["default"][s] for s in (0, 1)], [accs["reversed"][s] for s in (0, 1)]
     assert effect.p_value == pytest.approx(sps.ttest_rel(a, b).pvalue)
     assert effect.acc == [pytest.approx(np.mean(a)), pytest.approx(np.mean(b))]
@@ -223,7 +225,8 @@ def test_intransigence_reference_is_the_better_of_joint_and_single_task(tmp_path
     board = leaderboard.build(tmp_path / "results")
     # a* = (max(.9, .95), max(.95, .9)) = (.95, .95); full-ft seed 0: ((.95-.6) + (.95-.7)) / 2 = .30,
     # seed 1: ((.95-.8) + (.95-.9)) / 2 = .10
-    assert row(board, "full-ft").per_seed["intransigence"] == {0: pytest.approx(0.30), 1: pytest.approx(0.10)}
+    assert row(board, "full-ft").per_seed["intransigence"] == {Unit(0, 0): pytest.approx(0.30),
+                                                                 Unit(0, 1): pytest.approx(0.10)}
     assert row(board, "joint").values["intransigence"][0] == pytest.approx(0.025)  # ((.95-.9) + (.95-.95)) / 2
 
 
@@ -236,8 +239,8 @@ def test_readme_section_is_regenerated_between_its_markers(tmp_path, monkeypatch
         assert out.exit_code == 0, out.output
     text = readme.read_text()
     assert text.startswith("# intro\n\n") and text.endswith(f"{README_END}\n\nafter\n")
-    assert "stale table" not in text and text.count("| joint | 1 | 0.883 [0.883, 0.883] |") == 1
-    assert "| Strategy | Tier | ACC | BWT | Forgetting | Intransigence | Text ret. % | Budget x |" in text
+    assert "stale table" not in text and text.count("| joint | a | 0.883 [0.883, 0.883] |") == 1
+    assert "| Strategy | Group | ACC | BWT | Forgetting | Intransigence | Text ret. % | Budget x |" in text
     readme.write_text("no markers\n")
     out = CliRunner().invoke(main, ["leaderboard", "--results-dir", "results", "--readme", str(readme)])
     assert out.exit_code == 2 and "no leaderboard markers" in out.output

@@ -14,10 +14,10 @@ pytestmark = pytest.mark.slow  # every test here is an end-to-end run
 TEMPLATE = Path(__file__).parent.parent / "examples" / "plugin-template"
 
 
-def clbench(args, env, cwd):
+def clbench(args, env, cwd, stdout_only=False):
     out = subprocess.run([sys.executable, "-c", "from cl_bench.cli import main; main()", *args], env=env, cwd=cwd,
                          capture_output=True, text=True, timeout=600)
-    return out.returncode, out.stdout + out.stderr
+    return out.returncode, (out.stdout if stdout_only and out.returncode == 0 else out.stdout + out.stderr)
 
 
 def test_the_plugin_template_installs_lists_validates_and_runs(tmp_path, cache_dir):
@@ -37,6 +37,13 @@ def test_the_plugin_template_installs_lists_validates_and_runs(tmp_path, cache_d
     rc, out = clbench(["validate", "--strategy", "last-layer", "--stream", "tally-numbers", "--cache-dir",
                        str(cache_dir)], env, tmp_path)
     assert rc == 0 and "last-layer: the contract holds" in out, out
+    # the plan counts what the template's footprint says it trains, not a full fine-tuning
+    rc, out = clbench(["plan", "--stream", "tally-numbers", "--strategy", "last-layer,full-ft", "--device", "cpu",
+                       "--json", "--cache-dir", str(cache_dir)], env, tmp_path, stdout_only=True)
+    assert rc == 0, out
+    plans = {p["strategy"]: p for p in json.loads(out)}
+    assert plans["last-layer"]["parameters"]["trainable"] < plans["full-ft"]["parameters"]["trainable"] / 2
+    assert not any("full fine-tuning" in n for n in plans["last-layer"]["notes"])
     rc, out = clbench(["run", "--stream", "tally-numbers", "--strategy", "last-layer", "-s", "train-inputs=200",
                        "--steps", "2", "--batch-size", "4", "--pretrain-steps", "5", "--eval-limit", "32",
                        "--device", "cpu", "--cache-dir", str(cache_dir), "--results-dir", str(tmp_path / "res"), "-q"],

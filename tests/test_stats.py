@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy import optimize
 from scipy import stats as sps
 
-from cl_bench.analysis import grouping, stats
+from cl_bench.analysis import stats
 from cl_bench.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -153,7 +153,7 @@ def test_order_effect_test_pairs_two_orders_and_uses_friedman_for_more():
     assert test == "" and math.isnan(p)
 
 
-# -- Holm and tiers (cl_bench.analysis.grouping) ----------------------------------------------
+# -- Holm (letter groups: tests/test_grouping.py) ---------------------------------------------
 def test_holm_on_the_textbook_example():
     # Holm (1979) as on Wikipedia: p = .01, .04, .03, .005 with alpha .05 rejects H1 and H4.
     # Sorted .005 .01 .03 .04 times 4 3 2 1 = .02 .03 .06 .04, made monotone: .02 .03 .06 .06.
@@ -162,36 +162,6 @@ def test_holm_on_the_textbook_example():
     adj = stats.holm([0.01, float("nan"), 0.02])  # NaN is not a test: m = 2
     assert adj[0] == pytest.approx(0.02) and math.isnan(adj[1]) and adj[2] == pytest.approx(0.02)
     assert stats.holm([]) == []
-
-
-A = [0.60, 0.62, 0.58, 0.61, 0.59]
-B = [a - 0.05 + e for a, e in zip(A, [0.06, -0.05, 0.04, -0.06, 0.03])]  # noisy, not significantly below A
-C = [a - 0.10 + e for a, e in zip(A, [0.004, -0.003, 0.002, -0.004, 0.001])]  # steadily 0.1 below A
-
-
-def _seeds(values):
-    return dict(enumerate(values))
-
-
-def test_tiers_start_when_significantly_worse_than_the_leader():
-    t = grouping.tiers(["c", "a", "b"], [_seeds(C), _seeds(A), _seeds(B)])
-    assert t.order == ["a", "b", "c"]
-    # c is tied with b (Holm p .16) but significantly worse than a, the leader of b's tier: tier 2
-    assert t.tier == {"a": 1, "b": 1, "c": 2}
-    raw = [sps.ttest_rel(A, B).pvalue, sps.ttest_rel(A, C).pvalue, sps.ttest_rel(B, C).pvalue]
-    assert t.adjusted[("a", "c")] == pytest.approx(stats.holm(raw)[1]) and t.adjusted[("b", "c")] > 0.05
-
-
-def test_tiers_lower_is_better_ties_and_missing_values():
-    t = grouping.tiers(["a", "c"], [_seeds(A), _seeds(C)], higher_is_better=False)  # e.g. forgetting
-    assert t.order == ["c", "a"] and t.tier == {"c": 1, "a": 2}
-    same = grouping.tiers(["y", "x"], [_seeds(A), _seeds(A)])  # equal means: by name, one tier
-    assert same.order == ["x", "y"] and same.tier == {"x": 1, "y": 1}
-    t = grouping.tiers(["a", "one", "none", "c"], [_seeds(A), {0: 0.1}, {0: float("nan")}, _seeds(C)])
-    # one seed: nothing to pair, so tied with the leader; no defined mean: no tier
-    assert t.order == ["a", "c", "one", "none"] and t.tier == {"a": 1, "c": 2, "one": 2, "none": None}
-    with pytest.raises(ValueError, match="unique"):
-        grouping.tiers(["a", "a"], [_seeds(A), _seeds(A)])
 
 
 # -- clbench compare -------------------------------------------------------------------------

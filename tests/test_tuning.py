@@ -1,16 +1,16 @@
 """Hyperparameter selection on validation data only (cl_bench.engines.tune, `clbench tune`)."""
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from cl_bench import registry
-
-from cl_bench.engines import tune as tuning
+from cl_bench.api.strategy import Strategy
 from cl_bench.cli import main
-from cl_bench.strategies.full_ft import FullFineTuningConfig
+from cl_bench.engines import tune as tuning
 
 
 def test_grid_points_are_every_combination_in_order():
@@ -24,21 +24,92 @@ def test_choose_takes_the_best_mean_and_the_earlier_of_ties():
     assert tuning.choose([[0.6, 0.6], [0.5, 0.7]]) == 0  # equal means: the earlier point
 
 
-def test_tune_strategy_scores_final_validation_acc_and_refuses_test_runs():
-    def fake(point, seed, split="val"):
-        acc = {"1e-05": 0.3, "3e-05": 0.4, "0.0001": 0.5, "0.0003": 0.6, "0.001": 0.7}[point["lr"]] + 0.01 * seed
-        return {"config": {"eval_split": split}, "accuracy_matrix": [[0.9, 0.0, 0.0], [0.8, acc, 0.1], [0.7, acc, acc]]}
+@dataclass(frozen=True)
+class ToyConfig:
+    lr: float = 1e-3
+    width: int = 4
+    mode: str = "a"
 
-    report = tuning.tune_strategy("full-ft", lambda p, s: fake({"lr": str(float(p["lr"]))}, s), seeds=(0, 1))
-    assert [p["options"]["lr"] for p in report["points"]] == ["1e-5", "3e-5", "1e-4", "3e-4", "1e-3"]
-    assert report["points"][4]["val_acc"] == [pytest.approx((0.7 + 1.4) / 3), pytest.approx((0.7 + 1.42) / 3)]
-    assert report["chosen"] == {"lr": "1e-3"} and report["defaults_now"] == {"lr": str(FullFineTuningConfig().lr)}
-    assert report["defaults_match"] is False
-    assert report["on_edge"] == ["lr"]  # 1e-3 is the grid's largest lr
-    assert tuning.on_edge({"lr": ("1", "2", "3"), "mode": ("a", "b")}, {"lr": "2", "mode": "b"}) == []
-    assert tuning.on_edge({"lr": ("1", "2", "3"), "r": ("4",)}, {"lr": "1", "r": "4"}) == ["lr"]
+
+class Toy(Strategy):
+    """A strategy with three options to tune (never run: tune_strategy gets a fake run_one)."""
+
+    Config = ToyConfig
+    tuning = {"lr": ("1e-4", "3e-4", "1e-3"), "width": ("4", "16"), "mode": ("a", "b")}  # noqa: RUF012
+
+    def learn(self, experience):  # pragma: no cover - tuning is faked
+        raise NotImplementedError
+
+
+@pytest.fixture
+def toy():
+    registry.strategies.register("toy", "test_tuning:Toy", origin="tests")
+    yield registry.strategies.get("toy")
+    registry.strategies.unregister("toy")
+
+
+def _doc(acc, split="val"):
+    return {"config": {"eval_split": split}, "accuracy_matrix": [[0.9, 0.0, 0.0], [0.8, acc, 0.1], [0.7, acc, acc]]}
+
+
+def test_widened_steps_one_value_past_an_edge():
+    assert tuning.widened(("1e-4", "3e-4", "1e-3"), "1e-3") == "3.3e-3"
+    assert tuning.widened(("1e-4", "3e-4", "1e-3"), "1e-4") == "3.3e-5"
+    assert tuning.widened(("1e-4", "3e-4", "1e-3"), "3e-4") is None  # inside: nothing to widen
+    assert tuning.widened(("4", "16"), "16") == "64" and tuning.widened(("4", "16"), "4") == "1"
+    assert tuning.widened(("a", "b"), "b") is None and tuning.widened(("2",), "2") is None
+
+
+def test_noisy_compares_the_gap_with_the_seed_spread():
+    assert tuning.noisy([0.5, 0.7], [0.6, 0.62])  # gap 0.01, spread 0.14
+    assert not tuning.noisy([0.80, 0.81], [0.50, 0.52])
+    assert not tuning.noisy([0.5], [0.6])
+
+
+def test_score_final_is_the_last_row_and_own_the_new_tasks_diagonal():
+    doc = {"accuracy_matrix": [[0.9, 0.1, 0.1], [0.5, 0.8, 0.1], [0.4, 0.3, 0.6]]}
+    assert tuning.score(doc) == pytest.approx((0.4 + 0.3 + 0.6) / 3)
+    assert tuning.score(doc, "own") == pytest.approx((0.8 + 0.6) / 2)
+
+
+def test_tuning_goes_one_option_at_a_time_widens_edges_and_adds_a_seed_where_noisy(toy):
+    calls = []
+
+    def fake(point, seed):
+        calls.append((tuple(sorted(point.items())), seed))
+        lr, width, mode = float(point.get("lr", 1e-3)), int(point.get("width", 4)), point.get("mode", "a")
+        peak = {1e-4: 0.5, 3e-4: 0.6, 1e-3: 0.7, 3.3e-3: 0.72, 1.1e-2: 0.65}[round(lr, 6)]
+        acc = peak + (0.01 if width == 16 else 0.0) + (0.0 if width < 64 else -0.2)
+        acc += {"a": 0.0, "b": 0.005}[mode] + (0.01 if seed == 1 else 0.0) - (0.02 if mode == "b" and seed == 1 else 0)
+        return _doc(acc)
+
+    report = tuning.tune_strategy("toy", fake, seeds=(0, 1))
+    assert report["procedure"] == "coordinate" and report["score"] == "final"
+    # lr: 1e-3 sat on the edge, so 3.3e-3 was tried, then 1.1e-2 (worse): 3.3e-3 is inside and chosen
+    assert report["tried"]["lr"] == ["1e-4", "3e-4", "1e-3", "3.3e-3", "1.1e-2"]
+    # width 16 won on the edge, 64 was tried and lost
+    assert report["tried"]["width"] == ["4", "16", "64"]
+    assert report["chosen"] == {"lr": "3.3e-3", "width": "16", "mode": "a"}
+    # mode a / b: b is ahead by 0.005 on seed 0 and behind by 0.015 on seed 1: within the spread, so seed 2 decides
+    mode_round = [r for r in report["rounds"] if r["option"] == "mode"][-1]
+    assert [p["seeds"] for p in mode_round["points"]] == [[0, 1, 2], [0, 1, 2]]
+    assert report["on_edge"] == [] and report["defaults_match"] is False
+    # each resolved point and seed ran once: {lr: 1e-3} with width and mode at defaults is the defaults' run
+    assert len(calls) == len(set(calls))
+    assert sum(1 for p in report["points"] if p["options"] == {"lr": "1e-3", "width": "4", "mode": "a"}) == 1
+
+
+def test_a_grid_still_on_its_edge_after_widening_is_reported(toy):
+    report = tuning.tune_strategy("toy", lambda p, s: _doc(min(0.99, float(p["lr"]) * 10)), seeds=(0, 1))
+    assert len(report["tried"]["lr"]) == 3 + tuning.WIDENINGS and report["on_edge"] == ["lr"]
     with pytest.raises(ValueError, match="not evaluated on validation data"):
-        tuning.tune_strategy("full-ft", lambda p, s: fake({"lr": str(float(p["lr"]))}, s, "test"))
+        tuning.tune_strategy("toy", lambda p, s: _doc(0.5, "test"))
+
+
+def test_the_committed_choice_of_a_strategy_with_an_own_score_is_its_diagonal():
+    from cl_bench.strategies.joint import Joint, SingleTask
+
+    assert SingleTask.tuning_score == "own" and Joint.tuning_score == "final"
 
 
 @pytest.mark.slow
@@ -51,21 +122,23 @@ def test_cli_tune_runs_the_grid_on_validation_splits(tmp_path, cache_dir, stream
     report = json.loads(out.with_suffix(".json").read_text())
     got = report["strategies"]["align-only"]
     grid = registry.strategies.get("align-only").tuning["projector_lr"]
-    assert [p["options"] for p in got["points"]] == [{"projector_lr": v} for v in grid]
+    tried = got["tried"]["projector_lr"]  # the grid, then any value past an edge (widened)
+    assert tried[:len(grid)] == list(grid) and len(tried) <= len(grid) + tuning.WIDENINGS
+    assert [p["options"] for p in got["points"]] == [{"projector_lr": v} for v in tried]
     assert got["chosen"] in [p["options"] for p in got["points"]] and report["seeds"] == [0]
     assert "| align-only | projector_lr=" in out.with_suffix(".md").read_text()
     docs = [json.loads(f.read_text()) for f in (tmp_path / "tuning").rglob("*.json")]
-    assert len(docs) == len(grid)
+    assert len(docs) == len(tried)
     for doc in docs:  # every evaluation scored the validation splits, whole
         assert doc["config"]["eval_split"] == "val"
         assert [t["n_test"] for t in doc["stream"]["tasks"]] == [t["n_val"] for t in doc["stream"]["tasks"]]
         assert doc["extra_accuracy"] == {}
     assert report["provenance"]["torch_threads"] == [docs[0]["environment"]["torch_threads"]]
     key, sha = docs[0]["base_model"]["key"], docs[0]["base_model"]["weights_sha256"][:16]
-    assert report["provenance"]["base_models"] == {key: {"runs": len(grid), "weights": {sha: len(grid)}}}
+    assert report["provenance"]["base_models"] == {key: {"runs": len(tried), "weights": {sha: len(tried)}}}
     assert tuning.recompute(report, tmp_path / "tuning") == []  # every score from its run file
     summary = tuning.summary_markdown(report)
-    assert f"| align-only | projector-lr ∈ {{{', '.join(grid)}}} | {tuning.point_label(got['chosen'])}" in summary
+    assert f"| align-only | projector-lr ∈ {{{', '.join(tried)}}} | {tuning.point_label(got['chosen'])}" in summary
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{tuning.README_BEGIN}\nold\n{tuning.README_END}\nafter\n")
     r = CliRunner().invoke(main, ["tune", "--strategies", "align-only", "--seeds", "0", "--steps", "2",
@@ -76,8 +149,9 @@ def test_cli_tune_runs_the_grid_on_validation_splits(tmp_path, cache_dir, stream
     report["strategies"]["align-only"]["points"][1]["val_acc"][0] += 0.01
     (problem,) = tuning.recompute(report, tmp_path / "tuning")
     assert problem.startswith("align-only projector_lr=2e-3 seed 0: the report says")
-    report["seeds"] = [3]
-    assert len(tuning.recompute(report, tmp_path / "tuning")) == len(grid)  # no run of seed 3: each point says so
+    for p in report["strategies"]["align-only"]["points"]:
+        p["seeds"] = [3]
+    assert len(tuning.recompute(report, tmp_path / "tuning")) == len(tried)  # no run of seed 3: each point says so
 
 
 REPORT = Path(__file__).resolve().parents[1] / "results" / "hparams" / "vision-audio.json"

@@ -1,2 +1,3 @@
 """Pure functions over arrays: the metrics of an accuracy matrix (metrics), the statistics over seeds and items
-(stats), and which strategies stand together (grouping: tiers, the Pareto front)."""
+(stats), which strategies stand together (grouping: letter groups of tied strategies, the Pareto front), budget
+curves and retention at matched accuracy (curves), and the versioned scorer of generated answers (scoring)."""

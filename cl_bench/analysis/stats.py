@@ -1,4 +1,4 @@
-"""Statistics over seeds: intervals, paired comparisons and multiple testing (tiers: grouping.py).
+"""Statistics over seeds: intervals, paired comparisons and multiple testing (letter groups: grouping.py).
 
 Pure functions over per-seed (and per-item) values, numpy/torch in, plain numbers out;
 no file I/O. The leaderboard and `clbench compare` call them; everything is seeded, so a

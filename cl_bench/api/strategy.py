@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import torch
 
 from cl_bench.config import Budget
-from cl_bench.streams.experience import Experience, TaskInfo
 from cl_bench.models.multimodal import MultimodalLM, count_parameters
+from cl_bench.streams.experience import Experience, TaskInfo
 
 
 @dataclass(frozen=True)
@@ -121,19 +121,53 @@ class Memory:
             raise ValueError(f"Memory counts must be integers >= 0, got {self}")
 
 
+def encode_state(value) -> torch.Tensor:
+    """A JSON value (a dict of counters, the options chosen so far) as a uint8 tensor, for ``Strategy.state_dict``:
+    a saved state holds tensors only. ``decode_state`` gives the value back."""
+    import json
+
+    return torch.tensor(list(json.dumps(value, sort_keys=True).encode()), dtype=torch.uint8)
+
+
+def decode_state(tensor: torch.Tensor):
+    """The JSON value `encode_state` made `tensor` from (in ``Strategy.load_state_dict``)."""
+    import json
+
+    return json.loads(bytes(tensor.cpu().tolist()).decode())
+
+
 def tensor_bytes(tensors) -> int:
     """Bytes held by `tensors` (an iterable of tensors or parameters)."""
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class Strategy(abc.ABC):
-    """Base class of continual-learning strategies. Subclasses implement ``learn``."""
+    """Base class of continual-learning strategies. Subclasses implement ``learn``.
+
+    Resuming: a killed run continues after its last saved stage in a new process, with a new instance. The runner
+    calls ``setup(model, context)`` on the fresh base model, then ``load_state_dict`` with what ``state_dict``
+    returned after that stage (saved with torch.save, loaded with weights_only=True: tensors only), then
+    ``resumed(experiences learned before)``. So a strategy that holds more than the model's weights must:
+
+    - put in ``state_dict`` every tensor it needs to continue, its own bookkeeping included: counters and choices
+      as tensors (``encode_state`` / ``decode_state`` carry any JSON value);
+    - in ``load_state_dict``, first recreate what later stages added to the model (adapters, experts, a
+      per-modality copy), so that the saved tensors have somewhere to go, then load them;
+    - in ``resumed``, rebuild what it derives from earlier experiences' data (replay buffers, validation sets);
+    - draw its randomness from ``seed_for(experience)``, which is the same whether or not the run was resumed.
+
+    A resumed run should give the result an uninterrupted one gives: kill one after a stage (``clbench run``,
+    Ctrl-C) and run the same command again to check.
+    """
 
     Config: ClassVar[type] = NoOptions
     declares: ClassVar[Declaration] = Declaration()
-    # The grid `clbench tune` searches on validation data: option name -> values (as on the command
-    # line); every combination is run. Empty: nothing to tune.
+    # The values `clbench tune` tries on validation data: option name -> values (as on the command line), tuned
+    # one option at a time in this order (cl_bench.engines.tune). Empty: nothing to tune.
     tuning: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # What tuning maximises: "final" (the final validation ACC, every task) or "own" (each new task's validation
+    # accuracy right after its own stage: a per-task reference, which is not meant to keep earlier tasks).
+    tuning_score: ClassVar[str] = "final"
     # True when ``setup`` leaves the model's outputs bit for bit as they were (zero-initialised additions,
     # identity wrappers): the run's row 0 is then the one every such strategy gets and is shared across runs
     # (cl_bench.run.shared). False by default: the strategy's own row 0 is always evaluated.
@@ -296,15 +330,17 @@ class Strategy(abc.ABC):
     def data(self, experience: Experience, split: str):
         """The experience's `split` ("train" or "val") as batches for this model, built once per stage."""
         from cl_bench.api.training import TaskData
+        from cl_bench.streams.experience import SplitWithheld
 
-        if split not in ("train", "val"):
-            raise ValueError(f"strategies read only the train and val splits, not {split!r}")
+        if split == "test":
+            raise SplitWithheld(f"task {experience.name!r}: the test split is withheld from strategies (the runner "
+                                "alone evaluates on it); train and val are the strategy's")
         cache = self.__dict__.setdefault("_data_cache", {})
         key = (experience.name, split)
         if key not in cache:
             if any(k[0] != experience.name for k in cache):
                 cache.clear()  # one stage's data at a time
-            cache[key] = TaskData(getattr(experience, split), self.model, experience.modality)
+            cache[key] = TaskData(experience.split(split), self.model, experience.modality)
         return cache[key]
 
     def freeze_all(self) -> None:

@@ -1,4 +1,4 @@
-"""Batches, the training loop and exact-match evaluation, shared by every strategy."""
+"""Batches, the training loop, exact-match evaluation and greedy decoding, shared by every strategy."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ import torch
 
 from cl_bench import faults
 from cl_bench.errors import UsageError
-from cl_bench.streams.experience import INPUT_MARKER
 from cl_bench.models.multimodal import Batch, MultimodalLM
+from cl_bench.streams.experience import INPUT_MARKER
+
+# Told of every batch a TaskData builds, as watch(data, index): the runner's measurement of what a strategy trains
+# on (cl_bench.run.probe). Empty outside a stage; strategies never touch it.
+batch_watchers: list = []
 
 
 class TaskData:
@@ -21,6 +25,7 @@ class TaskData:
     def __init__(self, split, model: MultimodalLM, modality: str) -> None:
         tok = model.tokenizer
         self.modality = modality
+        self.split = split  # the rows' source, for the runner's item identity (cl_bench.run.probe)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         self.features = None
         n_slots = 0
@@ -61,6 +66,8 @@ class TaskData:
 
     def batch(self, index: Sequence[int]) -> Batch:
         index = list(index)
+        for watch in batch_watchers:
+            watch(self, index)
         L = max(len(self.seqs[i]) for i in index)
         ids = torch.full((len(index), L), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(index), L), dtype=torch.long)
@@ -260,3 +267,60 @@ def item_correct(model: MultimodalLM, data: TaskData, device: torch.device, batc
 def accuracy(model: MultimodalLM, data: TaskData, device: torch.device, batch_size: int = 256) -> float:
     """Exact-match accuracy of `model` on `data`."""
     return int(item_correct(model, data, device, batch_size).sum()) / len(data)
+
+
+def longest_answer(data: TaskData) -> int:
+    """The longest answer of `data` in tokens: generated scoring's default bound on the tokens decoded."""
+    return max((len(s) - n for s, n in zip(data.seqs, data.n_prompt)), default=1)
+
+
+@torch.no_grad()
+def generate(model: MultimodalLM, data: TaskData, device: torch.device, batch_size: int = 256,
+             max_new_tokens: int | None = None) -> list[str]:
+    """Greedy answers to every prompt of `data`, in order, decoded to text (special tokens left out).
+
+    Each row decodes from its own prompt (the modality's input in its slots, as in training) until it gives the
+    end-of-sequence token or `max_new_tokens` tokens (None: `longest_answer(data)`). Every step runs the model's
+    forward over the whole prefix, no cache: a batch hook (MoExtend's scope) sees the same full batches as in
+    training. Rows are right-padded, so a causal LM's logits at each row's last real position ignore the padding.
+    """
+    model.eval()
+    tok = model.tokenizer
+    limit = longest_answer(data) if max_new_tokens is None else max_new_tokens
+    eos = tok.eos_token_id
+    out: list[str] = []
+    for start in range(0, len(data), batch_size):
+        index = list(range(start, min(len(data), start + batch_size)))
+        B = len(index)
+        lengths = torch.tensor([data.n_prompt[i] for i in index], device=device)  # (B,) tokens so far
+        width = int(lengths.max()) + limit
+        ids = torch.full((B, width), data.pad_id, dtype=torch.long, device=device)
+        attention = torch.zeros((B, width), dtype=torch.long, device=device)
+        slots = torch.zeros((B, width), dtype=torch.bool, device=device)
+        for row, i in enumerate(index):
+            ids[row, : data.n_prompt[i]] = torch.tensor(data.seqs[i][: data.n_prompt[i]], device=device)
+            attention[row, : data.n_prompt[i]] = 1
+            slots[row, data.slot_start[i]: data.slot_start[i] + data.n_slots] = True
+        features = None if data.features is None else data.features[index].to(device)
+        rows, first = torch.arange(B, device=device), lengths.clone()
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        for _ in range(limit):
+            L = int(lengths.max())
+            batch = Batch(data.modality, ids[:, :L], attention[:, :L], torch.zeros_like(slots[:, :L]), features,
+                          slots[:, :L] if features is not None else None)
+            with model.autocast():
+                embeds, _ = model.inputs(batch)
+                logits = model.lm(inputs_embeds=embeds, attention_mask=batch.attention).logits  # (B, L, V)
+            nxt = logits[rows, lengths - 1].argmax(-1)  # (B,) the token after each row's last one
+            if eos is not None:
+                done |= nxt == eos
+            grow = ~done
+            ids[rows[grow], lengths[grow]] = nxt[grow]
+            attention[rows[grow], lengths[grow]] = 1
+            lengths += grow.long()
+            if bool(done.all()):
+                break
+        for row in range(B):
+            new = ids[row, int(first[row]): int(lengths[row])].tolist()
+            out.append(tok.decode(new, skip_special_tokens=True))
+    return out

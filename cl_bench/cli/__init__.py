@@ -99,9 +99,9 @@ def main(ctx, debug) -> None:
 
 
 def _add_commands() -> None:
-    from cl_bench.cli import ls, report, run, sweep
+    from cl_bench.cli import base, ls, report, reproduce, run, sweep
 
-    for module in (run, sweep, report, ls):
+    for module in (run, sweep, report, ls, base, reproduce):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -9,43 +9,67 @@ from cl_bench.errors import ClbenchError
 
 
 @click.command(name="ls")
-@click.option("-v", "--verbose", is_flag=True, help="Also list each strategy's options (imports the strategies).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also list each strategy's options (imports the strategies), and where each refused or broken "
+                   "entry points.")
 def ls(verbose) -> None:
     """List the registered strategies, task streams and modalities, one line each.
 
     Built-ins and third-party plug-ins (entry points in the groups clbench.strategies,
     clbench.streams and clbench.modalities) are listed alike, with the package that
-    registered them.
+    registered them. An entry that cannot be used is marked REFUSED (its name clashes)
+    or BROKEN (it cannot load), with the reason in one line; the others work.
     """
-    broken = 0
+    marked = 0
     for title, reg in (("strategies", registry.strategies), ("streams", registry.streams),
                        ("modalities", registry.modalities)):
         click.echo(f"{title}:")
-        entries, clashes = reg.entries(), reg.clashes()
+        entries, clashes, refused = reg.entries(), reg.clashes(), reg.refused()
         width = max((len(n) for n in [*entries, *clashes]), default=0) + 2
         for name in sorted([*entries, *clashes]):
-            if name in clashes:  # refused, with both origins; every other name works
-                broken += 1
-                click.echo(f"  {name:<{width}}REFUSED: registered by "
-                           + " and ".join(f"{e.target} ({e.origin})" for e in clashes[name]) + "; rename one")
+            if name in clashes:  # refused, with every origin; every other name works
+                marked += 1
+                every = clashes[name]
+                _echo(_mark(name, width, "REFUSED", "registered by " + " and ".join(e.who() for e in every)
+                            + f": {'both' if len(every) == 2 else 'all'} refused; rename it in the entry points of "
+                            + ("one" if len(every) == 2 else "all but one"), "", every, verbose))
                 continue
             entry = entries[name]
-            origin = "" if entry.origin == "package clbench" else f"  [{entry.origin}]"
+            origin = "" if entry.dist == registry.BUILTIN_DIST else f"  [{entry.origin}]"
             problem = entry.problem()
             if problem is not None:
-                broken += 1
-                click.echo(f"  {name:<{width}}BROKEN: {problem}{origin}")
-                continue
-            click.echo(f"  {name:<{width}}{entry.summary()}{origin}")
-            if verbose:
-                try:
-                    for line in _details(reg, name, entry):
-                        click.echo(f"  {'':<{width}}  {line}")
-                except (LookupError, TypeError, ValueError, ClbenchError) as e:  # a broken plug-in: say so, go on
-                    broken += 1
-                    click.echo(f"  {'':<{width}}  BROKEN: {e}")
-    if broken:
-        click.echo(f"{broken} registered name(s) cannot be used (marked above); the others work.", err=True)
+                marked += 1
+                _echo(_mark(name, width, "BROKEN", problem, origin, [entry], verbose))
+            else:
+                click.echo(f"  {name:<{width}}{entry.summary()}{origin}")
+                if verbose:
+                    try:
+                        _echo(f"  {'':<{width}}  {line}" for line in _details(reg, name, entry))
+                    except Exception as e:  # noqa: BLE001 - a plug-in that fails to load: say so, go on
+                        marked += 1
+                        why = str(e) if isinstance(e, ClbenchError) else f"{type(e).__name__}: {e}"
+                        click.echo(f"  {'':<{width}}  BROKEN: {why}")
+            for other in refused.get(name, []):  # plug-ins refused for reusing this built-in's name
+                marked += 1
+                _echo(_mark(name, width, "REFUSED", reg.refusal(other), f"  [{other.origin}]", [other], verbose))
+    if marked:
+        click.echo(f"{marked} registered entr{'y' if marked == 1 else 'ies'} cannot be used (marked above); the "
+                   "others work.", err=True)
+
+
+def _echo(lines) -> None:
+    for line in lines:
+        click.echo(line)
+
+
+def _mark(name: str, width: int, what: str, reason: str, origin: str, where, verbose: bool) -> list[str]:
+    """The lines of an entry that cannot be used: its name, the mark (REFUSED, BROKEN) and the reason's first line;
+    `verbose` adds the rest of the reason and where each entry involved points."""
+    first, *rest = reason.strip().splitlines() or [""]
+    lines = [f"  {name:<{width}}{what}: {first}{' ...' if rest and not verbose else ''}{origin}"]
+    if verbose:
+        lines += [f"  {'':<{width}}  {line}" for line in [*rest, *(f"points at {e.target} ({e.origin})" for e in where)]]
+    return lines
 
 
 def _details(reg, name: str, entry) -> list[str]:
@@ -83,7 +107,7 @@ def _details(reg, name: str, entry) -> list[str]:
 
 def _declaration_line(d) -> str:
     """A strategy's Declaration in words, for `clbench ls -v`."""
-    yes = lambda flag: "yes" if flag else "no"  # noqa: E731
+    yes = lambda flag: "yes" if flag else "no"
     return (f"past training items {yes(d.past_train)}, past validation items {yes(d.past_val)}, "
             f"per-task weights {yes(d.task_weights)}, LM chosen by modality at test {yes(d.modality_routed)}, "
             f"budget {d.budget} (at default options)")

@@ -101,6 +101,11 @@ def pretrain_steps(**kw):
                         **kw)
 
 
+def base_seed(**kw):
+    """--base-seed: which of a preset's bases (cl_bench/bases/ ships 0, 1 and 2 of the default preset)."""
+    return field_option(PretrainConfig, "seed", "--base-seed", dest="base_seed", type=click.IntRange(min=0), **kw)
+
+
 def eval_limit(**kw):
     return field_option(RunConfig, "eval_limit", type=click.IntRange(min=1), metavar="N", **kw)
 

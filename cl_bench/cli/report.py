@@ -68,7 +68,8 @@ def write_readme(path: str, board) -> None:
 @click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Also regenerate the leaderboard section of this README (between its leaderboard markers).")
 def leaderboard(results_dir, stream, fmt, sort, output, device, readme) -> None:
-    """Print the leaderboard of every stream: one row per strategy, mean and 95% CI over seeds.
+    """Print the leaderboard of every stream: one row per strategy, mean and 95% CI over seeds; one table per stage
+    budget (runs of other budgets are never ranked together), and budget curves across them.
 
     Every metric is recomputed from the result files' accuracy matrices; nothing is
     re-run. Files that are unreadable, of a newer schema or from unfinished runs are
@@ -109,8 +110,12 @@ def leaderboard(results_dir, stream, fmt, sort, output, device, readme) -> None:
 @click.option("--order", default=None, metavar="TASKS",
               help="Compare runs made with this --order of the stream's new tasks (e.g. audio,vision) "
                    "[default: the stream's own order].")
+@click.option("--budget", default=None, metavar="BUDGET",
+              help="Compare runs of this stage budget: examples per stage (6400) or steps x batch size (200x32) "
+                   "[default: the stream's main budget, the default's where it has runs]. Runs of different budgets "
+                   "are never compared.")
 @metrics_device
-def compare(a, b, stream, metric, results_dir, level, order, device) -> None:
+def compare(a, b, stream, metric, results_dir, level, order, budget, device) -> None:
     """Compare strategies A and B, paired by seed: is the difference real or a tie?
 
     A and B are strategy names (or leaderboard row labels, for a strategy run with
@@ -123,7 +128,7 @@ def compare(a, b, stream, metric, results_dir, level, order, device) -> None:
     from cl_bench.reporting.leaderboard import _number, find_row
 
     board = board_of(results_dir, stream, "acc", device)
-    table = _table_of_both(board, a, b, results_dir, order)
+    table = _table_of_both(board, a, b, results_dir, order, _budget_examples(budget))
     row_a, row_b = find_row(table, a), find_row(table, b)
     cols = {c.key: c for c in table.columns}
     key = metric if metric in row_a.per_seed else {c.header.lower(): c.key for c in table.columns}.get(
@@ -143,7 +148,7 @@ def compare(a, b, stream, metric, results_dir, level, order, device) -> None:
     res = stats.paired_comparison([va[s] for s in shared], [vb[s] for s in shared], level=level, alpha=1 - level)
     num = lambda v: _number(v, kind) if v >= 0 or kind in ("score", "percent") else f"{v:.3g}"  # noqa: E731
     width = max(len(row_a.label), len(row_b.label), 8) + 2
-    click.echo(f"{table.stream}: {key} of {row_a.label} (A) and {row_b.label} (B) over {res.n} shared seeds "
+    click.echo(f"{table.title}: {key} of {row_a.label} (A) and {row_b.label} (B) over {res.n} shared seeds "
                f"({', '.join(map(str, shared))})")
     click.echo(f"  {'seed':<6}{'A':>{width}}{'B':>{width}}{'A - B':>{width}}")
     for s in shared:
@@ -164,16 +169,33 @@ def compare(a, b, stream, metric, results_dir, level, order, device) -> None:
         click.echo(f"verdict: no significant difference: a tie at this number of seeds (p={res.p_value:.3g})")
 
 
-def _table_of_both(board, a: str, b: str, results_dir, order: str | None):
-    """The table (stream, in `order`) to compare A and B on: the only one with runs of both, else the default
-    stream's; a usage error naming the streams otherwise."""
+def _budget_examples(budget: str | None) -> int | None:
+    """--budget as examples per stage: "6400" or "200x32"; a usage error otherwise."""
+    if budget is None:
+        return None
+    parts = budget.lower().replace(" ", "").split("x")
+    if len(parts) > 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise errors.UsageError(f"--budget must be examples per stage (6400) or steps x batch size (200x32), "
+                                f"got {budget!r}")
+    return int(parts[0]) * (int(parts[1]) if len(parts) == 2 else 1)
+
+
+def _table_of_both(board, a: str, b: str, results_dir, order: str | None, examples: int | None = None):
+    """The table (stream, in `order`, of `examples` per stage or the main budget) to compare A and B on: the only
+    one with runs of both, else the default stream's; a usage error naming the streams otherwise."""
     tables = [t for t in board.tables
-              if (t.default_order if order is None else ",".join(t.order) == order.replace(" ", ""))]
+              if (t.default_order if order is None else ",".join(t.order) == order.replace(" ", ""))
+              and (t.main_budget if examples is None else t.examples == examples)]
+    if not tables and examples is not None:
+        found = ", ".join(sorted({f"{t.stream}: {t.examples} ({t.budget})" for t in board.tables}))
+        raise errors.UsageError(f"no runs with {examples} examples per stage under {results_dir}/runs "
+                                f"(budgets there: {found})")
     both = [t for t in tables if _has(t, a) and _has(t, b)] if len(tables) > 1 else tables
     if not both:
         found = ", ".join(t.stream for t in tables)
         raise errors.UsageError(f"no stream under {results_dir}/runs has finished runs of both {a!r} and {b!r} "
-                                f"(streams: {found}); run the missing one with `clbench run`")
+                                f"(streams: {found}) at one budget; run the missing one with `clbench run`, or "
+                                "pick another budget with --budget")
     if len(both) > 1:
         default = [t for t in both if t.stream == opt.field_default(opt.RunConfig, "stream")]
         if not default:
@@ -205,7 +227,8 @@ def _needed(n) -> str:
 @metrics_device
 def plot(results_dir, stream, out_dir, device) -> None:
     """Draw the figures: per strategy, heatmaps of the accuracy and transfer matrices (each run and the mean);
-    per stream, forgetting curves and Pareto plots of ACC against trainable parameters and train time.
+    per stream, forgetting curves and Pareto plots of ACC against trainable parameters and train time; for a stream
+    run at several budgets, budget curves (ACC and text retention against examples per stage and training FLOPs).
     """
     from cl_bench.reporting.figures import draw
 

@@ -8,6 +8,7 @@ import click
 
 from cl_bench import errors, registry
 from cl_bench.cli import options as opt
+from cl_bench.run.config import SCORINGS
 
 
 @click.command()
@@ -19,6 +20,7 @@ from cl_bench.cli import options as opt
 @opt.steps()
 @opt.batch_size()
 @opt.pretrain_steps()
+@opt.base_seed()
 @opt.strategy_options()
 @opt.encoder
 @opt.stream_and_order
@@ -33,10 +35,12 @@ from cl_bench.cli import options as opt
 @opt.threads()
 @opt.field_option(opt.RunConfig, "max_hours", type=click.FloatRange(min=0, min_open=True))
 @opt.field_option(opt.RunConfig, "ignore_plan")
+@opt.field_option(opt.RunConfig, "scoring", type=click.Choice(SCORINGS))
+@opt.field_option(opt.RunConfig, "max_new_tokens", type=click.IntRange(min=1, max=4096), metavar="N")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage lines; print only the summary.")
-def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps, options, encoders, stream_options,
+def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps, base_seed, options, encoders, stream_options,
         order, results_dir, cache_dir, restart, eval_limit, dtype, gradient_checkpointing, encoder_options,
-        prompt_format, threads, max_hours, ignore_plan, quiet) -> None:
+        prompt_format, threads, max_hours, ignore_plan, scoring, max_new_tokens, quiet) -> None:
     """Run a strategy through a task stream and write its result file.
 
     Builds (once, cached) the stream's data and the pre-trained base model, evaluates
@@ -53,13 +57,14 @@ def run(stream, strategy, model, seed, device, steps, batch_size, pretrain_steps
     registry.strategies.entry(strategy)
     config = opt.RunConfig(stream=stream, strategy=strategy, model=model, seed=seed, device=device,
                            budget=Budget(steps=steps, batch_size=batch_size),
-                           pretrain=PretrainConfig(steps=pretrain_steps),
+                           pretrain=PretrainConfig(steps=pretrain_steps, seed=base_seed),
                            strategy_options=opt.parse_pairs(options), encoders=opt.encoders(encoders),
                            stream_options=opt.stream_opts(stream_options), order=order, results_dir=results_dir,
                            cache_dir=cache_dir, eval_limit=eval_limit, dtype=dtype,
                            gradient_checkpointing=gradient_checkpointing, prompt_format=prompt_format,
                            encoder_options=opt.encoder_opts(encoder_options), threads=threads,
-                           max_hours=max_hours, ignore_plan=ignore_plan)
+                           max_hours=max_hours, ignore_plan=ignore_plan, scoring=scoring,
+                           max_new_tokens=max_new_tokens)
     result, path = run_stream(config, progress=not quiet, restart=restart, echo=lambda s: click.echo(s, err=True))
     click.echo(format_summary(result, path))
     if results_dir == opt.USER_RESULTS:

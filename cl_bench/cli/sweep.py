@@ -11,24 +11,38 @@ import click
 from cl_bench import registry
 from cl_bench.cli import options as opt
 from cl_bench.cli.report import PUBLISHED, board_of, device_name, write_readme
+from cl_bench.run.config import SCORINGS
 
-SEEDS = "0,1,2,3,4"  # five: the leaderboard's tiers and `clbench compare` pair runs by seed
+SEEDS = "0,1,2,3,4"  # five: the leaderboard's letter groups and `clbench compare` pair runs by seed
 PUBLISHED_THREADS = 2  # the published results' thread count, so that reruns are bit-identical
 
 
 def engine_options(f):
-    """--engine local|ray and Ray's placement (sweep and publish)."""
+    """--engine local|ray|slurm, Ray's placement and SLURM's jobs (sweep and publish)."""
     for option in reversed([
-        click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
-                     help="local: the cells one after another in this process; ray: each cell a Ray task."),
-        click.option("--address", default=None,
-                     help="Ray: a cluster's address (auto: the running one) [default: a local Ray instance]."),
+        click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray", "slurm"]),
+                     help="local: the cells one after another in this process; ray: each cell a Ray task; slurm: "
+                          "each cell a SLURM job (through submitit). Ray clusters and SLURM need the results and "
+                          "cache directories on storage every node mounts."),
+        click.option("--address", "--ray-address", "address", default=None,
+                     help="Ray: a cluster's address (auto: the running one) [default: a new local Ray instance]."),
         click.option("--cpus-per-cell", default=1.0, show_default=True, type=click.FloatRange(min=0),
-                     help="Ray: CPUs each cell reserves."),
+                     help="Ray and SLURM: CPUs each cell reserves (a SLURM job's cpus-per-task, a whole number); "
+                          "the cell's CPU threads, unless --threads gives them."),
         click.option("--gpus-per-cell", default=0.0, show_default=True, type=click.FloatRange(min=0),
-                     help="Ray: GPUs each cell reserves (1 for one GPU per run)."),
+                     help="Ray and SLURM: GPUs each cell reserves (1 for one GPU per run; whole numbers on SLURM)."),
         click.option("--max-retries", default=2, show_default=True, type=click.IntRange(min=0),
-                     help="Ray: times a cell whose worker died is run again (it resumes its last finished stage)."),
+                     help="Times a cell is run again after its worker or node died (Ray) or its job reached the "
+                          "time limit (SLURM); it resumes its last finished stage."),
+        click.option("--slurm-cluster", default="slurm", show_default=True, type=click.Choice(["slurm", "local"]),
+                     help="SLURM: slurm submits with sbatch; local runs the same jobs as processes of this machine "
+                          "(a try of the set-up without SLURM)."),
+        click.option("--slurm-folder", default=None, type=click.Path(file_okay=False),
+                     help="SLURM: where the jobs' files and logs go, on shared storage [default: CACHE_DIR/slurm-jobs]."),
+        click.option("--slurm", "slurm_pairs", multiple=True, metavar="KEY=VALUE",
+                     help="SLURM: a job parameter (repeatable): time=HH:MM:SS [default: 24:00:00], partition=NAME, "
+                          "mem=16G, account=, qos=, constraint=, gres=, array_parallelism=N (jobs at once), "
+                          "setup='CMD;CMD' (run before each job), or any other sbatch option submitit knows."),
     ]):
         f = option(f)
     return f
@@ -46,11 +60,20 @@ def published_threads(f):
                                     "bit-identical")(f)
 
 
-def make_engine(engine, address, cpus, gpus, retries):
+def make_engine(engine, address, cpus, gpus, retries, cache_dir=None, slurm_cluster="slurm", slurm_folder=None,
+                slurm_pairs=()):
     from cl_bench.engines.sweep import LocalEngine, RayEngine
 
     if engine == "local":
         return LocalEngine()
+    if engine == "slurm":
+        from cl_bench.engines.slurm import SlurmEngine
+        from cl_bench.streams.data import default_cache_dir
+
+        folder = slurm_folder or Path(cache_dir or default_cache_dir()) / "slurm-jobs"
+        return SlurmEngine(folder, cluster=slurm_cluster, cpus_per_cell=cpus, gpus_per_cell=gpus,
+                           parameters=opt.parse_pairs(slurm_pairs, "--slurm", "--slurm partition=gpu"),
+                           max_retries=retries)
     return RayEngine(address=address, num_cpus=cpus, num_gpus=gpus, max_retries=retries)
 
 
@@ -67,7 +90,8 @@ def grid_sets(pairs) -> dict[str, list[str]]:
 
 
 def sweep_configs(stream, strategies, seeds, orders, sets, encoders, stream_options, results_dir, cache_dir, steps,
-                  batch_size, pretrain_steps, device, eval_limit, model, grid_file=None, threads=None) -> list:
+                  batch_size, pretrain_steps, device, eval_limit, model, grid_file=None, threads=None, scoring=None,
+                  max_new_tokens=None, base_seeds=None, budgets=None) -> list:
     """The RunConfigs of a sweep's command line and grid file (the command line overrides the file; what
     neither gives is the config fields' default)."""
     from cl_bench.config import Budget, PretrainConfig
@@ -101,16 +125,35 @@ def sweep_configs(stream, strategies, seeds, orders, sets, encoders, stream_opti
     budget = {k: int(v) for k, v in (("steps", given(steps, "steps")), ("batch_size", given(batch_size, "batch_size")))
               if v is not None}
     pretrain = {"steps": int(v)} if (v := given(pretrain_steps, "pretrain_steps")) is not None else {}
-    run = {k: str(v) for k, v in (("model", given(model, "model")), ("device", given(device, "device")))
-           if v is not None}
+    run = {k: str(v) for k, v in (("model", given(model, "model")), ("device", given(device, "device")),
+                                  ("scoring", scoring)) if v is not None}
+    if max_new_tokens is not None:  # command line only, as scoring
+        run["max_new_tokens"] = int(max_new_tokens)
 
-    def make(**cell):
-        return opt.RunConfig(**cell, **run, results_dir=results_dir, cache_dir=cache_dir, budget=Budget(**budget),
-                             pretrain=PretrainConfig(**pretrain), eval_limit=given(eval_limit, "eval_limit"),
+    steps_1x = budget.get("steps", opt.field_default(Budget, "steps"))
+
+    def make(base_seed=0, budget_scale=1.0, **cell):
+        scaled = {**budget, "steps": max(1, round(steps_1x * budget_scale))} if budget_scale != 1.0 else budget
+        return opt.RunConfig(**cell, **run, results_dir=results_dir, cache_dir=cache_dir, budget=Budget(**scaled),
+                             pretrain=PretrainConfig(**pretrain, seed=base_seed),
+                             eval_limit=given(eval_limit, "eval_limit"),
                              encoders=enc, stream_options=sopts, threads=threads)
 
     return cells(Grid(tuple(stream_names), tuple(names), opt.seed_list(listed(seeds, "seeds", SEEDS)),
-                      tuple(order_list), options), make)
+                      tuple(order_list), options, opt.seed_list(listed(base_seeds, "base_seeds", "0")),
+                      budget_list(listed(budgets, "budgets", "1"))), make)
+
+
+def budget_list(text: str) -> tuple[float, ...]:
+    """--budgets: comma-separated positive multiples of the stage budget's steps (e.g. 0.5,1,2.25)."""
+    try:
+        out = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        out = ()
+    if not out or not all(x > 0 for x in out):
+        raise click.BadParameter(f"{text!r}: give positive multiples of the stage budget, comma-separated, e.g. "
+                                 "--budgets 0.5,1,2.25", param_hint="--budgets")
+    return out
 
 
 def run_sweep(configs, engine, cache_dir, quiet: bool = False, restart: bool = False) -> list:
@@ -126,9 +169,9 @@ def run_sweep(configs, engine, cache_dir, quiet: bool = False, restart: bool = F
 
 @click.command()
 @click.option("--grid", "grid_file", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="A YAML grid: streams, strategies, seeds, orders, options (name: [values]), steps, batch_size, "
-                   "pretrain_steps, eval_limit, encoders, stream_options, model, device; the command line "
-                   "overrides it.")
+              help="A YAML grid: streams, strategies, seeds, base_seeds, budgets, orders, options (name: [values]), "
+                   "steps, batch_size, pretrain_steps, eval_limit, encoders, stream_options, model, device; the "
+                   "command line overrides it.")
 @opt.stream(optional=True, help="Streams, comma-separated, or all")
 @click.option("--strategies", default=None, help="Strategies, comma-separated, or all [default: all].")
 @click.option("--seeds", default=None, help=f"Seeds, comma-separated [default: {SEEDS}].")
@@ -137,6 +180,12 @@ def run_sweep(configs, engine, cache_dir, quiet: bool = False, restart: bool = F
 @click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2",
               help="Values of a strategy option to sweep, e.g. --set lr=1e-4,3e-4 (repeatable; every combination, "
                    "for the strategies that have the option; the others run at their defaults).")
+@click.option("--base-seeds", default=None,
+              help="Base seeds (the preset's shipped bases 0, 1, 2), comma-separated: a level of the design; every "
+                   "cell runs on each [default: 0].")
+@click.option("--budgets", default=None, metavar="X1,X2",
+              help="Multiples of the stage budget's steps, comma-separated (e.g. 0.5,1,2.25: the budget curves) "
+                   "[default: 1].")
 @opt.model(optional=True, help="Base model: a preset or a local checkpoint")
 @opt.steps(optional=True)
 @opt.batch_size(optional=True)
@@ -149,12 +198,16 @@ def run_sweep(configs, engine, cache_dir, quiet: bool = False, restart: bool = F
 @opt.device(optional=True, help="Device of each run: auto, cpu, cuda or cuda:N")
 @engine_options
 @opt.threads()
+@opt.field_option(opt.RunConfig, "scoring", type=click.Choice(SCORINGS), optional=True)
+@opt.field_option(opt.RunConfig, "max_new_tokens", type=click.IntRange(min=1, max=4096), metavar="N", optional=True)
 @restart_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def sweep(grid_file, stream, strategies, seeds, orders, sets, model, steps, batch_size, pretrain_steps, eval_limit,
-          encoders, stream_options, results_dir, cache_dir, device, engine, address, cpus_per_cell, gpus_per_cell,
-          max_retries, threads, restart, quiet) -> None:
-    """Run a grid of runs, each cell a task: locally one after another, or on Ray (--engine ray).
+def sweep(grid_file, stream, strategies, seeds, orders, sets, base_seeds, budgets, model, steps, batch_size,
+          pretrain_steps, eval_limit, encoders, stream_options, results_dir, cache_dir, device, engine, address,
+          cpus_per_cell, gpus_per_cell, max_retries, slurm_cluster, slurm_folder, slurm_pairs, threads, scoring,
+          max_new_tokens, restart, quiet) -> None:
+    """Run a grid of runs, each cell a task: locally one after another, on Ray (--engine ray) or as SLURM jobs
+    (--engine slurm).
 
     Cells whose complete result exists are skipped and a cell killed mid-run resumes from its last
     finished stage, so the same command can be run again at any time; a failed cell is listed at
@@ -162,9 +215,11 @@ def sweep(grid_file, stream, strategies, seeds, orders, sets, model, steps, batc
     """
     configs = sweep_configs(stream, strategies, seeds, orders, grid_sets(sets), encoders, stream_options, results_dir,
                             cache_dir, steps, batch_size, pretrain_steps, device, eval_limit, model, grid_file,
-                            threads=threads)
-    failed = run_sweep(configs, make_engine(engine, address, cpus_per_cell, gpus_per_cell, max_retries), cache_dir,
-                       quiet, restart)
+                            threads=threads, scoring=scoring, max_new_tokens=max_new_tokens, base_seeds=base_seeds,
+                            budgets=budgets)
+    engine = make_engine(engine, address, cpus_per_cell, gpus_per_cell, max_retries, cache_dir, slurm_cluster,
+                         slurm_folder, slurm_pairs)
+    failed = run_sweep(configs, engine, cache_dir, quiet, restart)
     if failed:
         raise SystemExit(1)
 
@@ -174,11 +229,17 @@ def sweep(grid_file, stream, strategies, seeds, orders, sets, model, steps, batc
 @click.option("--strategies", default="all", show_default=True,
               help="Comma-separated strategy names, or all (every registered strategy).")
 @click.option("--seeds", default=SEEDS, show_default=True,
-              help="Comma-separated seeds (five by default: the leaderboard's tiers and `clbench compare` pair runs "
-                   "by seed).")
+              help="Comma-separated seeds (five by default: the leaderboard's letter groups and `clbench compare` pair "
+                   "runs by seed).")
 @click.option("--order", "orders", multiple=True, metavar="default|TASKS|random:SEED",
               help="An order of each stream's new tasks to run (repeatable: every strategy runs in every order "
                    "given, and the leaderboard reports the order effects) [default: the stream's own].")
+@click.option("--base-seeds", default=None,
+              help="Base seeds (the preset's shipped bases 0, 1, 2), comma-separated: a level of the design; every "
+                   "cell runs on each [default: 0].")
+@click.option("--budgets", default=None, metavar="X1,X2",
+              help="Multiples of the stage budget's steps, comma-separated (e.g. 0.5,1,2.25: the budget curves) "
+                   "[default: 1].")
 @opt.encoder
 @opt.stream_option
 @opt.results_dir(default=PUBLISHED, help="Directory holding runs/ of result files")
@@ -192,9 +253,9 @@ def sweep(grid_file, stream, strategies, seeds, orders, sets, model, steps, batc
 @engine_options
 @published_threads
 @restart_option
-def publish(stream, strategies, seeds, orders, encoders, stream_options, results_dir, cache_dir, steps, pretrain_steps,
-            device, eval_limit, readme, engine, address, cpus_per_cell, gpus_per_cell, max_retries, threads,
-            restart) -> None:
+def publish(stream, strategies, seeds, orders, base_seeds, budgets, encoders, stream_options, results_dir, cache_dir,
+            steps, pretrain_steps, device, eval_limit, readme, engine, address, cpus_per_cell, gpus_per_cell,
+            max_retries, slurm_cluster, slurm_folder, slurm_pairs, threads, restart) -> None:
     """Run every stream x order x strategy x seed still missing (default settings), then write the
     leaderboard and figures: a sweep (`clbench sweep`) plus the leaderboard.
 
@@ -209,9 +270,11 @@ def publish(stream, strategies, seeds, orders, encoders, stream_options, results
     from cl_bench.results import atomic_write_text
 
     configs = sweep_configs(stream, strategies, seeds, orders, {}, encoders, stream_options, results_dir, cache_dir,
-                            steps, None, pretrain_steps, device, eval_limit, None, threads=threads)
-    if run_sweep(configs, make_engine(engine, address, cpus_per_cell, gpus_per_cell, max_retries), cache_dir,
-                 quiet=True, restart=restart):
+                            steps, None, pretrain_steps, device, eval_limit, None, threads=threads,
+                            base_seeds=base_seeds, budgets=budgets)
+    engine = make_engine(engine, address, cpus_per_cell, gpus_per_cell, max_retries, cache_dir, slurm_cluster,
+                         slurm_folder, slurm_pairs)
+    if run_sweep(configs, engine, cache_dir, quiet=True, restart=restart):
         raise errors.RunFailed("some runs failed (listed above); the leaderboard was not written")
     board = board_of(results_dir, None, "acc", device)
     figures = draw(board, Path(results_dir) / "figures", device_name(device))

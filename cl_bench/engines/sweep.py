@@ -2,15 +2,18 @@
 
 `clbench sweep` and `clbench publish` run a grid through an engine: `local` runs the cells one
 after another in this process; `ray` hands each cell to Ray (`ray.init(address=...)`: a local
-instance by default, or a cluster), with the CPUs and GPUs each cell asks for. A cell whose
+instance by default, or a cluster), with the CPUs and GPUs each cell asks for; `slurm`
+(cl_bench.engines.slurm) submits each cell as a SLURM job through submitit. A cell whose
 complete result exists is skipped (runner.run's `reuse`), a cell killed mid-run resumes from its
 last finished stage (the runner's saved state, in the shared cache directory), a failed cell is
 listed at the end with its log and the others go on. Every cell writes into the one results
 directory.
 
-Ray is used rather than a scheduler of our own: it places tasks on the machines of a cluster,
-retries a task whose worker died, and ships the task's arguments; a cell is a plain function
-of its RunConfig, so the cells of a grid are independent and any engine can run them.
+Ray is used rather than a scheduler of our own: it places tasks on the machines of a cluster
+and ships the task's arguments; a cell is a plain function of its RunConfig, so the cells of a
+grid are independent and any engine can run them. A cell is counted once however often it runs:
+its result file is written atomically under its run key, with the key's lock held, so a retry
+after a lost worker either resumes the cell or finds its complete result.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class Grid:
     seeds: tuple[int, ...] = (0,)
     orders: tuple[str | None, ...] = (None,)
     options: dict = field(default_factory=dict)
+    base_seeds: tuple[int, ...] = (0,)  # the preset's base models (--base-seed): a level of the design
+    budgets: tuple[float, ...] = (1.0,)  # multiples of the stage budget's steps: the budget curves
 
 
 @dataclass
@@ -46,6 +51,7 @@ class Outcome:
     error: str | None = None
     log: str | None = None
     seconds: float = 0.0
+    retries: tuple[str, ...] = ()  # why each earlier attempt was lost (an engine's retries, e.g. NodeDiedError)
 
 
 def load_grid_file(path: str) -> dict:
@@ -59,8 +65,8 @@ def load_grid_file(path: str) -> dict:
         raise UsageError(f"grid file {path}: {e}") from None
     if not isinstance(doc, dict):
         raise UsageError(f"grid file {path}: a mapping of streams, strategies, seeds, ... is expected")
-    known = {"streams", "strategies", "seeds", "orders", "options", "steps", "batch_size", "pretrain_steps",
-             "eval_limit", "encoders", "stream_options", "model", "device"}
+    known = {"streams", "strategies", "seeds", "base_seeds", "budgets", "orders", "options", "steps", "batch_size",
+             "pretrain_steps", "eval_limit", "encoders", "stream_options", "model", "device"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise UsageError(f"grid file {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -81,12 +87,20 @@ def _grid_problems(doc: dict):
     for key in ("streams", "strategies", "orders"):
         if key in doc and (problem := _scalar_or_list(doc[key], str, "a name")):
             yield key, problem
-    if "seeds" in doc:
-        seeds = doc["seeds"] if isinstance(doc["seeds"], list) else [doc["seeds"]]
+    for key in ("seeds", "base_seeds"):
+        if key not in doc:
+            continue
+        seeds = doc[key] if isinstance(doc[key], list) else [doc[key]]
         bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= 2**31 - 1]
         if bad or not seeds:
-            yield "seeds", (f"must be integers from 0 to {2**31 - 1} (a list, e.g. [0, 1, 2]), got "
-                            f"{bad[0] if bad else doc['seeds']!r}")
+            yield key, (f"must be integers from 0 to {2**31 - 1} (a list, e.g. [0, 1, 2]), got "
+                        f"{bad[0] if bad else doc[key]!r}")
+    if "budgets" in doc:
+        scales = doc["budgets"] if isinstance(doc["budgets"], list) else [doc["budgets"]]
+        bad = [b for b in scales if isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0]
+        if bad or not scales:
+            yield "budgets", (f"must be positive multiples of the stage budget (a list, e.g. [0.5, 1, 2.25]), got "
+                              f"{bad[0] if bad else doc['budgets']!r}")
     for key in ("steps", "batch_size", "pretrain_steps", "eval_limit"):
         v = doc.get(key)
         if key in doc and not (v is None and key == "eval_limit") and (
@@ -101,7 +115,8 @@ def _grid_problems(doc: dict):
 
 
 def cells(grid: Grid, make: Callable[..., object]) -> list:
-    """The RunConfigs of `grid`; `make(stream=, strategy=, seed=, order=, strategy_options=)` builds one."""
+    """The RunConfigs of `grid`; `make(stream=, strategy=, seed=, order=, strategy_options=, base_seed=,
+    budget_scale=)` builds one."""
     from cl_bench import registry
 
     option_owners = {name: [] for name in grid.options}
@@ -115,8 +130,9 @@ def cells(grid: Grid, make: Callable[..., object]) -> list:
             option_owners[k].append(strategy)
         for values in itertools.product(*mine.values()):
             options = dict(zip(mine, map(str, values)))
-            for seed in grid.seeds:
-                out.append(make(stream=stream, strategy=strategy, seed=seed, order=order, strategy_options=options))
+            for scale, base_seed, seed in itertools.product(grid.budgets, grid.base_seeds, grid.seeds):
+                out.append(make(stream=stream, strategy=strategy, seed=seed, order=order, strategy_options=options,
+                                base_seed=base_seed, budget_scale=scale))
     unused = [k for k, owners in option_owners.items() if not owners]
     if unused:
         raise UsageError(f"option(s) {', '.join(unused)} belong to none of the strategies "
@@ -125,9 +141,14 @@ def cells(grid: Grid, make: Callable[..., object]) -> list:
 
 
 def label(config) -> str:
+    from cl_bench.config import Budget, PretrainConfig
+
     opts = "".join(f" {k}={v}" for k, v in sorted(config.strategy_options.items()))
     order = "" if config.order is None else f" order {config.order}"
-    return f"{config.stream}{order}: {config.strategy}{opts} seed {config.seed}"
+    budget, pretrain = getattr(config, "budget", Budget()), getattr(config, "pretrain", PretrainConfig())
+    steps = "" if budget.steps == Budget().steps else f" steps {budget.steps}"
+    base = "" if pretrain.seed == PretrainConfig().seed else f" base {pretrain.seed}"
+    return f"{config.stream}{order}: {config.strategy}{opts}{steps}{base} seed {config.seed}"
 
 
 def registrations() -> list[tuple[str, str, str, str]]:
@@ -194,8 +215,8 @@ class LocalEngine:
 
 
 class RayEngine:
-    """Each cell a Ray task (`num_cpus` / `num_gpus` each); a task whose worker dies is retried `max_retries`
-    times, resuming from the cell's last finished stage."""
+    """Each cell a Ray task (`num_cpus` / `num_gpus` each); a cell whose worker process or node died is run
+    again, up to `max_retries` times, resuming from its last finished stage."""
 
     name = "ray"
 
@@ -217,29 +238,61 @@ class RayEngine:
         if started:
             check_reachable(self.address)
             try:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False, **self.init_kwargs)
+                # "local": a new instance of our own, never a cluster that happens to run on this machine
+                ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=False,
+                         **self.init_kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise EnvironmentProblem(f"--address {self.address}: Ray could not connect ({first}); start a cluster "
-                                         "(ray start --head) or drop --address for a local Ray instance") from None
+                raise EnvironmentProblem(f"--address {self.address}: Ray could not connect ({first_line(e)}); start "
+                                         "a cluster (ray start --head) or drop --address for a local Ray instance") \
+                    from None
         try:
-            task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries)(run_cell)
-            threads = max(1, int(self.num_cpus))
-            pending = {task.remote(c, plugins, log_dir, threads, restart): i for i, c in enumerate(configs)}
-            out: list[Outcome | None] = [None] * len(configs)
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                i = pending.pop(ready[0])
-                try:
-                    out[i] = ray.get(ready[0])
-                except Exception as e:  # noqa: BLE001 - the worker died more often than retried
-                    out[i] = Outcome(label(configs[i]), "failed", error=f"{type(e).__name__}: "
-                                     f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}")
-                done(out[i])
-            return out  # type: ignore[return-value]
+            return self._run(ray, configs, plugins, log_dir, done, restart)
         finally:
             if started:
                 ray.shutdown()
+
+    def _run(self, ray, configs, plugins, log_dir, done, restart) -> list[Outcome]:
+        # Ray's own task retries would rerun a lost cell too, but silently; retried here, the summary can say which
+        # cells ran again and why. A retry never restarts: it resumes what the lost attempt saved.
+        task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0)(run_cell)
+        threads = max(1, int(self.num_cpus))
+        lost = lost_errors(ray)
+        pending = {task.remote(c, plugins, log_dir, threads, restart): i for i, c in enumerate(configs)}
+        retries: dict[int, list[str]] = {}
+        out: list[Outcome | None] = [None] * len(configs)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(ready[0])
+            try:
+                o = ray.get(ready[0])
+            except lost as e:
+                if len(retries.get(i, [])) < self.max_retries:
+                    retries.setdefault(i, []).append(type(e).__name__)
+                    pending[task.remote(configs[i], plugins, log_dir, threads, False)] = i
+                    continue
+                n = len(retries.get(i, [])) + 1
+                o = Outcome(label(configs[i]), "failed", error=f"{type(e).__name__}: {first_line(e)} "
+                            f"({n} attempt{'s' * (n > 1)}; --max-retries runs it more often)")
+            except Exception as e:  # noqa: BLE001 - e.g. the task's arguments could not be unpickled on the node
+                o = Outcome(label(configs[i]), "failed", error=f"{type(e).__name__}: {first_line(e)}")
+            if i in retries:
+                # a lost attempt that wrote the complete result before it died: this sweep ran the cell, once
+                o = dataclasses.replace(o, retries=tuple(retries[i]),
+                                        status="done" if o.status == "reused" else o.status)
+            out[i] = o
+            done(o)
+        return out  # type: ignore[return-value]
+
+
+def lost_errors(ray) -> tuple[type[BaseException], ...]:
+    """The errors of a Ray task whose worker process or node died (or whose result went with the node)."""
+    names = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "ObjectLostError")
+    return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def check_reachable(address: str | None, timeout: float = 5.0) -> None:
@@ -307,8 +360,15 @@ def sweep(configs: Iterable, engine=None, log_dir: str | None = None, progress: 
     failed = [o for o in outcomes if o.status == "failed"]
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "reused", "failed")}
     echo(f"sweep: {len(outcomes)} cells, {counts['done']} run, {counts['reused']} reused, {counts['failed']} failed")
+    for o in outcomes:
+        if o.retries:
+            echo(f"  retried: {o.label}: {len(o.retries)} time{'s' * (len(o.retries) > 1)}, after "
+                 f"{', '.join(o.retries)}")
     for o in failed:
-        echo(f"  failed: {o.label}: {o.error}" + (f" (log: {o.log})" if o.log else ""))
+        first, *more = (o.error or "").split("\n")  # more: e.g. the tail of a SLURM job's stderr
+        echo(f"  failed: {o.label}: {first}" + (f" (log: {o.log})" if o.log else ""))
+        for line in more:
+            echo(line)
     if failed:
         echo("the same command runs the failed cells again (finished stages resume); add --restart to start them "
              "over from their first stage (complete cells are still reused)")

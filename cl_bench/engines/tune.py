@@ -1,24 +1,39 @@
 """Hyperparameter selection on validation data only: `clbench tune`.
 
-Each strategy declares a small grid (`Strategy.tuning`). Every grid point runs the whole
-stream for each tuning seed with every evaluation on the validation splits
-(RunConfig.eval_split="val"), so no test item is scored; the score of a run is its final
-validation ACC (mean over tasks of the last row). The chosen point has the highest mean
-score over seeds; ties go to the earlier point of the grid. The report (grid, every score,
-the choice, the command) is written as JSON and Markdown, and the strategies' defaults
-cite it.
+Each strategy declares the values to try (`Strategy.tuning`: option -> values, in the order the options are
+tuned) and what to maximise (`Strategy.tuning_score`). Every evaluation runs the whole stream with every
+evaluation on the validation splits (RunConfig.eval_split="val"), so no test item is scored. The procedure,
+deterministic and rerunnable from the report:
+
+1. Start from the strategy's defaults. Tune the options one at a time, in declared order (coordinate-wise, one
+   pass): each value of the option runs with the options tuned so far at their choice and the rest at defaults.
+2. Score: "final" is the final validation ACC (mean of the last row over every task); "own" is the mean over the
+   new tasks of their validation accuracy right after their own stage (a per-task reference such as single-ft).
+   A point's score is its mean over the tuning seeds (0 and 1); the highest wins, ties to the earlier value.
+3. Noise: where the runner-up's mean is within the seed spread of the two best points (the larger of their
+   seeds' standard deviations), both get a third seed (2) and the choice is made again on three.
+4. Edges: where a numeric option's choice is the smallest or largest value tried, the grid is widened by one
+   value that way (the edge value times the ratio to its neighbour) and the option tuned again, at most
+   WIDENINGS times; a choice still on the edge is reported as such.
+
+The report (every point tried, its seeds and scores, the choices, the command) is written as JSON and Markdown,
+and the strategies' defaults cite it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
 from cl_bench.errors import PluginError
 
 TUNING_SEEDS = (0, 1)
+EXTRA_SEED = 2  # the third seed of a noisy choice
+WIDENINGS = 2  # values added past an edge, per option
+SCORES = ("final", "own")
 
 
 def grid_points(grid: dict[str, tuple[str, ...]]) -> list[dict[str, str]]:
@@ -38,32 +53,114 @@ def choose(scores: list[list[float]]) -> int:
     return next(i for i, m in enumerate(means) if m == best)
 
 
+def score(doc: dict, rule: str = "final") -> float:
+    """A tuning run's score (see the module's docstring), rounded to 6 digits."""
+    R = doc["accuracy_matrix"]
+    if rule == "own":
+        diag = [R[k][k] for k in range(1, len(R))]
+        return round(sum(diag) / len(diag), 6)
+    return round(sum(R[-1]) / len(R[-1]), 6)
+
+
+def noisy(a: list[float], b: list[float]) -> bool:
+    """Whether two points' mean scores are closer than the larger of their seeds' standard deviations."""
+    if len(a) < 2 or len(b) < 2:
+        return False
+    spread = max(statistics.stdev(a), statistics.stdev(b))
+    return abs(statistics.fmean(a) - statistics.fmean(b)) < spread
+
+
+def widened(values: tuple[str, ...], chosen: str) -> str | None:
+    """The value one step past the edge where `chosen` sits, or None (not numeric, not on an edge, one value)."""
+    try:
+        nums = [float(v) for v in values]
+    except ValueError:
+        return None
+    if len(nums) < 2 or float(chosen) not in (min(nums), max(nums)):
+        return None
+    ordered = sorted(nums)
+    if float(chosen) == ordered[-1]:
+        edge, inner = ordered[-1], ordered[-2]
+    else:
+        edge, inner = ordered[0], ordered[1]
+    if edge <= 0 or inner <= 0:  # a geometric step needs positive values
+        step = edge - inner
+        new = edge + step
+    else:
+        new = edge * (edge / inner)
+    integral = all(float(v).is_integer() and "." not in v and "e" not in v.lower() for v in values)
+    if integral:
+        return str(round(new))
+    if any("e" in v.lower() for v in values):  # written as 3e-4: 3.3e-3, as the grid is
+        mantissa, exponent = f"{new:.1e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{new:.2g}"
+
+
 def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], seeds=TUNING_SEEDS) -> dict:
-    """Run `name`'s grid (run_one(options, seed) -> result document) and choose a point."""
+    """Tune `name` by the module's procedure (run_one(options, seed) -> result document)."""
     from cl_bench import registry
 
     cls = registry.strategies.get(name)
-    grid = dict(getattr(cls, "tuning", {}) or {})
+    grid = {k: tuple(v) for k, v in (getattr(cls, "tuning", {}) or {}).items()}
+    rule = getattr(cls, "tuning_score", "final")
     try:  # checked before any run: a grid naming no option of the strategy is its plug-in's bug
         defaults = {k: _default(cls, k) for k in grid}
+        if rule not in SCORES:
+            raise ValueError(f"{cls.__name__}.tuning_score is {rule!r}; use one of {', '.join(SCORES)}")
     except ValueError as e:
         raise PluginError(registry.strategies.label(name), str(e)) from e
-    points = grid_points(grid) if grid else [{}]
-    scores = []
-    for point in points:
-        row = []
-        for seed in seeds:
-            doc = run_one(point, seed)
+    runs: dict[tuple, float] = {}  # (resolved options, seed) -> score: each point and seed runs once
+    shown: dict[tuple, dict] = {}  # resolved options -> the options as first tried (the grid's spelling)
+
+    def evaluate(point: dict[str, str], seed: int) -> float:
+        # one run per resolved point and seed: {lr: default} and {} are the same run
+        key = (tuple(sorted((k, _canonical(v)) for k, v in {**defaults, **point}.items())), seed)
+        shown.setdefault(key[0], {**defaults, **point})
+        if key not in runs:
+            doc = run_one(dict(point), seed)
             if doc["config"].get("eval_split") != "val":
                 raise ValueError(f"tuning run of {name} ({point_label(point)}) was not evaluated on validation data")
-            last = doc["accuracy_matrix"][-1]
-            row.append(round(sum(last) / len(last), 6))
-        scores.append(row)
-    best = choose(scores)
-    return {"grid": grid, "points": [{"options": p, "val_acc": s, "mean": round(sum(s) / len(s), 6)}
-                                     for p, s in zip(points, scores)],
-            "chosen": points[best], "on_edge": on_edge(grid, points[best]), "defaults_now": defaults,
-            "defaults_match": all(_same(defaults[k], points[best][k]) for k in grid)}
+            runs[key] = score(doc, rule)
+        return runs[key]
+
+    chosen: dict[str, str] = {}
+    rounds, tried = [], {k: list(v) for k, v in grid.items()}
+    for option in grid:
+        for widening in range(WIDENINGS + 1):
+            points = [{**chosen, option: v} for v in tried[option]]
+            seeds_of = {v: list(seeds) for v in tried[option]}
+            scores = [[evaluate(p, s) for s in seeds] for p in points]
+            best = choose(scores)
+            ranked = sorted(range(len(points)), key=lambda i: (-statistics.fmean(scores[i]), i))
+            if len(ranked) > 1 and EXTRA_SEED not in seeds and noisy(scores[ranked[0]], scores[ranked[1]]):
+                for i in ranked[:2]:
+                    scores[i].append(evaluate(points[i], EXTRA_SEED))
+                    seeds_of[tried[option][i]].append(EXTRA_SEED)
+                # the two re-scored points against the others' two-seed means: the best mean wins
+                best = choose(scores)
+            rounds.append({"option": option, "fixed": dict(chosen),
+                           "points": [{"value": v, "seeds": seeds_of[v], "scores": sc,
+                                       "mean": round(statistics.fmean(sc), 6)}
+                                      for v, sc in zip(tried[option], scores)],
+                           "chosen": tried[option][best]})
+            value = tried[option][best]
+            more = widened(tuple(tried[option]), value)
+            if more is None or more in tried[option] or widening == WIDENINGS:
+                break
+            tried[option].append(more)
+        chosen[option] = value
+    if not grid:
+        evaluate({}, seeds[0])
+    points = [{"options": shown[k], "seeds": sorted(s for (k2, s) in runs if k2 == k),
+               "val_acc": [runs[(k, s)] for s in sorted(s for (k2, s) in runs if k2 == k)]}
+              for k in dict.fromkeys(k for k, _ in runs)]
+    for p in points:
+        p["mean"] = round(statistics.fmean(p["val_acc"]), 6)
+    still = [k for k in grid if widened(tuple(tried[k]), chosen[k]) is not None]
+    return {"grid": {k: list(v) for k, v in grid.items()}, "tried": tried, "score": rule, "procedure": "coordinate",
+            "rounds": rounds, "points": points, "chosen": chosen, "on_edge": still, "defaults_now": defaults,
+            "defaults_match": all(_same(defaults[k], chosen[k]) for k in grid)}
 
 
 def on_edge(grid: dict[str, tuple[str, ...]], chosen: dict[str, str]) -> list[str]:
@@ -92,6 +189,19 @@ def _default(cls, option: str) -> str:
     raise ValueError(f"{cls.__name__}.tuning names {option!r}, which is not one of its options")
 
 
+def same_point(a: dict[str, str], b: dict[str, str]) -> bool:
+    """Whether two sets of options are the same run's ("1e-3" and "0.001" alike)."""
+    return a.keys() == b.keys() and all(_canonical(a[k]) == _canonical(b[k]) for k in a)
+
+
+def _canonical(value: str) -> str:
+    """A value as a run key sees it: numbers by value ("1e-3" and "0.001" alike)."""
+    try:
+        return repr(float(value))
+    except ValueError:
+        return value
+
+
 def _same(default: str, value: str) -> bool:
     try:
         return float(default) == float(value)
@@ -101,10 +211,16 @@ def _same(default: str, value: str) -> bool:
 
 def to_markdown(report: dict) -> str:
     """The report as a Markdown table: one row per grid point, the chosen one in bold."""
+    coordinate = any(r.get("procedure") == "coordinate" for r in report["strategies"].values())
+    how = (f"procedure: one option at a time in declared order, seeds {', '.join(map(str, report['seeds']))} "
+           f"(seed {EXTRA_SEED} added to the two best where they are within their seed spread), grids widened past "
+           f"an edge up to {WIDENINGS} times (cl_bench.engines.tune); score: final validation ACC, or each new "
+           "task's validation accuracy after its own stage where the strategy's score is 'own'; the highest mean is "
+           "chosen, ties to the earlier value." if coordinate else
+           f"score: final validation ACC, mean over seeds {', '.join(map(str, report['seeds']))}; the highest mean "
+           "is chosen, ties to the earlier point.")
     lines = [f"# Hyperparameters chosen on validation data ({report['stream']})", "",
-             f"`{report['command']}` (clbench {report['clbench']}); score: final validation ACC, mean over "
-             f"seeds {', '.join(map(str, report['seeds']))}; the highest mean is chosen, ties to the earlier point.",
-             ""]
+             f"`{report['command']}` (clbench {report['clbench']}); {how}", ""]
     if "provenance" in report:
         pv = report["provenance"]
         bases = "; ".join(f"{key} ({b['runs']} runs" + "".join(f"; weights sha256 {sha}… recorded by {n}"
@@ -115,11 +231,13 @@ def to_markdown(report: dict) -> str:
     lines += ["| strategy | options | val ACC per seed | mean | |", "|---|---|---|---|---|"]
     for name, r in report["strategies"].items():
         for p in r["points"]:
-            mark = "**chosen**" if p["options"] == r["chosen"] else ""
+            mark = "**chosen**" if same_point(p["options"], {**r.get("defaults_now", {}), **r["chosen"]}) else ""
             if mark and r.get("on_edge"):
                 mark += f" (edge of the grid: {', '.join(r['on_edge'])})"
-            lines.append(f"| {name} | {point_label(p['options'])} | "
-                         f"{' / '.join(f'{v:.3f}' for v in p['val_acc'])} | {p['mean']:.3f} | {mark} |")
+            per_seed = " / ".join(f"{v:.3f}" for v in p["val_acc"])
+            if "seeds" in p and p["seeds"] != report["seeds"]:
+                per_seed += f" (seeds {', '.join(map(str, p['seeds']))})"
+            lines.append(f"| {name} | {point_label(p['options'])} | {per_seed} | {p['mean']:.3f} | {mark} |")
     return "\n".join(lines) + "\n"
 
 
@@ -144,7 +262,7 @@ def recompute(report: dict, results_dir: Path) -> list[str]:
     """Every score of `report` recomputed from the run files under `results_dir`.
 
     Returns the problems found (a score with no run file, with more than one, or that
-    differs from its run's final validation ACC); an empty list means every score matches.
+    differs from its run's score); an empty list means every score matches.
     """
     from cl_bench.results import load_result
 
@@ -156,18 +274,19 @@ def recompute(report: dict, results_dir: Path) -> list[str]:
                 and d["environment"]["packages"].get("clbench") == report["clbench"]
                 and d["config"]["budget"]["steps"] == report["budget"]["steps"]
                 and d["config"].get("eval_limit") == report["budget"]["eval_limit"]]
+        rule = r.get("score", "final")
         for point in r["points"]:
-            for seed, score in zip(report["seeds"], point["val_acc"]):
+            # a point names the options tuned so far; the others ran at their defaults of the time
+            full = {**r.get("defaults_now", {}), **point["options"]}
+            for seed, value in zip(point.get("seeds", report["seeds"]), point["val_acc"]):
                 found = [d for d in docs if d["seed"] == seed and all(
-                    _same(str(d["config"]["strategy_options"].get(k.replace("-", "_"))), v)
-                    for k, v in point["options"].items())]
+                    _same(str(d["config"]["strategy_options"].get(k.replace("-", "_"))), v) for k, v in full.items())]
                 where = f"{name} {point_label(point['options'])} seed {seed}"
                 if len(found) != 1:
                     problems.append(f"{where}: {len(found)} run files under {runs / name}")
                     continue
-                last = found[0]["accuracy_matrix"][-1]
-                if round(sum(last) / len(last), 6) != score:
-                    problems.append(f"{where}: the report says {score}, its run file {round(sum(last) / len(last), 6)}")
+                if score(found[0], rule) != value:
+                    problems.append(f"{where}: the report says {value}, its run file {score(found[0], rule)}")
     return problems
 
 
@@ -179,9 +298,9 @@ def summary_markdown(report: dict) -> str:
     lines = [f"| strategy | grid | chosen | mean final val ACC (seeds {', '.join(map(str, report['seeds']))}) "
              "| runner-up |", "|---|---|---|---:|---|"]
     for name, r in report["strategies"].items():
-        grid = "; ".join(f"{k.replace('_', '-')} ∈ {{{', '.join(v)}}}" for k, v in r["grid"].items())
+        grid = "; ".join(f"{k.replace('_', '-')} ∈ {{{', '.join(v)}}}" for k, v in r.get("tried", r["grid"]).items())
         ranked = sorted(r["points"], key=lambda p: -p["mean"])
-        best = next(p for p in r["points"] if p["options"] == r["chosen"])
+        best = next(p for p in r["points"] if same_point(p["options"], {**r.get("defaults_now", {}), **r["chosen"]}))
         others = [p for p in ranked if p is not best]
         runner = f"{point_label(others[0]['options'])} ({others[0]['mean']:.3f})" if others else "-"
         edge = f" (edge: {', '.join(r['on_edge'])})" if r.get("on_edge") else ""

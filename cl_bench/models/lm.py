@@ -47,10 +47,46 @@ def word_tokenizer(words: list[str]):
                                    eos_token="[EOS]")
 
 
+class UnknownWordWarning(UserWarning):
+    """Evaluation prompts or answers hold words that no training prompt or answer has (a preset's word-level
+    tokenizer reads them as [UNK]). ``warnings.simplefilter("error", UnknownWordWarning)`` refuses them."""
+
+
 def stream_words(stream) -> list[str]:
-    """The words of a stream's training prompts and answers: a preset's vocabulary."""
-    return sorted({w for split in (stream.base.train, *[e.train for e in stream.experiences])
-                   for text in (*split["prompt"], *split["answer"]) for w in text.split()} - {INPUT_MARKER})
+    """The words of a stream's training prompts and answers: a preset's vocabulary. Words of the evaluation
+    splits outside it (`unknown_words`) are warned of, by name (UnknownWordWarning)."""
+    import warnings
+
+    words = sorted({w for split in (stream.base.train, *[e.train for e in stream.experiences])
+                    for text in (*split["prompt"], *split["answer"]) for w in text.split()} - {INPUT_MARKER})
+    unknown = unknown_words(stream, words)
+    if unknown:
+        shown = "; ".join(f"{w!r} ({', '.join(where)})" for w, where in list(unknown.items())[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        warnings.warn(f"stream {stream.name!r}: {len(unknown)} word(s) of its evaluation prompts or answers are in "
+                      f"no training prompt or answer, so the preset's tokenizer reads each as [UNK]: {shown}{more}",
+                      UnknownWordWarning, stacklevel=2)
+    return words
+
+
+def unknown_words(stream, vocabulary) -> dict[str, list[str]]:
+    """Words of the stream's validation and test prompts and answers (and its probes) outside `vocabulary`:
+    word -> where it occurs ("task split"), in order of first occurrence."""
+    known = set(vocabulary) | {INPUT_MARKER}
+    found: dict[str, list[str]] = {}
+    for task in stream.tasks:
+        splits = {"val": task.val, "test": task.test, **{f"probe {k}": v for k, v in task.probes.items()}}
+        for name, split in splits.items():
+            if split is None:
+                continue
+            where = f"{task.name} {name}"
+            for text in (*split["prompt"], *split["answer"]):
+                for w in text.replace(INPUT_MARKER, " ").split():  # the tokenizer splits around the marker
+                    if w not in known:
+                        places = found.setdefault(w, [])
+                        if where not in places:
+                            places.append(where)
+    return found
 
 
 def preset_config(name: str, vocab_size: int, tokenizer=None):

@@ -18,6 +18,27 @@ from pathlib import Path
 from cl_bench.results import check_result, parse_result, wrong_kind
 
 
+class Unit(tuple):
+    """A run's pairing unit: (base seed, seed). Runs of one unit share the base model, the projector init and the
+    data order, so paired statistics compare strategies unit by unit; with several base seeds in a row the base
+    is a level of the design, not noise. Printed as the seed alone on base seed 0 ("3"), else "base1:3"."""
+
+    def __new__(cls, base_seed: int, seed: int):
+        return super().__new__(cls, (int(base_seed), int(seed)))
+
+    def __str__(self) -> str:
+        return str(self[1]) if self[0] == 0 else f"base{self[0]}:{self[1]}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def base_seed(doc: dict) -> int:
+    """The base seed of a run (its preset's pre-training seed; 0 for a checkpoint, which has one base)."""
+    return int(((doc.get("config") or {}).get("pretrain") or {}).get("seed", 0)) \
+        if (doc.get("base_model") or {}).get("source") != "checkpoint" else 0
+
+
 @dataclass
 class Run:
     path: Path
@@ -27,12 +48,44 @@ class Run:
     def config(self) -> dict:
         return self.doc["config"]
 
+    @property
+    def unit(self) -> Unit:
+        return Unit(base_seed(self.doc), self.doc["seed"])
+
     def group_key(self) -> str:
-        """Runs that differ only by seed (or by where they ran) share a row."""
+        """Runs that differ only by seed or base seed (or by where they ran) share a row; runs scored on generated
+        answers never share one with teacher-forced runs, nor with runs of another scorer version."""
         c = dict(self.config)
-        for k in ("seed", "device", "results_dir", "cache_dir", "eval_batch_size"):
+        for k in ("seed", "device", "results_dir", "cache_dir", "eval_batch_size", *SCORING_FIELDS):
             c.pop(k, None)
+        if isinstance(c.get("pretrain"), dict):
+            c["pretrain"] = {k: v for k, v in c["pretrain"].items() if k != "seed"}
+        if (label := scoring_label(self.doc)) is not None:
+            c["scoring"] = label
         return json.dumps(c, sort_keys=True)
+
+
+SCORING_FIELDS = ("scoring", "max_new_tokens")  # config fields that scoring_label (and a row's key) stands for
+
+
+def scoring_label(doc: dict) -> str | None:
+    """"generated, normalised-exact-match v1" for a run scored on generated answers (with ", at most N tokens" for
+    a bound that is not the default); None for teacher-forced scoring (the default, and every file older than the
+    option)."""
+    config = doc.get("config") or {}
+    if config.get("scoring", "teacher-forced") == "teacher-forced":
+        return None
+    record = doc.get("scoring") or {}
+    bound = f", at most {config['max_new_tokens']} tokens" if config.get("max_new_tokens") is not None else ""
+    return (f"{config['scoring']}, {record.get('scorer', 'unknown scorer')} v{record.get('scorer_version', '?')}"
+            f"{bound}")
+
+
+def with_scoring(label: str, doc: dict) -> str:
+    """A row's `label` with how its runs were scored, where that is not teacher-forced:
+    "full-ft [scoring: generated, normalised-exact-match v1]"."""
+    scoring = scoring_label(doc)
+    return label if scoring is None else f"{label} [scoring: {scoring}]"
 
 
 def collect(results_dir: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
@@ -72,7 +125,7 @@ def drop_repeats(runs: list[Run]) -> tuple[list[Run], list[tuple[Path, str]]]:
     the same run (copied, or written again), not another seed; it is left out naming the file it repeats."""
     kept, repeats, seen = [], [], {}
     for r in runs:
-        key, seed = r.doc.get("run_key"), r.doc["seed"]
+        key, seed = r.doc.get("run_key"), r.unit
         same = (key, seed, tuple(tuple(float(a) for a in row) for row in r.doc["accuracy_matrix"])) if key else None
         if same in seen:
             repeats.append((r.path, f"the same run as {seen[same]} (run_key {key!r}, seed {seed}, the same accuracy "
@@ -97,6 +150,7 @@ def unusable(doc: dict) -> str | None:
         model_key(run)
         is_default_order(doc)
         mean_step(run)
+        budget_examples(doc)
         spent_and_kept(run)
         declared([run])
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
@@ -149,14 +203,29 @@ def mean_step(run: Run) -> float:
     return sum(steps) / len(steps) if steps else float("nan")
 
 
+def budget_examples(doc: dict) -> int:
+    """A run's stage budget: training examples per stage, all phases together (config.budget steps x batch size)."""
+    budget = doc["config"]["budget"]
+    return int(budget["steps"]) * int(budget["batch_size"])
+
+
+def budget_text(doc: dict) -> str:
+    """A run's stage budget as given: "200 steps x 32"."""
+    budget = doc["config"]["budget"]
+    return f"{budget['steps']} steps x {budget['batch_size']}"
+
+
 def spent_and_kept(run: Run) -> dict[str, float]:
-    """Per run: the largest budget ratio of a stage, training FLOPs, the most past items held after a stage, and the
-    per-task weight bytes at the end (NaN for result files older than schema 2, which did not record them)."""
+    """Per run: the largest budget ratio of a stage and the most examples a stage saw, training FLOPs, the most past
+    items held after a stage, and the per-task weight bytes at the end (NaN for result files older than schema 2,
+    which did not record them)."""
     stages = run.doc["stages"]
     if run.doc.get("schema_version", 1) < 2:
-        return dict.fromkeys(("budget_ratio", "train_flops", "past_train", "past_val", "task_weight_bytes"),
-                             float("nan"))
+        return dict.fromkeys(("budget_ratio", "stage_examples", "train_flops", "past_train", "past_val",
+                              "task_weight_bytes"), float("nan"))
+    seen = [s["training"].get("examples") for s in stages]
     return {"budget_ratio": max(s["training"]["budget_ratio"] for s in stages),
+            "stage_examples": max((float(x) for x in seen if isinstance(x, (int, float))), default=float("nan")),
             "train_flops": sum(s["training"]["flops"] for s in stages),
             "past_train": max(sum(s["memory"]["past_train_items"].values()) for s in stages),
             "past_val": max(sum(s["memory"]["past_val_items"].values()) for s in stages),

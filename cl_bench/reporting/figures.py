@@ -5,7 +5,8 @@ normalised transfer matrix, one panel per run and one for the mean over runs; fo
 models, the routing analysis (which experts each task's tokens go to, after every stage).
 Per stream: forgetting curves (each task's accuracy across stages, one line per
 strategy with its confidence interval at every stage) and Pareto plots of ACC against
-trainable parameters and against training time.
+trainable parameters and against training time; for a stream run at several stage budgets,
+budget curves (ACC and text retention against examples per stage and against training FLOPs).
 
 Every strategy has one colour, marker and line style (`style`), the same in every figure.
 Drawing only: every number is computed in cl_bench.analysis (intervals: stats.bootstrap_ci, the leaderboard's
@@ -27,7 +28,7 @@ import numpy as np
 
 from cl_bench.analysis import stats
 from cl_bench.analysis.grouping import pareto_front
-from cl_bench.reporting.tables import Leaderboard, Row, Table
+from cl_bench.reporting.tables import BudgetCurves, Leaderboard, Row, Table
 
 DPI = 110
 
@@ -141,7 +142,7 @@ def matrix_heatmaps_figure(row: Row, table: Table, kind: str = "accuracy", devic
     else:
         raise ValueError(f"kind must be 'accuracy' or 'transfer', got {kind!r}")
     mats = mats.cpu().numpy()
-    panels = [(f"seed {r.doc['seed']}", mats[i]) for i, r in enumerate(row.runs)]
+    panels = [(f"seed {r.unit}", mats[i]) for i, r in enumerate(row.runs)]
     if len(panels) > 1:
         panels.append((f"mean of {len(panels)}", stats.mean_over_seeds(mats)))
     names = [t["name"] for t in table.tasks]
@@ -371,6 +372,67 @@ def pareto(table: Table, device: str = "cpu") -> bytes:
     return _png(pareto_figure(table, device))
 
 
+# -- budget curves -----------------------------------------------------------------------
+def budget_curves_figure(c: BudgetCurves, level: float = 0.95):
+    """ACC and text retention against the training examples seen per stage (top) and against the training FLOPs
+    of all stages (bottom; left out where no run recorded them), log x: one line per strategy through its
+    budgets, mean over seeds, with its bootstrap interval as a band inside the metric's range."""
+    plt = _pyplot()
+    styles = _row_styles(c.curves)
+    with_flops = any(math.isfinite(p.flops) and p.flops > 0 for curve in c.curves for p in curve.points)
+    xs = [("seen", "training examples seen per stage (all phases)")]
+    if with_flops:
+        xs.append(("flops", "training FLOPs, all stages"))
+    ys = [("acc", "ACC (final average accuracy)", 0.0, 1.0),
+          ("retention", f"{c.retention_name} retention % (R[T, 0] / R[0, 0])", 0.0, math.inf)]
+    fig, axes = plt.subplots(len(xs), 2, figsize=(13, 4.6 * len(xs)), squeeze=False, dpi=DPI)
+    fig.subplots_adjust(left=0.06, right=0.8, bottom=0.1 / len(xs), top=1 - 0.12 / len(xs), wspace=0.18,
+                        hspace=0.3)
+    for (xkey, xlabel), ax_row in zip(xs, axes):
+        for (ykey, ylabel, lower, upper), ax in zip(ys, ax_row):
+            allx = []
+            for curve, (color, marker, ls) in zip(c.curves, styles):
+                pts = [p for p in curve.points if math.isfinite(getattr(p, xkey)) and getattr(p, xkey) > 0]
+                x = np.array([getattr(p, xkey) for p in pts], dtype=np.float64)
+                mean = np.array([getattr(p, ykey) for p in pts], dtype=np.float64)
+                lo = np.clip([getattr(p, ykey + "_low") for p in pts], lower, upper)
+                hi = np.clip([getattr(p, ykey + "_high") for p in pts], lower, upper)
+                ok = np.isfinite(lo) & np.isfinite(hi)
+                if ok.sum() >= 2:
+                    ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.13, lw=0, zorder=1)
+                ax.plot(x, mean, color=color, marker=marker, ms=5.5, ls=ls, lw=1.3, label=curve.label, zorder=3,
+                        markerfacecolor=_tint(color, 0.35), markeredgewidth=1.0)
+                allx += list(x)
+            ax.set_xscale("log")
+            if allx:
+                low, high = math.log10(min(allx)), math.log10(max(allx))
+                pad = max(0.08 * (high - low), 0.05)
+                ax.set_xlim(10 ** (low - pad), 10 ** (high + pad))
+                _log_ticks(ax.xaxis, decades=high - low + 2 * pad)
+                if xkey == "seen" and len(set(allx)) <= 8:  # the budgets themselves: "3.2k", "6.4k", "12.8k"
+                    from matplotlib.ticker import NullLocator
+
+                    ax.set_xticks(sorted(set(allx)), [_compact(v) for v in sorted(set(allx))])
+                    ax.xaxis.set_minor_locator(NullLocator())
+            if ykey == "acc":
+                ax.set_ylim(-0.02, 1.02)
+            else:
+                ax.axhline(100.0, color="grey", ls=":", lw=0.8, zorder=1)  # all of it kept
+                ax.set_ylim(0.0, max(105.0, ax.get_ylim()[1]))
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(color="#eeeeee", lw=0.6, zorder=0)
+            ax.set_axisbelow(True)
+    axes[0][-1].legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.03, 0.5), handlelength=3)
+    fig.suptitle(f"{c.title}: budget curves, each strategy across stage budgets: mean over seeds and {level:.0%} "
+                 "bootstrap interval (bands)", fontsize=10)
+    return fig
+
+
+def budget_curves(c: BudgetCurves) -> bytes:
+    return _png(budget_curves_figure(c))
+
+
 def _tint(color: str, amount: float = 0.55) -> tuple[float, float, float]:
     """The colour mixed with white: a marker's face, so that coinciding markers show each other's edges."""
     from matplotlib.colors import to_rgb
@@ -493,6 +555,9 @@ def render_figures(board: Leaderboard, device: str = "cpu") -> dict[str, dict[st
             if has_routing(row):
                 figs[f"{slug(row.label)}-routing.png"] = routing(row, table)
         figures[table.slug] = figs
+    for c in board.curves:  # beside the stream's figures (its main budget's, where that is the default)
+        if c.curves:
+            figures.setdefault(c.slug, {})["budget-curves.png"] = budget_curves(c)
     return figures
 
 

@@ -12,9 +12,16 @@ import io
 import math
 
 from cl_bench.analysis import stats
-from cl_bench.analysis.grouping import TIER_RULE
 from cl_bench.errors import UsageError
-from cl_bench.reporting.tables import Column, Leaderboard, Row, Table, order_effects
+from cl_bench.reporting.tables import (
+    BudgetCurves,
+    Column,
+    Leaderboard,
+    Row,
+    Table,
+    budget_ratio,
+    order_effects,
+)
 
 FORMATS = ("md", "csv", "latex", "html")
 
@@ -48,16 +55,31 @@ def cell(row: Row, col: Column, pm: str = " ") -> str:
         return row.text.get(col.key, "")
     mean = row.values.get(col.key, (float("nan"), float("nan")))[0]
     low, high = row.ci.get(col.key, (float("nan"), float("nan")))
-    text = number(mean, col.kind)
-    if not math.isnan(mean) and not math.isnan(low) and col.kind != "int" and not (
-            col.kind in ("count", "ratio", "bytes") and low == high):
-        text += f"{pm}[{number(low, col.kind)}, {number(high, col.kind)}]"
+    return interval_text(mean, low, high, col.kind, pm)
+
+
+def interval_text(mean: float, low: float, high: float, kind: str, pm: str = " ") -> str:
+    """"0.567 [0.467, 0.667]": the mean, then its interval where there is one and it is not a point."""
+    text = number(mean, kind)
+    if not math.isnan(mean) and not math.isnan(low) and kind != "int" and not (
+            kind in ("count", "ratio", "bytes") and low == high):
+        text += f"{pm}[{number(low, kind)}, {number(high, kind)}]"
     return text
+
+
+def _curves_after(board: Leaderboard) -> dict[int, list[BudgetCurves]]:
+    """The budget curves of each stream (and order), keyed by the index of its last table: they follow it."""
+    last = {t.stream_slug: i for i, t in enumerate(board.tables)}
+    out: dict[int, list[BudgetCurves]] = {}
+    for c in board.curves:
+        out.setdefault(last.get(c.slug, len(board.tables) - 1), []).append(c)
+    return out
 
 
 def to_markdown(board: Leaderboard, level: float = 0.95) -> str:
     out = []
-    for t in board.tables:
+    after = _curves_after(board)
+    for i, t in enumerate(board.tables):
         out.append(f"## {t.title}\n")
         out.append(f"Mean [{level:.0%} interval] over seeds. Tasks: "
                    + ", ".join(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f})" for x in t.tasks) + ".\n")
@@ -66,11 +88,88 @@ def to_markdown(board: Leaderboard, level: float = 0.95) -> str:
         for r in t.rows:
             out.append(f"| {md_text(r.label)} | " + " | ".join(cell(r, c) for c in t.columns) + " |")
         out.append("")
-        out.append(interval_note(level) + "\n")
+        out += [note + "\n" for note in table_notes(t, level)]
         out += matrix_table(t)
+        for c in after.get(i, []):
+            out += budget_curves_markdown(c, level)
     out += order_effects_markdown(board)
     out += _skipped_lines(board)
     return "\n".join(out).rstrip() + "\n"
+
+
+# -- budget curves ---------------------------------------------------------------------------------
+def budget_curves_table(c: BudgetCurves) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of a stream's budget curves: each strategy's ACC and retention at every budget ("-" where it
+    did not run), then its retention at the matched new-task accuracy."""
+    ret = f"{c.retention_name.capitalize()} ret. %"
+    header = ["Strategy"]
+    for examples, given in c.budgets:
+        where = f"{given} ({budget_ratio(examples)})"
+        header += [f"ACC, {where}", f"{ret}, {where}"]
+    header.append(f"{ret} at new-task acc. {c.target:.3f}" if c.target is not None else f"{ret} at matched acc.")
+    rows = []
+    for curve in c.curves:
+        cells = [curve.label]
+        for examples, _ in c.budgets:
+            p = curve.at(examples)
+            cells += ["-", "-"] if p is None else [
+                interval_text(p.acc, p.acc_low, p.acc_high, "score"),
+                interval_text(p.retention, p.retention_low, p.retention_high, "percent")]
+        matched = c.matched.get(curve.label)
+        cells.append("n/a" if matched is None else number(matched, "percent"))
+        rows.append(cells)
+    return header, rows
+
+
+def budget_curves_notes(c: BudgetCurves, level: float = 0.95) -> list[str]:
+    """What the budget-curves table shows, and how the matched accuracy is found."""
+    name = c.retention_name
+    target = ("no strategy has two budgets with a defined new-task accuracy" if c.target is None else
+              f"{c.target:.3f}, the highest that every strategy here reaches")
+    what = ("Budget curves: each strategy (the same options, whatever its step count) at every budget of this "
+            "stream that it ran, a budget being the training examples per stage (steps x batch size, all phases "
+            f"together); ACC and {name} retention as in the budgets' own tables, mean [{level:.0%} interval] over "
+            "seeds; '-' where it did not run at that budget. Strategies run at one budget only are not shown. "
+            "Strategies are ranked and grouped only within a budget's table, never across budgets.")
+    matched = (f"Matched accuracy: {name} retention where a strategy's new-task accuracy (the mean over the new "
+               f"tasks of R[j, j], each task's accuracy right after its own stage) reaches {target}; linearly "
+               "interpolated between the two budgets whose new-task accuracies bracket it (the first such pair by "
+               "budget), never extrapolated: n/a where no two of a strategy's budgets bracket it (already above it "
+               "at its smallest).")
+    return [what, matched]
+
+
+PAIRS_HEADER = ("Examples per stage", "A", "A ACC", "A ret. %", "B", "B ACC", "B ret. %")
+
+
+def recipe_pairs_table(c: BudgetCurves) -> tuple[str, list[list[str]]]:
+    """(note, rows under PAIRS_HEADER) of a stream's matched recipes; no rows where no pair ran."""
+    note = (f"Matched recipes: strategies whose stages are spent alike (leaderboard.RECIPE_PAIRS: MoExtend's phases "
+            "against full fine-tuning with an alignment phase of the same share), side by side where both saw the "
+            f"same training examples per stage, all phases together; ACC and {c.retention_name} retention %, mean "
+            "[interval] over seeds.")
+    rows = []
+    for pair in c.pairs:
+        line = [f"{pair.examples:,.0f}"]
+        for label, p in (pair.a, pair.b):
+            line += [label, interval_text(p.acc, p.acc_low, p.acc_high, "score"),
+                     interval_text(p.retention, p.retention_low, p.retention_high, "percent")]
+        rows.append(line)
+    return note, rows
+
+
+def budget_curves_markdown(c: BudgetCurves, level: float = 0.95) -> list[str]:
+    out = [f"## {c.title}: budget curves\n"]
+    if c.curves:
+        header, rows = budget_curves_table(c)
+        out += ["| " + " | ".join(map(md_text, header)) + " |", "|---|" + "|".join("---:" for _ in header[1:]) + "|",
+                *("| " + " | ".join(map(md_text, r)) + " |" for r in rows), ""]
+        out += [note + "\n" for note in budget_curves_notes(c, level)]
+    note, pairs = recipe_pairs_table(c)
+    if pairs:
+        out += [note + "\n", "| " + " | ".join(PAIRS_HEADER) + " |", "|---:|---|---:|---:|---|---:|---:|",
+                *("| " + " | ".join(map(md_text, r)) + " |" for r in pairs), ""]
+    return out
 
 
 def matrix_table(t: Table) -> list[str]:
@@ -96,11 +195,12 @@ def to_csv(board: Leaderboard, level: float = 0.95) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     for i, t in enumerate(board.tables):
+        method = " ".join(table_notes(t, level))
         if i == 0:
             header = ["stream", "order", "strategy", "label"]
             for c in t.columns:
                 header += [c.key] if c.kind in ("int", "text") else [c.key, f"{c.key}_low", f"{c.key}_high"]
-            w.writerow(header + ["method"])
+            w.writerow(header + ["examples_per_stage", "method"])
         for r in t.rows:
             line = [t.stream, " > ".join(t.order), r.strategy, r.label]
             for c in t.columns:
@@ -110,7 +210,7 @@ def to_csv(board: Leaderboard, level: float = 0.95) -> str:
                 mean = r.values.get(c.key, (float("nan"), float("nan")))[0]
                 low, high = r.ci.get(c.key, (float("nan"), float("nan")))
                 line += [_raw(mean)] if c.kind == "int" else [_raw(mean), _raw(low), _raw(high)]
-            w.writerow(line + [interval_note(level)])
+            w.writerow(line + [str(t.examples), method])
     return buf.getvalue()
 
 
@@ -129,7 +229,7 @@ def to_latex(board: Leaderboard) -> str:
 
     out = []
     for t in board.tables:
-        out += [f"% {t.title}: mean [95% interval] over seeds", f"% {interval_note()}",
+        out += [f"% {t.title}: mean [95% interval] over seeds", *(f"% {note}" for note in table_notes(t)),
                 r"\begin{tabular}{l" + "r" * len(t.columns) + "}",
                 r"\toprule", "Strategy & " + " & ".join(esc(c.header) for c in t.columns) + r" \\", r"\midrule"]
         for r in t.rows:
@@ -145,15 +245,19 @@ def to_html(board: Leaderboard, figures: dict[str, dict[str, bytes]] | None = No
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              f"<title>clbench leaderboard</title><style>{_HTML_STYLE}</style></head><body>",
              "<h1>clbench leaderboard</h1>"]
-    for t in board.tables:
+    after = _curves_after(board)
+    for i, t in enumerate(board.tables):
         parts.append(f"<h2>{html.escape(t.title)}</h2>")
         parts.append(f"<p>Mean [{level:.0%} interval] over seeds. Tasks: "
                      + ", ".join(html.escape(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f})")
                                  for x in t.tasks) + ". Click a column's header to sort by it.</p>")
         parts.append(_html_table(t))
-        parts.append(f"<p class='note'>{html.escape(interval_note(level))}</p>")
+        parts += [f"<p class='note'>{html.escape(note)}</p>" for note in table_notes(t, level)]
         parts.append(_html_matrix_table(t))
-        parts += _html_figures((figures or {}).get(t.slug, {}))
+        parts += _html_figures({n: png for n, png in (figures or {}).get(t.slug, {}).items()
+                                if not n.startswith(BUDGET_FIGURE_PREFIX)})
+        for c in after.get(i, []):
+            parts += _html_budget_curves(c, (figures or {}).get(c.slug, {}), level)
     note, rows = order_effects_table(board)
     if rows:
         parts.append(f"<h2>Order effects</h2><p>{html.escape(note)}</p><div class='scroll'><table><thead><tr>"
@@ -234,6 +338,29 @@ def _html_matrix_table(t: Table) -> str:
             + "</tbody></table></div>")
 
 
+BUDGET_FIGURE_PREFIX = "budget-curves"  # the budget curves' figures (figures.render_figures): in their section
+
+
+def _html_simple_table(header, rows) -> str:
+    return ("<div class='scroll'><table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>" for r in rows)
+            + "</tbody></table></div>")
+
+
+def _html_budget_curves(c: BudgetCurves, figs: dict[str, bytes], level: float) -> list[str]:
+    """A stream's budget curves as budget_curves_markdown writes them, then their figures."""
+    out = [f"<h2>{html.escape(c.title)}: budget curves</h2>"]
+    if c.curves:
+        header, rows = budget_curves_table(c)
+        out.append(_html_simple_table(header, rows))
+        out += [f"<p class='note'>{html.escape(note)}</p>" for note in budget_curves_notes(c, level)]
+    note, pairs = recipe_pairs_table(c)
+    if pairs:
+        out += [f"<p>{html.escape(note)}</p>", _html_simple_table(PAIRS_HEADER, pairs)]
+    return out + _html_figures({n: png for n, png in figs.items() if n.startswith(BUDGET_FIGURE_PREFIX)})
+
+
 def _html_figures(figs: dict[str, bytes]) -> list[str]:
     """The stream's figures first (full width), then each strategy's, two side by side where they fit."""
     import base64
@@ -297,10 +424,15 @@ def order_effects_markdown(board: Leaderboard, heading: str = "## Order effects"
             "|---|---|---|---:|---:|---|---:|---|", *("| " + " | ".join(map(md_text, r)) + " |" for r in rows), ""]
 
 
+def table_notes(t: Table, level: float = 0.95) -> list[str]:
+    """The notes under a table: what its Group letters mean (grouping.Grouping.rule), then its intervals."""
+    return ([t.groups.rule()] if t.groups is not None else []) + [interval_note(level)]
+
+
 def interval_note(level: float = 0.95) -> str:
-    """What the intervals and the Tier column are, for the note under each table."""
+    """What the intervals are, for the note under each table."""
     return (f"Intervals: mean [{level:.0%} interval] over seeds, an expanded percentile bootstrap of the mean "
             f"(scipy.stats.bootstrap, {stats.N_RESAMPLES:,} resamples, seed {stats.SEED}), inside the seeds' range "
             "and so inside the metric's. An interval inside n seeds' range covers a symmetric spread's mean at most "
-            "1 - 2^(1-n) of the time (94% at 5 seeds): compare strategies by tier or with `clbench compare`. "
-            + TIER_RULE.format(alpha=0.05))
+            "1 - 2^(1-n) of the time (94% at 5 seeds): compare strategies by their Group letters or with "
+            "`clbench compare`.")

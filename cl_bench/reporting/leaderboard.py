@@ -1,10 +1,15 @@
-"""The leaderboard: result files -> one table per stream, mean and 95% interval over seeds, and tiers.
+"""The leaderboard: result files -> one table per stream, mean and 95% interval over seeds, and letter groups.
 
 Nothing is re-run. Every metric is recomputed from the stored accuracy matrices with the
 batched torch functions of cl_bench.analysis.metrics (on the device given; all runs of a row in one
-call), so a change of definition reaches old results too; intervals and tiers come from
+call), so a change of definition reaches old results too; intervals and groups come from
 cl_bench.analysis.stats and .grouping. A file that cannot be used (unreadable, newer schema, a failed
 or incomplete run, a damaged field, a second copy of a run) is reported by name and left out (collect.py).
+
+A table holds one stage budget (examples per stage, config.budget steps x batch size): runs of another budget are
+never ranked, grouped or compared with it. A stream's main table is the default budget's (config.Budget) where it
+has runs, else the budget most of its runs have; each other budget has a table of its own, titled with it. Across a
+stream's budgets the same strategy and options form a budget curve (analysis.curves; Leaderboard.curves).
 
 Here the tables are built; formats.py writes them, readme.py splices their summary into a README,
 figures.py draws them.
@@ -18,12 +23,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from cl_bench.analysis import grouping, stats
+from cl_bench.analysis.curves import Point, make_curve, matched_target, retention_at
 from cl_bench.errors import UsageError
-from cl_bench.reporting.collect import (Run, collect, declared, drop_repeats, is_default_order, mean_step, model_key,
-                                        run_order, spent_and_kept)
+from cl_bench.reporting.collect import (Run, budget_examples, budget_text, collect, declared, drop_repeats,
+                                        is_default_order, mean_step, model_key, run_order, spent_and_kept,
+                                        with_scoring)
 from cl_bench.reporting.formats import number as _number, render
 from cl_bench.reporting.readme import readme_section, splice_readme
-from cl_bench.reporting.tables import Column, Leaderboard, Row, Table
+from cl_bench.reporting.tables import (DEFAULT_EXAMPLES, BudgetCurves, Column, Leaderboard, RecipePair, Row, Table)
 
 # What the command line (cl_bench/cli/) imports from here, besides build, find_row and sort_rows: their homes are
 # collect.py, formats.py and readme.py.
@@ -36,10 +43,8 @@ def build(results_dir: Path, *, stream: str | None = None, sort: str = "acc", de
     """The leaderboard of every stream under `results_dir` (or only `stream`), rows sorted by `sort`."""
     import torch
 
-    from cl_bench.analysis import metrics
-
     runs, skipped = collect(results_dir)
-    # One table per stream and order of its new tasks (files before clbench 0.4 record no order: their own).
+    # One table per stream, order of its new tasks (files before clbench 0.4 record no order: their own) and budget.
     # A stream's tasks are the set most of its runs have (the first file's on a tie): a run with other tasks is
     # left out, and one odd file can neither push the good runs out nor make a table of its own.
     by_name: dict[str, list[Run]] = defaultdict(list)
@@ -68,55 +73,80 @@ def build(results_dir: Path, *, stream: str | None = None, sort: str = "acc", de
         # cannot push the good runs out.
         names = [tuple(t["name"] for t in r.doc["stream"]["tasks"]) for r in stream_runs]
         tasks = stream_runs[names.index(max(names, key=Counter(names).__getitem__))].doc["stream"]["tasks"]
-        groups: dict[str, list[Run]] = defaultdict(list)
+        by_budget: dict[int, list[Run]] = defaultdict(list)
         for r in stream_runs:
             if [t["name"] for t in r.doc["stream"]["tasks"]] != [t["name"] for t in tasks]:
                 skipped.append((r.path, f"its tasks differ from the other runs of stream {name!r}"))
                 continue
-            groups[r.group_key()].append(r)
-        for key, group in groups.items():  # a run copied into a row is one seed, not two
-            groups[key], repeats = drop_repeats(group)
+            by_budget[budget_examples(r.doc)].append(r)
+        # One table per budget: the main one first (the default's, else the one most runs have), then by size.
+        main = DEFAULT_EXAMPLES if DEFAULT_EXAMPLES in by_budget else \
+            max(by_budget, key=lambda e: (len(by_budget[e]), e))
+        for examples in sorted(by_budget, key=lambda e: (e != main, e)):
+            table, repeats = _table(name, order, tasks, by_budget[examples], dev, sort, level, examples == main)
             skipped += repeats
-        joint = _joint_reference(groups, dev)
-        labels = _labels(groups)
-        chance = torch.tensor([t["chance"] for t in tasks], dtype=torch.float64, device=dev)
-        rows = []
-        for key, group in groups.items():
-            group.sort(key=lambda r: r.doc["seed"])
-            R = torch.tensor([r.doc["accuracy_matrix"] for r in group], dtype=torch.float64, device=dev)
-            per_run = metrics.all_metrics(R, chance=chance, joint_diag=joint.get(model_key(group[0])))
-            vals = {k: per_run[k] for k in ("acc", "bwt", "fwt", "forgetting")}
-            if joint:
-                vals["intransigence"] = per_run["intransigence"]
-            ret = per_run["retention"]  # [runs, T+1]: 100 R[T, j] / R[j, j] (text: / R[0, 0])
-            for j, t in enumerate(tasks[:-1]):
-                vals["retention:" + t["name"]] = ret[:, j]
-            vals["trainable"] = torch.tensor([max(s["cost"]["trainable"] for s in r.doc["stages"]) for r in group],
-                                             dtype=torch.float64)
-            vals["added"] = torch.tensor([r.doc["stages"][-1]["cost"]["added"] for r in group], dtype=torch.float64)
-            vals["train_seconds"] = torch.tensor([r.doc["timing"]["train_seconds"] for r in group],
-                                                 dtype=torch.float64)
-            vals["step_seconds"] = torch.tensor([mean_step(r) for r in group], dtype=torch.float64)
-            spent = [spent_and_kept(r) for r in group]
-            for k in spent[0]:
-                vals[k] = torch.tensor([s[k] for s in spent], dtype=torch.float64)
-            row = Row(labels[key], group[0].config["strategy"], group, text={"declares": declared(group)},
-                      matrix=stats.mean_over_seeds([r.doc["accuracy_matrix"] for r in group]).tolist())
-            seeds = [r.doc["seed"] for r in group]
-            for k, v in vals.items():
-                ci = stats.bootstrap_ci(v, level=level)  # one method for every column, counts and seconds too
-                row.values[k] = (ci.mean, (ci.high - ci.low) / 2)
-                row.ci[k] = (ci.low, ci.high)
-            scalars = {k: v for k, v in per_run.items() if v.dim() == 1}  # [runs]: acc, text_retention, ...
-            for k, v in {**scalars, **vals}.items():
-                row.per_seed[k] = dict(zip(seeds, v.cpu().tolist()))
-            row.values["seeds"] = (float(len(group)), float("nan"))
-            rows.append(row)
-        _set_tiers(rows)
-        cols = columns_for(tasks, bool(joint))
-        rows = sort_rows(rows, cols, sort)
-        tables.append(Table(name, tasks, cols, rows, order, is_default_order(stream_runs[0].doc)))
-    return Leaderboard(tables, skipped)
+            tables.append(table)
+    return Leaderboard(tables, skipped, _budget_curves(tables))
+
+
+def _table(name: str, order: tuple[str, ...], tasks: list[dict], runs: list[Run], dev, sort: str, level: float,
+           main_budget: bool) -> tuple[Table, list[tuple[Path, str]]]:
+    """The table of one stream, order and budget (`runs` all have one): a row per group of runs that differ only by
+    seed, ranked and letter-grouped among themselves; and the files left out as repeats of another."""
+    import torch
+
+    from cl_bench.analysis import metrics
+
+    skipped = []
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        groups[r.group_key()].append(r)
+    for key, group in groups.items():  # a run copied into a row is one seed, not two
+        groups[key], repeats = drop_repeats(group)
+        skipped += repeats
+    joint = _joint_reference(groups, dev)
+    labels = _labels(groups)
+    chance = torch.tensor([t["chance"] for t in tasks], dtype=torch.float64, device=dev)
+    rows = []
+    for key, group in groups.items():
+        group.sort(key=lambda r: r.unit)
+        R = torch.tensor([r.doc["accuracy_matrix"] for r in group], dtype=torch.float64, device=dev)
+        per_run = metrics.all_metrics(R, chance=chance, joint_diag=joint.get(model_key(group[0])))
+        vals = {k: per_run[k] for k in ("acc", "bwt", "fwt", "forgetting")}
+        if joint:
+            vals["intransigence"] = per_run["intransigence"]
+        ret = per_run["retention"]  # [runs, T+1]: 100 R[T, j] / R[j, j] (text: / R[0, 0])
+        for j, t in enumerate(tasks[:-1]):
+            vals["retention:" + t["name"]] = ret[:, j]
+        vals["new_task_acc"] = per_run["mean_plasticity"]  # mean_j R[j, j] over new tasks: budget curves match on it
+        vals["trainable"] = torch.tensor([max(s["cost"]["trainable"] for s in r.doc["stages"]) for r in group],
+                                         dtype=torch.float64)
+        vals["added"] = torch.tensor([r.doc["stages"][-1]["cost"]["added"] for r in group], dtype=torch.float64)
+        vals["train_seconds"] = torch.tensor([r.doc["timing"]["train_seconds"] for r in group], dtype=torch.float64)
+        vals["step_seconds"] = torch.tensor([mean_step(r) for r in group], dtype=torch.float64)
+        spent = [spent_and_kept(r) for r in group]
+        for k in spent[0]:
+            vals[k] = torch.tensor([s[k] for s in spent], dtype=torch.float64)
+        row = Row(labels[key], group[0].config["strategy"], group, text={"declares": declared(group)},
+                  matrix=stats.mean_over_seeds([r.doc["accuracy_matrix"] for r in group]).tolist())
+        seeds = [r.unit for r in group]
+        for k, v in vals.items():
+            ci = stats.bootstrap_ci(v, level=level)  # one method for every column, counts and seconds too
+            row.values[k] = (ci.mean, (ci.high - ci.low) / 2)
+            row.ci[k] = (ci.low, ci.high)
+        scalars = {k: v for k, v in per_run.items() if v.dim() == 1}  # [runs]: acc, text_retention, ...
+        for k, v in {**scalars, **vals}.items():
+            row.per_seed[k] = dict(zip(seeds, v.cpu().tolist()))
+        row.values["seeds"] = (float(len(group)), float("nan"))
+        rows.append(row)
+    letters = _set_groups(rows)
+    cols = columns_for(tasks, bool(joint))
+    rows = sort_rows(rows, cols, sort)
+    examples = budget_examples(runs[0].doc)
+    given = {budget_text(r.doc) for r in runs}  # one, unless its runs reach the budget by several step counts
+    budget = given.pop() if len(given) == 1 else f"{examples:,} examples"
+    return Table(name, tasks, cols, rows, order, is_default_order(runs[0].doc), letters, examples, budget,
+                 main_budget), skipped
 
 
 def _labels(groups: dict[str, list[Run]]) -> dict[str, str]:
@@ -127,15 +157,30 @@ def _labels(groups: dict[str, list[Run]]) -> dict[str, str]:
     labels = {}
     for strategy, keys in by_strategy.items():
         if len(keys) == 1:
-            labels[keys[0]] = strategy
+            labels[keys[0]] = with_scoring(strategy, groups[keys[0]][0].doc)
             continue
         flat = {k: _flatten(json.loads(k)) for k in keys}
         differing = sorted({f for k in keys for f in flat[k]
-                            if len({json.dumps(flat[j].get(f)) for j in keys}) > 1} - {"strategy"})
+                            if len({json.dumps(flat[j].get(f)) for j in keys}) > 1} - {"strategy", "scoring"})
+        short = _short_names(differing)
         for k in keys:
-            parts = [f"{f.split('.')[-1]}={flat[k].get(f, 'default')}" for f in differing]
-            labels[k] = f"{strategy} ({', '.join(parts)})" if parts else strategy
+            parts = [f"{short[f]}={flat[k].get(f, 'default')}" for f in differing]
+            labels[k] = with_scoring(f"{strategy} ({', '.join(parts)})" if parts else strategy, groups[k][0].doc)
     return labels
+
+
+def _short_names(fields: list[str]) -> dict[str, str]:
+    """Each dotted field by its last part where that tells it apart from the others ("lr"), else by as many parts
+    as it takes ("budget.steps" beside "pretrain.steps")."""
+    out = {}
+    for f in fields:
+        parts = f.split(".")
+        for n in range(1, len(parts) + 1):
+            name = ".".join(parts[-n:])
+            if not any(g != f and (g == name or g.endswith("." + name)) for g in fields):
+                break
+        out[f] = name
+    return out
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -149,8 +194,10 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def columns_for(tasks: list[dict], with_intransigence: bool) -> list[Column]:
-    """A table's columns: tier and the metrics, retention per task, what a row spent and kept, cost and seeds."""
-    cols = [Column("tier", "Tier", False, "int"), Column("acc", "ACC", True), Column("bwt", "BWT", True),
+    """A table's columns: letter group and the metrics, retention per task, what a row spent and kept, cost and
+    seeds."""
+    # Group: letters as text; its value (for sorting) is the index of the row's first letter, 0 for 'a'.
+    cols = [Column("group", "Group", False, "text"), Column("acc", "ACC", True), Column("bwt", "BWT", True),
             Column("fwt", "FWT", True),
             Column("forgetting", "Forgetting", False)]
     if with_intransigence:
@@ -168,12 +215,19 @@ def columns_for(tasks: list[dict], with_intransigence: bool) -> list[Column]:
     return cols
 
 
-def _set_tiers(rows: list[Row]) -> None:
-    """Tier 1, 2, ... of each row on ACC (grouping.tiers: paired t-tests over shared seeds, Holm)."""
-    t = grouping.tiers([str(i) for i in range(len(rows))], [r.per_seed["acc"] for r in rows])
-    for i, r in enumerate(rows):
-        tier = t.tier[str(i)]
-        r.values["tier"] = (float("nan") if tier is None else float(tier), float("nan"))
+def _set_groups(rows: list[Row]) -> grouping.Grouping:
+    """The letters of each row on ACC (grouping.letter_groups: paired t-tests over shared seeds, Holm, a compact
+    letter display), named by row label; a row with no defined ACC gets none."""
+    names = [r.label for r in rows]
+    if len(set(names)) < len(names):  # labels tell rows apart; should two not, number them
+        names = [f"{r.label} #{i}" for i, r in enumerate(rows)]
+    g = grouping.letter_groups(names, [r.per_seed["acc"] for r in rows])
+    for name, r in zip(names, rows):
+        letters = g.letters[name]
+        r.text["group"] = letters
+        first = grouping.LETTERS.find(letters[0]) if letters else -1
+        r.values["group"] = (float("nan") if first < 0 else float(first), float("nan"))
+    return g
 
 
 def find_row(table: Table, name: str) -> Row:
@@ -192,6 +246,90 @@ def find_row(table: Table, name: str) -> Row:
     raise UsageError(f"no finished runs of {name!r} on stream {table.stream!r} (there: {known}); "
                      f"run `clbench run --stream {table.stream} --strategy {name}` first")
 
+
+
+# Recipes that spend a stage alike, shown side by side in a stream's budget curves wherever both ran with the same
+# examples seen per stage: each side a strategy and the options its runs must have (floats within 0.01).
+RECIPE_PAIRS: tuple[tuple[tuple[str, dict], tuple[str, dict]], ...] = (
+    # MoExtend's phases=budget aligns the projector alone for 40% of the stage; full fine-tuning with LLaVA's
+    # alignment phase of the same share
+    (("moextend", {"phases": "budget"}), ("full-ft", {"align_fraction": 0.4})),
+    # phases=paper: alignment and fine-tuning the whole budget each and router tuning a quarter (2.25x): alignment
+    # is 4/9 of what it sees; full-ft run at 2.25x the steps with that share sees as many examples
+    (("moextend", {"phases": "paper"}), ("full-ft", {"align_fraction": 4 / 9})),
+)
+
+
+def _budget_curves(tables: list[Table]) -> list[BudgetCurves]:
+    """Per stream and order: each strategy's curve across the budgets of its tables (rows of the same strategy and
+    options whatever their step count; two budgets or more), the matched-accuracy text retention, and the rows of
+    RECIPE_PAIRS at equal examples; a stream with neither curves nor pairs has none."""
+    by_stream: dict[str, list[Table]] = defaultdict(list)
+    for t in tables:
+        by_stream[t.stream_slug].append(t)
+    out = []
+    for slug, ts in by_stream.items():
+        retained = ts[0].tasks[0]["name"]
+        points: dict[str, list[Point]] = defaultdict(list)
+        runs: dict[str, list[Run]] = {}
+        for t in ts:
+            for r in t.rows:
+                key = _curve_key(r.runs[0])
+                points[key].append(_point(t, r, "retention:" + retained))
+                runs.setdefault(key, r.runs)
+        labels = _labels(runs)  # told apart by their options, never by their steps
+        curves = sorted((make_curve(labels[k], runs[k][0].config["strategy"], pts) for k, pts in points.items()
+                         if len(pts) >= 2), key=lambda c: c.label)
+        pairs = _recipe_pairs(ts, "retention:" + retained, labels)
+        if not curves and not pairs:
+            continue
+        target = matched_target(curves)
+        out.append(BudgetCurves(
+            ts[0].stream, ts[0].stream_title, slug, sorted({(t.examples, t.budget) for t in ts}), curves, target,
+            {c.label: None if target is None else retention_at(c, target) for c in curves}, retained, pairs))
+    return out
+
+
+def _curve_key(run: Run) -> str:
+    """A row's key without its step count: the same strategy and options at another budget."""
+    c = json.loads(run.group_key())
+    c.get("budget", {}).pop("steps", None)
+    return json.dumps(c, sort_keys=True)
+
+
+def _point(t: Table, r: Row, retention: str) -> Point:
+    """A row as a budget curve's point: its means and intervals from the table."""
+    def mean(k: str) -> float:
+        return r.values.get(k, (math.nan, math.nan))[0]
+
+    def ci(k: str) -> tuple[float, float]:
+        return r.ci.get(k, (math.nan, math.nan))
+
+    return Point(t.examples, mean("acc"), *ci("acc"), mean("new_task_acc"), mean(retention), *ci(retention),
+                 mean("train_flops"), mean("stage_examples"))
+
+
+def _recipe_pairs(tables: list[Table], retention: str, labels: dict[str, str]) -> list[RecipePair]:
+    """The rows of RECIPE_PAIRS that ran with the same examples seen per stage, side by side, each by its label
+    across budgets (`labels`, by _curve_key: its options told, as a budget's own table may not need to)."""
+    def matches(r: Row, strategy: str, options: dict) -> bool:
+        have = r.runs[0].config.get("strategy_options") or {}
+        return r.strategy == strategy and all(
+            k in have and (math.isclose(have[k], v, abs_tol=0.01) if isinstance(v, float) and
+                           isinstance(have[k], (int, float)) else have[k] == v) for k, v in options.items())
+
+    rows = [(t, r) for t in tables for r in t.rows]
+    out = []
+    for (sa, oa), (sb, ob) in RECIPE_PAIRS:
+        for ta, a in rows:
+            if not matches(a, sa, oa):
+                continue
+            pa = _point(ta, a, retention)
+            for tb, b in rows:
+                if matches(b, sb, ob) and round((pb := _point(tb, b, retention)).seen) == round(pa.seen):
+                    out.append(RecipePair(pa.seen, (labels[_curve_key(a.runs[0])], pa),
+                                          (labels[_curve_key(b.runs[0])], pb)))
+    return sorted(out, key=lambda p: (p.examples, p.a[0], p.b[0]))
 
 
 REFERENCE_STRATEGIES = ("joint", "single-ft")  # whose diagonals give a*_k

@@ -5,19 +5,22 @@ The full table is in results/leaderboard.md (formats.to_markdown); this is its s
 
 from __future__ import annotations
 
-from cl_bench.reporting.formats import cell, interval_note, matrix_table, md_text, order_effects_markdown
+from cl_bench.reporting.formats import cell, matrix_table, md_text, order_effects_markdown, table_notes
 from cl_bench.reporting.tables import Leaderboard
 
 # The README's summary: the columns a reader compares first (the full table is in results/leaderboard.md).
-README_COLUMNS = ("tier", "acc", "bwt", "forgetting", "intransigence", "retention:text", "budget_ratio", "past_train",
+README_COLUMNS = ("group", "acc", "bwt", "forgetting", "intransigence", "retention:text", "budget_ratio", "past_train",
                   "past_val", "declares", "trainable", "step_seconds", "seeds")
 README_BEGIN, README_END = "<!-- leaderboard:begin (clbench publish --readme) -->", "<!-- leaderboard:end -->"
 
 
 def readme_section(board: Leaderboard, level: float = 0.95) -> str:
-    """The README's leaderboard section: per stream, the README_COLUMNS of the table, the note, the matrices."""
+    """The README's leaderboard section: per stream (and order), the README_COLUMNS of its main budget's table, the
+    note, the matrices; the other budgets' tables are in the full leaderboard, named under it."""
     out = []
     for t in board.tables:
+        if not t.main_budget:
+            continue
         cols = [c for k in README_COLUMNS for c in t.columns if c.key == k]
         out.append(f"**{t.title}** (tasks: " + ", ".join(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f}, "
                                                           f"{x.get('n_test', '?')} test items)" for x in t.tasks)
@@ -27,8 +30,11 @@ def readme_section(board: Leaderboard, level: float = 0.95) -> str:
         for r in t.rows:
             out.append(f"| {md_text(r.label)} | " + " | ".join(cell(r, c) for c in cols) + " |")
         out.append("")
-        out.append(interval_note(level) + "\n")
+        out += [note + "\n" for note in table_notes(t, level)]
         out += matrix_table(t)
+        others = [o.title for o in board.tables if o.stream_slug == t.stream_slug and not o.main_budget]
+        if others:
+            out.append(f"Other budgets, in the full leaderboard with the budget curves: {'; '.join(others)}.\n")
     out += order_effects_markdown(board, heading="**Order effects**")
     return "\n".join(out).rstrip() + "\n"
 

@@ -1,5 +1,5 @@
-"""What a leaderboard is: per stream (and order of its new tasks) a table of rows and columns, the files left
-out, and the order effects between a stream's tables.
+"""What a leaderboard is: per stream, order of its new tasks and stage budget a table of rows and columns, the files
+left out, the order effects between a stream's tables and the budget curves across them.
 
 Plain data, built by leaderboard.build from the runs of collect.py; formats.py, readme.py and figures.py
 write and draw it. Every number in it is computed in cl_bench.analysis.
@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cl_bench.analysis import stats
+from cl_bench.analysis.curves import Curve, Point
+from cl_bench.analysis.grouping import Grouping
+from cl_bench.config import Budget
 from cl_bench.reporting.collect import Run
+
+DEFAULT_EXAMPLES = Budget().examples  # the default stage budget, examples per stage (400 steps x 32)
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class Row:
     # key -> (mean, half the interval's width); the interval itself is in `ci`, and need not be symmetric
     values: dict[str, tuple[float, float]] = field(default_factory=dict)
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high), stats.bootstrap_ci
-    # key -> {seed: value}: every column's and every scalar metric's per-run values (tiers, `clbench compare`)
+    # key -> {seed: value}: every column's and every scalar metric's per-run values (groups, `clbench compare`)
     per_seed: dict[str, dict[int, float]] = field(default_factory=dict)
     text: dict[str, str] = field(default_factory=dict)  # key -> the cell of a "text" column
     matrix: list[list[float]] = field(default_factory=list)  # the mean accuracy matrix over runs, R[stage][task]
@@ -45,21 +50,70 @@ class Table:
     rows: list[Row]
     order: tuple[str, ...] = ()  # the new tasks' order of these runs
     default_order: bool = True  # the stream's own order (else runs with --order)
+    groups: Grouping | None = None  # the rows' letter groups on ACC, by row label (leaderboard._set_groups)
+    # The stage budget of every run in the table (a table never mixes budgets): examples per stage, as given
+    # ("200 steps x 32", or "6,400 examples" when its runs reach it by several step counts and batch sizes), and
+    # whether it is the stream's main budget (the default's where it has runs, else the one most runs have).
+    examples: int = DEFAULT_EXAMPLES
+    budget: str = ""
+    main_budget: bool = True
+
+    @property
+    def stream_title(self) -> str:
+        """The stream and order, whatever the budget."""
+        return self.stream if self.default_order else f"{self.stream}, order {' > '.join(self.order)}"
+
+    @property
+    def stream_slug(self) -> str:
+        return self.stream if self.default_order else f"{self.stream}--{'-'.join(self.order)}"
 
     @property
     def title(self) -> str:
-        return self.stream if self.default_order else f"{self.stream}, order {' > '.join(self.order)}"
+        """"vision-audio", or with a budget other than the default "vision-audio, 0.5x budget (200 steps x 32)"."""
+        if self.examples == DEFAULT_EXAMPLES:
+            return self.stream_title
+        return f"{self.stream_title}, {budget_ratio(self.examples)} budget ({self.budget or self.examples})"
 
     @property
     def slug(self) -> str:
         """The table's name in file paths (figures/<slug>/)."""
-        return self.stream if self.default_order else f"{self.stream}--{'-'.join(self.order)}"
+        return self.stream_slug + ("" if self.examples == DEFAULT_EXAMPLES else f"--budget-{self.examples}")
+
+
+def budget_ratio(examples: int) -> str:
+    """A stage budget against the default: "0.5x"."""
+    return f"{examples / DEFAULT_EXAMPLES:.3g}x"
+
+
+@dataclass
+class RecipePair:
+    """Two rows whose recipes spend a stage alike (leaderboard.RECIPE_PAIRS), at equal examples seen per stage."""
+
+    examples: float  # seen per stage, all phases
+    a: tuple[str, Point]  # (row label, its point)
+    b: tuple[str, Point]
+
+
+@dataclass
+class BudgetCurves:
+    """A stream's (and order's) strategies across the budgets of its tables (analysis.curves)."""
+
+    stream: str
+    title: str  # the stream and order (Table.stream_title)
+    slug: str  # where its figure goes (Table.stream_slug)
+    budgets: list[tuple[int, str]]  # (examples per stage, as given), ascending
+    curves: list[Curve]  # strategies with two or more budgets, by label (may be none where `pairs` has some)
+    target: float | None  # the matched new-task accuracy (curves.matched_target)
+    matched: dict[str, float | None]  # label -> text retention at `target` (curves.retention_at)
+    retention_name: str = "text"  # the retained task (the stream's first)
+    pairs: list[RecipePair] = field(default_factory=list)
 
 
 @dataclass
 class Leaderboard:
     tables: list[Table]
     skipped: list[tuple[Path, str]]  # (file, why it was left out)
+    curves: list[BudgetCurves] = field(default_factory=list)  # streams with budget curves or recipe pairs
 
 
 @dataclass
@@ -84,13 +138,15 @@ def order_effects(board: Leaderboard) -> list[OrderEffect]:
 
     The test (stats.order_effect_test) pairs runs by seed, over the seeds that every order has.
     """
-    by_stream: dict[str, list[Table]] = defaultdict(list)
-    for t in board.tables:
-        by_stream[t.stream].append(t)
+    by_stream: dict[tuple[str, int], list[Table]] = defaultdict(list)
+    for t in board.tables:  # orders compared at one budget only
+        by_stream[t.stream, t.examples].append(t)
     out = []
-    for name, tables in by_stream.items():
+    for (name, examples), tables in by_stream.items():
         if len(tables) < 2:
             continue
+        if examples != DEFAULT_EXAMPLES:
+            name = f"{name}, {budget_ratio(examples)} budget"
         labels = sorted({r.label for t in tables for r in t.rows})
         for label in labels:
             rows = [(t.order, r) for t in tables for r in t.rows if r.label == label]

@@ -18,10 +18,26 @@ import torch
 
 from cl_bench.errors import EnvironmentProblem, UsageError
 from cl_bench.models.families import FAMILIES, unsupported
-from cl_bench.models.lm import (BASE_VERSION, PRESETS, PretrainConfig, _set_experts, preset_config, stream_words,
-                                word_tokenizer)
-from cl_bench.streams.data import (CHECKSUMS, atomic_directory, atomic_write_checksums, build_lock, damage,
-                                   file_sha256, remove_partial, stable_hash)
+from cl_bench.models.lm import (
+    BASE_VERSION,
+    PRESETS,
+    PretrainConfig,
+    _set_experts,
+    preset_config,
+    stream_words,
+    word_tokenizer,
+)
+from cl_bench.run import shipped
+from cl_bench.streams.data import (
+    CHECKSUMS,
+    atomic_directory,
+    atomic_write_checksums,
+    build_lock,
+    damage,
+    file_sha256,
+    remove_partial,
+    stable_hash,
+)
 
 
 @dataclass
@@ -68,12 +84,10 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
         info = {"source": "checkpoint", "path": str(path.resolve()), "model_type": lm.config.model_type, "key": key}
         return _finish(lm, tok, info, device)
 
-    words = stream_words(stream)
-    tok = word_tokenizer(words)
-    config = preset_config(model, len(tok), tok)
-    shape = {k: v for k, v in config.to_dict().items() if k != "transformers_version"}
-    key = stable_hash({"version": BASE_VERSION, "preset": model, "config": shape, "vocab": words,
-                       "pretrain": asdict(pretrain), "text": stable_hash(stream.base.train.to_dict())})
+    key, config, tok = base_key(model, stream, pretrain)
+    hit = shipped.find(key)
+    if hit is not None:  # the base every machine shares (cl_bench/bases/), checked against its manifest
+        return _load_shipped(*hit, device, dtype)
     # One base per key: streams whose text task and vocabulary agree (every number stream) share it.
     target = Path(cache_dir) / "models" / f"{model}-{key}"
     if not (target / "clbench.json").exists():  # clbench <= 0.3.0 saved it as <stream>-<model>-<key>
@@ -88,6 +102,63 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
                 base = _pretrain_and_save(model, config, tok, key, target, stream, device, pretrain, progress)
     base.lm.to(dtype)
     return base
+
+
+def base_key(model: str, stream, pretrain: PretrainConfig):
+    """The base key of preset `model` pre-trained with `pretrain` on `stream`'s text task (a hash of everything
+    that shapes the base), its transformers config and its word tokenizer."""
+    words = stream_words(stream)
+    tok = word_tokenizer(words)
+    config = preset_config(model, len(tok), tok)
+    shape = {k: v for k, v in config.to_dict().items() if k != "transformers_version"}
+    key = stable_hash({"version": BASE_VERSION, "preset": model, "config": shape, "vocab": words,
+                       "pretrain": asdict(pretrain), "text": stable_hash(stream.base.train.to_dict())})
+    return key, config, tok
+
+
+def pretrain_fresh(model: str, stream, pretrain: PretrainConfig, device, target: Path,
+                   progress: bool = False) -> BaseModel:
+    """Pre-train preset `model` from its initialisation and save it (atomically) to `target`."""
+    key, config, tok = base_key(model, stream, pretrain)
+    return _pretrain_and_save(model, config, tok, key, Path(target), stream, device, pretrain, progress)
+
+
+def _load_shipped(path: Path, entry: dict, device, dtype) -> BaseModel:
+    problem = shipped.damage(path, entry)
+    if problem is not None:
+        raise EnvironmentProblem(f"the shipped base model {entry['name']} is damaged ({problem} in {path}; "
+                                 f"expected sha256s in {shipped.BASES_DIR / shipped.MANIFEST}); reinstall clbench "
+                                 f"or restore it with `git checkout -- {path.name}` in cl_bench/bases")
+    base = _load_cached(path, device)
+    base.info.update(source="shipped", shipped=entry["name"], cached=False)
+    base.lm.to(dtype)
+    return base
+
+
+def ship(model: str, stream, pretrain: PretrainConfig, device, directory: Path | None = None,
+                  progress: bool = False) -> dict:
+    """Pre-train preset `model` with `pretrain` and ship it: its files to directory/<model>-base<seed>/ (default: the
+    package's cl_bench/bases/), their sha256s to the manifest (replacing an entry of the same name)."""
+    from cl_bench.results import atomic_write_json
+
+    directory = Path(directory or shipped.BASES_DIR)
+    name = f"{model}-base{pretrain.seed}"
+    target = directory / name
+    shutil.rmtree(target, ignore_errors=True)
+    key, _, _ = base_key(model, stream, pretrain)
+    base = pretrain_fresh(model, stream, pretrain, device, target, progress)
+    (target / CHECKSUMS).unlink(missing_ok=True)  # the manifest holds the sha256s of a shipped base
+    files = {f.name: file_sha256(f) for f in sorted(target.iterdir()) if f.is_file()}
+    info = base.info
+    entry = {"name": name, "key": key, "preset": model, "pretrain": info["pretrain"],
+             "text_train": info["text_train"], "text_val": info["text_val"],
+             "pretrain_seconds": info["pretrain_seconds"], "pretrain_threads": info["pretrain_threads"],
+             "weights_sha256": info["weights_sha256"], "files": files}
+    entries = [e for e in shipped.manifest(directory) if e["name"] != name] + [entry]
+    atomic_write_json(directory / shipped.MANIFEST, {"about": "base models shipped with clbench (`clbench base build`); "
+                                             "every file's sha256 is checked when a base is loaded",
+                                             "bases": sorted(entries, key=lambda e: e["name"])})
+    return entry
 
 
 def _unloadable(model: str, e: Exception) -> EnvironmentProblem:
@@ -205,3 +276,61 @@ def _save_atomic(base: BaseModel, target: Path) -> None:
         base.tokenizer.save_pretrained(tmp)
         (tmp / "clbench.json").write_text(json.dumps(base.info, indent=2))
         atomic_write_checksums(tmp)  # verified on every load (_load_verified)
+
+
+@torch.no_grad()
+def _mean_loss(wrapper, data, device, batch_size: int = 256) -> float:
+    """Mean answer-token loss of `wrapper` on `data` (the loss the base is trained on), item-weighted."""
+    total, n = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        idx = range(start, min(len(data), start + batch_size))
+        out = wrapper(data.batch(idx).to(device))
+        total += float(out.loss) * len(idx)
+        n += len(idx)
+    return total / max(1, n)
+
+
+def pretrain_curve(model: str, stream, step_counts, pretrain: PretrainConfig, device: torch.device,
+                   progress: bool = False, echo=None) -> list[dict]:
+    """Pre-train preset `model` from the same initialisation for each of `step_counts` (each a whole run with its
+    own warm-up and cosine schedule, as a base of that many steps would be) and return, per count, the text
+    task's train and validation accuracy and validation loss. Test items are never scored: the plateau is
+    read on validation data only."""
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
+
+    from cl_bench.api.training import TaskData
+    from cl_bench.models.multimodal import MultimodalLM
+
+    words = stream_words(stream)
+    tok = word_tokenizer(words)
+    config = preset_config(model, len(tok), tok)
+    points = []
+    for steps in step_counts:
+        cfg = replace(pretrain, steps=int(steps))
+        torch.manual_seed(cfg.seed)
+        base = _finish(AutoModelForCausalLM.from_config(config), tok, {}, device)
+        info = _pretrain(base, stream, device, cfg, progress)
+        wrapper = MultimodalLM(base.lm, base.tokenizer, {})
+        val_loss = _mean_loss(wrapper, TaskData(stream.base.val, wrapper, "text"), device)
+        point = {"steps": cfg.steps, "examples": cfg.steps * cfg.batch_size, "text_train": info["text_train"],
+                 "text_val": info["text_val"], "text_val_loss": round(val_loss, 6),
+                 "final_train_loss": round(info["pretrain_final_loss"], 6), "seconds": info["pretrain_seconds"]}
+        if echo:
+            echo(f"  {cfg.steps:>5} steps: text train {point['text_train']:.3f}, val {point['text_val']:.3f}, "
+                 f"val loss {point['text_val_loss']:.4f} ({point['seconds']:.0f} s)")
+        points.append(point)
+    return points
+
+
+def plateau(points: list[dict], acc_tolerance: float = 0.01, loss_tolerance: float = 0.02) -> int:
+    """The fewest steps whose validation accuracy is within `acc_tolerance` of the curve's best and whose validation
+    loss is within `loss_tolerance` (absolute: near zero a ratio would chase noise) of its lowest: more steps buy
+    nothing the validation split can see. Where no length is close to both bests (accuracy and loss still
+    disagree: the curve has not settled), the longest length measured."""
+    best_acc = max(p["text_val"] for p in points)
+    best_loss = min(p["text_val_loss"] for p in points)
+    return min((p["steps"] for p in points
+                if p["text_val"] >= best_acc - acc_tolerance and p["text_val_loss"] <= best_loss + loss_tolerance),
+               default=max(p["steps"] for p in points))

@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from cl_bench.analysis import scoring
 from cl_bench.config import DEFAULT_MODEL, Budget, PretrainConfig, device_problem
 from cl_bench.errors import UsageError
 from cl_bench.run.device import DTYPES
+
+SCORINGS = ("teacher-forced", "generated")  # RunConfig.scoring
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,15 @@ class RunConfig:
     eval_limit: int | None = field(default=None, metadata={
         "help": "evaluate only the first N items of each test split and probe (quick looks and tests; "
                 "such runs get their own key and leaderboard row); None: every item"})
+    scoring: str = field(default="teacher-forced", metadata={
+        "help": "how answers are scored: teacher-forced (every answer token is the argmax given the gold prefix) or "
+                "generated (greedy decoding from the prompt, the text normalised and matched exactly: "
+                "cl_bench.analysis.scoring; the decoded answers are stored in the result file)"})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "generated scoring: the most tokens decoded per answer (decoding stops earlier at the end-of-"
+                "sequence token, which the answer-only loss never trains: a bound past the longest answer scores "
+                "tokens that the models here never learnt to leave out); None: the longest reference answer, in "
+                "tokens, of the split scored"})
     results_dir: str = field(default="my-results", metadata={
         "help": "directory the result files go under (runs/<stream>/<strategy>/): your own, apart from the "
                 "published leaderboard's under results/ (`clbench publish` writes there)"})
@@ -97,6 +109,14 @@ class RunConfig:
                              f"{self.threads}")
         if not self.shared_fit_max_mb >= 0:
             raise UsageError(f"RunConfig.shared_fit_max_mb must be >= 0, got {self.shared_fit_max_mb}")
+        if self.scoring not in SCORINGS:
+            raise UsageError(f"RunConfig.scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}")
+        if self.max_new_tokens is not None and not 1 <= self.max_new_tokens <= 4096:
+            raise UsageError(f"RunConfig.max_new_tokens must be in [1, 4096] (or None: the task's longest answer), "
+                             f"got {self.max_new_tokens}")
+        if self.max_new_tokens is not None and self.scoring != "generated":
+            raise UsageError("RunConfig.max_new_tokens applies to generated scoring only; add --scoring generated "
+                             "or leave --max-new-tokens out")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise UsageError(f"RunConfig.eval_limit must be >= 1 (or None for every item), got {self.eval_limit}")
 
@@ -115,4 +135,9 @@ class RunConfig:
             d.pop("prompt_format")  # keyed only when chat, so that other runs keep their keys
         if self.dtype == "float32":
             d.pop("dtype")  # keyed only when not the default, so that float32 runs keep their keys
+        if self.scoring == "teacher-forced":
+            d.pop("scoring")  # keyed only when generated, so that other runs keep their keys
+            d.pop("max_new_tokens")
+        else:  # another version of the scorer gives other results
+            d["scorer"] = f"{scoring.SCORER} v{scoring.SCORER_VERSION}"
         return d

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import sys
 from pathlib import Path
 
 from cl_bench import __version__
@@ -15,7 +18,7 @@ def identity(config, strategy, stream_obj, stream, base, cache: Path, threads: i
     """What the run key hashes: the configuration's result-changing fields, the data, the strategy's resolved
     options, the base model, the CPU thread count (`threads`; None on a GPU) and (only where they differ from
     the defaults, so that default runs keep their keys) the stream's options, a stream file's content, the task
-    order and encoders' files."""
+    order, encoders' files and a plug-in strategy's or stream's code (`plugin_source`)."""
     from cl_bench.models.pretrained import is_model_dir
     from cl_bench.run.base import checkpoint_key
 
@@ -26,6 +29,12 @@ def identity(config, strategy, stream_obj, stream, base, cache: Path, threads: i
              "base": base.info.get("key"), "base_path": base.info.get("path")}
     if threads is not None:  # float sums on the CPU differ across thread counts
         ident["threads"] = threads
+    # A plug-in's code and version: another release or an edit of it is another run (clbench's own are keyed by
+    # its version above, and its files by shared.code_fingerprint where row 0 and fits are stored)
+    for what, obj in (("strategy", strategy), ("stream", stream_obj)):
+        source = plugin_source(type(obj).__module__)
+        if source is not None:
+            ident[f"{what}_source"] = source
     changes = streams.changed_options(stream_obj)
     if changes:
         ident["stream_options"] = changes
@@ -39,6 +48,64 @@ def identity(config, strategy, stream_obj, stream, base, cache: Path, threads: i
     if encoder_files:
         ident["encoder_files"] = encoder_files
     return ident
+
+
+def plugin_source(module: str) -> dict | None:
+    """Where the code of module `module` comes from, for the run key: None for clbench's own (its core and its
+    built-in strategies and streams, cl_bench.*); for a plug-in, its top-level module's distribution and version
+    (None where no installed distribution provides it, e.g. a module registered at run time) and a hash of its
+    files (`source_files`)."""
+    top = module.split(".")[0]
+    return None if top == "cl_bench" else _package_source(top)
+
+
+@functools.cache  # per process: the code a process runs is the code it imported
+def _package_source(top: str) -> dict:
+    dists = _distributions(top)
+    return {"module": top, "distribution": ", ".join(d.metadata["Name"] for d in dists) or None,
+            "version": ", ".join(d.version for d in dists) or None, "files": source_files(top)}
+
+
+def source_files(top: str) -> str | None:
+    """A hash of the Python files of top-level module or package `top`: a package's every .py file under its
+    folder(s), by relative path and content; a single module's file. None where it has no file (__main__ of
+    `python -c`, a built-in module)."""
+    import importlib.util
+
+    mod = sys.modules.get(top)
+    spec = getattr(mod, "__spec__", None) if mod is not None else importlib.util.find_spec(top)
+    folders = list(getattr(mod, "__path__", None) or (spec.submodule_search_locations if spec else None) or [])
+    if folders:  # a package (a namespace package may have several folders)
+        files = sorted((f.relative_to(root).as_posix(), f) for root in map(Path, folders) for f in root.rglob("*.py"))
+    else:
+        origin = getattr(mod, "__file__", None) or (spec.origin if spec else None)
+        if not origin or not Path(origin).is_file():
+            return None
+        files = [(Path(origin).name, Path(origin))]
+    h = hashlib.sha256()
+    for rel, f in files:
+        data = f.read_bytes()
+        h.update(f"{rel}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()[:16]
+
+
+def _distributions(top: str) -> list:
+    """The installed distributions providing top-level module `top`: those that declare it (top_level.txt) or
+    point a clbench entry point into it, else those whose file list holds it (slower: every RECORD is read)."""
+    from importlib import metadata
+
+    found = {}
+    for d in metadata.distributions():
+        name = d.metadata["Name"]
+        declared = (d.read_text("top_level.txt") or "").split()
+        if name and (top in declared or any(ep.group.startswith("clbench.") and ep.module.split(".")[0] == top
+                                            for ep in d.entry_points)):
+            found.setdefault(name, d)  # a distribution seen twice on sys.path counts once
+    if not found:
+        for name in metadata.packages_distributions().get(top, []):
+            found.setdefault(name, metadata.distribution(name))
+    return [found[n] for n in sorted(found)]
 
 
 def model_name(config) -> str:

@@ -77,6 +77,15 @@ def sources(config) -> dict:
     return {"strategy": registry.strategies.entry(config.strategy).record(), "stream": stream}
 
 
+def generated_items(state: dict, evaluator) -> dict:
+    """Generated scoring's decoded answers and their references, for the result file: predictions[i][j][k] is
+    item k of task j as decoded after stage i, references[j][k] its reference, so that
+    cl_bench.analysis.scoring.rescore gives the accuracy matrix again; empty for teacher-forced scoring."""
+    if state.get("predictions") is None:
+        return {}
+    return {"predictions": state["predictions"], "references": evaluator.references}
+
+
 def result_document(*, config, key: str, strategy, stream_obj, stream, default_order, encoders, evaluator, base,
                     plan, state: dict, metrics: dict, setup_seconds: float, process_seconds: float,
                     device) -> dict:
@@ -97,8 +106,11 @@ def result_document(*, config, key: str, strategy, stream_obj, stream, default_o
              "n_train": len(t.train), "n_val": len(t.val), "n_test": len(d)} for t, d in evaluator.tasks]},
         "base_model": base.info,
         "accuracy_matrix": state["rows"],
+        # how answers were scored: teacher-forced, or generated and scored by a named, versioned scorer
+        "scoring": evaluator.record(),
         # rows[i][j]: which test items of task j were answered correctly after stage i (cl_bench.results.unpack_items)
-        "item_results": {"encoding": "packbits-little-base64", "rows": state["items"]},
+        "item_results": {"encoding": "packbits-little-base64", "rows": state["items"],
+                         **generated_items(state, evaluator)},
         "extra_accuracy": state["extra"],
         # rows[i]: after stage i, per MoE layer the share of each task's test tokens routed to each expert
         # (top-k slots), with the layers' indices and the stage that added each expert (-1: the model's own);

@@ -22,9 +22,10 @@ from cl_bench.config import from_options
 from cl_bench.errors import EnvironmentProblem, RunFailed, UsageError
 from cl_bench.results import atomic_write_json, load_result
 from cl_bench.run import keys, records, shared, state, threads
-from cl_bench.run.config import RunConfig  # noqa: F401 (callers import it from here too)
+from cl_bench.run.config import RunConfig
 from cl_bench.run.device import resolve_device, torch_dtype
 from cl_bench.run.evaluation import Evaluator
+from cl_bench.run.probe import Probe
 from cl_bench.streams import base as streams
 from cl_bench.streams import resolve
 from cl_bench.streams.data import default_cache_dir, stable_hash
@@ -55,7 +56,7 @@ def _check_writable(directory: Path, results_dir: str) -> None:
 
 def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
         echo: Callable[[str], None] = print, inspect: Callable[[str, object], None] | None = None,
-        reuse: bool = False, wait: bool = False) -> tuple[dict, Path]:
+        reuse: bool = False, wait: bool = False, items: dict | None = None) -> tuple[dict, Path]:
     """Run `config` end to end; returns the result document and the path it was written to.
 
     Args:
@@ -67,12 +68,14 @@ def run(config: RunConfig, *, progress: bool = True, restart: bool = False,
             last stage (`clbench validate`).
         reuse: if this exact run's complete result file exists, return it without running (publish, sweep).
         wait: if another process runs the same key, wait for it (else ValueError saying where its state is).
+        items: the stream's item identities (cl_bench.run.probe.item_index): each stage's measured training then
+            names the task and split of every row it batched (`clbench validate`).
     """
     with contextlib.ExitStack() as held:  # the run key's lock, released however the run ends
-        return _run(config, progress, restart, echo, inspect, reuse, wait, held)
+        return _run(config, progress, restart, echo, inspect, reuse, wait, held, items)
 
 
-def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[dict, Path]:
+def _run(config, progress, restart, echo, inspect, reuse, wait, held, items) -> tuple[dict, Path]:
     import torch
 
     from cl_bench.analysis import metrics
@@ -108,11 +111,13 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
         echo(plan.line())
     _check_plan(plan, config, len(stream.experiences), n_threads)
     evaluator = Evaluator(stream, model, strategy, device, config.eval_batch_size, config.eval_split,
-                          config.eval_limit)
+                          config.eval_limit, config.scoring, config.max_new_tokens)
     fits = _fit_store(config, strategy_cls, ident, cache)
+    probe = Probe(lambda: strategy.model is not None and strategy.model.training, items)
     strategy.setup(model, RunContext(device=device, seed=config.seed, budget=config.budget, stream=stream.name,
                                      tasks=tuple(t.info for t in stream.tasks), progress=progress,
-                                     base=stream.base.without_test(), checkpoint=evaluator.checkpoint, fits=fits))
+                                     base=stream.base.without_test(), checkpoint=_checkpoint(evaluator, probe),
+                                     fits=fits))
     if inspect:
         inspect("setup", strategy)
     evaluator.prepare()
@@ -122,7 +127,7 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held) -> tuple[d
     for i, exp in enumerate(stream.experiences, start=1):
         if i < len(st["rows"]):
             continue  # finished before a resume
-        _stage(i, exp, config, strategy, stream, evaluator, fits, st)
+        _stage(i, exp, config, strategy, stream, evaluator, fits, probe, st)
         state.save(work, st, strategy)
         faults.point(f"stage-saved:{i}")
         if progress:
@@ -188,12 +193,14 @@ def _model_and_plan(config: RunConfig, strategy, stream_obj, stream, base, devic
     from cl_bench.models.encoders import build_encoder
     from cl_bench.models.multimodal import MultimodalLM
     from cl_bench.models.pretrained import PretrainedAudio, PretrainedImage
+    from cl_bench.run.encoder_check import check_encoders
     from cl_bench.run.plan import make_plan
 
     torch.manual_seed(config.seed)  # projector initialisation
     encoders = {m: build_encoder(m, name, config.encoder_options.get(m))
                 for m, name in streams.encoder_names(stream_obj, stream, config.encoders).items()}
-    with torch.random.fork_rng(devices=[]):  # the plan draws no number the projectors' initialisation would get
+    with torch.random.fork_rng(devices=[]):  # neither draws a number the projectors' initialisation would get
+        check_encoders(encoders, stream)  # a wrong out_dim is one line here, not a shape error in training
         plan = make_plan(keys.model_name(config), strategy, base.lm.config, base.tokenizer, encoders, stream,
                          batch_size=config.budget.batch_size, eval_batch_size=config.eval_batch_size, dtype=dtype,
                          device=device, checkpointing=config.gradient_checkpointing, strategy_name=config.strategy)
@@ -232,7 +239,8 @@ def _fit_store(config: RunConfig, strategy_cls, ident: dict, cache: Path):
 
     if not (shared.enabled(config.shared_cache) and shares_fits(strategy_cls)):
         return None
-    fit_config = {k: v for k, v in ident["config"].items() if k not in ("strategy", "budget", "eval_split", "eval_limit")}
+    fit_config = {k: v for k, v in ident["config"].items() if k not in ("strategy", "budget", "eval_split", "eval_limit",
+                                                                      "scoring", "max_new_tokens", "scorer")}
     return shared.FitStore(cache, {**{k: v for k, v in ident.items() if k not in ("config", "strategy_options")},
                                    "config": fit_config}, max_mb=config.shared_fit_max_mb)
 
@@ -246,7 +254,9 @@ def _start_or_resume(work: Path, restart: bool, strategy, stream, evaluator, str
     st = state.load(work, strategy, echo)
     if st is None:
         t0 = time.perf_counter()
-        if shared.enabled(config.shared_cache) and getattr(strategy_cls, "setup_keeps_outputs", False):
+        # a shared row 0 keeps no decoded answers: generated scoring evaluates its own
+        if (shared.enabled(config.shared_cache) and getattr(strategy_cls, "setup_keeps_outputs", False)
+                and config.scoring == "teacher-forced"):
             (row, items, extra, routed), source = shared.row0(cache, shared.row0_key(ident, config.eval_batch_size),
                                                               evaluator.evaluate, len(stream.tasks))
         else:
@@ -254,6 +264,8 @@ def _start_or_resume(work: Path, restart: bool, strategy, stream, evaluator, str
         st = {"rows": [row], "items": [items], "extra": {k: [v] for k, v in extra.items()}, "routing": [routed],
               "stages": [], "row0_source": source,
               "row0_eval_seconds": round(time.perf_counter() - t0, 3), "resumed_at_stages": []}
+        if evaluator.predictions is not None:  # generated scoring: the decoded answers, one entry per evaluation
+            st["predictions"] = [evaluator.predictions]
         state.save(work, st, strategy)
         return st
     done = len(st["rows"]) - 1
@@ -271,16 +283,28 @@ def _start_or_resume(work: Path, restart: bool, strategy, stream, evaluator, str
     return st
 
 
-def _stage(i: int, exp, config: RunConfig, strategy, stream, evaluator, fits, st: dict) -> None:
-    """Stage i: the strategy learns the experience (its test split withheld), every task is evaluated, and the
-    row and the stage's record are appended to the state `st`."""
+def _checkpoint(evaluator, probe):
+    """Strategy.checkpoint's callable: the runner's evaluation of every validation split, not measured as the
+    strategy's data use, and no handle on the evaluator (which holds the test splits)."""
+
+    def checkpoint(label: str) -> None:
+        with probe.paused():
+            evaluator.checkpoint(label)
+
+    return checkpoint
+
+
+def _stage(i: int, exp, config: RunConfig, strategy, stream, evaluator, fits, probe, st: dict) -> None:
+    """Stage i: the strategy learns the experience (its test split withheld) while the probe measures what it trains
+    on, every task is evaluated, and the row and the stage's record are appended to the state `st`."""
     from cl_bench.api.training import Diverged, check_finite
 
     t0, shared_before = time.perf_counter(), strategy.shared_seconds()
     strategy.take_training_record()  # nothing from before this stage counts towards it
     evaluator.take_checkpoints()
     try:
-        stats = strategy.learn(exp.without_test())
+        with probe.watching():
+            stats = strategy.learn(exp.without_test())
         for t in stream.tasks:  # what the stage left, in the model each task is answered by
             check_finite(strategy.model_for(t.info).named_parameters(), "the model after the stage", 1, 1)
     except Diverged as e:
@@ -289,12 +313,16 @@ def _stage(i: int, exp, config: RunConfig, strategy, stream, evaluator, fits, st
     train_seconds = time.perf_counter() - t0 + strategy.shared_seconds() - shared_before
     cost = strategy.cost()
     training = records.training_record(strategy.take_training_record(), config.budget)
+    if fits is None:  # measured by the runner; a fit read from the shared store is not run, so not measured
+        training["measured"] = probe.record()
     memory = records.memory_record(strategy.memory(), stream, exp.name, registry.strategies.label(config.strategy))
     t0 = time.perf_counter()
     row, items, extra, routed = evaluator.evaluate()
     st["rows"].append(row)
     st["items"].append(items)
     st["routing"].append(routed)
+    if evaluator.predictions is not None:
+        st["predictions"].append(evaluator.predictions)
     for k, v in extra.items():
         st["extra"][k].append(v)
     st["stages"].append({"stage": i, "experience": exp.name, "modality": exp.modality,

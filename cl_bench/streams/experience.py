@@ -54,9 +54,22 @@ class Experience:
     def info(self) -> TaskInfo:
         return TaskInfo(self.name, self.modality, self.task, self.chance)
 
-    def without_test(self) -> "Experience":
-        """The same experience with the test split and evaluation probes removed."""
+    def without_test(self) -> Experience:
+        """The same experience with the test split and evaluation probes removed (what a strategy receives)."""
         return dataclasses.replace(self, test=None, probes={})
+
+    def split(self, name: str):
+        """The split `name` ("train", "val" or "test"); SplitWithheld for the test split of a strategy's view."""
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"task {self.name!r}: no split {name!r}; the splits are train, val and test")
+        if name == "test" and self.test is None:
+            raise SplitWithheld(f"task {self.name!r}: the test split is withheld from strategies (the runner alone "
+                                "evaluates on it); train and val are the strategy's")
+        return getattr(self, name)
+
+
+class SplitWithheld(LookupError):
+    """A strategy asked for a split it may not see (an experience's test split)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +101,7 @@ class TaskStream:
         """The new tasks' names, in the order they are learnt."""
         return tuple(e.name for e in self.experiences)
 
-    def reordered(self, names) -> "TaskStream":
+    def reordered(self, names) -> TaskStream:
         """The same stream with its new tasks learnt in the order `names` (each task once)."""
         by_name = {e.name: e for e in self.experiences}
         if sorted(names) != sorted(by_name):

@@ -175,6 +175,7 @@ class YamlStream(Stream):
 
     def build(self, cache_dir: Path | None = None, progress: bool = True) -> TaskStream:
         from cl_bench.streams.data import cached_splits, default_cache_dir
+        from cl_bench.streams.tasks import chance_level
 
         root = Path(cache_dir or default_cache_dir()) / "data" / "yaml" / f"{self.name}-{self.file_key()}"
         exps = []
@@ -190,17 +191,8 @@ class YamlStream(Stream):
             templates = {k: t["prompt"] for s in d.values() for k in set(s["template"])}
             exps.append(Experience(name=t["name"], modality=t["modality"], task=t["name"], train=d["train"],
                                    val=d["val"], test=d["test"], prompt_templates=templates,
-                                   answer_set=tuple(answers), chance=_chance(d["test"], d)))
+                                   answer_set=tuple(answers), chance=chance_level(d)))
         return TaskStream(self.name, exps[0], tuple(exps[1:]))
-
-
-def _chance(test, d) -> float:
-    """Mean over test items of 1 / (answers its question form has in the task's data)."""
-    per_template: dict[str, set] = {}
-    for split in d.values():
-        for tpl, ans in zip(split["template"], split["answer"]):
-            per_template.setdefault(tpl, set()).add(ans)
-    return float(np.mean([1.0 / len(per_template[tpl]) for tpl in test["template"]]))
 
 
 def _empty_splits(root: Path, d: dict) -> list[tuple[str, Path]]:

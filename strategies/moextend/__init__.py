@@ -136,7 +136,9 @@ class MoExtend(Strategy):
             budget = f"{ratio:.2f} x the stage budget ({why})"
         # text-mix rehearses the base text task's training split; scope=input* routes additions by position
         # (the modality's input tokens), not by a modality label, so it is not `modality_routed`.
-        return Declaration(past_train=self.config.text_mix > 0, task_weights=True, budget=budget)
+        # router-init=outside places the new rows from the base text task's validation inputs (read, not kept).
+        return Declaration(past_train=self.config.text_mix > 0, past_val=self.config.router_init == "outside",
+                           task_weights=True, budget=budget)
 
     def memory(self) -> Memory:
         base = self.context.base

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_bench import Experience, Stream, TaskStream, build_text
-from cl_bench.streams.data import cached_splits, default_cache_dir, stable_hash
-from cl_bench.streams import numbers
+from cl_bench import (Stream, TaskStream, build_text, cached_splits, default_cache_dir, number_experience,
+                      number_questions, stable_hash)
 
 from clbench_tally.modality import CELLS
 
@@ -32,7 +31,7 @@ def build_tallies(config: TallyConfig) -> dict:
             row = np.zeros(CELLS, np.float32)
             row[rng.choice(CELLS, v, replace=False)] = 1.0
             inputs.append(row)
-        rows = numbers.modality_questions(values, seed=100 * config.seed + k)
+        rows = number_questions(values, seed=100 * config.seed + k)  # (input index, template, prompt, answer)
         out[split] = Dataset.from_dict({"input": [inputs[i] for i, *_ in rows], "template": [t for _, t, _, _ in rows],
                                         "prompt": [p for *_, p, _ in rows], "answer": [a for *_, a in rows]})
     return out
@@ -50,12 +49,7 @@ class TallyNumbers(Stream):
         key = stable_hash(self.config.__dict__)
         text = cached_splits(root / "text", build_text)
         tally = cached_splits(root / f"tally-{key}", lambda: build_tallies(self.config))
-
-        def exp(name, modality, task, d):
-            templates = {t: numbers.template_text(t) for t in sorted(set(d["train"]["template"]))}
-            return Experience(name=name, modality=modality, task=task, train=d["train"], val=d["val"], test=d["test"],
-                              prompt_templates=templates, answer_set=numbers.ANSWERS,
-                              chance=numbers.chance_level(d["test"]["template"]))
-
-        return TaskStream(self.name, exp("text", "text", "number-questions", text),
-                          (exp("tally", "tally", "tally-questions", tally),))
+        # Questions of another kind (a table of classes, say) make their task with cl_bench.task_experience, and
+        # cl_bench.stream_tasks("vision-audio") gives a registered stream's tasks to reuse.
+        return TaskStream(self.name, number_experience("text", "text", "number-questions", text),
+                          (number_experience("tally", "tally", "tally-questions", tally),))

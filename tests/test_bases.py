@@ -1,0 +1,143 @@
+"""The base model as a benchmark artefact: shipped bases (cl_bench/bases/) loaded by key and checked against their
+sha256s, `--base-seed`, the pre-training curve and its plateau rule, and `clbench reproduce`."""
+
+import json
+
+import pytest
+import torch
+
+from cl_bench.config import PretrainConfig
+
+
+@pytest.fixture()
+def shipped_dir(tmp_path, stream, monkeypatch):
+    """A tiny base (3 steps) shipped into a temporary bases directory that load_base reads instead of the package's."""
+    from cl_bench.run import shipped
+    from cl_bench.run.base import ship
+
+    d = tmp_path / "bases"
+    entry = ship("mixtral-tiny", stream, PretrainConfig(steps=3, seed=1), torch.device("cpu"), d)
+    monkeypatch.setattr(shipped, "BASES_DIR", d)
+    return d, entry
+
+
+def test_a_shipped_base_is_loaded_by_its_key_without_pretraining(shipped_dir, stream, tmp_path, monkeypatch):
+    from cl_bench.run import base as base_mod
+
+    d, entry = shipped_dir
+    assert entry["name"] == "mixtral-tiny-base1" and entry["pretrain"]["seed"] == 1
+    assert set(entry["files"]) >= {"model.safetensors", "config.json", "clbench.json"}
+    listed = json.loads((d / "manifest.json").read_text())["bases"]
+    assert [e["name"] for e in listed] == ["mixtral-tiny-base1"]
+
+    def no_pretraining(*a, **k):
+        raise AssertionError("a shipped base must not be pre-trained again")
+
+    monkeypatch.setattr(base_mod, "_pretrain_and_save", no_pretraining)
+    got = base_mod.load_base("mixtral-tiny", stream, torch.device("cpu"), tmp_path / "cache",
+                             PretrainConfig(steps=3, seed=1), progress=False)
+    assert got.info["source"] == "shipped" and got.info["shipped"] == "mixtral-tiny-base1"
+    assert got.info["key"] == entry["key"] and got.info["weights_sha256"] == entry["weights_sha256"]
+    # another base seed has another key: not the shipped one, so it is pre-trained
+    with pytest.raises(AssertionError, match="must not be pre-trained"):
+        base_mod.load_base("mixtral-tiny", stream, torch.device("cpu"), tmp_path / "cache",
+                           PretrainConfig(steps=3, seed=2), progress=False)
+
+
+def test_base_seeds_give_different_bases(shipped_dir, stream, tmp_path):
+    from cl_bench.run import shipped
+    from cl_bench.run.base import ship
+
+    d, one = shipped_dir
+    two = ship("mixtral-tiny", stream, PretrainConfig(steps=3, seed=2), torch.device("cpu"), d)
+    assert one["key"] != two["key"] and one["weights_sha256"] != two["weights_sha256"]
+    assert [e["name"] for e in shipped.manifest(d)] == ["mixtral-tiny-base1", "mixtral-tiny-base2"]
+
+
+@pytest.mark.parametrize("how", ["changed", "missing"])
+def test_a_damaged_shipped_base_is_refused_naming_the_file(shipped_dir, stream, tmp_path, how):
+    from cl_bench.errors import EnvironmentProblem
+    from cl_bench.run.base import load_base
+
+    d, entry = shipped_dir
+    f = d / entry["name"] / "model.safetensors"
+    if how == "changed":
+        data = bytearray(f.read_bytes())
+        data[-1] ^= 1
+        f.write_bytes(bytes(data))
+    else:
+        f.unlink()
+    with pytest.raises(EnvironmentProblem, match=r"shipped base model mixtral-tiny-base1 is damaged \(model.safetensors"):
+        load_base("mixtral-tiny", stream, torch.device("cpu"), tmp_path / "cache", PretrainConfig(steps=3, seed=1),
+                  progress=False)
+
+
+def test_the_package_ships_three_default_bases_that_match_their_sha256(stream):
+    """The default run's base is in the repository: base seeds 0, 1, 2 of the default preset at the default
+    pre-training, each file as its manifest says."""
+    from cl_bench.config import DEFAULT_MODEL
+    from cl_bench.run import shipped
+    from cl_bench.run.base import base_key
+
+    entries = {e["name"]: e for e in shipped.manifest()}
+    for seed in (0, 1, 2):
+        key = base_key(DEFAULT_MODEL, stream, PretrainConfig(seed=seed))[0]
+        hit = shipped.find(key)
+        assert hit is not None, f"no shipped base for base seed {seed} at the default pre-training"
+        path, entry = hit
+        assert entry["name"] in entries and shipped.damage(path, entry) is None
+
+
+def test_plateau_is_the_fewest_steps_close_to_the_best():
+    from cl_bench.run.base import plateau
+
+    points = [{"steps": 100, "text_val": 0.80, "text_val_loss": 0.60},
+              {"steps": 200, "text_val": 0.93, "text_val_loss": 0.30},
+              {"steps": 400, "text_val": 0.94, "text_val_loss": 0.29},
+              {"steps": 800, "text_val": 0.935, "text_val_loss": 0.35}]
+    assert plateau(points) == 200
+    points[1]["text_val_loss"] = 0.32  # accuracy close, loss not yet (0.03 above the lowest)
+    assert plateau(points) == 400
+    # accuracy best early, loss best late, nothing close to both: not settled, so the longest
+    assert plateau([{"steps": 2, "text_val": 0.08, "text_val_loss": 3.74},
+                    {"steps": 3, "text_val": 0.04, "text_val_loss": 3.68}]) == 3
+
+
+def test_pretrain_curve_scores_validation_only(stream):
+    from cl_bench.run.base import pretrain_curve
+
+    pts = pretrain_curve("mixtral-tiny", stream, [2, 4], PretrainConfig(), torch.device("cpu"))
+    assert [p["steps"] for p in pts] == [2, 4] and [p["examples"] for p in pts] == [128, 256]
+    assert all(0 <= p["text_val"] <= 1 and 0 <= p["text_train"] <= 1 and p["text_val_loss"] > 0 for p in pts)
+    assert not any("test" in k for p in pts for k in p)
+
+
+def test_base_curve_command_writes_each_length_and_goes_on_after_an_interruption(tmp_path, cache_dir, stream):
+    from click.testing import CliRunner
+
+    from cl_bench.cli import main
+
+    out = tmp_path / "curve.json"
+    args = ["base", "curve", "--cache-dir", str(cache_dir), "--threads", "1", "--out", str(out)]
+    r = CliRunner().invoke(main, [*args, "--step-counts", "2"])
+    assert r.exit_code == 0, r.output
+    first = json.loads(out.read_text())
+    assert [p["steps"] for p in first["points"]] == [2] and first["plateau_steps"] == 2
+    assert r.output.endswith(f"written to {out}\n"), r.output
+    r = CliRunner().invoke(main, [*args, "--step-counts", "2,3"])
+    assert r.exit_code == 0 and "1 length(s) measured before ([2])" in r.output, r.output
+    doc = json.loads(out.read_text())
+    assert [p["steps"] for p in doc["points"]] == [2, 3] and doc["points"][0] == first["points"][0]
+    assert doc["threads"] == 1 and doc["pretrain"]["seed"] == 0
+
+
+def test_base_ls_lists_the_shipped_bases():
+    from click.testing import CliRunner
+
+    from cl_bench.cli import main
+    from cl_bench.run import shipped
+
+    r = CliRunner().invoke(main, ["base", "ls"])
+    assert r.exit_code == 0
+    names = [e["name"] for e in shipped.manifest()]
+    assert names and all(n in r.output for n in names)
