@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from cl_bench import registry
 from cl_bench.api.strategy import Strategy
+from cl_bench.errors import UsageError
 from cl_bench.cli import main
 from cl_bench.engines import tune as tuning
 
@@ -187,3 +188,31 @@ def test_eval_split_is_checked():
 
     with pytest.raises(ValueError, match="eval_split must be 'test' or 'val'"):
         RunConfig(eval_split="train")
+
+
+def test_a_grids_file_replaces_the_declared_grids_and_scores(tmp_path, toy):
+    f = tmp_path / "grids.yaml"
+    f.write_text("toy:\n  score: own\n  mode: [b, a]\n  lr: [1e-3, 3e-3]\n")
+    grids = tuning.load_grids(f)
+    assert grids == {"toy": {"grid": {"mode": ("b", "a"), "lr": ("1e-3", "3e-3")}, "score": "own"}}
+    seen = []
+    report = tuning.tune_strategy("toy", lambda p, s: seen.append(dict(p)) or _doc(0.5), seeds=(0,),
+                                  grid=grids["toy"]["grid"], rule=grids["toy"]["score"])
+    assert report["score"] == "own" and list(report["tried"]) == ["mode", "lr"] and seen[0]["mode"] == "b"
+    for bad, message in (("toy: [1, 2]\n", "give its options' values"), ("toy:\n  score: best\n  lr: [1]\n",
+                                                                          "score must be one of final, own")):
+        f.write_text(bad)
+        with pytest.raises(UsageError, match=message):
+            tuning.load_grids(f)
+
+
+def test_the_retuning_grids_name_real_options_of_every_strategy():
+    """results/hparams/grids-vision-audio.yaml (the issue-29 retuning) names each strategy's own options."""
+    grids = tuning.load_grids(REPORT.parent / "grids-vision-audio.yaml")
+    for name, spec in grids.items():
+        cls = registry.strategies.get(name)
+        for option, values in spec["grid"].items():
+            for v in values:  # each value is one the strategy's Config takes
+                from cl_bench.config import from_options
+
+                from_options(cls.Config, {option: v}, f"strategy {name!r}")

@@ -302,9 +302,13 @@ def publish(stream, strategies, seeds, orders, base_seeds, budgets, encoders, st
 @click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Also write the summary table (grid, choice, runner-up) into this README between its "
                    "hparams markers.")
+@click.option("--grids", "grids_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A YAML file of grids to try instead of the strategies' declared ones: strategy: {option: "
+                   "[values]} (in tuning order), and optionally score: final|own per strategy (a retuning with "
+                   "wider grids; the strategies declare the grids of the committed report).")
 @published_threads
 def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain_steps, device, eval_limit,
-         readme, threads) -> None:
+         readme, grids_file, threads) -> None:
     """Choose each strategy's hyperparameters on validation data only, from its declared grid.
 
     Every grid point runs the stream for each seed with every evaluation on the validation
@@ -318,8 +322,10 @@ def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain
     from cl_bench.engines import tune as tuning
     from cl_bench.run.runner import run as run_stream
 
+    grids = tuning.load_grids(grids_file) if grids_file else {}
     if strategies == "all":
-        names = [n for n in registry.strategies.names() if getattr(registry.strategies.get(n), "tuning", None)]
+        names = [n for n in registry.strategies.names()
+                 if getattr(registry.strategies.get(n), "tuning", None) or n in grids]
     else:
         names = [s.strip() for s in strategies.split(",")]
     for n in names:
@@ -330,6 +336,7 @@ def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain
     report = {"stream": stream, "seeds": list(seed_list), "clbench": __version__,
               "command": "clbench tune " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["tune"] else "clbench tune",
               "budget": {"steps": steps, "pretrain_steps": pretrain_steps, "eval_limit": eval_limit},
+              **({"grids_file": str(grids_file)} if grids_file else {}),
               "strategies": {}}
     all_docs = []
     for n in names:
@@ -343,7 +350,9 @@ def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain
             all_docs.append(doc)
             return doc
 
-        report["strategies"][n] = tuning.tune_strategy(n, run_one, seed_list)
+        override = grids.get(n, {})
+        report["strategies"][n] = tuning.tune_strategy(n, run_one, seed_list, grid=override.get("grid"),
+                                                       rule=override.get("score"))
         r = report["strategies"][n]
         click.echo(f"{n}: chosen {tuning.point_label(r['chosen'])}"
                    + ("" if r["defaults_match"] else f" (defaults now: {tuning.point_label(r['defaults_now'])})"))

@@ -97,13 +97,46 @@ def widened(values: tuple[str, ...], chosen: str) -> str | None:
     return f"{new:.2g}"
 
 
-def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], seeds=TUNING_SEEDS) -> dict:
-    """Tune `name` by the module's procedure (run_one(options, seed) -> result document)."""
+def load_grids(path: str) -> dict[str, dict]:
+    """A grids file (`clbench tune --grids`): strategy -> {"grid": {option: values}, "score": rule or None}. The
+    file maps each strategy to its options' values in tuning order, with an optional `score: final|own`."""
+    import yaml
+
+    from cl_bench.errors import UsageError
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UsageError(f"--grids {path}: {e}") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"--grids {path}: a mapping strategy: {{option: [values]}} is expected")
+    out = {}
+    for name, spec in doc.items():
+        if not isinstance(spec, dict) or not spec:
+            raise UsageError(f"--grids {path}: {name}: give its options' values, e.g. {name}: {{lr: [1e-4, 3e-4]}}")
+        spec = dict(spec)
+        rule = spec.pop("score", None)
+        if rule is not None and rule not in SCORES:
+            raise UsageError(f"--grids {path}: {name}: score must be one of {', '.join(SCORES)}, got {rule!r}")
+        grid = {}
+        for option, values in spec.items():
+            values = values if isinstance(values, list) else [values]
+            if not values:
+                raise UsageError(f"--grids {path}: {name}.{option}: no values")
+            grid[str(option)] = tuple(str(v) for v in values)
+        out[str(name)] = {"grid": grid, "score": rule}
+    return out
+
+
+def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], seeds=TUNING_SEEDS,
+                  grid: dict[str, tuple[str, ...]] | None = None, rule: str | None = None) -> dict:
+    """Tune `name` by the module's procedure (run_one(options, seed) -> result document); `grid` and `rule`
+    replace the strategy's declared `tuning` and `tuning_score` (a retuning with other grids)."""
     from cl_bench import registry
 
     cls = registry.strategies.get(name)
-    grid = {k: tuple(v) for k, v in (getattr(cls, "tuning", {}) or {}).items()}
-    rule = getattr(cls, "tuning_score", "final")
+    grid = {k: tuple(v) for k, v in (grid if grid is not None else getattr(cls, "tuning", {}) or {}).items()}
+    rule = rule or getattr(cls, "tuning_score", "final")
     try:  # checked before any run: a grid naming no option of the strategy is its plug-in's bug
         defaults = {k: _default(cls, k) for k in grid}
         if rule not in SCORES:

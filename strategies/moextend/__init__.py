@@ -41,6 +41,9 @@ class MoExtendConfig:
     phases: Literal["budget", "paper"] = field(default="budget", metadata={
         "help": "budget: the stage budget split 40/10/50 over alignment, extension, fine-tuning; paper: each "
                 "phase as long as in the paper relative to one stage (2.25 x the budget, labelled)"})
+    align_share: float = field(default=0.4, metadata={
+        "help": "phases=budget: the share of the stage budget spent on alignment (extension keeps 0.1, fine-tuning "
+                "the rest)"})
     align_steps: int | None = field(default=None, metadata={"help": "alignment steps (default: from `phases`)"})
     extension_steps: int | None = field(default=None, metadata={"help": "router-tuning steps (default: from `phases`)"})
     finetune_steps: int | None = field(default=None, metadata={"help": "fine-tuning steps (default: from `phases`)"})
@@ -92,6 +95,8 @@ class MoExtendConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"MoExtendConfig.{name} must be one of {', '.join(allowed)}, "
                                  f"got {getattr(self, name)!r}")
+        if not 0.0 < self.align_share <= 0.8:  # extension keeps 0.1 and fine-tuning at least 0.1
+            raise ValueError(f"MoExtendConfig.align_share must be in (0, 0.8], got {self.align_share}")
         if not 0.0 <= self.text_mix < 1.0:
             raise ValueError(f"MoExtendConfig.text_mix must be in [0, 1), got {self.text_mix}")
         if not self.outside_margin >= 0:
@@ -122,7 +127,7 @@ class MoExtend(Strategy):
             align, ext, ft = steps, max(1, steps // 4), steps
         else:
             ext = max(1, round(0.1 * steps))
-            align = max(1, round(0.4 * steps)) if has_projector else 0
+            align = max(1, round(cfg.align_share * steps)) if has_projector else 0
             ft = max(1, steps - align - ext)
         align = (cfg.align_steps or align) if has_projector else 0
         return align, cfg.extension_steps or ext, cfg.finetune_steps or ft
