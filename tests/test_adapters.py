@@ -6,7 +6,7 @@ from torch import nn
 
 from cl_bench.config import Budget
 from cl_bench.models.encoders import build_encoder
-from cl_bench.models.lm import PRESETS, PretrainConfig
+from cl_bench.models.lm import FAMILY_PRESETS, PretrainConfig
 from cl_bench.run.base import load_base
 from cl_bench.models.multimodal import MultimodalLM
 from cl_bench.strategies.adapters import Adapter, AdapterConfig, AdapterPerModality
@@ -32,7 +32,7 @@ def adapters_of(lm, name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("placement", ["pfeiffer", "houlsby"])
-@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("preset", FAMILY_PRESETS)
 def test_fresh_adapter_is_the_identity(stream, cache_dir, preset, placement):
     base = load_base(preset, stream, CPU, cache_dir, PretrainConfig(steps=5, batch_size=8), progress=False)
     x = torch.randint(4, 20, (2, 6))

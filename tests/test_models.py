@@ -3,7 +3,7 @@ import torch
 
 from cl_bench.api.training import TaskData, accuracy, train
 from cl_bench.models.encoders import ImagePatches, LogMelFrames, build_encoder
-from cl_bench.models.lm import PRESETS, preset_config, word_tokenizer
+from cl_bench.models.lm import FAMILY_PRESETS, preset_config, word_tokenizer
 from cl_bench.models.multimodal import MultimodalLM
 
 WORDS = ["the", "number", "is", "what", "plus", "?", ".", "one", "two", "three", "1", "2", "3", "4", "5"]
@@ -108,7 +108,7 @@ def test_exact_match_equals_greedy_decoding():
             assert bool(got[row]) == (out[0, -1].item() == b.ids[row, n].item())
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", sorted(FAMILY_PRESETS))
 def test_each_moe_family_trains_through_the_wrapper(preset):
     lm, tok = tiny(preset)
     model = MultimodalLM(lm, tok, {"image": build_encoder("image")})
@@ -188,3 +188,12 @@ def test_a_damaged_cached_base_is_rebuilt_with_one_line_and_its_files_are_sharea
         assert said == [f"base model cache {target} is damaged ({file} does not match its checksum); rebuilding it"]
         assert again.info["cached"] is False  # pre-trained again, to the same weights
     assert again.info["weights_sha256"] == new.info["weights_sha256"]
+
+
+def test_each_family_has_one_tiny_preset_and_the_sizes_are_the_default_family():
+    from cl_bench.models.families import FAMILIES
+    from cl_bench.models.lm import PRESETS, SCALE_PRESETS
+
+    assert sorted(PRESETS[p][0] for p in FAMILY_PRESETS) == sorted(FAMILIES)
+    assert set(FAMILY_PRESETS) | set(SCALE_PRESETS) == set(PRESETS)
+    assert {PRESETS[p][0] for p in SCALE_PRESETS} == {"mixtral"}

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from cl_bench.models.families import block_of, router_of
-from cl_bench.models.lm import PRESETS, preset_config, word_tokenizer
+from cl_bench.models.lm import FAMILY_PRESETS, preset_config, word_tokenizer
 from cl_bench.strategies.moextend import selection, surgery
 
-FAMILIES = sorted(PRESETS)  # one tiny preset per supported family
+FAMILIES = sorted(FAMILY_PRESETS)  # one tiny preset per supported family
 
 
 def tiny_lm(preset, seed=0):

@@ -5,7 +5,7 @@ import torch
 
 from cl_bench.models import routing
 from cl_bench.models.families import block_of, router_of
-from cl_bench.models.lm import PRESETS, preset_config, word_tokenizer
+from cl_bench.models.lm import FAMILY_PRESETS, preset_config, word_tokenizer
 from cl_bench.strategies.moextend import surgery
 
 
@@ -33,7 +33,7 @@ def by_hand(lm, x, mask):
     return counts
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", sorted(FAMILY_PRESETS))
 def test_recorder_counts_the_experts_each_real_token_uses(preset):
     lm = tiny_lm(preset)
     x = torch.randint(4, 30, (3, 7), generator=torch.Generator().manual_seed(1))

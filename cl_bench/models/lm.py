@@ -30,7 +30,17 @@ PRESETS: dict[str, tuple[str, dict]] = {
                                          num_experts_per_tok=2, head_dim=32)),
     "granite-moe-tiny": ("granitemoe", dict(_SHAPE, intermediate_size=256, num_local_experts=4,
                                             num_experts_per_tok=2)),
+    # The scale axis (does a ranking of strategies hold as the base grows?): the default family at larger sizes,
+    # intermediate 2 x hidden as in mixtral-tiny, 8 experts, top-2, 64-wide heads. Parameters and seconds per step
+    # on one CPU thread: bench/scale_cost.py.
+    "mixtral-small": ("mixtral", dict(_SHAPE, hidden_size=256, num_hidden_layers=6, intermediate_size=512,
+                                      num_local_experts=8, num_experts_per_tok=2)),
+    "mixtral-medium": ("mixtral", dict(_SHAPE, hidden_size=384, num_hidden_layers=8, num_attention_heads=6,
+                                       intermediate_size=768, num_local_experts=8, num_experts_per_tok=2)),
 }
+# One tiny preset per supported family (what the family tests cover), and the default family's sizes (the scale axis).
+FAMILY_PRESETS = ("mixtral-tiny", "olmoe-tiny", "qwen2-moe-tiny", "qwen3-moe-tiny", "granite-moe-tiny")
+SCALE_PRESETS = ("mixtral-tiny", "mixtral-small", "mixtral-medium")
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 
 

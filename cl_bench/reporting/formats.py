@@ -18,6 +18,7 @@ from cl_bench.reporting.tables import (
     Column,
     Leaderboard,
     Row,
+    ScaleTable,
     Table,
     budget_ratio,
     order_effects,
@@ -90,6 +91,9 @@ def to_markdown(board: Leaderboard, level: float = 0.95) -> str:
         out.append("")
         out += [note + "\n" for note in table_notes(t, level)]
         out += matrix_table(t)
+        for s in board.scale:
+            if s.slug == t.slug:
+                out += scale_markdown(s, level)
         for c in after.get(i, []):
             out += budget_curves_markdown(c, level)
     out += order_effects_markdown(board)
@@ -170,6 +174,63 @@ def budget_curves_markdown(c: BudgetCurves, level: float = 0.95) -> list[str]:
         out += [note + "\n", "| " + " | ".join(PAIRS_HEADER) + " |", "|---:|---|---:|---:|---|---:|---:|",
                 *("| " + " | ".join(map(md_text, r)) + " |" for r in pairs), ""]
     return out
+
+
+# -- scale ------------------------------------------------------------------------------------------
+def _size(s: ScaleTable, model: str) -> str:
+    p = s.parameters.get(model)
+    return model if p is None else f"{model} ({number(float(p), 'count')})"
+
+
+def scale_table(s: ScaleTable) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of a table's strategies at each model size: ACC [interval] per size, "-" where it did not
+    run at that size."""
+    header = ["Strategy", *(f"ACC, {_size(s, m)}" for m in s.models)]
+    rows = [[r.label, *("-" if m not in r.acc else interval_text(*r.acc[m], "score") for m in s.models)]
+            for r in s.rows]
+    return header, rows
+
+
+SCALE_AGREEMENT_HEADER = ("Sizes", "Strategies", "Kendall's tau [interval]", "Pairs that flip")
+
+
+def scale_agreement_table(s: ScaleTable) -> list[list[str]]:
+    """A row per pair of sizes under SCALE_AGREEMENT_HEADER: tau, its interval, the pairs ranked the other way."""
+    rows = []
+    for a, b, g in s.agreement:
+        tau = "n/a" if math.isnan(g.tau) else f"{g.tau:.2f}" + (
+            "" if math.isnan(g.low) else f" [{g.low:.2f}, {g.high:.2f}]")
+        flips = "; ".join(f"{x} > {y} at {a}, {y} > {x} at {b}" for x, y in g.flips) or "none"
+        rows.append([f"{a} vs {b}", str(len(g.strategies)), tau, flips])
+    return rows
+
+
+def scale_notes(s: ScaleTable, level: float = 0.95) -> str:
+    from cl_bench.analysis.rank_agreement import N_RESAMPLES
+
+    return (f"Scale: the strategies of this table at each model size its runs have (config.model; parameters of "
+            f"the base LM as its runs record them), ACC mean [{level:.0%} interval] over seeds as above. Kendall's "
+            f"tau (scipy.stats.kendalltau, tau-b) between two sizes' rankings by mean ACC, over the strategies run "
+            f"at both; its interval is a percentile bootstrap over seeds ({N_RESAMPLES:,} resamples, each "
+            "strategy's seeds drawn with replacement at each size, both rankings recomputed), clipped to [-1, 1]. "
+            "A pair flips when the two sizes rank it strictly opposite ways.")
+
+
+def scale_markdown(s: ScaleTable, level: float = 0.95) -> list[str]:
+    header, rows = scale_table(s)
+    return [f"### {s.title}: scale\n",
+            "| " + " | ".join(map(md_text, header)) + " |", "|---|" + "|".join("---:" for _ in header[1:]) + "|",
+            *("| " + " | ".join(map(md_text, r)) + " |" for r in rows), "",
+            "| " + " | ".join(SCALE_AGREEMENT_HEADER) + " |", "|---|---:|---:|---|",
+            *("| " + " | ".join(map(md_text, r)) + " |" for r in scale_agreement_table(s)), "",
+            scale_notes(s, level) + "\n"]
+
+
+def _html_scale(s: ScaleTable, level: float) -> list[str]:
+    header, rows = scale_table(s)
+    return [f"<h3>{html.escape(s.title)}: scale</h3>", _html_simple_table(header, rows),
+            _html_simple_table(SCALE_AGREEMENT_HEADER, scale_agreement_table(s)),
+            f"<p class='note'>{html.escape(scale_notes(s, level))}</p>"]
 
 
 def matrix_table(t: Table) -> list[str]:
@@ -254,6 +315,9 @@ def to_html(board: Leaderboard, figures: dict[str, dict[str, bytes]] | None = No
         parts.append(_html_table(t))
         parts += [f"<p class='note'>{html.escape(note)}</p>" for note in table_notes(t, level)]
         parts.append(_html_matrix_table(t))
+        for s in board.scale:
+            if s.slug == t.slug:
+                parts += _html_scale(s, level)
         parts += _html_figures({n: png for n, png in (figures or {}).get(t.slug, {}).items()
                                 if not n.startswith(BUDGET_FIGURE_PREFIX)})
         for c in after.get(i, []):

@@ -30,6 +30,7 @@ from cl_bench.reporting.collect import (Run, budget_examples, budget_text, colle
                                         with_scoring)
 from cl_bench.reporting.formats import number as _number, render
 from cl_bench.reporting.readme import readme_section, splice_readme
+from cl_bench.reporting.scale import scale_tables
 from cl_bench.reporting.tables import (DEFAULT_EXAMPLES, BudgetCurves, Column, Leaderboard, RecipePair, Row, Table)
 
 # What the command line (cl_bench/cli/) imports from here, besides build, find_row and sort_rows: their homes are
@@ -86,7 +87,7 @@ def build(results_dir: Path, *, stream: str | None = None, sort: str = "acc", de
             table, repeats = _table(name, order, tasks, by_budget[examples], dev, sort, level, examples == main)
             skipped += repeats
             tables.append(table)
-    return Leaderboard(tables, skipped, _budget_curves(tables))
+    return Leaderboard(tables, skipped, _budget_curves(tables), scale_tables(tables, _labels, level))
 
 
 def _table(name: str, order: tuple[str, ...], tasks: list[dict], runs: list[Run], dev, sort: str, level: float,

@@ -1,5 +1,6 @@
 """What a leaderboard is: per stream, order of its new tasks and stage budget a table of rows and columns, the files
-left out, the order effects between a stream's tables and the budget curves across them.
+left out, the order effects between a stream's tables, the budget curves across them and the scale tables (a table's
+strategies at each model size).
 
 Plain data, built by leaderboard.build from the runs of collect.py; formats.py, readme.py and figures.py
 write and draw it. Every number in it is computed in cl_bench.analysis.
@@ -14,6 +15,7 @@ from pathlib import Path
 from cl_bench.analysis import stats
 from cl_bench.analysis.curves import Curve, Point
 from cl_bench.analysis.grouping import Grouping
+from cl_bench.analysis.rank_agreement import RankAgreement
 from cl_bench.config import Budget
 from cl_bench.reporting.collect import Run
 
@@ -110,10 +112,33 @@ class BudgetCurves:
 
 
 @dataclass
+class ScaleRow:
+    """One strategy (and options) at each model size of a table: ACC as the table has it, per size."""
+
+    label: str
+    acc: dict[str, tuple[float, float, float]]  # model -> (mean, low, high) over seeds; sizes it did not run absent
+    seeds: dict[str, int]  # model -> seeds
+
+
+@dataclass
+class ScaleTable:
+    """A table's strategies at two or more model sizes (config.model), and how alike each pair of sizes ranks them
+    (analysis.rank_agreement): does a ranking found on a small base hold on a larger one?"""
+
+    title: str  # the table's (Table.title)
+    slug: str  # the table's (Table.slug): the scale section follows it
+    models: list[str]  # smallest first, by the base's recorded parameters (then by name)
+    parameters: dict[str, int | None]  # model -> the base LM's parameters, as its runs record them
+    rows: list[ScaleRow]
+    agreement: list[tuple[str, str, RankAgreement]]  # (smaller, larger, their agreement) per pair of sizes
+
+
+@dataclass
 class Leaderboard:
     tables: list[Table]
     skipped: list[tuple[Path, str]]  # (file, why it was left out)
     curves: list[BudgetCurves] = field(default_factory=list)  # streams with budget curves or recipe pairs
+    scale: list[ScaleTable] = field(default_factory=list)  # tables with runs at more than one model size
 
 
 @dataclass
