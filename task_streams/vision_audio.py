@@ -4,6 +4,10 @@ digit, a point cloud of a digit's ink, a speaker's vowel recording for speaker n
 
 The default stream, vision-audio, is text -> handwritten digits -> spoken numbers; its data
 is unchanged since clbench 0.2 (tests/test_streams.py pins its hash).
+
+Beside the number tasks, WORD_TASKS ask about an input's own content, from the same data: how thick a
+scan's strokes are, which way a clip's digit moves, which side of a digit's cloud is nearest, how fast
+a speaker talks, how long a vowel recording is. Their answers are words ("bold", "left", "fast").
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from cl_bench.streams.data import cached_splits, default_cache_dir, stable_hash
 from cl_bench.streams.experience import TaskStream
 from cl_bench.streams.base import Stream
 from cl_bench.streams import numbers
-from cl_bench.streams.tasks import build_text, number_experience  # noqa: F401  (built-ins' own names)
+from cl_bench.streams.tasks import (balanced_labels, build_text, label_questions, number_experience,  # noqa: F401
+                                    task_experience)
 
 DATA_VERSION = 5  # bump when the built data changes (5: clips step across cells, clouds are slabs)
 
@@ -55,6 +60,25 @@ TASKS = {
     "video": ("video", "moving-digit-questions", lambda c, progress: build_video(c)),
     "points": ("point-cloud", "digit-cloud-questions", lambda c, progress: build_points(c)),
     "series": ("time-series", "speaker-number-questions", lambda c, progress: build_series(c)),
+    # questions about the input's own content, answered by a word (WORD_TASKS)
+    "image-thickness": ("image", "stroke-thickness-questions", lambda c, progress: build_image_thickness(c)),
+    "video-motion": ("video", "motion-direction-questions", lambda c, progress: build_video_motion(c)),
+    "points-tilt": ("point-cloud", "near-side-questions", lambda c, progress: build_points_tilt(c)),
+    "audio-rate": ("audio", "speech-rate-questions", lambda c, progress: build_audio_rate(c, progress)),
+    "series-length": ("time-series", "recording-length-questions", lambda c, progress: build_series_length(c)),
+}
+# Tasks whose answers are words of their own (task_experience), not numbers: task -> template id -> wording.
+WORD_TASKS = {
+    "image-thickness": {"thickness-0": "the digit is <input> . is it written thin or bold ?",
+                        "thickness-1": "<input> is the pen stroke thin or bold ?"},
+    "video-motion": {"motion-0": "the clip is <input> . which way does the digit move ?",
+                     "motion-1": "<input> where does the digit go ?"},
+    "points-tilt": {"near-0": "the cloud is <input> . which side of the digit is nearest ?",
+                    "near-1": "<input> which side of the board comes closest ?"},
+    "audio-rate": {"rate-0": "the speaker says <input> . does the speaker talk slow or fast ?",
+                   "rate-1": "<input> is the speech slow or fast ?"},
+    "series-length": {"length-0": "the recording is <input> . is it short or long ?",
+                      "length-1": "<input> is the vowel short or long ?"},
 }
 
 
@@ -81,7 +105,10 @@ class NumberStream(Stream):
         for name in self.tasks:
             modality, task, builder = TASKS[name]
             d = cached_splits(root / f"{name}-{key}", lambda b=builder: b(self.config, progress))
-            new.append(exp(name, modality, task, d))
+            if name in WORD_TASKS:
+                new.append(task_experience(name, modality, task, d, prompt_templates=WORD_TASKS[name]))
+            else:
+                new.append(exp(name, modality, task, d))
         return TaskStream(self.name, base, tuple(new))
 
 
@@ -111,6 +138,14 @@ class FiveModalities(NumberStream):
 
     name = "five-modalities"
     tasks = _tasks("vision", "series", "audio", "points", "video")
+
+
+class ModalityQuestions(NumberStream):
+    """Questions about each new input's own content: stroke thickness (image), the speaker's rate (audio), the
+    digit's motion (video), the cloud's nearest side (point cloud) and the recording's length (time series)."""
+
+    name = "modality-questions"
+    tasks = _tasks("image-thickness", "audio-rate", "video-motion", "points-tilt", "series-length")
 
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
@@ -203,14 +238,8 @@ def build_series(config: VisionAudioConfig) -> dict:
     (stratified by speaker) into 216 for training and 54 for validation.
     """
     from datasets import Array2D, Dataset, Features, Value
-    from sklearn.model_selection import train_test_split
 
-    from cl_bench.task_streams.derived import japanese_vowels
-
-    (x_train, y_train), (x_test, y_test) = japanese_vowels()
-    tr, va = train_test_split(np.arange(len(y_train)), test_size=54, stratify=y_train, random_state=config.seed)
-    parts = {"train": ([x_train[i] for i in tr], [y_train[i] for i in tr]),
-             "val": ([x_train[i] for i in va], [y_train[i] for i in va]), "test": (x_test, y_test)}
+    parts = vowel_split(config)
     features = Features({"input": Array2D((None, 12), "float32"), "value": Value("int32"),
                          "template": Value("string"), "prompt": Value("string"), "answer": Value("string")})
     out = {}
@@ -218,6 +247,18 @@ def build_series(config: VisionAudioConfig) -> dict:
         out[split] = Dataset.from_dict(_rows(xs, [int(v) for v in ys], 1000 * config.seed + 40 + SPLIT_SEEDS[split],
                                              per_input(config, split)), features=features)
     return out
+
+
+def vowel_split(config: VisionAudioConfig) -> dict[str, tuple[list[np.ndarray], list[int]]]:
+    """JapaneseVowels' recordings and speakers in build_series' splits: split -> (series, speakers)."""
+    from sklearn.model_selection import train_test_split
+
+    from cl_bench.task_streams.derived import japanese_vowels
+
+    (x_train, y_train), (x_test, y_test) = japanese_vowels()
+    tr, va = train_test_split(np.arange(len(y_train)), test_size=54, stratify=y_train, random_state=config.seed)
+    return {"train": ([x_train[i] for i in tr], [y_train[i] for i in tr]),
+            "val": ([x_train[i] for i in va], [y_train[i] for i in va]), "test": (x_test, y_test)}
 
 
 def speakers(config: VisionAudioConfig):
@@ -242,24 +283,133 @@ def speakers(config: VisionAudioConfig):
             "test": draw(config.test_speakers, TEST_VARIANTS, taken)}
 
 
-def build_speech(config: VisionAudioConfig, progress: bool = True) -> dict:
-    """Every speaker says every number word 0-9; waveforms stored as int16 at 16 kHz."""
-    from datasets import Dataset, Features, Sequence, Value
+def speech_clips(config: VisionAudioConfig, progress: bool = True) -> dict[str, tuple[list, list, list]]:
+    """Every speaker of `speakers` saying every number word 0-9 (int16 at 16 kHz): split -> (waveforms, numbers,
+    voices), one entry a clip, speaker-major."""
     from tqdm.auto import tqdm
 
     from cl_bench.task_streams.speech import synthesize
 
-    features = Features({"input": Sequence(Value("int16")), "value": Value("int32"), "speaker": Value("string"),
-                         "template": Value("string"), "prompt": Value("string"), "answer": Value("string")})
     spk = speakers(config)
     bar = tqdm(total=10 * sum(len(v) for v in spk.values()), desc="synthesising speech", unit="clip",
                disable=not progress)
     out = {}
     for split, voices in spk.items():
         waves = synthesize(list(numbers.WORDS), voices, SAMPLE_RATE, progress=bar.update)
-        values = [v for _ in voices for v in range(10)]
-        who = [voice.key for voice in voices for _ in range(10)]
+        out[split] = (waves, [v for _ in voices for v in range(10)], [voice for voice in voices for _ in range(10)])
+    bar.close()
+    return out
+
+
+def build_speech(config: VisionAudioConfig, progress: bool = True) -> dict:
+    """Every speaker says every number word 0-9; waveforms stored as int16 at 16 kHz."""
+    from datasets import Dataset, Features, Sequence, Value
+
+    features = Features({"input": Sequence(Value("int16")), "value": Value("int32"), "speaker": Value("string"),
+                         "template": Value("string"), "prompt": Value("string"), "answer": Value("string")})
+    out = {}
+    for split, (waves, values, voices) in speech_clips(config, progress).items():
+        who = [voice.key for voice in voices]
         rows = _rows(waves, values, 1000 * config.seed + 10 + SPLIT_SEEDS[split], per_input(config, split), speaker=who)
         out[split] = Dataset.from_dict(rows, features=features)
-    bar.close()
+    return out
+
+
+# ---- questions about an input's own content (WORD_TASKS) ----
+
+SLOW_RATES, FAST_RATES = range(120, 151), range(200, 231)  # words/min; speakers in between are left out
+
+
+def _label_rows(name: str, inputs, labels, seed: int, per_input: int, **extra) -> dict:
+    """Columns of WORD_TASKS[name]'s questions about each input (answer: its label); `extra`: per-input columns."""
+    rows = label_questions(labels, WORD_TASKS[name], seed, per_input)
+    out = {"input": [inputs[i] for i, *_ in rows], "template": [t for _, t, _, _ in rows],
+           "prompt": [p for _, _, p, _ in rows], "answer": [a for *_, a in rows]}
+    out.update({k: [col[i] for i, *_ in rows] for k, col in extra.items()})
+    return out
+
+
+def _scan_labels(config: VisionAudioConfig, name: str, input_feature, derive, classes, salt: int) -> dict:
+    """WORD_TASKS[name]'s questions about an input derived from each digit scan, in the vision task's splits.
+
+    Each split's labels are balanced among `classes` and drawn by the config's seed; `derive(image, rng, label)`
+    makes the input that has its label; `salt` keeps this task's random draws its own.
+    """
+    from datasets import Dataset, Features, Value
+
+    d, splits = digit_split(config)
+    features = Features({"input": input_feature, "value": Value("int32"), "template": Value("string"),
+                         "prompt": Value("string"), "answer": Value("string")})
+    out = {}
+    for split, ids in splits.items():
+        rng = np.random.default_rng([config.seed, SPLIT_SEEDS[split], salt])
+        labels = balanced_labels(classes, len(ids), rng)
+        inputs = [derive(d.images[i], rng, label) for i, label in zip(ids, labels)]
+        values = [int(d.target[i]) for i in ids]  # the digit, kept for analysis; the answer is the label
+        out[split] = Dataset.from_dict(_label_rows(name, inputs, labels, 1000 * config.seed + salt + SPLIT_SEEDS[split],
+                                                   per_input(config, split), value=values), features=features)
+    return out
+
+
+def build_image_thickness(config: VisionAudioConfig) -> dict:
+    """Is a digit scan written thin (as scanned) or bold (strokes widened a pixel)? Split by scan, as vision."""
+    from datasets import Array2D
+
+    from cl_bench.task_streams.derived import THICKNESS, thick_scan
+
+    return _scan_labels(config, "image-thickness", Array2D((8, 8), "float32"),
+                        lambda image, rng, label: thick_scan(image, label), THICKNESS, 50)
+
+
+def build_video_motion(config: VisionAudioConfig) -> dict:
+    """Which way (left, right, up, down) a clip's digit steps across the 2x2 grid. Split by scan, as vision."""
+    from datasets import Array3D
+
+    from cl_bench.task_streams.derived import DIRECTIONS, FRAME_SIZE, FRAMES, directed_clip
+
+    return _scan_labels(config, "video-motion", Array3D((FRAMES, FRAME_SIZE, FRAME_SIZE), "float32"), directed_clip,
+                        tuple(DIRECTIONS), 60)
+
+
+def build_points_tilt(config: VisionAudioConfig) -> dict:
+    """Which side (left, right, top, bottom) of a digit's tilted ink slab is nearest. Split by scan, as vision."""
+    from datasets import Array2D
+
+    from cl_bench.task_streams.derived import NEAR_SIDES, POINTS, tilted_cloud
+
+    return _scan_labels(config, "points-tilt", Array2D((POINTS, 3), "float32"), tilted_cloud, NEAR_SIDES, 70)
+
+
+def build_audio_rate(config: VisionAudioConfig, progress: bool = True) -> dict:
+    """Does a speaker talk slow (120-150 words/min) or fast (200-230)? The audio task's clips and speakers (test
+    speakers' voices held out as there); clips of speakers at 160-190 words/min are left out."""
+    from datasets import Dataset, Features, Sequence, Value
+
+    features = Features({"input": Sequence(Value("int16")), "value": Value("int32"), "speaker": Value("string"),
+                         "template": Value("string"), "prompt": Value("string"), "answer": Value("string")})
+    out = {}
+    for split, (waves, values, voices) in speech_clips(config, progress).items():
+        keep = [i for i, v in enumerate(voices) if v.rate in SLOW_RATES or v.rate in FAST_RATES]
+        labels = ["slow" if voices[i].rate in SLOW_RATES else "fast" for i in keep]
+        rows = _label_rows("audio-rate", [waves[i] for i in keep], labels,
+                           1000 * config.seed + 80 + SPLIT_SEEDS[split], per_input(config, split),
+                           value=[values[i] for i in keep], speaker=[voices[i].key for i in keep])
+        out[split] = Dataset.from_dict(rows, features=features)
+    return out
+
+
+def build_series_length(config: VisionAudioConfig) -> dict:
+    """Is a JapaneseVowels recording short (at most 15 steps) or long? build_series' recordings and splits."""
+    from datasets import Array2D, Dataset, Features, Value
+
+    from cl_bench.task_streams.derived import length_class
+
+    features = Features({"input": Array2D((None, 12), "float32"), "value": Value("int32"),
+                         "template": Value("string"), "prompt": Value("string"), "answer": Value("string")})
+    out = {}
+    for split, (xs, ys) in vowel_split(config).items():
+        rows = _label_rows("series-length", xs, [length_class(x) for x in xs],
+                           1000 * config.seed + 90 + SPLIT_SEEDS[split], per_input(config, split),
+                           value=[int(v) for v in ys])
+        out[split] = Dataset.from_dict(rows, features=features)
     return out

@@ -2,11 +2,13 @@
 
 Public (``from cl_bench import ...``): `build_text`, `number_questions`, `number_experience`, `task_experience`
 and `chance_level`; a plug-in builds its tasks with these rather than with clbench's internal modules.
+`label_questions` and `balanced_labels` build questions whose answer is a class word of the input itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import random
+from collections.abc import Mapping, Sequence
 
 from cl_bench.streams import numbers
 from cl_bench.streams.experience import Experience
@@ -34,6 +36,32 @@ def number_questions(values: list[int], seed: int, per_input: int = 1) -> list[t
     two ?"); the template is the question form ("read", "add", "sub", "next", "prev").
     """
     return numbers.modality_questions(values, seed, per_input)
+
+
+def label_questions(labels: Sequence[str], wordings: Mapping[str, str], seed: int,
+                    per_input: int = 1) -> list[tuple[int, str, str, str]]:
+    """Questions whose answer is a label of the input itself (a class word: "left", "bold"): for each input (by
+    index), `per_input` rows (index, template, prompt, answer), the question's wording drawn by `seed`.
+
+    Args:
+        labels: each input's answer, one word of the task's answer set.
+        wordings: template id -> prompt, each holding INPUT_MARKER once ("the clip is <input> . which way does
+            the digit move ?"); every wording asks the same question, so they share one answer set.
+        seed: seed of the draw of wordings.
+        per_input: questions asked about each input.
+    """
+    if not wordings:
+        raise ValueError("label_questions: no wordings given")
+    rng = random.Random(seed)
+    forms = sorted(wordings)
+    return [(i, form, wordings[form], str(label)) for i, label in enumerate(labels) for form in
+            (rng.choice(forms) for _ in range(per_input))]
+
+
+def balanced_labels(classes: Sequence[str], n: int, rng) -> list[str]:
+    """`n` labels, each class as often as `n` allows (counts differ by at most one), in an order drawn by `rng`
+    (a numpy Generator)."""
+    return [classes[k] for k in rng.permutation(n) % len(classes)]
 
 
 def chance_level(splits: Mapping) -> float:
