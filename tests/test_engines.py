@@ -183,7 +183,7 @@ def test_a_sweep_on_a_three_node_ray_cluster_survives_a_removed_node(small, cach
     retried = [line for line in out.output.splitlines() if line.startswith("  retried: ")]
     # Ray names the loss by what it saw first: the node's death, or (rarely) the worker's connection going
     [line] = retried
-    m = re.fullmatch(r"  retried: small-numbers: pause-once seed ([01]): 1 time, after (NodeDied|WorkerCrashed)Error",
+    m = re.fullmatch(r"  retried: small-numbers: pause-once steps 5 seed ([01]): 1 time, after (NodeDied|WorkerCrashed)Error",
                      line)
     assert m, out.output
     assert len(results(tmp_path / "ray")) == 4
@@ -320,7 +320,7 @@ def test_a_slurm_job_killed_mid_cell_is_listed_with_its_stderr_and_the_rerun_res
     monkeypatch.delenv("CLBENCH_KILL_AT")
     assert killed.exit_code == 1 and "sweep: 1 cells, 0 run, 0 reused, 1 failed" in killed.output
     lines = killed.output.splitlines()
-    i = next(i for i, x in enumerate(lines) if x.startswith("  failed: small-numbers: align-only seed 4: job "))
+    i = next(i for i, x in enumerate(lines) if x.startswith("  failed: small-numbers: align-only steps 5 seed 4: job "))
     assert "ended without a result; its stderr ends: (log: " in lines[i]
     err = Path(lines[i].split("(log: ")[1].rstrip(")"))
     assert err.parent == tmp_path / "jobs" and err.name.endswith("_log.err")

@@ -60,7 +60,7 @@ def test_a_failing_cell_is_listed_with_its_log_and_the_others_go_on(small, cache
         registry.strategies.unregister("crash-on-audio")
     assert out.exit_code == 1
     assert "sweep: 2 cells, 1 run, 0 reused, 1 failed" in out.output
-    line = next(x for x in out.output.splitlines() if x.startswith("  failed: small-numbers: crash-on-audio seed 0"))
+    line = next(x for x in out.output.splitlines() if x.startswith("  failed: small-numbers: crash-on-audio steps 2 seed 0"))
     assert "RuntimeError: simulated crash" in line
     log = Path(line.split("(log: ")[1].rstrip(")"))
     assert "simulated crash" in log.read_text()
