@@ -78,8 +78,9 @@ class Table:
 
     @property
     def slug(self) -> str:
-        """The table's name in file paths (figures/<slug>/)."""
-        return self.stream_slug + ("" if self.examples == DEFAULT_EXAMPLES else f"--budget-{self.examples}")
+        """The table's name in file paths (figures/<slug>/): the stream's for its main table (the default budget's,
+        or the budget most of its runs have), with the budget for the others."""
+        return self.stream_slug + ("" if self.main_budget else f"--budget-{self.examples}")
 
 
 def budget_ratio(examples: int) -> str:
