@@ -193,16 +193,23 @@ def build_digits(config: VisionAudioConfig) -> dict:
     return out
 
 
+def _scan_features(input_feature):
+    """The columns of a task whose inputs are derived from the digit scans."""
+    from datasets import Features, Value
+
+    return Features({"input": input_feature, "value": Value("int32"), "template": Value("string"),
+                     "prompt": Value("string"), "answer": Value("string")})
+
+
 def _from_scans(config: VisionAudioConfig, input_feature, derive, salt: int) -> dict:
     """Question rows about an input derived from each digit scan, in the vision task's splits.
 
     `derive(image, rng)` makes one input; `salt` keeps this task's random draws its own.
     """
-    from datasets import Dataset, Features, Value
+    from datasets import Dataset
 
     d, splits = digit_split(config)
-    features = Features({"input": input_feature, "value": Value("int32"), "template": Value("string"),
-                         "prompt": Value("string"), "answer": Value("string")})
+    features = _scan_features(input_feature)
     out = {}
     for split, ids in splits.items():
         rng = np.random.default_rng([config.seed, SPLIT_SEEDS[split], salt])
@@ -335,11 +342,10 @@ def _scan_labels(config: VisionAudioConfig, name: str, input_feature, derive, cl
     Each split's labels are balanced among `classes` and drawn by the config's seed; `derive(image, rng, label)`
     makes the input that has its label; `salt` keeps this task's random draws its own.
     """
-    from datasets import Dataset, Features, Value
+    from datasets import Dataset
 
     d, splits = digit_split(config)
-    features = Features({"input": input_feature, "value": Value("int32"), "template": Value("string"),
-                         "prompt": Value("string"), "answer": Value("string")})
+    features = _scan_features(input_feature)
     out = {}
     for split, ids in splits.items():
         rng = np.random.default_rng([config.seed, SPLIT_SEEDS[split], salt])

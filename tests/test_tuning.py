@@ -9,15 +9,9 @@ from click.testing import CliRunner
 
 from cl_bench import registry
 from cl_bench.api.strategy import Strategy
-from cl_bench.errors import UsageError
 from cl_bench.cli import main
 from cl_bench.engines import tune as tuning
-
-
-def test_grid_points_are_every_combination_in_order():
-    assert tuning.grid_points({"lr": ("1", "2"), "r": ("4", "16")}) == [
-        {"lr": "1", "r": "4"}, {"lr": "1", "r": "16"}, {"lr": "2", "r": "4"}, {"lr": "2", "r": "16"}]
-    assert tuning.grid_points({}) == [{}]
+from cl_bench.errors import UsageError
 
 
 def test_choose_takes_the_best_mean_and_the_earlier_of_ties():
@@ -107,7 +101,7 @@ def test_a_grid_still_on_its_edge_after_widening_is_reported(toy):
         tuning.tune_strategy("toy", lambda p, s: _doc(0.5, "test"))
 
 
-def test_the_committed_choice_of_a_strategy_with_an_own_score_is_its_diagonal():
+def test_single_ft_is_tuned_on_its_own_tasks_and_joint_on_the_final_row():
     from cl_bench.strategies.joint import Joint, SingleTask
 
     assert SingleTask.tuning_score == "own" and Joint.tuning_score == "final"

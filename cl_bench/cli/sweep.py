@@ -144,6 +144,16 @@ def sweep_configs(stream, strategies, seeds, orders, sets, encoders, stream_opti
                       budget_list(listed(budgets, "budgets", "1"))), make)
 
 
+def grid_axes(f):
+    """--base-seeds and --budgets: the design's levels beyond seeds (sweep and publish)."""
+    f = click.option("--budgets", default=None, metavar="X1,X2",
+                     help="Multiples of the stage budget's steps, comma-separated (e.g. 0.5,1,2.25: the budget "
+                          "curves) [default: 1].")(f)
+    return click.option("--base-seeds", default=None,
+                        help="Base seeds (the preset's shipped bases 0, 1, 2), comma-separated: a level of the "
+                             "design; every cell runs on each [default: 0].")(f)
+
+
 def budget_list(text: str) -> tuple[float, ...]:
     """--budgets: comma-separated positive multiples of the stage budget's steps (e.g. 0.5,1,2.25)."""
     try:
@@ -180,12 +190,7 @@ def run_sweep(configs, engine, cache_dir, quiet: bool = False, restart: bool = F
 @click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2",
               help="Values of a strategy option to sweep, e.g. --set lr=1e-4,3e-4 (repeatable; every combination, "
                    "for the strategies that have the option; the others run at their defaults).")
-@click.option("--base-seeds", default=None,
-              help="Base seeds (the preset's shipped bases 0, 1, 2), comma-separated: a level of the design; every "
-                   "cell runs on each [default: 0].")
-@click.option("--budgets", default=None, metavar="X1,X2",
-              help="Multiples of the stage budget's steps, comma-separated (e.g. 0.5,1,2.25: the budget curves) "
-                   "[default: 1].")
+@grid_axes
 @opt.model(optional=True, help="Base model: a preset or a local checkpoint")
 @opt.steps(optional=True)
 @opt.batch_size(optional=True)
@@ -234,12 +239,7 @@ def sweep(grid_file, stream, strategies, seeds, orders, sets, base_seeds, budget
 @click.option("--order", "orders", multiple=True, metavar="default|TASKS|random:SEED",
               help="An order of each stream's new tasks to run (repeatable: every strategy runs in every order "
                    "given, and the leaderboard reports the order effects) [default: the stream's own].")
-@click.option("--base-seeds", default=None,
-              help="Base seeds (the preset's shipped bases 0, 1, 2), comma-separated: a level of the design; every "
-                   "cell runs on each [default: 0].")
-@click.option("--budgets", default=None, metavar="X1,X2",
-              help="Multiples of the stage budget's steps, comma-separated (e.g. 0.5,1,2.25: the budget curves) "
-                   "[default: 1].")
+@grid_axes
 @opt.encoder
 @opt.stream_option
 @opt.results_dir(default=PUBLISHED, help="Directory holding runs/ of result files")

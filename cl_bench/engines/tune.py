@@ -22,7 +22,6 @@ and the strategies' defaults cite it.
 
 from __future__ import annotations
 
-import itertools
 import json
 import statistics
 from collections.abc import Callable
@@ -34,12 +33,6 @@ TUNING_SEEDS = (0, 1)
 EXTRA_SEED = 2  # the third seed of a noisy choice
 WIDENINGS = 2  # values added past an edge, per option
 SCORES = ("final", "own")
-
-
-def grid_points(grid: dict[str, tuple[str, ...]]) -> list[dict[str, str]]:
-    """Every combination of the grid's values, in order (the first option varies slowest)."""
-    names = list(grid)
-    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
 
 
 def point_label(point: dict[str, str]) -> str:
@@ -194,23 +187,6 @@ def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], see
     return {"grid": {k: list(v) for k, v in grid.items()}, "tried": tried, "score": rule, "procedure": "coordinate",
             "rounds": rounds, "points": points, "chosen": chosen, "on_edge": still, "defaults_now": defaults,
             "defaults_match": all(_same(defaults[k], chosen[k]) for k in grid)}
-
-
-def on_edge(grid: dict[str, tuple[str, ...]], chosen: dict[str, str]) -> list[str]:
-    """The numeric options whose chosen value is the smallest or largest of their grid.
-
-    A choice on the edge says the best value may lie outside the grid: widen the grid that
-    way and tune again.
-    """
-    edge = []
-    for k, values in grid.items():
-        try:
-            nums = [float(v) for v in values]
-        except ValueError:
-            continue
-        if len(nums) > 1 and float(chosen[k]) in (min(nums), max(nums)):
-            edge.append(k)
-    return edge
 
 
 def _default(cls, option: str) -> str:

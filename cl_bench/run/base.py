@@ -136,7 +136,7 @@ def _load_shipped(path: Path, entry: dict, device, dtype) -> BaseModel:
 
 
 def ship(model: str, stream, pretrain: PretrainConfig, device, directory: Path | None = None,
-                  progress: bool = False) -> dict:
+         progress: bool = False) -> dict:
     """Pre-train preset `model` with `pretrain` and ship it: its files to directory/<model>-base<seed>/ (default: the
     package's cl_bench/bases/), their sha256s to the manifest (replacing an entry of the same name)."""
     from cl_bench.results import atomic_write_json
@@ -145,12 +145,11 @@ def ship(model: str, stream, pretrain: PretrainConfig, device, directory: Path |
     name = f"{model}-base{pretrain.seed}"
     target = directory / name
     shutil.rmtree(target, ignore_errors=True)
-    key, _, _ = base_key(model, stream, pretrain)
     base = pretrain_fresh(model, stream, pretrain, device, target, progress)
     (target / CHECKSUMS).unlink(missing_ok=True)  # the manifest holds the sha256s of a shipped base
     files = {f.name: file_sha256(f) for f in sorted(target.iterdir()) if f.is_file()}
     info = base.info
-    entry = {"name": name, "key": key, "preset": model, "pretrain": info["pretrain"],
+    entry = {"name": name, "key": info["key"], "preset": model, "pretrain": info["pretrain"],
              "text_train": info["text_train"], "text_val": info["text_val"],
              "pretrain_seconds": info["pretrain_seconds"], "pretrain_threads": info["pretrain_threads"],
              "weights_sha256": info["weights_sha256"], "files": files}
@@ -303,9 +302,7 @@ def pretrain_curve(model: str, stream, step_counts, pretrain: PretrainConfig, de
     from cl_bench.api.training import TaskData
     from cl_bench.models.multimodal import MultimodalLM
 
-    words = stream_words(stream)
-    tok = word_tokenizer(words)
-    config = preset_config(model, len(tok), tok)
+    _, config, tok = base_key(model, stream, pretrain)  # the shapes and tokenizer a base of `model` has
     points = []
     for steps in step_counts:
         cfg = replace(pretrain, steps=int(steps))
