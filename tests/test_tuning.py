@@ -61,6 +61,20 @@ def test_noisy_compares_the_gap_with_the_seed_spread():
     assert not tuning.noisy([0.5], [0.6])
 
 
+def test_a_value_the_strategy_refuses_past_an_edge_stops_the_widening(toy):
+    def fake(point, seed):
+        if int(point.get("width", 4)) > 16:
+            raise ValueError(f"width {point['width']} does not divide the hidden size")
+        return _doc(0.5 + 0.01 * int(point.get("width", 4)))
+
+    report = tuning.tune_strategy("toy", fake, seeds=(0, 1))
+    assert report["tried"]["width"] == ["4", "16"] and report["chosen"]["width"] == "16"
+    assert report["refused"] == {"width": [{"value": "64", "error": "width 64 does not divide the hidden size"}]}
+    assert "width" in report["on_edge"]
+    with pytest.raises(ValueError, match="does not divide"):  # a declared value refused is the grid's mistake
+        tuning.tune_strategy("toy", fake, seeds=(0,), grid={"width": ("16", "32")})
+
+
 def test_score_final_is_the_last_row_and_own_the_new_tasks_diagonal():
     doc = {"accuracy_matrix": [[0.9, 0.1, 0.1], [0.5, 0.8, 0.1], [0.4, 0.3, 0.6]]}
     assert tuning.score(doc) == pytest.approx((0.4 + 0.3 + 0.6) / 3)

@@ -14,7 +14,8 @@ deterministic and rerunnable from the report:
    seeds' standard deviations), both get a third seed (2) and the choice is made again on three.
 4. Edges: where a numeric option's choice is the smallest or largest value tried, the grid is widened by one
    value that way (the edge value times the ratio to its neighbour) and the option tuned again, at most
-   WIDENINGS times; a choice still on the edge is reported as such.
+   WIDENINGS times; a value the strategy refuses (a ValueError) stops the widening and is reported as refused;
+   a choice still on the edge is reported as such.
 
 The report (every point tried, its seeds and scores, the choices, the command) is written as JSON and Markdown,
 and the strategies' defaults cite it.
@@ -151,7 +152,7 @@ def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], see
         return runs[key]
 
     chosen: dict[str, str] = {}
-    rounds, tried = [], {k: list(v) for k, v in grid.items()}
+    rounds, tried, refused = [], {k: list(v) for k, v in grid.items()}, {}
     for option in grid:
         for widening in range(WIDENINGS + 1):
             points = [{**chosen, option: v} for v in tried[option]]
@@ -174,6 +175,12 @@ def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], see
             more = widened(tuple(tried[option]), value)
             if more is None or more in tried[option] or widening == WIDENINGS:
                 break
+            try:
+                evaluate({**chosen, option: more}, seeds[0])
+            except ValueError as e:  # the strategy refuses the value past the edge (e.g. a bottleneck that does
+                # not divide the hidden size): the grid cannot widen that way, and the choice stays on its edge
+                refused.setdefault(option, []).append({"value": more, "error": (str(e).splitlines() or [""])[0]})
+                break
             tried[option].append(more)
         chosen[option] = value
     if not grid:
@@ -185,7 +192,7 @@ def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], see
         p["mean"] = round(statistics.fmean(p["val_acc"]), 6)
     still = [k for k in grid if widened(tuple(tried[k]), chosen[k]) is not None]
     return {"grid": {k: list(v) for k, v in grid.items()}, "tried": tried, "score": rule, "procedure": "coordinate",
-            "rounds": rounds, "points": points, "chosen": chosen, "on_edge": still, "defaults_now": defaults,
+            "rounds": rounds, "points": points, "chosen": chosen, "on_edge": still, "refused": refused, "defaults_now": defaults,
             "defaults_match": all(_same(defaults[k], chosen[k]) for k in grid)}
 
 
