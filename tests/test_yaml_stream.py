@@ -25,13 +25,17 @@ def write_stream(root, **task_overrides):
     rng = np.random.default_rng(0)
     digits = load_digits()
     (root / "text").mkdir(parents=True)
+    # each split asks in its own words and shows its own digit images: the contract forbids test items that
+    # also sit in a split strategies see
+    asks = {"train": "what is {} plus one ?", "val": "{} plus one is what ?", "test": "is what {} plus one ?"}
+    first = {"train": 0, "val": 11, "test": 13}
     for split, n in (("train", 30), ("val", 6), ("test", 6)):
-        rows = [(f"what is {WORDS[k % 3]} plus one ?", str(k % 3 + 1)) for k in range(n)]
+        rows = [(asks[split].format(WORDS[k % 3]), str(k % 3 + 1)) for k in range(n)]
         (root / "text" / f"{split}.csv").write_text("question,answer\n" + "\n".join(f"{q},{a}" for q, a in rows))
         for label in range(3):  # imagefolder: <split>/<label>/<file>.png
             d = root / "digits" / split / str(label)
             d.mkdir(parents=True)
-            for k, img in enumerate(digits.images[digits.target == label][: n // 3 + (split == "train")]):
+            for k, img in enumerate(digits.images[digits.target == label][first[split]: first[split] + n // 3 + (split == "train")]):
                 Image.fromarray(np.uint8(img * 15)).resize((16, 16)).save(d / f"{split}-{k}.png")
         (root / "wav").mkdir(exist_ok=True)
         lines = ["path,number"]

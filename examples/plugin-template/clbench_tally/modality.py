@@ -9,7 +9,7 @@ CELLS = 32
 
 
 class TallyWindows(Encoder):
-    """A row of CELLS cells (1 = a tally mark) cut into windows of 8 cells: 4 tokens of 8 values."""
+    """A row of CELLS cells (grain 0-0.2, a tally mark 0.6-1) cut into windows of 8 cells: 4 tokens of 8 values."""
 
     modality = "tally"
     name = "windows"
