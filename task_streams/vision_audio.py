@@ -8,6 +8,10 @@ is unchanged since clbench 0.2 (tests/test_streams.py pins its hash).
 Beside the number tasks, WORD_TASKS ask about an input's own content, from the same data: how thick a
 scan's strokes are, which way a clip's digit moves, which side of a digit's cloud is nearest, how fast
 a speaker talks, how long a vowel recording is. Their answers are words ("bold", "left", "fast").
+
+A stream with both the vision and the audio task also has a mixed-modality probe, `image-plus-audio`:
+a test digit scan and a test speaker's number in one prompt ("the number is <image> . what is the
+number plus <spoken number> ?"), evaluated after every stage and never learned (MixedProbe).
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from cl_bench.streams.data import cached_splits, default_cache_dir, stable_hash
-from cl_bench.streams.experience import TaskStream
+from cl_bench.streams.experience import MixedProbe, TaskStream
 from cl_bench.streams.base import Stream
 from cl_bench.streams import numbers
-from cl_bench.streams.tasks import (balanced_labels, build_text, label_questions, number_experience,  # noqa: F401
-                                    task_experience)
+from cl_bench.streams.tasks import (balanced_labels, build_text, chance_level, label_questions,  # noqa: F401
+                                    number_experience, task_experience)
 
 DATA_VERSION = 5  # bump when the built data changes (5: clips step across cells, clouds are slabs)
 
@@ -87,9 +91,14 @@ def _tasks(*names: str) -> dict[str, str]:
 
 
 class NumberStream(Stream):
-    """Number questions: the base text task, then the tasks in `tasks`, in order."""
+    """Number questions: the base text task, then the tasks in `tasks`, in order; with the vision and the audio
+    task, the image-plus-audio probe."""
 
     Config = VisionAudioConfig
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.mixed = {"image-plus-audio": "image+audio"} if {"vision", "audio"} <= set(cls.tasks) else {}
 
     def build(self, cache_dir: Path | None = None, progress: bool = True) -> TaskStream:
         # One data cache for every number stream: a task's data depends on its name and the config only.
@@ -109,7 +118,14 @@ class NumberStream(Stream):
                 new.append(task_experience(name, modality, task, d, prompt_templates=WORD_TASKS[name]))
             else:
                 new.append(exp(name, modality, task, d))
-        return TaskStream(self.name, base, tuple(new))
+        mixed = ()
+        if "image-plus-audio" in self.mixed:
+            tests = {e.name: e.test for e in new}
+            d = cached_splits(root / f"image-plus-audio-{key}",
+                              lambda: build_image_plus_audio(tests["vision"], tests["audio"], self.config))
+            mixed = (MixedProbe("image-plus-audio", "image+audio", "picture-plus-spoken-number", d["test"],
+                                numbers.ANSWERS, chance_level(d)),)
+        return TaskStream(self.name, base, tuple(new), mixed)
 
 
 class VisionAudio(NumberStream):
@@ -148,7 +164,50 @@ class ModalityQuestions(NumberStream):
     tasks = _tasks("image-thickness", "audio-rate", "video-motion", "points-tilt", "series-length")
 
 
+class TwoTasksPerModality(NumberStream):
+    """Each new modality twice: digit images and spoken numbers (as vision-audio), then a second task of each
+    modality about the same kind of input: stroke thickness (image), the speaker's rate (audio). A strategy that
+    chooses its weights by modality answers both tasks of a modality with the same ones; one routed by task keeps
+    them apart."""
+
+    name = "two-tasks-per-modality"
+    tasks = _tasks("vision", "audio", "image-thickness", "audio-rate")
+
+
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+MIXED_ITEMS = 400  # items of the image-plus-audio probe
+MIXED_PROMPT = f"{numbers.INPUT_PREFIX} {numbers.WORDINGS['add'][0][0].format(b='<input>')}"
+
+
+def _distinct_inputs(split) -> tuple[list, list[int]]:
+    """The distinct inputs of a question split (each input is asked several questions) and their numbers."""
+    seen, inputs, values = set(), [], []
+    for x, v in zip(split["input"], split["value"]):
+        k = np.asarray(x).tobytes()
+        if k not in seen:
+            seen.add(k)
+            inputs.append(x)
+            values.append(int(v))
+    return inputs, values
+
+
+def build_image_plus_audio(vision_test, audio_test, config: VisionAudioConfig) -> dict:
+    """The mixed-modality probe: a test digit scan and a test speaker's spoken number in one prompt, "the number is
+    <input> . what is the number plus <input> ?" (the canonical adding question, the spoken number in the place of
+    the word), answer their sum. Test inputs only: a strategy has seen neither the scans nor the voices."""
+    from datasets import Array2D, Dataset, Features, Sequence, Value
+
+    images, a = _distinct_inputs(vision_test)
+    clips, b = _distinct_inputs(audio_test)
+    rng = np.random.default_rng([config.seed, 77])
+    pi, pc = rng.permutation(len(images)), rng.permutation(len(clips))
+    pairs = [(int(pi[j % len(pi)]), int(pc[(j // len(pi) + j) % len(pc)])) for j in range(MIXED_ITEMS)]
+    features = Features({"input_0": Array2D((8, 8), "float32"), "input_1": Sequence(Value("int16")),
+                         "template": Value("string"), "prompt": Value("string"), "answer": Value("string")})
+    return {"test": Dataset.from_dict({
+        "input_0": [images[i] for i, _ in pairs], "input_1": [clips[c] for _, c in pairs],
+        "template": ["add-mixed"] * len(pairs), "prompt": [MIXED_PROMPT] * len(pairs),
+        "answer": [str(a[i] + b[c]) for i, c in pairs]}, features=features)}
 
 
 def _rows(inputs, values, seed, per_input, **extra):

@@ -226,3 +226,22 @@ class LeakyNumbers(SmallNumbers):
             return replace(e, test=concatenate_datasets([e.train.select(range(4)), e.test]))
 
         return replace(ts, name=self.name, base=leak(ts.base), experiences=tuple(map(leak, ts.experiences)))
+
+
+from cl_bench.api.strategy import Declaration  # noqa: E402
+from cl_bench.strategies.adapters import AdapterPerModality  # noqa: E402
+
+
+class TaskRouterSaysModality(AdapterPerModality):
+    """An adapter set per task (run it with -o route=task) that declares routing by modality: on a stream with two
+    tasks of one modality, it answers them with different weights."""
+
+    def declaration(self):
+        return Declaration(task_weights=True, modality_routed=True)
+
+
+class ModalityRouterSaysTask(AdapterPerModality):
+    """An adapter set per modality that declares routing by task."""
+
+    def declaration(self):
+        return Declaration(task_weights=True, task_routed=True)

@@ -20,7 +20,7 @@ def make(cls, stream, cache_dir, preset="mixtral-tiny", **options):
     base = load_base(preset, stream, CPU, cache_dir, PretrainConfig(steps=5, batch_size=8), progress=False)
     torch.manual_seed(0)
     model = MultimodalLM(base.lm, base.tokenizer, {m: build_encoder(m) for m in ("image", "audio")})
-    strat = cls(AdapterConfig(**options))
+    strat = cls(cls.Config(**options))
     strat.setup(model, RunContext(CPU, 0, Budget(steps=3, batch_size=4), stream.name,
                                   tuple(t.info for t in stream.tasks), progress=False))
     return strat

@@ -103,7 +103,7 @@ CASES = [
      "timing.train_seconds: '70' is a string, not a number"),
     ("declaration-unknown", FULL_FT, _set("declaration", {"keeps_everything": True}),
      "declaration.keeps_everything: not a field of a declaration "
-     "(past_train, past_val, task_weights, modality_routed, budget)"),
+     "(past_train, past_val, task_weights, modality_routed, task_routed, budget)"),
     ("declaration-flag-text", FULL_FT, _set("declaration", {"past_train": "yes"}),
      "declaration.past_train: 'yes' is a string, not a boolean"),
     ("four-problems", FULL_FT,

@@ -78,24 +78,31 @@ class Declaration:
     """What a strategy keeps from past tasks and knows at test time, shown next to its scores.
 
     Every strategy picks a modality's projector by the input's modality (each modality has its
-    own encoder); `modality_routed` is about the language model's weights.
+    own encoder); `modality_routed` and `task_routed` are about the language model's weights (and,
+    for a strategy routed by task, the projector it kept for that task). A stream may hold two
+    tasks of one modality: a strategy routed by modality then answers both with the same weights,
+    one routed by task keeps them apart, being told which task an input belongs to.
     """
 
     past_train: bool = False  # keeps items of earlier tasks' training splits (replay, joint)
     past_val: bool = False  # keeps earlier tasks' validation splits (e.g. to re-tune on them)
     task_weights: bool = False  # keeps weights per task or from past tasks (experts, adapters, masks, teachers)
     modality_routed: bool = False  # answers an input with LM weights chosen by its modality
+    task_routed: bool = False  # answers an input with LM weights chosen by its task (told the task at test time)
     budget: str = "equal"  # "equal": the stage budget of training examples; otherwise what it spends instead
 
     def __post_init__(self) -> None:
         if not self.budget:
             raise ValueError("Declaration.budget must be 'equal' or say what the strategy spends instead")
+        if self.modality_routed and self.task_routed:
+            raise ValueError("Declaration: a strategy routes by modality or by task, not both")
 
     def short(self) -> str:
-        """A compact label, e.g. "past train, routed" ("-" when nothing is declared)."""
+        """A compact label, e.g. "past train, routed by modality" ("-" when nothing is declared)."""
         parts = [name for flag, name in ((self.past_train, "past train"), (self.past_val, "past val"),
-                                         (self.task_weights, "task weights"), (self.modality_routed, "routed"))
-                 if flag]
+                                         (self.task_weights, "task weights"),
+                                         (self.modality_routed, "routed by modality"),
+                                         (self.task_routed, "routed by task")) if flag]
         if self.budget != "equal":
             parts.append(f"budget: {self.budget}")
         return ", ".join(parts) or "-"
@@ -134,6 +141,53 @@ def decode_state(tensor: torch.Tensor):
     import json
 
     return json.loads(bytes(tensor.cpu().tolist()).decode())
+
+
+class TaskProjectors:
+    """Each task's own copy of its modality's projector, for a strategy routed by task (Declaration.task_routed).
+
+    Two tasks of one modality share its encoder and projector in the model; a strategy that keeps the tasks apart
+    keeps each task's projector as it was after the task's stage (``keep``), starts a new task of a modality from
+    that modality's latest copy (``start``) and puts a task's copy back before answering its inputs (``use``).
+    ``state_dict``/``load_state_dict`` carry the copies through a resume, under keys that start with `prefix`.
+    """
+
+    def __init__(self, prefix: str = "task_projector.") -> None:
+        self.prefix = prefix
+        self.copies: dict[str, dict[str, torch.Tensor]] = {}  # task name -> projector state, in learning order
+        self.modality: dict[str, str] = {}  # task name -> its modality
+
+    def keep(self, model, task: str, modality: str) -> None:
+        self.copies[task] = {k: v.detach().clone() for k, v in model.projectors[modality].state_dict().items()}
+        self.modality[task] = modality
+
+    def start(self, model, modality: str) -> None:
+        latest = [t for t in self.copies if self.modality[t] == modality]
+        if latest:
+            model.projectors[modality].load_state_dict(self.copies[latest[-1]])
+
+    def use(self, model, task: TaskInfo) -> None:
+        if task.name in self.copies:
+            model.projectors[task.modality].load_state_dict(self.copies[task.name])
+
+    def extra_bytes(self) -> int:
+        """Bytes of the copies beyond one per modality (the model's own projector), for Memory.task_weight_bytes."""
+        latest = {m: t for t, m in self.modality.items()}
+        return tensor_bytes(v for t, c in self.copies.items() if latest[self.modality[t]] != t for v in c.values())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {f"{self.prefix}{t}.{k}": v for t, c in self.copies.items() for k, v in c.items()}
+        out[f"{self.prefix}order"] = encode_state([[t, self.modality[t]] for t in self.copies])
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Take the copies out of `state` (the keys under `prefix` are removed from it)."""
+        order = decode_state(state.pop(f"{self.prefix}order")) if f"{self.prefix}order" in state else []
+        self.copies, self.modality = {}, {}
+        for task, modality in order:
+            head = f"{self.prefix}{task}."
+            self.copies[task] = {k[len(head):]: state.pop(k) for k in [k for k in state if k.startswith(head)]}
+            self.modality[task] = modality
 
 
 def tensor_bytes(tensors) -> int:

@@ -12,7 +12,7 @@ import torch
 from cl_bench import faults
 from cl_bench.errors import UsageError
 from cl_bench.models.multimodal import Batch, MultimodalLM
-from cl_bench.streams.experience import INPUT_MARKER
+from cl_bench.streams.experience import INPUT_MARKER, input_column, input_modalities
 
 # Told of every batch a TaskData builds, as watch(data, index): the runner's measurement of what a strategy trains
 # on (cl_bench.run.probe). Empty outside a stage; strategies never touch it.
@@ -20,49 +20,87 @@ batch_watchers: list = []
 
 
 class TaskData:
-    """One split, tokenized and featurized once, served as padded batches."""
+    """One split, tokenized and featurized once, served as padded batches.
+
+    `modality` is the items' one: "text", a modality, or a mixed item's ("image+audio": one input of each, in the
+    prompt's order, from the columns input_0, input_1, ...; cl_bench.streams.experience.MixedProbe).
+    """
 
     def __init__(self, split, model: MultimodalLM, modality: str) -> None:
         tok = model.tokenizer
         self.modality = modality
         self.split = split  # the rows' source, for the runner's item identity (cl_bench.run.probe)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        self.features = None
-        n_slots = 0
-        if modality != "text":
-            if modality not in model.encoders:
-                raise ValueError(f"the model has no encoder for modality {modality!r}")
-            self.features = model.encoders[modality].featurize(list(split["input"]))
+        kinds = input_modalities(modality)
+        # per input of an item: (modality, features of every row, tokens it takes)
+        self.inputs: list[tuple[str, torch.Tensor, int]] = []
+        for i, kind in enumerate(kinds):
+            if kind not in model.encoders:
+                raise ValueError(f"the model has no encoder for modality {kind!r}")
+            features = model.encoders[kind].featurize(list(split[input_column(modality, i)]))
             with torch.no_grad():
-                n_slots = model.encoders[modality](self.features[:1]).shape[1]
-        # Each prompt is tokenized around its input marker: [before] + P slots + [after].
+                self.inputs.append((kind, features, model.encoders[kind](features[:1]).shape[1]))
+        # Each prompt is tokenized around its input markers: [before] + P slots + [between] + P' slots ... + [after].
         chat = getattr(model, "prompt_format", "plain") == "chat"
-        before, after = [], []
+        pieces = []  # per prompt: the text before, between and after its inputs
         for prompt in split["prompt"]:
             if chat:  # the user's turn and the assistant's opening, by the tokenizer's own template
                 prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                  add_generation_prompt=True)
-            head, marker, tail = prompt.partition(INPUT_MARKER)
-            if not marker:
-                head, tail = "", prompt
-            before.append(head if chat else head.strip())
-            after.append(tail if chat else tail.strip())
+            parts = prompt.split(INPUT_MARKER)
+            if len(parts) == 1:  # no marker: the input comes first
+                parts = ["", prompt]
+            if self.inputs and len(parts) != len(self.inputs) + 1:
+                raise UsageError(f"a prompt of {modality} items must hold {INPUT_MARKER} {len(self.inputs)} time(s), "
+                                 f"once per input: {prompt!r}")
+            pieces.append(parts if chat else [x.strip() for x in parts])
         special = not chat  # a chat template writes its own special tokens
-        pre = tok(before, add_special_tokens=special)["input_ids"] if n_slots else None
-        post = tok(after, add_special_tokens=special and not n_slots)["input_ids"]
+        n_slots = [n for _, _, n in self.inputs]
+        if n_slots:
+            columns = [tok([p[k] for p in pieces], add_special_tokens=special and k == 0)["input_ids"]
+                       for k in range(len(n_slots))]
+        post = tok([p[-1] for p in pieces], add_special_tokens=special and not n_slots)["input_ids"]
         answers = tok([a if chat else " " + a for a in split["answer"]], add_special_tokens=False)["input_ids"]
         if any(len(a) == 0 for a in answers):
             raise UsageError("an answer tokenizes to nothing; check the tokenizer's vocabulary")
-        self.seqs, self.slot_start, self.n_prompt = [], [], []
+        self.seqs, self.n_prompt = [], []
+        self.starts: list[list[int]] = []  # per row, where each input's slots start
         for i, (p, a) in enumerate(zip(post, answers)):
-            head = pre[i] if n_slots else []
-            self.seqs.append(head + [self.pad_id] * n_slots + p + a)
-            self.slot_start.append(len(head))
-            self.n_prompt.append(len(head) + n_slots + len(p))
-        self.n_slots = n_slots
+            seq, starts = [], []
+            for k, n in enumerate(n_slots):
+                seq += columns[k][i]
+                starts.append(len(seq))
+                seq += [self.pad_id] * n
+            seq += p
+            self.seqs.append(seq + a)
+            self.starts.append(starts)
+            self.n_prompt.append(len(seq))
+        # one input (the common case): its features, token count and start, as before mixed items
+        self.features = self.inputs[0][1] if len(self.inputs) == 1 else None
+        self.n_slots = n_slots[0] if len(n_slots) == 1 else sum(n_slots)
+        self.slot_start = [st[0] if st else 0 for st in self.starts]
 
     def __len__(self) -> int:
         return len(self.seqs)
+
+    def slot_masks(self, index: Sequence[int], width: int, device=None) -> list[torch.Tensor]:
+        """Per input of the items, a (len(index), width) bool mask of its slots in each row."""
+        masks = [torch.zeros((len(index), width), dtype=torch.bool, device=device) for _ in self.inputs]
+        for row, i in enumerate(index):
+            for k, (_, _, n) in enumerate(self.inputs):
+                masks[k][row, self.starts[i][k]: self.starts[i][k] + n] = True
+        return masks
+
+    def make_batch(self, ids, attention, answer, index: Sequence[int], masks: list[torch.Tensor]) -> Batch:
+        """A Batch of rows `index` with the given tokens and each input's slot mask (from slot_masks)."""
+        if not self.inputs:
+            return Batch(self.modality, ids, attention, answer)
+        device = ids.device
+        if len(self.inputs) == 1:
+            return Batch(self.modality, ids, attention, answer, self.inputs[0][1][index].to(device), masks[0])
+        union = torch.stack(masks).any(0)
+        return Batch(self.modality, ids, attention, answer, None, union,
+                     tuple((kind, f[index].to(device), m) for (kind, f, _), m in zip(self.inputs, masks)))
 
     def batch(self, index: Sequence[int]) -> Batch:
         index = list(index)
@@ -72,16 +110,12 @@ class TaskData:
         ids = torch.full((len(index), L), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(index), L), dtype=torch.long)
         answer = torch.zeros((len(index), L), dtype=torch.bool)
-        slots = torch.zeros((len(index), L), dtype=torch.bool)
         for row, i in enumerate(index):
             s = self.seqs[i]
             ids[row, : len(s)] = torch.tensor(s)
             attention[row, : len(s)] = 1
             answer[row, self.n_prompt[i]: len(s)] = True
-            slots[row, self.slot_start[i]: self.slot_start[i] + self.n_slots] = True
-        if self.features is None:
-            return Batch(self.modality, ids, attention, answer)
-        return Batch(self.modality, ids, attention, answer, self.features[index], slots)
+        return self.make_batch(ids, attention, answer, index, self.slot_masks(index, L))
 
 
 @dataclass
@@ -296,18 +330,16 @@ def generate(model: MultimodalLM, data: TaskData, device: torch.device, batch_si
         width = int(lengths.max()) + limit
         ids = torch.full((B, width), data.pad_id, dtype=torch.long, device=device)
         attention = torch.zeros((B, width), dtype=torch.long, device=device)
-        slots = torch.zeros((B, width), dtype=torch.bool, device=device)
         for row, i in enumerate(index):
             ids[row, : data.n_prompt[i]] = torch.tensor(data.seqs[i][: data.n_prompt[i]], device=device)
             attention[row, : data.n_prompt[i]] = 1
-            slots[row, data.slot_start[i]: data.slot_start[i] + data.n_slots] = True
-        features = None if data.features is None else data.features[index].to(device)
+        masks = data.slot_masks(index, width, device)
         rows, first = torch.arange(B, device=device), lengths.clone()
         done = torch.zeros(B, dtype=torch.bool, device=device)
         for _ in range(limit):
             L = int(lengths.max())
-            batch = Batch(data.modality, ids[:, :L], attention[:, :L], torch.zeros_like(slots[:, :L]), features,
-                          slots[:, :L] if features is not None else None)
+            batch = data.make_batch(ids[:, :L], attention[:, :L], torch.zeros_like(ids[:, :L], dtype=torch.bool),
+                                    index, [m[:, :L] for m in masks])
             with model.autocast():
                 embeds, _ = model.inputs(batch)
                 logits = model.lm(inputs_embeds=embeds, attention_mask=batch.attention).logits  # (B, L, V)

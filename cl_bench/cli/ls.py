@@ -95,6 +95,9 @@ def _details(reg, name: str, entry) -> list[str]:
         cls = stream_class(name)
         lines.append("tasks: " + ", ".join(f"{t} ({m})" for t, m in cls.tasks.items())
                      + "".join(f"; encoder {m}={e}" for m, e in cls.encoders.items()))
+        if cls.mixed:
+            lines.append("mixed-modality probes (scored after every stage, never learned): "
+                         + ", ".join(f"{t} ({m})" for t, m in cls.mixed.items()))
         lines += [f"-s {opt}=... (default {default}) {help_}" for opt, default, help_ in describe(cls.Config)]
     else:
         from cl_bench.streams.modality import get
@@ -110,7 +113,7 @@ def _declaration_line(d) -> str:
     yes = lambda flag: "yes" if flag else "no"
     return (f"past training items {yes(d.past_train)}, past validation items {yes(d.past_val)}, "
             f"per-task weights {yes(d.task_weights)}, LM chosen by modality at test {yes(d.modality_routed)}, "
-            f"budget {d.budget} (at default options)")
+            f"LM chosen by task at test {yes(d.task_routed)}, budget {d.budget} (at default options)")
 
 
 COMMANDS = [ls]

@@ -20,7 +20,12 @@ class Projector(nn.Sequential):
 
 @dataclass
 class Batch:
-    """A padded batch of one modality. L = longest prompt + answer in tokens."""
+    """A padded batch of one modality, or of mixed-modality items. L = longest prompt + answer in tokens.
+
+    A mixed-modality batch (items with several inputs, each of its own modality: an image and a spoken number in
+    one prompt) has `modality` "image+audio" (the inputs' modalities joined by "+", in prompt order), `features`
+    None, `slots` the union of its inputs' slots, and `parts`: per input (modality, features (B, ...), slots (B, L)).
+    """
 
     modality: str
     ids: torch.Tensor  # (B, L) prompt then answer tokens, right-padded
@@ -28,13 +33,20 @@ class Batch:
     answer: torch.Tensor  # (B, L) bool, True at answer tokens
     features: torch.Tensor | None = None  # (B, ...) encoder features, None for text
     slots: torch.Tensor | None = None  # (B, L) bool, True at the P placeholder tokens of each row's input
+    parts: tuple = ()  # mixed-modality items only: (modality, features, slots) per input
 
     def to(self, device) -> "Batch":
         def move(t):
             return t.to(device) if t is not None else None
 
         return Batch(self.modality, move(self.ids), move(self.attention), move(self.answer), move(self.features),
-                     move(self.slots))
+                     move(self.slots), tuple((m, move(f), move(s)) for m, f, s in self.parts))
+
+    def inputs(self) -> tuple:
+        """(modality, features, slots) of each input of the batch's items: none for text, one, or a mixed item's."""
+        if self.parts:
+            return self.parts
+        return () if self.features is None else ((self.modality, self.features, self.slots),)
 
 
 class MultimodalLM(nn.Module):
@@ -79,13 +91,13 @@ class MultimodalLM(nn.Module):
             hook(batch)
         tok = self.lm.get_input_embeddings()(batch.ids)  # (B, L, d)
         labels = batch.ids.masked_fill(~batch.answer, -100)
-        if batch.features is None:
-            return tok, labels
-        with torch.no_grad():
-            enc = self.encoders[batch.modality](batch.features)  # (B, P, d_enc)
-        prefix = self.projectors[batch.modality](enc.to(tok.dtype)).to(tok.dtype)  # (B, P, d); autocast may change it
-        # As LLaVA does: placeholder embeddings are replaced, row by row, by the P projected tokens.
-        return tok.masked_scatter(batch.slots.unsqueeze(-1), prefix), labels
+        for modality, features, slots in batch.inputs():  # none for text; each input of a mixed item in turn
+            with torch.no_grad():
+                enc = self.encoders[modality](features)  # (B, P, d_enc)
+            prefix = self.projectors[modality](enc.to(tok.dtype)).to(tok.dtype)  # (B, P, d); autocast may change it
+            # As LLaVA does: placeholder embeddings are replaced, row by row, by the P projected tokens.
+            tok = tok.masked_scatter(slots.unsqueeze(-1), prefix)
+        return tok, labels
 
     def forward(self, batch: Batch, router_aux_loss: bool = False):
         """The LM's output with answer-only loss (plus the MoE load-balancing loss if asked)."""

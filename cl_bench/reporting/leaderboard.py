@@ -108,6 +108,9 @@ def _table(name: str, order: tuple[str, ...], tasks: list[dict], runs: list[Run]
     joint = _joint_reference(groups, dev)
     labels = _labels(groups)
     chance = torch.tensor([t["chance"] for t in tasks], dtype=torch.float64, device=dev)
+    # mixed-modality probes every run of the table was scored on (cl_bench.streams.experience.MixedProbe)
+    mixed = sorted(set.intersection(*({k.partition("/")[2] for k in r.doc.get("extra_accuracy", {})
+                                       if k.startswith("mixed/")} for r in runs)))
     rows = []
     for key, group in groups.items():
         group.sort(key=lambda r: r.unit)
@@ -120,6 +123,9 @@ def _table(name: str, order: tuple[str, ...], tasks: list[dict], runs: list[Run]
         for j, t in enumerate(tasks[:-1]):
             vals["retention:" + t["name"]] = ret[:, j]
         vals["new_task_acc"] = per_run["mean_plasticity"]  # mean_j R[j, j] over new tasks: budget curves match on it
+        for probe in mixed:  # a mixed-modality probe's accuracy after the last stage (never learned)
+            vals["mixed:" + probe] = torch.tensor([r.doc["extra_accuracy"]["mixed/" + probe][-1] for r in group],
+                                                  dtype=torch.float64)
         vals["trainable"] = torch.tensor([max(s["cost"]["trainable"] for s in r.doc["stages"]) for r in group],
                                          dtype=torch.float64)
         vals["added"] = torch.tensor([r.doc["stages"][-1]["cost"]["added"] for r in group], dtype=torch.float64)
@@ -141,7 +147,7 @@ def _table(name: str, order: tuple[str, ...], tasks: list[dict], runs: list[Run]
         row.values["seeds"] = (float(len(group)), float("nan"))
         rows.append(row)
     letters = _set_groups(rows)
-    cols = columns_for(tasks, bool(joint))
+    cols = columns_for(tasks, bool(joint), mixed)
     rows = sort_rows(rows, cols, sort)
     examples = budget_examples(runs[0].doc)
     given = {budget_text(r.doc) for r in runs}  # one, unless its runs reach the budget by several step counts
@@ -194,9 +200,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def columns_for(tasks: list[dict], with_intransigence: bool) -> list[Column]:
-    """A table's columns: letter group and the metrics, retention per task, what a row spent and kept, cost and
-    seeds."""
+def columns_for(tasks: list[dict], with_intransigence: bool, mixed: list[str] = ()) -> list[Column]:
+    """A table's columns: letter group and the metrics, retention per task, the mixed-modality probes' accuracy
+    after the last stage (`mixed`: probe names), what a row spent and kept, cost and seeds."""
     # Group: letters as text; its value (for sorting) is the index of the row's first letter, 0 for 'a'.
     cols = [Column("group", "Group", False, "text"), Column("acc", "ACC", True), Column("bwt", "BWT", True),
             Column("fwt", "FWT", True),
@@ -206,6 +212,7 @@ def columns_for(tasks: list[dict], with_intransigence: bool) -> list[Column]:
     # Retention of every task but the last (whose reference is its own final accuracy: always 100%).
     cols += [Column("retention:" + t["name"], f"{t['name'].capitalize()} ret. %", True, "percent")
              for t in tasks[:-1]]
+    cols += [Column("mixed:" + p, f"Mixed {p}", True) for p in mixed]
     # What each row spent and kept: the protocol's budget and the strategy's declared memory.
     cols += [Column("budget_ratio", "Budget x", None, "ratio"), Column("train_flops", "Train FLOPs", False, "flops"),
              Column("past_train", "Past train items", None, "count"), Column("past_val", "Past val items", None, "count"),

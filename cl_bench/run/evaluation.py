@@ -52,6 +52,8 @@ class Evaluator:
             self.references.append(answers)
         self.probes = {f"{t.name}/{name}": (t, *self._data(s, t.modality))
                        for t in self.stream.tasks for name, s in t.probes.items()} if self.split == "test" else {}
+        if self.split == "test":  # mixed-modality probes: answered through model_for(probe.info), never learned
+            self.probes.update({f"mixed/{p.name}": (p, *self._data(p.test, p.modality)) for p in self.stream.mixed})
 
     def limited(self, split):
         return split if self.limit is None else split.select(range(min(len(split), self.limit)))

@@ -25,8 +25,11 @@ def identity(config, strategy, stream_obj, stream, base, cache: Path, threads: i
     data = stable_hash([(t.name, len(t.train), len(t.val), list(t.test["prompt"]), list(t.test["answer"]))
                         for t in stream.tasks])
     ident = {"clbench": __version__, "config": config.identity(), "data": data,
-             "strategy_options": dataclasses.asdict(strategy.config),
+             "strategy_options": keyed_options(strategy.config),
              "base": base.info.get("key"), "base_path": base.info.get("path")}
+    if stream.mixed and config.eval_split == "test":  # the mixed-modality probes' scores are in the result
+        ident["mixed"] = stable_hash([(p.name, p.modality, list(p.test["prompt"]), list(p.test["answer"]))
+                                      for p in stream.mixed])
     if threads is not None:  # float sums on the CPU differ across thread counts
         ident["threads"] = threads
     # A plug-in's code and version: another release or an edit of it is another run (clbench's own are keyed by
@@ -48,6 +51,17 @@ def identity(config, strategy, stream_obj, stream, base, cache: Path, threads: i
     if encoder_files:
         ident["encoder_files"] = encoder_files
     return ident
+
+
+def keyed_options(config) -> dict:
+    """A strategy's resolved options as the run key holds them: every option, except that one whose field says
+    ``metadata={"keyed": "changed"}`` (an option added later, whose default is the behaviour from before it) is
+    left out at its default, so that the runs made before it keep their keys."""
+    out = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("keyed") == "changed" and out[f.name] == f.default:
+            del out[f.name]
+    return out
 
 
 def plugin_source(module: str) -> dict | None:

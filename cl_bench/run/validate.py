@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -102,9 +103,10 @@ def _same(a, b) -> bool:
 
 def _check_routing(strategy, stream) -> list[str]:
     """Does the LM answer the same items differently depending on the task it is asked for (model_for), or on the
-    modality label a text batch carries (what batch hooks read)? That is modality routing, for every task's items,
-    and it must match the declaration. A non-text batch keeps its own label: it picks the projector, which every
-    strategy does."""
+    modality label a text batch carries (what batch hooks read)? That is routing, for every task's items, and it
+    must match the declaration: answers that differ between two tasks of one modality are routing by task
+    (task_routed); otherwise differing answers are routing by modality (modality_routed). A non-text batch keeps its
+    own label: it picks the projector, which every strategy does."""
     import dataclasses
 
     import torch
@@ -114,6 +116,7 @@ def _check_routing(strategy, stream) -> list[str]:
     ctx = strategy.context
     modalities = [t.modality for t in stream.tasks]
     found: list[str] = []
+    by_task_in_modality: list[str] = []
     with torch.no_grad():
         for item_task in stream.tasks:
             split = item_task.val.select(range(min(8, len(item_task.val))))
@@ -136,13 +139,27 @@ def _check_routing(strategy, stream) -> list[str]:
                                    ("the modality label of the batch (batch hooks)", by_label)) if on]
             if how:
                 found.append(f"{item_task.name} items differ by {' and '.join(how)}")
-    declared = strategy.declaration().modality_routed
-    if found and not declared:
+            for a, b in itertools.combinations(ctx.tasks, 2):
+                if a.modality == b.modality != "text" and any(
+                        not _same(outputs[(a.name, label)], outputs[(b.name, label)]) for label in labels):
+                    by_task_in_modality.append(f"{item_task.name} items differ between {a.name} and {b.name}, "
+                                               f"both {a.modality}")
+    d = strategy.declaration()
+    if by_task_in_modality and not d.task_routed:
+        return [(f"the LM's answers to the same items differ between two tasks of one modality "
+                 f"({'; '.join(by_task_in_modality[:3])}): the strategy routes by task at test time but does not "
+                 "declare task_routed")]
+    if found and not (d.modality_routed or d.task_routed):
         return [(f"the LM's answers to the same items differ ({'; '.join(found)}): the strategy routes by modality "
                 "at test time but does not declare modality_routed")]
-    if declared and not found:
-        return [("the strategy declares modality_routed, but its LM answers every item the same whichever task or "
+    if (d.modality_routed or d.task_routed) and not found:
+        which = "modality_routed" if d.modality_routed else "task_routed"
+        return [(f"the strategy declares {which}, but its LM answers every item the same whichever task or "
                 "modality label it is asked with")]
+    if d.task_routed and not by_task_in_modality and any(
+            a.modality == b.modality != "text" for a, b in itertools.combinations(ctx.tasks, 2)):
+        return [("the strategy declares task_routed, but its LM answers two tasks of one modality the same: it "
+                 "routes by modality (declare modality_routed)")]
     return []
 
 

@@ -2,7 +2,8 @@
 
 A stream plug-in subclasses Stream, names its options in a dataclass `Config` (given on the
 command line as ``--stream-option key=value``) and builds a TaskStream: the base text task,
-then one task per new modality. Every stream is checked when it is loaded (`check`), and any
+then tasks in new modalities (a modality may come back later with another task). Every stream
+is checked when it is loaded (`check`), and any
 order of its new tasks can be asked for (``--order audio,vision`` or ``--order random:3``).
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from cl_bench.errors import ClbenchError, PluginError, UsageError
-from cl_bench.streams.experience import INPUT_MARKER, TaskStream
+from cl_bench.streams.experience import INPUT_MARKER, TaskStream, input_column, input_modalities
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,14 @@ class Stream:
     order they are learnt), optionally `encoders` (modality -> encoder name, where the
     stream wants other than the modality's default) and `Config` (a frozen dataclass of
     options with defaults and field metadata {"help": ...}), and implement `build`.
-    The TaskStream it builds must match `tasks`; `clbench validate --stream NAME` checks it.
+    A stream that builds mixed-modality probes (TaskStream.mixed) names them in `mixed`
+    (probe name -> modality, "image+audio"). The TaskStream it builds must match `tasks`
+    and `mixed`; `clbench validate --stream NAME` checks it.
     """
 
     name: ClassVar[str] = ""
     tasks: ClassVar[dict[str, str]] = {}
+    mixed: ClassVar[dict[str, str]] = {}
     encoders: ClassVar[dict[str, str]] = {}
     Config: ClassVar[type] = NoOptions
 
@@ -87,6 +91,10 @@ def build_checked(s: Stream, name: str, cache_dir: Path | None = None, progress:
                         f"{ {e.name: e.modality for e in ts.experiences} }")
     elif not problems and declared and list(declared) != list(ts.order):
         problems.append(f"it declares the order {', '.join(declared)} (Stream.tasks) but builds {', '.join(ts.order)}")
+    built_mixed = {p.name: p.modality for p in ts.mixed}
+    if not problems and built_mixed != dict(type(s).mixed):
+        problems.append(f"it declares the mixed-modality probes {dict(type(s).mixed)} (Stream.mixed) but builds "
+                        f"{built_mixed}")
     for m in type(s).encoders:
         if m not in declared.values():
             problems.append(f"Stream.encoders names modality {m!r}, which none of its tasks has")
@@ -129,15 +137,13 @@ def check(ts, name: str | None = None) -> list[str]:
         problems.append(f"it calls itself {ts.name!r}; build() must return TaskStream(name={name!r}, ...)")
     if not ts.experiences:
         problems.append("it has no new-modality task after the base text task")
-    seen: dict[str, str] = {}
+    # A modality may come back later in the stream with another task (its encoder and projector are shared by its
+    # tasks): a strategy that chooses weights by modality must then keep two tasks of one modality apart. (Task
+    # names are unique: TaskStream refuses two of one name.)
     known = modality.known()
     for e in ts.experiences:
         if e.modality == "text":
             problems.append(f"task {e.name!r}: a new task must be in a new modality, not text")
-        elif e.modality in seen:
-            problems.append(f"tasks {seen[e.modality]!r} and {e.name!r} are both {e.modality!r}: each modality has "
-                            "one encoder and projector, so a stream has one task per modality")
-        seen.setdefault(e.modality, e.name)
         if e.modality not in known:
             problems.append(f"task {e.name!r}: modality {e.modality!r} is not registered ({', '.join(known)})")
     for t in ts.tasks:
@@ -163,4 +169,19 @@ def check(ts, name: str | None = None) -> list[str]:
             if t.modality != "text" and len(split):
                 if any(p.count(INPUT_MARKER) > 1 for p in split["prompt"]):
                     problems.append(f"{where}: a prompt holds {INPUT_MARKER} more than once")
+    for p in getattr(ts, "mixed", ()):
+        where = f"mixed probe {p.name!r} test split"
+        parts = input_modalities(p.modality)
+        need = {"prompt", "answer", "template"} | {input_column(p.modality, i) for i in range(len(parts))}
+        missing = need - set(getattr(p.test, "column_names", ()))
+        if missing:
+            problems.append(f"{where}: no column {', '.join(sorted(missing))}")
+            continue
+        if not len(p.test):
+            problems.append(f"{where}: empty")
+        if any(q.count(INPUT_MARKER) != len(parts) for q in p.test["prompt"]):
+            problems.append(f"{where}: every prompt must hold {INPUT_MARKER} once per input ({len(parts)} times)")
+        unknown = sorted(set(p.test["answer"]) - set(p.answer_set))
+        if unknown:
+            problems.append(f"{where}: answers outside the probe's answer_set: {', '.join(map(repr, unknown[:5]))}")
     return problems

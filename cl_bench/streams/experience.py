@@ -8,6 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 INPUT_MARKER = "<input>"  # where a prompt's modality tokens go; at the start when a prompt has none
+MIXED = "+"  # a mixed-modality item's modality: its inputs' modalities joined, in prompt order ("image+audio")
+
+
+def input_modalities(modality: str) -> tuple[str, ...]:
+    """The modalities of an item's inputs, in prompt order: none for text, one, or a mixed item's ("image+audio")."""
+    return () if modality == "text" else tuple(modality.split(MIXED))
+
+
+def input_column(modality: str, i: int) -> str:
+    """The split column that holds an item's i-th input: "input" (one input), "input_0", "input_1", ... (mixed)."""
+    return "input" if MIXED not in modality else f"input_{i}"
 
 
 @dataclass(frozen=True)
@@ -73,19 +84,61 @@ class SplitWithheld(LookupError):
 
 
 @dataclass(frozen=True)
+class MixedProbe:
+    """Mixed-modality items, evaluated after every stage and never learned: several inputs of different modalities
+    in one prompt (an image and a spoken number: "the number is <input> . what is the number plus <input> ?").
+
+    ``modality`` joins the inputs' modalities in prompt order ("image+audio"); ``test`` has columns ``prompt`` (with
+    one INPUT_MARKER per input), ``answer``, ``template`` and ``input_0``, ``input_1``, ... A strategy answers them
+    through ``model_for(info)``: one routed by modality composes its weights of those modalities (MMER: the union
+    of their masks), or says what it does instead.
+    """
+
+    name: str
+    modality: str
+    task: str
+    test: Any
+    answer_set: tuple[str, ...]
+    chance: float
+
+    def __post_init__(self) -> None:
+        from cl_bench.streams import modality
+
+        parts = input_modalities(self.modality)
+        unknown = [m for m in parts if m not in modality.known()]
+        if len(parts) < 2 or unknown or "text" in parts:
+            raise ValueError(f"mixed probe {self.name!r}: modality {self.modality!r} must join two or more registered "
+                             f"non-text modalities with {MIXED!r} (e.g. image+audio)"
+                             + (f"; not registered: {', '.join(unknown)}" if unknown else ""))
+        if not 0.0 <= self.chance <= 1.0:
+            raise ValueError(f"mixed probe {self.name!r}: chance must be in [0, 1], got {self.chance}")
+
+    @property
+    def info(self) -> TaskInfo:
+        return TaskInfo(self.name, self.modality, self.task, self.chance)
+
+
+@dataclass(frozen=True)
 class TaskStream:
-    """The base text task whose retention is measured, then new modalities in order."""
+    """The base text task whose retention is measured, then new modalities in order; optionally mixed-modality
+    probes (`mixed`), evaluated after every stage like the tasks, never learned."""
 
     name: str
     base: Experience
     experiences: tuple[Experience, ...]
+    mixed: tuple[MixedProbe, ...] = ()
 
     def __post_init__(self) -> None:
         if self.base.modality != "text":
             raise ValueError(f"stream {self.name!r}: the base task must be text, got {self.base.modality!r}")
-        names = [t.name for t in self.tasks]
+        names = [t.name for t in (*self.tasks, *self.mixed)]
         if len(set(names)) != len(names):
             raise ValueError(f"stream {self.name!r}: task names must be unique, got {names}")
+        for p in self.mixed:
+            missing = [m for m in input_modalities(p.modality) if m not in self.modalities]
+            if missing:
+                raise ValueError(f"stream {self.name!r}: mixed probe {p.name!r} has inputs of {', '.join(missing)}, "
+                                 "which no task of the stream learns")
 
     @property
     def tasks(self) -> tuple[Experience, ...]:

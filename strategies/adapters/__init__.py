@@ -3,7 +3,9 @@
 `adapter`: one adapter set trained through the whole stream (with each modality's projector);
 it is always on, text included, which is where its forgetting shows.
 `adapter-per-modality`: one adapter set per modality, chosen by the input's modality at test
-time; text runs the base model exactly (adapters off); earlier adapters are frozen.
+time; text runs the base model exactly (adapters off); earlier adapters are frozen. A modality
+that comes back with a second task trains its adapter set on, unless ``-o route=task``: then
+each task has its own adapter set and projector copy, chosen by the task it is asked about.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from typing import Literal
 
 import torch
 
-from cl_bench.streams.experience import Experience, TaskInfo
+from cl_bench.streams.experience import Experience, TaskInfo, input_modalities
 from cl_bench.strategies.adapters.modules import (NONLINEARITIES, PLACEMENTS, activate, adapter_parameters,
                                                   add_adapter, bottleneck_size, insert_slots)
-from cl_bench.api.strategy import Declaration, Memory, Strategy, tensor_bytes
+from cl_bench.api.strategy import Declaration, Memory, Strategy, TaskProjectors, tensor_bytes
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,21 @@ class AdapterConfig:
                 raise ValueError(f"AdapterConfig.{name} must be > 0, got {getattr(self, name)}")
 
 
+@dataclass(frozen=True)
+class AdapterPerModalityConfig(AdapterConfig):
+    """Bottleneck adapter options, and what picks the adapter set at test time."""
+
+    route: Literal["modality", "task"] = field(default="modality", metadata={
+        "keyed": "changed",  # added in 0.4: runs from before it (at its default) keep their keys
+        "help": "modality: one adapter set per modality (a modality's later task trains it on); task: one adapter "
+                "set and projector copy per task, picked by the task an input belongs to"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.route not in ("modality", "task"):
+            raise ValueError(f"AdapterPerModalityConfig.route must be modality or task, got {self.route!r}")
+
+
 class Adapter(Strategy):
     """One bottleneck adapter set (in-tree) in every decoder layer, trained through the whole stream."""
 
@@ -74,6 +91,8 @@ class Adapter(Strategy):
         c, name = self.config, self._adapter_for(modality)
         if not hasattr(model, "_plan_slots"):
             model._plan_slots, model._plan_adapters = insert_slots(model.lm, c.placement), set()
+        if self.by_task:  # every stage adds its task's adapter set
+            name = f"task-{len(model._plan_adapters)}"
         if name not in model._plan_adapters:
             add_adapter(model._plan_slots, name, model.lm.config.hidden_size, c.reduction_factor, c.nonlinearity,
                         next(model.lm.parameters()))
@@ -84,8 +103,14 @@ class Adapter(Strategy):
     def frozen(self) -> list[torch.nn.Parameter]:
         return list(self._base)  # the base LM: only adapters (and projectors) change
 
-    def _adapter_for(self, modality: str) -> str:
-        return modality if self.per_modality else "shared"
+    def _adapter_for(self, modality: str, task: str | None = None) -> str:
+        if not self.per_modality:
+            return "shared"
+        return task if self.by_task and task is not None else modality
+
+    @property
+    def by_task(self) -> bool:
+        return self.per_modality and self.config.route == "task"
 
     def _ensure(self, name: str) -> None:
         if name in self.adapters:
@@ -97,7 +122,9 @@ class Adapter(Strategy):
         self.adapters.append(name)
 
     def learn(self, experience: Experience) -> dict:
-        m, name = self.model, self._adapter_for(experience.modality)
+        m, name = self.model, self._adapter_for(experience.modality, experience.name)
+        if self.by_task and experience.modality in m.projectors:
+            self.task_projectors.start(m, experience.modality)
         self._ensure(name)
         activate(self.slots, name)
         self.freeze_all()
@@ -110,33 +137,64 @@ class Adapter(Strategy):
             groups.append({"params": list(m.projectors[experience.modality].parameters()),
                            "lr": self.config.projector_lr})
         stats = self.fit(experience, groups)
+        if self.by_task and experience.modality in m.projectors:
+            self.task_projectors.keep(m, experience.name, experience.modality)
         stats["adapter"] = name
         stats["adapter_parameters"] = sum(p.numel() for p in adapter)
         return stats
 
     def model_for(self, task: TaskInfo):
-        name = self._adapter_for(task.modality)
+        parts = input_modalities(task.modality)
+        if self.per_modality and len(parts) > 1:  # a mixed-modality item: every input's adapter set, summed
+            names = tuple(n for n in (self._latest(m) for m in parts) if n is not None)
+            activate(self.slots, names if len(names) > 1 else names[0] if names else None)
+            for m in parts if self.by_task else ():
+                self.task_projectors.start(self.model, m)
+            return self.model
+        name = self._adapter_for(task.modality, task.name)
         activate(self.slots, name if name in self.adapters else None)  # text / not learned yet: the base model
+        if self.by_task:
+            self.task_projectors.use(self.model, task)
         return self.model
+
+    def _latest(self, modality: str) -> str | None:
+        """The adapter set that answers `modality` now: its own, or (route=task) its latest task's; None if none."""
+        if not self.by_task:
+            return modality if modality in self.adapters else None
+        kinds = {t.name: t.modality for t in self.context.tasks}
+        mine = [a for a in self.adapters if kinds.get(a) == modality]
+        return mine[-1] if mine else None
 
     def memory(self) -> Memory:
         if not self.per_modality:
             return Memory()  # one shared adapter set: part of the one model, not kept per task
-        return Memory(task_weight_bytes=tensor_bytes(p for a in self.adapters for p in adapter_parameters(self.slots, a)))
+        extra = self.task_projectors.extra_bytes() if self.by_task else 0
+        return Memory(task_weight_bytes=extra + tensor_bytes(
+            p for a in self.adapters for p in adapter_parameters(self.slots, a)))
+
+    def _kinds(self) -> list[str]:
+        """What names the adapter sets, per task of the run (its modality, or the task's name with route=task)."""
+        return [t.name if self.by_task else t.modality for t in self.context.tasks]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = super().state_dict()
         if self.per_modality:
-            kinds = [t.modality for t in self.context.tasks]
+            kinds = self._kinds()
             state["adapter.modalities"] = torch.tensor([kinds.index(a) for a in self.adapters], dtype=torch.long)
+        if self.by_task:
+            state.update(self.task_projectors.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if self.per_modality:
-            kinds = [t.modality for t in self.context.tasks]
+            kinds = self._kinds()
             # Recreate the adapters the checkpoint holds; a checkpoint without the list fails in the check below.
             for i in state.get("adapter.modalities", torch.zeros(0, dtype=torch.long)).tolist():
                 self._ensure(kinds[i])
+        if self.by_task:
+            state = dict(state)
+            self.task_projectors.load_state_dict(state)
+            state.update(self.task_projectors.state_dict())  # the base check compares keys with state_dict()
         super().load_state_dict(state)
 
 
@@ -144,4 +202,12 @@ class AdapterPerModality(Adapter):
     """One bottleneck adapter set (in-tree) per modality, picked by the input's modality; text runs the base model."""
 
     per_modality = True
+    Config = AdapterPerModalityConfig
     declares = Declaration(task_weights=True, modality_routed=True)
+
+    def setup(self, model, context) -> None:
+        self.task_projectors = TaskProjectors()
+        super().setup(model, context)
+
+    def declaration(self) -> Declaration:
+        return Declaration(task_weights=True, task_routed=True) if self.by_task else self.declares

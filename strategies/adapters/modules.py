@@ -38,8 +38,11 @@ class BottleneckAdapter(nn.Module):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
+    def delta(self, h: torch.Tensor) -> torch.Tensor:  # (B, L, d) -> (B, L, d): what the adapter adds
+        return self.up(self.act(self.down(h)))
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, L, d) -> (B, L, d)
-        return h + self.up(self.act(self.down(h)))
+        return h + self.delta(h)
 
 
 def bottleneck_size(hidden: int, reduction_factor: int) -> int:
@@ -52,15 +55,20 @@ def bottleneck_size(hidden: int, reduction_factor: int) -> int:
 
 
 class AdapterSlot(nn.Module):
-    """The adapters at one place of one layer, one per name; `active` picks one (None: the block's output as is)."""
+    """The adapters at one place of one layer, one per name; `active` picks one (None: the block's output as is),
+    or a tuple of names, whose additions are summed (an input of several modalities, each with its adapter set)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.adapters = nn.ModuleDict()
-        self.active: str | None = None
+        self.active: str | tuple[str, ...] | None = None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h if self.active is None else self.adapters[self.active](h)
+        if self.active is None:
+            return h
+        if isinstance(self.active, tuple):
+            return h + sum(self.adapters[n].delta(h) for n in self.active)
+        return self.adapters[self.active](h)
 
     def hook(self, module: nn.Module, args, output):
         """Forward hook on the adapted block. Some blocks return a tuple (hidden, extras): adapt only the hidden."""
@@ -121,11 +129,13 @@ def add_adapter(slots: list[AdapterSlot], name: str, hidden: int, reduction_fact
     return params
 
 
-def activate(slots: list[AdapterSlot], name: str | None) -> None:
-    """Use adapter `name` everywhere (None: none, the base model's computation exactly)."""
+def activate(slots: list[AdapterSlot], name: str | tuple[str, ...] | None) -> None:
+    """Use adapter `name` everywhere (None: none, the base model's computation exactly; a tuple of names: their
+    additions summed)."""
     for slot in slots:
-        if name is not None and name not in slot.adapters:
-            raise KeyError(f"no adapter {name!r}; have {list(slot.adapters)}")
+        for n in (name if isinstance(name, tuple) else () if name is None else (name,)):
+            if n not in slot.adapters:
+                raise KeyError(f"no adapter {n!r}; have {list(slot.adapters)}")
         slot.active = name
 
 

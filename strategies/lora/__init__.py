@@ -2,17 +2,20 @@
 
 `lora`: one adapter trained through the whole stream (with each modality's projector).
 `lora-per-modality`: one adapter per modality, chosen by the input's modality at test
-time; text runs the base model (adapters disabled); earlier adapters are frozen.
+time; text runs the base model (adapters disabled); earlier adapters are frozen. A modality
+that comes back with a second task trains its adapter on, unless ``-o route=task``: then each
+task has its own adapter and projector copy, chosen by the task it is asked about.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
-from cl_bench.streams.experience import Experience, TaskInfo
-from cl_bench.api.strategy import Declaration, Memory, Strategy, tensor_bytes
+from cl_bench.streams.experience import Experience, TaskInfo, input_modalities
+from cl_bench.api.strategy import Declaration, Memory, Strategy, TaskProjectors, tensor_bytes
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ class LoRA(Strategy):
         from cl_bench.api.footprint import Footprint, numel, projector
 
         name = self._adapter_for(modality)
+        if self.by_task:  # every stage adds its task's adapter
+            model._plan_tasks = getattr(model, "_plan_tasks", -1) + 1
+            name = f"task{model._plan_tasks}"
         if not isinstance(model.lm, PeftModel):
             model.lm = get_peft_model(model.lm, self.config.peft(model.lm), adapter_name=name)
         elif name not in model.lm.peft_config:
@@ -89,8 +95,18 @@ class LoRA(Strategy):
     def frozen(self) -> list[torch.nn.Parameter]:
         return list(self._base)  # the base LM: only adapters (and projectors) change
 
-    def _adapter_for(self, modality: str) -> str:
-        return modality if self.per_modality else "shared"
+    def _adapter_for(self, modality: str, task: str | None = None) -> str:
+        if not self.per_modality:
+            return "shared"
+        return task if self.by_task and task is not None else modality
+
+    @property
+    def by_task(self) -> bool:
+        return self.per_modality and self.config.route == "task"
+
+    def _kinds(self) -> list[str]:
+        """What names the adapters, per task of the run (its modality, or the task's name with route=task)."""
+        return [t.name if self.by_task else t.modality for t in self.context.tasks]
 
     def _ensure(self, name: str) -> None:
         from peft import PeftModel, get_peft_model
@@ -105,7 +121,9 @@ class LoRA(Strategy):
         self.adapters.append(name)
 
     def learn(self, experience: Experience) -> dict:
-        m, name = self.model, self._adapter_for(experience.modality)
+        m, name = self.model, self._adapter_for(experience.modality, experience.name)
+        if self.by_task and experience.modality in m.projectors:
+            self.task_projectors.start(m, experience.modality)
         self._ensure(name)
         m.lm.base_model.enable_adapter_layers()
         m.lm.set_adapter(name)
@@ -119,40 +137,70 @@ class LoRA(Strategy):
             groups.append({"params": list(m.projectors[experience.modality].parameters()),
                            "lr": self.config.projector_lr})
         stats = self.fit(experience, groups)
+        if self.by_task and experience.modality in m.projectors:
+            self.task_projectors.keep(m, experience.name, experience.modality)
         stats["adapter"] = name
         stats["peft_trainable"] = m.lm.get_nb_trainable_parameters()[0]
         return stats
 
     def model_for(self, task: TaskInfo):
         m = self.model
-        name = self._adapter_for(task.modality)
-        if self.per_modality and name not in self.adapters:  # text, or a modality not learned yet
+        parts = input_modalities(task.modality)
+        if self.per_modality and len(parts) > 1:  # a mixed-modality item: every input's adapter on, summed (PEFT)
+            names = [n for n in (self._latest(p) for p in parts) if n is not None]
+            if names:
+                m.lm.base_model.enable_adapter_layers()
+                m.lm.base_model.set_adapter(names)
+            elif self.adapters:
+                m.lm.base_model.disable_adapter_layers()
+            for p in parts if self.by_task else ():
+                self.task_projectors.start(m, p)
+            return m
+        name = self._adapter_for(task.modality, task.name)
+        if self.per_modality and name not in self.adapters:  # text, or a modality (task) not learned yet
             if self.adapters:
                 m.lm.base_model.disable_adapter_layers()
         elif self.adapters:
             m.lm.base_model.enable_adapter_layers()
             m.lm.set_adapter(name)
+        if self.by_task:
+            self.task_projectors.use(m, task)
         return m
+
+    def _latest(self, modality: str) -> str | None:
+        """The adapter that answers `modality` now: its own, or (route=task) its latest task's; None if none."""
+        if not self.by_task:
+            return modality if modality in self.adapters else None
+        kinds = {t.name: t.modality for t in self.context.tasks}
+        mine = [a for a in self.adapters if kinds.get(a) == modality]
+        return mine[-1] if mine else None
 
     def memory(self) -> Memory:
         if not self.per_modality:
             return Memory()  # one shared adapter: part of the one model, not kept per task
         m = self.model
-        return Memory(task_weight_bytes=tensor_bytes(p for n, p in m.lm.named_parameters()
-                                                     if any(f".{a}." in n or n.endswith(f".{a}") for a in self.adapters)))
+        extra = self.task_projectors.extra_bytes() if self.by_task else 0
+        return Memory(task_weight_bytes=extra + tensor_bytes(
+            p for n, p in m.lm.named_parameters() if any(f".{a}." in n or n.endswith(f".{a}") for a in self.adapters)))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = super().state_dict()
-        kinds = [t.modality for t in self.context.tasks]
         if self.per_modality:
+            kinds = self._kinds()
             state["lora.modalities"] = torch.tensor([kinds.index(a) for a in self.adapters], dtype=torch.long)
+        if self.by_task:
+            state.update(self.task_projectors.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if self.per_modality:
-            kinds = [t.modality for t in self.context.tasks]
+            kinds = self._kinds()
             for i in state["lora.modalities"].tolist():
                 self._ensure(kinds[i])
+        if self.by_task:
+            state = dict(state)
+            self.task_projectors.load_state_dict(state)
+            state.update(self.task_projectors.state_dict())  # the base check compares keys with state_dict()
         super().load_state_dict(state)
 
 
@@ -161,6 +209,15 @@ class LoRAPerModalityConfig(LoRAConfig):
     """LoRA options of the per-modality variant (its own tuned learning rate)."""
 
     lr: float = field(default=1e-3, metadata={"help": "learning rate of the adapters"})  # chosen by clbench tune, results/hparams/vision-audio.md
+    route: Literal["modality", "task"] = field(default="modality", metadata={
+        "keyed": "changed",  # added in 0.4: runs from before it (at its default) keep their keys
+        "help": "modality: one adapter per modality (a modality's later task trains it on); task: one adapter and "
+                "projector copy per task, picked by the task an input belongs to"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.route not in ("modality", "task"):
+            raise ValueError(f"LoRAPerModalityConfig.route must be modality or task, got {self.route!r}")
 
 
 class LoRAPerModality(LoRA):
@@ -170,3 +227,10 @@ class LoRAPerModality(LoRA):
     per_modality = True
     tuning = {"lr": ("3e-4", "1e-3", "3e-3")}
     declares = Declaration(task_weights=True, modality_routed=True)
+
+    def setup(self, model, context) -> None:
+        self.task_projectors = TaskProjectors()
+        super().setup(model, context)
+
+    def declaration(self) -> Declaration:
+        return Declaration(task_weights=True, task_routed=True) if self.by_task else self.declares

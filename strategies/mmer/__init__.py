@@ -10,6 +10,11 @@ are chosen for each modality on its validation split (never test): by default fo
 modality again each time a new one changes tau* (so earlier modalities' validation splits
 are kept, and declared); with reselect=new only the new modality's are chosen, and the
 earlier ones keep theirs (their masks are recomputed against the new tau* with their lambda).
+
+A modality that comes back with a second task: its model is fine-tuned on from where its first
+task left it (theta_0 + tau_i), so its task vector holds both tasks, and its alpha and lambda are
+chosen on both tasks' validation splits. With route=task every task has its own task vector,
+mask and projector copy instead, and an input is answered with its task's (the task is told).
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ from typing import Literal
 
 import torch
 
-from cl_bench.streams.experience import Experience, TaskInfo
+from cl_bench.streams.experience import Experience, TaskInfo, input_modalities
 from cl_bench.strategies.mmer import merge as M
-from cl_bench.api.strategy import Cost, Declaration, Memory, Strategy, tensor_bytes
+from cl_bench.api.strategy import Cost, Declaration, Memory, Strategy, TaskProjectors, tensor_bytes
 
 
 def _grid(text: str, name: str) -> tuple[float, ...]:
@@ -50,13 +55,17 @@ class MMERConfig:
     lambdas: str = field(default="0.2,0.4,0.6,0.8,1.0", metadata={"help": "grid of lambda (comma-separated)"})
     sources: str = field(default="", metadata={
         "help": "modality=DIR,...: fine-tuned models merged as they are, without training (DIR: an LM saved "
-                "with save_pretrained on the same base, plus projector.safetensors)"})
+                "with save_pretrained on the same base, plus projector.safetensors; task=DIR with route=task)"})
     export_dir: str = field(default="", metadata={"help": "save each per-modality fine-tuned model here (as sources)"})
     reselect: Literal["all", "new"] = field(default="all", metadata={
         "help": "all: choose alpha/lambda again for every modality at each stage, on their kept validation "
                 "splits; new: only for the new modality, earlier ones keep theirs (no past validation data)"})
     lr: float = field(default=3e-4, metadata={"help": "LM learning rate of the per-modality fine-tuning"})
     projector_lr: float = field(default=5e-3, metadata={"help": "projector learning rate of the fine-tuning"})
+    route: Literal["modality", "task"] = field(default="modality", metadata={
+        "keyed": "changed",  # added in 0.4: runs from before it (at its default) keep their keys
+        "help": "modality: a task vector and mask per modality (MMER; a modality's later task fine-tunes its model "
+                "on); task: one per task, with a projector copy per task, picked by the task an input belongs to"})
 
     def __post_init__(self) -> None:
         if self.merge not in ("max", "mean"):
@@ -75,6 +84,8 @@ class MMERConfig:
             raise ValueError(f"MMERConfig.reselect must be 'all' or 'new', got {self.reselect!r}")
         if not (self.lr > 0 and self.projector_lr > 0):
             raise ValueError("MMERConfig: lr and projector_lr must be > 0")
+        if self.route not in ("modality", "task"):
+            raise ValueError(f"MMERConfig.route must be 'modality' or 'task', got {self.route!r}")
 
 
     def source_dirs(self) -> dict[str, str]:
@@ -98,14 +109,20 @@ class MMER(Strategy):
     declares = Declaration(past_val=True, task_weights=True, modality_routed=True)
 
     def declaration(self) -> Declaration:
-        return self.declares if self.config.reselect == "all" else Declaration(task_weights=True, modality_routed=True)
+        by_task = self.config.route == "task"
+        return Declaration(past_val=self.config.reselect == "all", task_weights=True, modality_routed=not by_task,
+                           task_routed=by_task)
+
+    def _key(self, task) -> str:
+        """What a task vector, mask and alpha/lambda belong to: the task's modality, or the task (route=task)."""
+        return task.name if self.config.route == "task" else task.modality
 
     def memory(self) -> Memory:
         """Past validation splits (reselect=all), and per modality its task vector (on disk) and packed masks."""
-        names = {t.modality: t.name for t in self.context.tasks}
         taus = sum(self._tau_path(k).stat().st_size for k in self.modalities if self._tau_path(k).exists())
         masks = tensor_bytes(t for d in self.packed.values() for t in d.values())
-        return Memory(past_val_items={names[k]: len(v) for k, v in self.val.items()}, task_weight_bytes=taus + masks)
+        return Memory(past_val_items={name: len(v) for sets in self.val.values() for name, v in sets},
+                      task_weight_bytes=taus + masks + self.task_projectors.extra_bytes())
 
     def footprint(self, model, modality: str):
         """Full fine-tuning of the LM, holding theta_0, the merged tau* (float32) and a mask per modality so far;
@@ -123,23 +140,29 @@ class MMER(Strategy):
         self.names = [n for n, _ in model.lm.named_parameters()]
         self.theta0 = {n: p.detach().clone() for n, p in model.lm.named_parameters()}
         self._dir = tempfile.TemporaryDirectory(prefix="clbench-mmer-")
-        self.modalities: list[str] = []  # in order of learning
-        self.val = {}  # modality -> its validation batches (train/val only: never test)
+        # keys (_key): modalities, or tasks with route=task
+        self.modalities: list[str] = []  # the keys, in order of learning
+        self.val = {}  # key -> [(task name, its validation batches)] (train/val only: never test)
         self.tau_star: dict[str, torch.Tensor] = {}
-        self.chosen: dict[str, dict] = {}  # modality -> {"alpha", "lambda"}
-        self.packed: dict[str, dict[str, torch.Tensor]] = {}  # modality -> name -> bit-packed mask
+        self.chosen: dict[str, dict] = {}  # key -> {"alpha", "lambda"}
+        self.packed: dict[str, dict[str, torch.Tensor]] = {}  # key -> name -> bit-packed mask
+        self.task_projectors = TaskProjectors("mmer.projector.")  # route=task only
         self._loaded: str | None = "text"  # which parameters are in model.lm now
 
     # -- stages ------------------------------------------------------------------------
     def learn(self, experience: Experience) -> dict:
         from safetensors.torch import save_file
 
-        m, mod = self.model, experience.modality
+        m, mod, key = self.model, experience.modality, self._key(experience)
         if mod == "text" or mod not in m.projectors:
             raise ValueError(f"MMER merges models of non-text modalities; got {experience.name!r} ({mod})")
         self._load_parameters(None)  # theta_0
+        if key in self.modalities:  # the modality's second task: its model goes on from where the first left it
+            self._add_tau(key)
+        if self.config.route == "task":
+            self.task_projectors.start(m, mod)
         self.freeze_all()
-        source = self.config.source_dirs().get(mod)
+        source = self.config.source_dirs().get(key)
         t0, shared0 = time.perf_counter(), self.shared_seconds()
         if source:  # training-free: merge a given fine-tuned model
             self._load_source(Path(source), mod)
@@ -151,16 +174,18 @@ class MMER(Strategy):
                                           {"params": list(m.projectors[mod].parameters()),
                                            "lr": self.config.projector_lr}], f"{experience.name} fine-tuning")
             if self.config.export_dir:
-                self._export(Path(self.config.export_dir) / mod, mod)
+                self._export(Path(self.config.export_dir) / key, mod)
         finetune_seconds = time.perf_counter() - t0 + self.shared_seconds() - shared0  # a stored fit: as computed
         tau = {n: (p.detach() - self.theta0[n]).cpu().contiguous() for n, p in m.lm.named_parameters()}
-        save_file(tau, str(self._tau_path(mod)))
+        save_file(tau, str(self._tau_path(key)))
         del tau
-        if mod not in self.modalities:
-            self.modalities.append(mod)
+        if self.config.route == "task":
+            self.task_projectors.keep(m, experience.name, mod)
+        if key not in self.modalities:
+            self.modalities.append(key)
         if self.config.reselect == "new":
-            self.val.clear()  # earlier modalities keep their alpha/lambda: their validation data goes
-        self.val[mod] = self.data(experience, "val")
+            self.val.clear()  # earlier keys keep their alpha/lambda: their validation data goes
+        self.val.setdefault(key, []).append((experience.name, self.data(experience, "val")))
 
         t0 = time.perf_counter()
         self._merge()
@@ -199,8 +224,17 @@ class MMER(Strategy):
             p.copy_(source[n])
         self.model.projectors[modality].load_state_dict(load_file(str(directory / "projector.safetensors")))
 
-    def _tau_path(self, modality: str) -> Path:
-        return Path(self._dir.name) / f"tau-{modality}.safetensors"
+    def _tau_path(self, key: str) -> Path:
+        return Path(self._dir.name) / f"tau-{key}.safetensors"
+
+    @torch.no_grad()
+    def _add_tau(self, key: str) -> None:
+        """theta_0 + tau_key in the model: the key's fine-tuned model, unmasked, to fine-tune on from."""
+        from safetensors.torch import load_file
+
+        tau = load_file(str(self._tau_path(key)))
+        for n, p in self.model.lm.named_parameters():
+            p.add_(tau[n].to(p.device, p.dtype))
 
     def _taus(self, name: str) -> torch.Tensor:
         """The task vectors of every modality so far for one parameter tensor, (n, ...), read from disk."""
@@ -236,7 +270,10 @@ class MMER(Strategy):
             for k in tuned:
                 for alpha in _grid(self.config.alphas, "alphas"):
                     self._load_parameters((packed[k], alpha))
-                    acc = accuracy(self.model, self.val[k], self.context.device)
+                    if self.config.route == "task":
+                        self.task_projectors.use(self.model, next(t for t in self.context.tasks if t.name == k))
+                    # the mean over the key's tasks (a modality's two tasks weigh the same)
+                    acc = sum(accuracy(self.model, v, self.context.device) for _, v in self.val[k]) / len(self.val[k])
                     results[k].append({"alpha": alpha, "lambda": lam, "val_accuracy": acc})
                     if k not in best or acc > best[k][0]:
                         best[k] = (acc, alpha, lam, packed[k])
@@ -249,17 +286,47 @@ class MMER(Strategy):
     # -- modality-routed inference -----------------------------------------------------
     @torch.no_grad()
     def _load_parameters(self, masked) -> None:
-        """Put theta_0 (masked=None) or theta_0 + alpha * (m * tau*) into the model."""
+        """Put theta_0 (masked=None) or theta_0 + alpha * (m * tau*) into the model; `masked` is (packed masks,
+        alpha), or (a list of packed masks, alpha) for their union."""
         for n, p in self.model.lm.named_parameters():
             if masked is None:
                 p.copy_(self.theta0[n])
             else:
                 packed, alpha = masked
-                mask = M.unpack(packed[n], tuple(p.shape)).to(p.device)
+                if isinstance(packed, list):
+                    mask = torch.stack([M.unpack(k[n], tuple(p.shape)) for k in packed]).any(0).to(p.device, p.dtype)
+                else:
+                    mask = M.unpack(packed[n], tuple(p.shape)).to(p.device)
                 p.copy_(self.theta0[n] + alpha * mask * self.tau_star[n].to(p.device))
 
+    def _mixed(self, task: TaskInfo):
+        """A mixed-modality item (several inputs): theta_0 + alpha * ((m_i | m_j ...) * tau*), the union of its
+        inputs' masks (MMER), alpha the mean of theirs; each input through its own projector. With route=task, each
+        input modality's latest task stands for it."""
+        keys = []
+        for m in input_modalities(task.modality):
+            if self.config.route == "task":
+                self.task_projectors.start(self.model, m)
+                mine = [k for k in self.modalities if {t.name: t.modality for t in self.context.tasks}.get(k) == m]
+                keys += mine[-1:]
+            elif m in self.chosen:
+                keys.append(m)
+        label = "+".join(keys) or "text"
+        if label != self._loaded:
+            if not keys:
+                self._load_parameters(None)
+            else:
+                alpha = sum(self.chosen[k]["alpha"] for k in keys) / len(keys)
+                self._load_parameters(([self.packed[k] for k in keys], alpha))
+            self._loaded = label
+        return self.model
+
     def model_for(self, task: TaskInfo):
-        key = task.modality if task.modality in self.chosen else "text"
+        if len(input_modalities(task.modality)) > 1:
+            return self._mixed(task)
+        if self.config.route == "task":
+            self.task_projectors.use(self.model, task)
+        key = self._key(task) if self._key(task) in self.chosen else "text"
         if key != self._loaded:
             c = self.chosen.get(key)
             self._load_parameters(None if c is None else (self.packed[key], c["alpha"]))
@@ -279,8 +346,9 @@ class MMER(Strategy):
     def state_dict(self) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
-        kinds = [t.modality for t in self.context.tasks]
+        kinds = [self._key(t) for t in self.context.tasks]
         state = {k: v for k, v in self.model.state_dict().items() if k.startswith("projectors.")}
+        state.update(self.task_projectors.state_dict())
         state["mmer.modalities"] = torch.tensor([kinds.index(k) for k in self.modalities], dtype=torch.long)
         for k in self.modalities:
             state.update({f"mmer.tau.{k}.{n}": t for n, t in load_file(str(self._tau_path(k))).items()})
@@ -291,7 +359,9 @@ class MMER(Strategy):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file
 
-        kinds = [t.modality for t in self.context.tasks]
+        kinds = [self._key(t) for t in self.context.tasks]
+        state = dict(state)
+        self.task_projectors.load_state_dict(state)
         self.modalities = [kinds[i] for i in state["mmer.modalities"].tolist()]
         self.model.load_state_dict({k: v for k, v in state.items() if k.startswith("projectors.")}, strict=False)
         for k in self.modalities:
@@ -309,4 +379,4 @@ class MMER(Strategy):
     def resumed(self, experiences: list[Experience]) -> None:
         """After a resume: the validation splits of the modalities learned before it (reselect=all only)."""
         for e in experiences[-1:] if self.config.reselect == "new" else experiences:
-            self.val[e.modality] = self.data(e, "val")
+            self.val.setdefault(self._key(e), []).append((e.name, self.data(e, "val")))
