@@ -103,22 +103,24 @@ def test_plateau_is_the_fewest_steps_close_to_the_best():
                     {"steps": 3, "text_val": 0.04, "text_val_loss": 3.68}]) == 3
 
 
-def test_pretrain_curve_scores_validation_only(stream):
+def test_pretrain_curve_scores_validation_only(small, cache_dir):
     from cl_bench.run.base import pretrain_curve
+    from cl_bench.streams import resolve
 
-    pts = pretrain_curve("mixtral-tiny", stream, [2, 4], PretrainConfig(), torch.device("cpu"))
+    small_stream = resolve.load("small-numbers", cache_dir=cache_dir, progress=False)[1]
+    pts = pretrain_curve("mixtral-tiny", small_stream, [2, 4], PretrainConfig(), torch.device("cpu"))
     assert [p["steps"] for p in pts] == [2, 4] and [p["examples"] for p in pts] == [128, 256]
     assert all(0 <= p["text_val"] <= 1 and 0 <= p["text_train"] <= 1 and p["text_val_loss"] > 0 for p in pts)
     assert not any("test" in k for p in pts for k in p)
 
 
-def test_base_curve_command_writes_each_length_and_goes_on_after_an_interruption(tmp_path, cache_dir, stream):
+def test_base_curve_command_writes_each_length_and_goes_on_after_an_interruption(tmp_path, cache_dir, small):
     from click.testing import CliRunner
 
     from cl_bench.cli import main
 
     out = tmp_path / "curve.json"
-    args = ["base", "curve", "--cache-dir", str(cache_dir), "--threads", "1", "--out", str(out)]
+    args = ["base", "curve", "--stream", "small-numbers", "--cache-dir", str(cache_dir), "--threads", "1", "--out", str(out)]
     r = CliRunner().invoke(main, [*args, "--step-counts", "2"])
     assert r.exit_code == 0, r.output
     first = json.loads(out.read_text())

@@ -32,10 +32,11 @@ def test_every_registered_strategy_keeps_the_contract(name, cache_dir, small, tm
 
 
 @pytest.mark.slow
-def test_the_budget_is_the_examples_every_phase_sees_together(cache_dir, stream, tmp_path):
+def test_the_budget_is_the_examples_every_phase_sees_together(cache_dir, small, tmp_path):
     """MoExtend's phases split the stage budget; full-ft's alignment phase comes out of it too."""
     for name, options, phases in (("moextend", {}, [4, 1, 5]), ("full-ft", {"align-fraction": "0.3"}, [3, 7])):
-        validate(name, cache_dir=str(cache_dir), results_dir=str(tmp_path / name), steps=10, options=options)
+        validate(name, stream="small-numbers", cache_dir=str(cache_dir), results_dir=str(tmp_path / name), steps=10,
+                 options=options)
         (path,) = (tmp_path / name / "runs").rglob("*.json")
         for stage in json.loads(path.read_text())["stages"]:
             assert [p["steps"] for p in stage["training"]["phases"]] == phases
@@ -43,13 +44,13 @@ def test_the_budget_is_the_examples_every_phase_sees_together(cache_dir, stream,
 
 
 @pytest.fixture
-def problems_of(cache_dir, stream, tmp_path):
-    """validate() of a test strategy from helpers_strategies, registered for that call only."""
+def problems_of(cache_dir, small, tmp_path):
+    """validate() of a test strategy from helpers_strategies on the small stream, registered for that call only."""
 
     def check(name: str, cls: str) -> list[str]:
         registry.strategies.register(name, f"helpers_strategies:{cls}", origin="tests")
         try:
-            return validate(name, cache_dir=str(cache_dir), results_dir=str(tmp_path / name))
+            return validate(name, stream="small-numbers", cache_dir=str(cache_dir), results_dir=str(tmp_path / name))
         finally:
             registry.strategies.unregister(name)
 
@@ -77,7 +78,7 @@ def test_a_broken_promise_is_reported(problems_of):
 def test_a_strategy_that_understates_what_it_trains_is_reported(problems_of, cache_dir, tmp_path):
     (p,) = [p for p in problems_of("understater", "Understater") if "trainable parameters over its stages" in p]
     assert p.startswith("the strategy reports 0 trainable parameters") and "lm.model.embed_tokens.weight" in p
-    clean = validate("full-ft", cache_dir=str(cache_dir), results_dir=str(tmp_path / "ok"))
+    clean = validate("full-ft", stream="small-numbers", cache_dir=str(cache_dir), results_dir=str(tmp_path / "ok"))
     assert clean == [], clean
 
 
@@ -86,8 +87,9 @@ def test_check_result_names_missing_parts():
 
 
 @pytest.mark.slow
-def test_validate_command(cache_dir, stream):
-    out = CliRunner().invoke(main, ["validate", "--strategy", "align-only", "--cache-dir", str(cache_dir)])
+def test_validate_command(cache_dir, small):
+    out = CliRunner().invoke(main, ["validate", "--strategy", "align-only", "--stream", "small-numbers",
+                                    "--cache-dir", str(cache_dir)])
     assert out.exit_code == 0, out.output
     assert "the contract holds" in out.output
 

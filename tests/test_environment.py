@@ -17,6 +17,7 @@ from cl_bench.cli import main
 from cl_bench.results import STALE_SECONDS, atomic_write_text
 
 TINY = ["--steps", "2", "--batch-size", "4", "--pretrain-steps", "5", "--eval-limit", "16", "-q", "--device", "cpu"]
+SMALL = ["--stream", "small-numbers", *TINY]  # the session's small stream (conftest's `small` fixture)
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 
 
@@ -103,7 +104,7 @@ def _leftovers(*roots: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_a_full_disk_loses_nothing_and_writes_nothing_false(tmp_path, cache_dir, stream, monkeypatch):
+def test_a_full_disk_loses_nothing_and_writes_nothing_false(tmp_path, cache_dir, small, monkeypatch):
     """The disk fills while the result is written: one line saying so, no result and no temporary file; the
     finished stages stay saved, so the same command on a freed disk resumes them and completes."""
     res = tmp_path / "res"
@@ -115,7 +116,7 @@ def test_a_full_disk_loses_nothing_and_writes_nothing_false(tmp_path, cache_dir,
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", full_for_results)
-    args = ["run", *TINY, "--cache-dir", str(cache_dir), "--results-dir", str(res), "--seed", "11"]
+    args = ["run", *SMALL, "--cache-dir", str(cache_dir), "--results-dir", str(res), "--seed", "11"]
     out = CliRunner().invoke(main, args)
     assert "No space left on device; free some disk space, or choose a directory on another disk" in \
         one_line_error(out)
@@ -129,7 +130,7 @@ def test_a_full_disk_loses_nothing_and_writes_nothing_false(tmp_path, cache_dir,
 
 
 @pytest.mark.slow
-def test_a_full_disk_while_saving_a_stage_keeps_the_stages_before(tmp_path, cache_dir, stream, monkeypatch):
+def test_a_full_disk_while_saving_a_stage_keeps_the_stages_before(tmp_path, cache_dir, small, monkeypatch):
     res = tmp_path / "res"
     real_fsync, saves = os.fsync, []
 
@@ -141,7 +142,7 @@ def test_a_full_disk_while_saving_a_stage_keeps_the_stages_before(tmp_path, cach
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", full_at_stage_2)
-    args = ["run", *TINY, "--cache-dir", str(cache_dir), "--results-dir", str(res), "--seed", "12"]
+    args = ["run", *SMALL, "--cache-dir", str(cache_dir), "--results-dir", str(res), "--seed", "12"]
     assert "free some disk space" in one_line_error(CliRunner().invoke(main, args))
     assert not list(res.rglob("*.json"))
     monkeypatch.setattr(os, "fsync", real_fsync)
@@ -158,19 +159,19 @@ def _aged(path: Path, is_dir: bool = False) -> Path:
 
 
 @pytest.mark.slow
-def test_what_killed_processes_left_is_removed_and_live_work_is_not(tmp_path, cache_dir, stream, monkeypatch):
+def test_what_killed_processes_left_is_removed_and_live_work_is_not(tmp_path, cache_dir, small, monkeypatch):
     speech = tmp_path / "tmp"
     speech.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(speech))
     res = tmp_path / "res"
-    runs = res / "runs" / "vision-audio" / "full-ft"
+    runs = res / "runs" / "small-numbers" / "full-ft"
     stale = [_aged(runs / ".other-seed3-0123abcd.json.x1y2.tmp"), _aged(speech / "clbench-speech-abc", True),
              _aged(cache_dir / "models" / "mixtral-tiny-0123.tmp-k9", True),
              _aged(cache_dir / "data" / "numbers" / "audio-0123.tmp-k9", True)]
     live = [runs / ".other-seed4-0123abcd.json.x1y2.tmp", speech / "clbench-speech-def",
             cache_dir / "models" / "mixtral-tiny-0123.tmp-z1"]
     live[0].write_text("x"), live[1].mkdir(), live[2].mkdir()
-    out = CliRunner().invoke(main, ["run", *TINY, "--cache-dir", str(cache_dir), "--results-dir", str(res),
+    out = CliRunner().invoke(main, ["run", *SMALL, "--cache-dir", str(cache_dir), "--results-dir", str(res),
                                     "--seed", "13"])
     assert out.exit_code == 0, out.output
     assert [p.exists() for p in stale] == [False] * 4 and [p.exists() for p in live] == [True] * 3
@@ -197,11 +198,11 @@ def audio_lr():
 
 
 @pytest.mark.slow
-def test_a_run_diverging_after_a_finished_stage_keeps_it(tmp_path, cache_dir, stream, audio_lr):
+def test_a_run_diverging_after_a_finished_stage_keeps_it(tmp_path, cache_dir, small, audio_lr):
     """Stage 2 diverges: the same command resumes stage 1's saved state and stops the same way (nothing is
     trained twice, nothing written); with the option set back the run completes."""
     res = tmp_path / "res"
-    common = ["run", "--strategy", "audio-lr", *TINY, "--cache-dir", str(cache_dir), "--results-dir", str(res)]
+    common = ["run", "--strategy", "audio-lr", *SMALL, "--cache-dir", str(cache_dir), "--results-dir", str(res)]
     message = "strategy 'audio-lr' diverged in stage 2 (audio)"
     first = one_line_error(CliRunner().invoke(main, [*common, "-o", "audio-lr=1e38"]))
     assert message in first and "likely cause: audio-lr=1e+38 (default 3e-05)" in first

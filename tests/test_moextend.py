@@ -252,14 +252,14 @@ def test_full_run_keeps_every_original_parameter_bit_identical(stream, cache_dir
 
 
 @pytest.mark.slow
-def test_moextend_through_the_runner(tmp_path, cache_dir, stream):
+def test_moextend_through_the_runner(tmp_path, cache_dir, small):
     from cl_bench.config import Budget
     from cl_bench.models.lm import PretrainConfig
     from cl_bench.run.runner import RunConfig, run
     from cl_bench.reporting.summary import format_summary
 
-    cfg = RunConfig(strategy="moextend", budget=Budget(steps=4, batch_size=4), pretrain=PretrainConfig(steps=5, batch_size=8),
-                    eval_limit=64,
+    cfg = RunConfig(stream="small-numbers", strategy="moextend", budget=Budget(steps=4, batch_size=4),
+                    pretrain=PretrainConfig(steps=5, batch_size=8), eval_limit=64,
                     strategy_options={"fraction": "0.25", "layer-choice": "first-half", "stats-items": "16"},
                     results_dir=str(tmp_path), cache_dir=str(cache_dir))
     r, path = run(cfg, progress=False)
@@ -443,7 +443,7 @@ def _moextend_run(tmp_path, cache_dir, options, inspect, steps=8):
     from cl_bench.models.lm import PretrainConfig
     from cl_bench.run.runner import RunConfig, run
 
-    cfg = RunConfig(strategy="moextend", budget=Budget(steps=steps, batch_size=4),
+    cfg = RunConfig(stream="small-numbers", strategy="moextend", budget=Budget(steps=steps, batch_size=4),
                     pretrain=PretrainConfig(steps=5, batch_size=8), eval_limit=64, results_dir=str(tmp_path),
                     cache_dir=str(cache_dir), strategy_options={"fraction": "0.25", "layer-choice": "first-half",
                                                                 "stats-items": "64", **options})
@@ -461,8 +461,11 @@ def _text_logits(strategy, stream):
 
 
 @pytest.mark.slow
-def test_moextend_options_through_the_runner(tmp_path, cache_dir, stream):
-    """outside init + input scope + own calibration feed + text mix, end to end."""
+def test_moextend_options_through_the_runner(tmp_path, cache_dir, small):
+    """outside init + input scope + own calibration feed + text mix, end to end (the small stream)."""
+    from cl_bench.streams import resolve
+
+    stream = resolve.load("small-numbers", cache_dir=cache_dir, progress=False)[1]
     seen = {}
 
     def inspect(event, strategy):
@@ -489,7 +492,7 @@ def test_moextend_options_through_the_runner(tmp_path, cache_dir, stream):
 
 
 @pytest.mark.slow
-def test_keep_tuned_routers_lets_router_tuning_change_the_gates(tmp_path, cache_dir, stream):
+def test_keep_tuned_routers_lets_router_tuning_change_the_gates(tmp_path, cache_dir, small):
     gates = {}
 
     def inspect(event, strategy):

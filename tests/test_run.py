@@ -81,7 +81,7 @@ def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
         assert s["memory"] == {"past_train_items": {}, "past_val_items": {}, "past_train_share": {},
                                "past_val_share": {}, "task_weight_bytes": 0}
     assert r["declaration"] == {"past_train": False, "past_val": False, "task_weights": False,
-                                "modality_routed": False, "budget": "equal"}
+                                "modality_routed": False, "task_routed": False, "budget": "equal"}
     # The routing analysis: per row and task, each MoE layer's expert shares sum to 1; no expert added.
     rows = r["routing"]["rows"]
     assert len(rows) == 3
@@ -140,13 +140,13 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, cache_dir
 
 
 @pytest.mark.slow
-def test_resuming_with_other_code_is_recorded_and_warned(tmp_path, cache_dir, stream, test_strategies,
+def test_resuming_with_other_code_is_recorded_and_warned(tmp_path, cache_dir, small, test_strategies,
                                                           monkeypatch):
     from helpers_strategies import CrashOnAudio
 
     from cl_bench.run import records
 
-    cfg = tiny_config(tmp_path, cache_dir, strategy="crash-on-audio", seed=4)
+    cfg = tiny_config(tmp_path, cache_dir, strategy="crash-on-audio", seed=4, stream="small-numbers")
     monkeypatch.setattr(records, "_WHERE", {"git_commit": "0ld"})
     CrashOnAudio.crash = True
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -231,9 +231,9 @@ def test_every_command_has_complete_help():
 
 
 @pytest.mark.slow
-def test_publish_runs_what_is_missing_then_writes_the_leaderboard(tmp_path, cache_dir, stream):
+def test_publish_runs_what_is_missing_then_writes_the_leaderboard(tmp_path, cache_dir, small):
     res = tmp_path / "published"
-    args = ["publish", "--strategies", "align-only,full-ft", "--seeds", "0,1", "--steps", "2", "--pretrain-steps", "5",
+    args = ["publish", "--stream", "small-numbers", "--strategies", "align-only,full-ft", "--seeds", "0,1", "--steps", "2", "--pretrain-steps", "5",
             "--results-dir", str(res), "--cache-dir", str(cache_dir), "--device", "cpu", "--eval-limit", "64"]
     out = CliRunner().invoke(main, args)
     assert out.exit_code == 0, out.output
@@ -241,11 +241,11 @@ def test_publish_runs_what_is_missing_then_writes_the_leaderboard(tmp_path, cach
     table = (res / "leaderboard.md").read_text()
     assert "| align-only |" in table and "| full-ft |" in table
     assert all((res / f"leaderboard.{ext}").stat().st_size > 0 for ext in ("csv", "tex", "html"))
-    assert (res / "figures" / "vision-audio" / "pareto.png").exists()
+    assert (res / "figures" / "small-numbers" / "pareto.png").exists()
     again = CliRunner().invoke(main, args)  # nothing left to run: every run is reused (publish is a sweep)
     assert again.exit_code == 0 and again.output.count(": reused (") == 4
     assert "sweep: 4 cells, 0 run, 4 reused, 0 failed" in again.output
-    out = CliRunner().invoke(main, [*args[:2], "ful-ft", *args[3:]])
+    out = CliRunner().invoke(main, [*args[:4], "ful-ft", *args[5:]])
     assert out.exit_code != 0 and "Did you mean 'full-ft'" in out.output
 
 
@@ -335,12 +335,13 @@ def test_a_users_run_goes_to_its_own_results_directory(tmp_path, cache_dir, stre
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["not-json", "extra-row", "no-checkpoint", "truncated-checkpoint"])
-def test_a_damaged_resume_state_names_its_directory_and_restart(tmp_path, cache_dir, stream, test_strategies,
+def test_a_damaged_resume_state_names_its_directory_and_restart(tmp_path, cache_dir, small, test_strategies,
                                                                  damage):
     from helpers_strategies import CrashOnAudio
 
     kinds = ["not-json", "extra-row", "no-checkpoint", "truncated-checkpoint"]
-    cfg = tiny_config(tmp_path, cache_dir, strategy="crash-on-audio", seed=5 + kinds.index(damage))
+    cfg = tiny_config(tmp_path, cache_dir, strategy="crash-on-audio", seed=5 + kinds.index(damage),
+                      stream="small-numbers")
     before = set((cache_dir / "runs").glob("*"))
     CrashOnAudio.crash = True
     with pytest.raises(RuntimeError, match="simulated crash"):

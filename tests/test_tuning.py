@@ -122,9 +122,9 @@ def test_single_ft_is_tuned_on_its_own_tasks_and_joint_on_the_final_row():
 
 
 @pytest.mark.slow
-def test_cli_tune_runs_the_grid_on_validation_splits(tmp_path, cache_dir, stream):
+def test_cli_tune_runs_the_grid_on_validation_splits(tmp_path, cache_dir, small):
     out = tmp_path / "hp" / "va"
-    r = CliRunner().invoke(main, ["tune", "--strategies", "align-only", "--seeds", "0", "--steps", "2",
+    r = CliRunner().invoke(main, ["tune", "--stream", "small-numbers", "--strategies", "align-only", "--seeds", "0", "--steps", "2",
                                   "--pretrain-steps", "5", "--cache-dir", str(cache_dir), "--device", "cpu",
                                   "--results-dir", str(tmp_path / "tuning"), "--out", str(out)])
     assert r.exit_code == 0, r.output
@@ -150,7 +150,7 @@ def test_cli_tune_runs_the_grid_on_validation_splits(tmp_path, cache_dir, stream
     assert f"| align-only | projector-lr ∈ {{{', '.join(tried)}}} | {tuning.point_label(got['chosen'])}" in summary
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{tuning.README_BEGIN}\nold\n{tuning.README_END}\nafter\n")
-    r = CliRunner().invoke(main, ["tune", "--strategies", "align-only", "--seeds", "0", "--steps", "2",
+    r = CliRunner().invoke(main, ["tune", "--stream", "small-numbers", "--strategies", "align-only", "--seeds", "0", "--steps", "2",
                                   "--pretrain-steps", "5", "--cache-dir", str(cache_dir), "--device", "cpu",
                                   "--results-dir", str(tmp_path / "tuning"), "--out", str(out), "--readme", str(readme)])
     assert r.exit_code == 0, r.output  # every run reused
