@@ -58,7 +58,7 @@ def child(hidden: int, strategy: str, steps: int, batch: int) -> dict:
     torch.manual_seed(0)
     _, stream = resolve.load("vision-audio", cache_dir=default_cache_dir(), progress=False)
     first = stream.experiences[0].without_test()
-    stream = dataclasses.replace(stream, experiences=(first,))
+    stream = dataclasses.replace(stream, experiences=(first,), mixed=())  # one task: no mixed-modality probe
     tok = word_tokenizer(stream_words(stream))
     config = AutoConfig.for_model("mixtral", vocab_size=len(tok), pad_token_id=tok.pad_token_id, **shape(hidden))
     cls = registry.strategies.get(strategy)
@@ -188,7 +188,7 @@ def extrapolate() -> list[dict]:
 
     _, stream = resolve.load("vision-audio", cache_dir=default_cache_dir(), progress=False)
     first = stream.experiences[0].without_test()
-    stream = dataclasses.replace(stream, experiences=(dataclasses.replace(first, modality="image"),))
+    stream = dataclasses.replace(stream, experiences=(dataclasses.replace(first, modality="image"),), mixed=())
     config = AutoConfig.for_model("mixtral", **MIXTRAL_8X7B)
     out = []
     for strategy in ("full-ft", "moextend"):
