@@ -58,7 +58,7 @@ def identity(strategy, tmp_path, stream_obj=None):
     from cl_bench.task_streams.vision_audio import VisionAudio
 
     stream_obj = stream_obj or VisionAudio()
-    stream = SimpleNamespace(tasks=(), order=tuple(type(stream_obj).tasks))
+    stream = SimpleNamespace(tasks=(), mixed=(), order=tuple(type(stream_obj).tasks))
     base = SimpleNamespace(info={"key": "base", "path": None})
     return keys.identity(RunConfig(), strategy, stream_obj, stream, base, tmp_path, threads=1)
 

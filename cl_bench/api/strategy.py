@@ -143,6 +143,40 @@ def decode_state(tensor: torch.Tensor):
     return json.loads(bytes(tensor.cpu().tolist()).decode())
 
 
+ROUTES = ("modality", "task")
+
+
+def route_option(weights: str):
+    """The `route` option of a strategy with weights per modality (a Config field; `weights`: what it keeps, e.g.
+    "adapter set"): "modality" (one per modality; a modality's later task trains it on) or "task" (one, and a
+    projector copy, per task: Declaration.task_routed). Added later than the strategies: keyed only when changed."""
+    return field(default="modality", metadata={
+        "keyed": "changed",  # runs from before it (at its default) keep their keys (cl_bench.run.keys)
+        "help": f"modality: one {weights} per modality (a modality's later task trains it on); task: one {weights} "
+                "and projector copy per task, picked by the task an input belongs to"})
+
+
+def check_route(config) -> None:
+    """Refuse a `route` option other than modality or task, naming the Config."""
+    if config.route not in ROUTES:
+        raise ValueError(f"{type(config).__name__}.route must be modality or task, got {config.route!r}")
+
+
+def weights_key(route: str, task) -> str:
+    """What a routed strategy keys a task's weights by: its modality, or its name with route=task."""
+    return task.name if route == "task" else task.modality
+
+
+def latest_weights(route: str, tasks, have, modality: str) -> str | None:
+    """The key of the weights that answer an input of `modality` now, among `have` (keys in learning order):
+    the modality's own, or (route=task) its latest task's; None when it has none yet."""
+    if route != "task":
+        return modality if modality in have else None
+    of = {t.name: t.modality for t in tasks}
+    mine = [k for k in have if of.get(k) == modality]
+    return mine[-1] if mine else None
+
+
 class TaskProjectors:
     """Each task's own copy of its modality's projector, for a strategy routed by task (Declaration.task_routed).
 

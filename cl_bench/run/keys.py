@@ -27,7 +27,7 @@ def identity(config, strategy, stream_obj, stream, base, cache: Path, threads: i
     ident = {"clbench": __version__, "config": config.identity(), "data": data,
              "strategy_options": keyed_options(strategy.config),
              "base": base.info.get("key"), "base_path": base.info.get("path")}
-    if getattr(stream, "mixed", ()) and config.eval_split == "test":  # the mixed-modality probes' scores are in the result
+    if stream.mixed and config.eval_split == "test":  # the mixed-modality probes' scores are in the result
         ident["mixed"] = stable_hash([(p.name, p.modality, list(p.test["prompt"]), list(p.test["answer"]))
                                       for p in stream.mixed])
     if threads is not None:  # float sums on the CPU differ across thread counts

@@ -169,7 +169,7 @@ def check(ts, name: str | None = None) -> list[str]:
             if t.modality != "text" and len(split):
                 if any(p.count(INPUT_MARKER) > 1 for p in split["prompt"]):
                     problems.append(f"{where}: a prompt holds {INPUT_MARKER} more than once")
-    for p in getattr(ts, "mixed", ()):
+    for p in ts.mixed:
         where = f"mixed probe {p.name!r} test split"
         parts = input_modalities(p.modality)
         need = {"prompt", "answer", "template"} | {input_column(p.modality, i) for i in range(len(parts))}

@@ -18,7 +18,8 @@ import torch
 from cl_bench.streams.experience import Experience, TaskInfo, input_modalities
 from cl_bench.strategies.adapters.modules import (NONLINEARITIES, PLACEMENTS, activate, adapter_parameters,
                                                   add_adapter, bottleneck_size, insert_slots)
-from cl_bench.api.strategy import Declaration, Memory, Strategy, TaskProjectors, tensor_bytes
+from cl_bench.api.strategy import (Declaration, Memory, Strategy, TaskProjectors, check_route, latest_weights,
+                                   route_option, tensor_bytes, weights_key)
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,11 @@ class AdapterConfig:
 class AdapterPerModalityConfig(AdapterConfig):
     """Bottleneck adapter options, and what picks the adapter set at test time."""
 
-    route: Literal["modality", "task"] = field(default="modality", metadata={
-        "keyed": "changed",  # added in 0.4: runs from before it (at its default) keep their keys
-        "help": "modality: one adapter set per modality (a modality's later task trains it on); task: one adapter "
-                "set and projector copy per task, picked by the task an input belongs to"})
+    route: Literal["modality", "task"] = route_option("adapter set")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.route not in ("modality", "task"):
-            raise ValueError(f"AdapterPerModalityConfig.route must be modality or task, got {self.route!r}")
+        check_route(self)
 
 
 class Adapter(Strategy):
@@ -88,7 +85,7 @@ class Adapter(Strategy):
         """The adapters' own modules on the meta model: the stage's adapter set and the projector train."""
         from cl_bench.api.footprint import Footprint, numel, projector
 
-        c, name = self.config, self._adapter_for(modality)
+        c, name = self.config, modality if self.per_modality else "shared"
         if not hasattr(model, "_plan_slots"):
             model._plan_slots, model._plan_adapters = insert_slots(model.lm, c.placement), set()
         if self.by_task:  # every stage adds its task's adapter set
@@ -103,10 +100,9 @@ class Adapter(Strategy):
     def frozen(self) -> list[torch.nn.Parameter]:
         return list(self._base)  # the base LM: only adapters (and projectors) change
 
-    def _adapter_for(self, modality: str, task: str | None = None) -> str:
-        if not self.per_modality:
-            return "shared"
-        return task if self.by_task and task is not None else modality
+    def _adapter_for(self, task) -> str:
+        """The adapter set of `task` (a TaskInfo or Experience): the shared one, its modality's, or its own."""
+        return weights_key(self.config.route, task) if self.per_modality else "shared"
 
     @property
     def by_task(self) -> bool:
@@ -122,7 +118,7 @@ class Adapter(Strategy):
         self.adapters.append(name)
 
     def learn(self, experience: Experience) -> dict:
-        m, name = self.model, self._adapter_for(experience.modality, experience.name)
+        m, name = self.model, self._adapter_for(experience)
         if self.by_task and experience.modality in m.projectors:
             self.task_projectors.start(m, experience.modality)
         self._ensure(name)
@@ -146,24 +142,17 @@ class Adapter(Strategy):
     def model_for(self, task: TaskInfo):
         parts = input_modalities(task.modality)
         if self.per_modality and len(parts) > 1:  # a mixed-modality item: every input's adapter set, summed
-            names = tuple(n for n in (self._latest(m) for m in parts) if n is not None)
+            names = tuple(n for n in (latest_weights(self.config.route, self.context.tasks, self.adapters, m)
+                                      for m in parts) if n is not None)
             activate(self.slots, names if len(names) > 1 else names[0] if names else None)
             for m in parts if self.by_task else ():
                 self.task_projectors.start(self.model, m)
             return self.model
-        name = self._adapter_for(task.modality, task.name)
+        name = self._adapter_for(task)
         activate(self.slots, name if name in self.adapters else None)  # text / not learned yet: the base model
         if self.by_task:
             self.task_projectors.use(self.model, task)
         return self.model
-
-    def _latest(self, modality: str) -> str | None:
-        """The adapter set that answers `modality` now: its own, or (route=task) its latest task's; None if none."""
-        if not self.by_task:
-            return modality if modality in self.adapters else None
-        kinds = {t.name: t.modality for t in self.context.tasks}
-        mine = [a for a in self.adapters if kinds.get(a) == modality]
-        return mine[-1] if mine else None
 
     def memory(self) -> Memory:
         if not self.per_modality:
@@ -174,7 +163,7 @@ class Adapter(Strategy):
 
     def _kinds(self) -> list[str]:
         """What names the adapter sets, per task of the run (its modality, or the task's name with route=task)."""
-        return [t.name if self.by_task else t.modality for t in self.context.tasks]
+        return [weights_key(self.config.route, t) for t in self.context.tasks]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = super().state_dict()

@@ -15,7 +15,8 @@ from typing import Literal
 import torch
 
 from cl_bench.streams.experience import Experience, TaskInfo, input_modalities
-from cl_bench.api.strategy import Declaration, Memory, Strategy, TaskProjectors, tensor_bytes
+from cl_bench.api.strategy import (Declaration, Memory, Strategy, TaskProjectors, check_route, latest_weights,
+                                   route_option, tensor_bytes, weights_key)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class LoRA(Strategy):
 
         from cl_bench.api.footprint import Footprint, numel, projector
 
-        name = self._adapter_for(modality)
+        name = modality if self.per_modality else "shared"
         if self.by_task:  # every stage adds its task's adapter
             model._plan_tasks = getattr(model, "_plan_tasks", -1) + 1
             name = f"task{model._plan_tasks}"
@@ -95,10 +96,9 @@ class LoRA(Strategy):
     def frozen(self) -> list[torch.nn.Parameter]:
         return list(self._base)  # the base LM: only adapters (and projectors) change
 
-    def _adapter_for(self, modality: str, task: str | None = None) -> str:
-        if not self.per_modality:
-            return "shared"
-        return task if self.by_task and task is not None else modality
+    def _adapter_for(self, task) -> str:
+        """The adapter of `task` (a TaskInfo or Experience): the shared one, its modality's, or its own."""
+        return weights_key(self.config.route, task) if self.per_modality else "shared"
 
     @property
     def by_task(self) -> bool:
@@ -106,7 +106,7 @@ class LoRA(Strategy):
 
     def _kinds(self) -> list[str]:
         """What names the adapters, per task of the run (its modality, or the task's name with route=task)."""
-        return [t.name if self.by_task else t.modality for t in self.context.tasks]
+        return [weights_key(self.config.route, t) for t in self.context.tasks]
 
     def _ensure(self, name: str) -> None:
         from peft import PeftModel, get_peft_model
@@ -121,7 +121,7 @@ class LoRA(Strategy):
         self.adapters.append(name)
 
     def learn(self, experience: Experience) -> dict:
-        m, name = self.model, self._adapter_for(experience.modality, experience.name)
+        m, name = self.model, self._adapter_for(experience)
         if self.by_task and experience.modality in m.projectors:
             self.task_projectors.start(m, experience.modality)
         self._ensure(name)
@@ -147,7 +147,8 @@ class LoRA(Strategy):
         m = self.model
         parts = input_modalities(task.modality)
         if self.per_modality and len(parts) > 1:  # a mixed-modality item: every input's adapter on, summed (PEFT)
-            names = [n for n in (self._latest(p) for p in parts) if n is not None]
+            names = [n for n in (latest_weights(self.config.route, self.context.tasks, self.adapters, p)
+                                 for p in parts) if n is not None]
             if names:
                 m.lm.base_model.enable_adapter_layers()
                 m.lm.base_model.set_adapter(names)
@@ -156,7 +157,7 @@ class LoRA(Strategy):
             for p in parts if self.by_task else ():
                 self.task_projectors.start(m, p)
             return m
-        name = self._adapter_for(task.modality, task.name)
+        name = self._adapter_for(task)
         if self.per_modality and name not in self.adapters:  # text, or a modality (task) not learned yet
             if self.adapters:
                 m.lm.base_model.disable_adapter_layers()
@@ -166,14 +167,6 @@ class LoRA(Strategy):
         if self.by_task:
             self.task_projectors.use(m, task)
         return m
-
-    def _latest(self, modality: str) -> str | None:
-        """The adapter that answers `modality` now: its own, or (route=task) its latest task's; None if none."""
-        if not self.by_task:
-            return modality if modality in self.adapters else None
-        kinds = {t.name: t.modality for t in self.context.tasks}
-        mine = [a for a in self.adapters if kinds.get(a) == modality]
-        return mine[-1] if mine else None
 
     def memory(self) -> Memory:
         if not self.per_modality:
@@ -209,15 +202,11 @@ class LoRAPerModalityConfig(LoRAConfig):
     """LoRA options of the per-modality variant (its own tuned learning rate)."""
 
     lr: float = field(default=1e-3, metadata={"help": "learning rate of the adapters"})  # chosen by clbench tune, results/hparams/vision-audio.md
-    route: Literal["modality", "task"] = field(default="modality", metadata={
-        "keyed": "changed",  # added in 0.4: runs from before it (at its default) keep their keys
-        "help": "modality: one adapter per modality (a modality's later task trains it on); task: one adapter and "
-                "projector copy per task, picked by the task an input belongs to"})
+    route: Literal["modality", "task"] = route_option("adapter")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.route not in ("modality", "task"):
-            raise ValueError(f"LoRAPerModalityConfig.route must be modality or task, got {self.route!r}")
+        check_route(self)
 
 
 class LoRAPerModality(LoRA):

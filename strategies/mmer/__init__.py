@@ -29,7 +29,8 @@ import torch
 
 from cl_bench.streams.experience import Experience, TaskInfo, input_modalities
 from cl_bench.strategies.mmer import merge as M
-from cl_bench.api.strategy import Cost, Declaration, Memory, Strategy, TaskProjectors, tensor_bytes
+from cl_bench.api.strategy import (Cost, Declaration, Memory, Strategy, TaskProjectors, check_route, latest_weights,
+                                   route_option, tensor_bytes, weights_key)
 
 
 def _grid(text: str, name: str) -> tuple[float, ...]:
@@ -62,10 +63,7 @@ class MMERConfig:
                 "splits; new: only for the new modality, earlier ones keep theirs (no past validation data)"})
     lr: float = field(default=3e-4, metadata={"help": "LM learning rate of the per-modality fine-tuning"})
     projector_lr: float = field(default=5e-3, metadata={"help": "projector learning rate of the fine-tuning"})
-    route: Literal["modality", "task"] = field(default="modality", metadata={
-        "keyed": "changed",  # added in 0.4: runs from before it (at its default) keep their keys
-        "help": "modality: a task vector and mask per modality (MMER; a modality's later task fine-tunes its model "
-                "on); task: one per task, with a projector copy per task, picked by the task an input belongs to"})
+    route: Literal["modality", "task"] = route_option("task vector and mask")
 
     def __post_init__(self) -> None:
         if self.merge not in ("max", "mean"):
@@ -84,8 +82,7 @@ class MMERConfig:
             raise ValueError(f"MMERConfig.reselect must be 'all' or 'new', got {self.reselect!r}")
         if not (self.lr > 0 and self.projector_lr > 0):
             raise ValueError("MMERConfig: lr and projector_lr must be > 0")
-        if self.route not in ("modality", "task"):
-            raise ValueError(f"MMERConfig.route must be 'modality' or 'task', got {self.route!r}")
+        check_route(self)
 
 
     def source_dirs(self) -> dict[str, str]:
@@ -115,7 +112,7 @@ class MMER(Strategy):
 
     def _key(self, task) -> str:
         """What a task vector, mask and alpha/lambda belong to: the task's modality, or the task (route=task)."""
-        return task.name if self.config.route == "task" else task.modality
+        return weights_key(self.config.route, task)
 
     def memory(self) -> Memory:
         """Past validation splits (reselect=all), and per modality its task vector (on disk) and packed masks."""
@@ -307,10 +304,8 @@ class MMER(Strategy):
         for m in input_modalities(task.modality):
             if self.config.route == "task":
                 self.task_projectors.start(self.model, m)
-                mine = [k for k in self.modalities if {t.name: t.modality for t in self.context.tasks}.get(k) == m]
-                keys += mine[-1:]
-            elif m in self.chosen:
-                keys.append(m)
+            key = latest_weights(self.config.route, self.context.tasks, self.modalities, m)
+            keys += [key] if key is not None else []
         label = "+".join(keys) or "text"
         if label != self._loaded:
             if not keys:
