@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cl_bench.streams.data import cached_splits, default_cache_dir, stable_hash
-from cl_bench.streams.experience import MixedProbe, TaskStream
+from cl_bench.streams.experience import MixedProbe, TaskStream, column
 from cl_bench.streams.base import Stream
 from cl_bench.streams import numbers
 from cl_bench.streams.tasks import (balanced_labels, build_text, chance_level, label_questions,  # noqa: F401
@@ -108,7 +108,7 @@ class NumberStream(Stream):
         exp = number_experience
         # A second forgetting measure: every fact in every wording, in plain form (training items; the context
         # forms add 3x the evaluation time and little information).
-        plain = text["train"].select([i for i, t in enumerate(text["train"]["template"]) if t.startswith("plain-")])
+        plain = text["train"].select([i for i, t in enumerate(column(text["train"], "template")) if t.startswith("plain-")])
         base = exp("text", "text", "number-questions", text, probes={"train-plain": plain})
         new = []
         for name in self.tasks:
@@ -182,7 +182,7 @@ MIXED_PROMPT = f"{numbers.INPUT_PREFIX} {numbers.WORDINGS['add'][0][0].format(b=
 def _distinct_inputs(split) -> tuple[list, list[int]]:
     """The distinct inputs of a question split (each input is asked several questions) and their numbers."""
     seen, inputs, values = set(), [], []
-    for x, v in zip(split["input"], split["value"]):
+    for x, v in zip(column(split, "input"), column(split, "value")):
         k = np.asarray(x).tobytes()
         if k not in seen:
             seen.add(k)

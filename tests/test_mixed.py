@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from cl_bench import registry
 from cl_bench.api.strategy import RunContext
 from cl_bench.api.training import TaskData
 from cl_bench.config import Budget

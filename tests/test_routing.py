@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cl_bench.models import routing
-from cl_bench.models.families import block_of, router_of
+from cl_bench.models.families import router_of
 from cl_bench.models.lm import FAMILY_PRESETS, preset_config, word_tokenizer
 from cl_bench.strategies.moextend import surgery
 

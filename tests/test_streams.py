@@ -7,19 +7,11 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from cl_bench import registry
 
-from cl_bench.streams import modality
-from cl_bench.streams import base as streams
-from cl_bench.cli import main
 from cl_bench.config import Budget
-from cl_bench.streams.data import stable_hash
-from cl_bench.streams.experience import Experience, TaskStream
 from cl_bench.models.encoders import build_encoder
 from cl_bench.models.lm import PretrainConfig
-from cl_bench.run.runner import RunConfig, run
 from cl_bench.streams import numbers
 from cl_bench.task_streams.vision_audio import (VisionAudioConfig, build_points, build_series, build_video,
                                                 digit_split)

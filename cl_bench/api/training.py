@@ -12,7 +12,7 @@ import torch
 from cl_bench import faults
 from cl_bench.errors import UsageError
 from cl_bench.models.multimodal import Batch, MultimodalLM
-from cl_bench.streams.experience import INPUT_MARKER, input_column, input_modalities
+from cl_bench.streams.experience import INPUT_MARKER, column, input_column, input_modalities
 
 # Told of every batch a TaskData builds, as watch(data, index): the runner's measurement of what a strategy trains
 # on (cl_bench.run.probe). Empty outside a stage; strategies never touch it.
@@ -37,13 +37,13 @@ class TaskData:
         for i, kind in enumerate(kinds):
             if kind not in model.encoders:
                 raise ValueError(f"the model has no encoder for modality {kind!r}")
-            features = model.encoders[kind].featurize(list(split[input_column(modality, i)]))
+            features = model.encoders[kind].featurize(column(split, input_column(modality, i)))
             with torch.no_grad():
                 self.inputs.append((kind, features, model.encoders[kind](features[:1]).shape[1]))
         # Each prompt is tokenized around its input markers: [before] + P slots + [between] + P' slots ... + [after].
         chat = getattr(model, "prompt_format", "plain") == "chat"
         pieces = []  # per prompt: the text before, between and after its inputs
-        for prompt in split["prompt"]:
+        for prompt in column(split, "prompt"):
             if chat:  # the user's turn and the assistant's opening, by the tokenizer's own template
                 prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                  add_generation_prompt=True)
@@ -60,7 +60,7 @@ class TaskData:
             columns = [tok([p[k] for p in pieces], add_special_tokens=special and k == 0)["input_ids"]
                        for k in range(len(n_slots))]
         post = tok([p[-1] for p in pieces], add_special_tokens=special and not n_slots)["input_ids"]
-        answers = tok([a if chat else " " + a for a in split["answer"]], add_special_tokens=False)["input_ids"]
+        answers = tok([a if chat else " " + a for a in column(split, "answer")], add_special_tokens=False)["input_ids"]
         if any(len(a) == 0 for a in answers):
             raise UsageError("an answer tokenizes to nothing; check the tokenizer's vocabulary")
         self.seqs, self.n_prompt = [], []

@@ -30,6 +30,7 @@ def avalanche_benchmark(stream, model, *, limit: int | None = None, base: bool =
     from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 
     from cl_bench.api.training import TaskData
+    from cl_bench.streams.experience import column
     from cl_bench.interop.avalanche_data import Collate, make_dataset
 
     missing = sorted({e.modality for e in stream.experiences} - set(model.encoders))
@@ -44,7 +45,7 @@ def avalanche_benchmark(stream, model, *, limit: int | None = None, base: bool =
         for name, split in (("train", t.train), ("valid", t.val), ("test", t.test)):
             if limit is not None:
                 split = split.select(range(min(limit, len(split))))
-            answers = [t.answer_set.index(a) for a in split["answer"]]
+            answers = [t.answer_set.index(a) for a in column(split, "answer")]
             data = TaskData(split, model, t.modality)
             streams[name].append(make_dataset(collate, f"{t.name}/{name}", data, answers, label))
     return with_task_labels(benchmark_from_datasets(**streams))

@@ -12,7 +12,7 @@ import torch
 
 # the pre-training's config and the default base are torch-free, beside the other configs (the CLI reads them)
 from cl_bench.config import DEFAULT_MODEL, PretrainConfig  # noqa: F401
-from cl_bench.streams.experience import INPUT_MARKER
+from cl_bench.streams.experience import INPUT_MARKER, column
 
 BASE_VERSION = 1  # bump when pre-training changes
 
@@ -68,7 +68,7 @@ def stream_words(stream) -> list[str]:
     import warnings
 
     words = sorted({w for split in (stream.base.train, *[e.train for e in stream.experiences])
-                    for text in (*split["prompt"], *split["answer"]) for w in text.split()} - {INPUT_MARKER})
+                    for text in (*column(split, "prompt"), *column(split, "answer")) for w in text.split()} - {INPUT_MARKER})
     unknown = unknown_words(stream, words)
     if unknown:
         shown = "; ".join(f"{w!r} ({', '.join(where)})" for w, where in list(unknown.items())[:10])
@@ -90,7 +90,7 @@ def unknown_words(stream, vocabulary) -> dict[str, list[str]]:
             if split is None:
                 continue
             where = f"{task.name} {name}"
-            for text in (*split["prompt"], *split["answer"]):
+            for text in (*column(split, "prompt"), *column(split, "answer")):
                 for w in text.replace(INPUT_MARKER, " ").split():  # the tokenizer splits around the marker
                     if w not in known:
                         places = found.setdefault(w, [])

@@ -9,6 +9,7 @@ from cl_bench.analysis import scoring as scorer
 from cl_bench.api.training import TaskData, generate, item_correct, longest_answer
 from cl_bench.models import routing
 from cl_bench.results import pack_items
+from cl_bench.streams.experience import column
 
 
 class Evaluator:
@@ -61,7 +62,7 @@ class Evaluator:
     def _data(self, split, modality: str) -> tuple[TaskData, list[str]]:
         """`split` (limited) as a TaskData, and its reference answers in item order."""
         split = self.limited(split)
-        return TaskData(split, self.model, modality), list(split["answer"])
+        return TaskData(split, self.model, modality), column(split, "answer")
 
     def _correct(self, model, data: TaskData, answers: list[str]) -> tuple[torch.Tensor, list[str] | None]:
         """Whether each item of `data` is answered correctly (bool (N,), on the CPU) by the run's scoring, and the

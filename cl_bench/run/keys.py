@@ -12,6 +12,7 @@ from cl_bench import __version__
 from cl_bench.models.lm import PRESETS
 from cl_bench.streams import base as streams
 from cl_bench.streams.data import stable_hash
+from cl_bench.streams.experience import column
 
 
 def identity(config, strategy, stream_obj, stream, base, cache: Path, threads: int | None = None) -> dict:
@@ -22,13 +23,13 @@ def identity(config, strategy, stream_obj, stream, base, cache: Path, threads: i
     from cl_bench.models.pretrained import is_model_dir
     from cl_bench.run.base import checkpoint_key
 
-    data = stable_hash([(t.name, len(t.train), len(t.val), list(t.test["prompt"]), list(t.test["answer"]))
+    data = stable_hash([(t.name, len(t.train), len(t.val), column(t.test, "prompt"), column(t.test, "answer"))
                         for t in stream.tasks])
     ident = {"clbench": __version__, "config": config.identity(), "data": data,
              "strategy_options": keyed_options(strategy.config),
              "base": base.info.get("key"), "base_path": base.info.get("path")}
     if stream.mixed and config.eval_split == "test":  # the mixed-modality probes' scores are in the result
-        ident["mixed"] = stable_hash([(p.name, p.modality, list(p.test["prompt"]), list(p.test["answer"]))
+        ident["mixed"] = stable_hash([(p.name, p.modality, column(p.test, "prompt"), column(p.test, "answer"))
                                       for p in stream.mixed])
     if threads is not None:  # float sums on the CPU differ across thread counts
         ident["threads"] = threads

@@ -248,7 +248,7 @@ def make_plan(model_name: str, strategy, lm_config, tokenizer, encoders: dict, s
 def sequence_length(stream, tokenizer, encoders: dict, first: dict) -> int:
     """The longest prompt + input tokens + answer of the stream's training splits, in tokens; `first`: task name
     -> its first training item featurized."""
-    from cl_bench.streams.experience import INPUT_MARKER
+    from cl_bench.streams.experience import INPUT_MARKER, column
 
     longest = 0
     for exp in (stream.base, *stream.experiences):
@@ -258,9 +258,9 @@ def sequence_length(stream, tokenizer, encoders: dict, first: dict) -> int:
         if exp.name in first:
             with torch.no_grad():
                 slots = encoders[exp.modality](first[exp.name]).shape[1]
-        prompts = [p.replace(INPUT_MARKER, " ") for p in exp.train["prompt"]]
+        prompts = [p.replace(INPUT_MARKER, " ") for p in column(exp.train, "prompt")]
         p = max(len(x) for x in tokenizer(prompts)["input_ids"])
-        answers = tokenizer([" " + x for x in exp.train["answer"]], add_special_tokens=False)["input_ids"]
+        answers = tokenizer([" " + x for x in column(exp.train, "answer")], add_special_tokens=False)["input_ids"]
         a = max(len(x) for x in answers)
         longest = max(longest, p + slots + a)
     return longest

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from cl_bench.errors import ClbenchError, PluginError, UsageError
-from cl_bench.streams.experience import INPUT_MARKER, TaskStream, input_column, input_modalities
+from cl_bench.streams.experience import INPUT_MARKER, TaskStream, column, input_column, input_modalities
 
 
 @dataclass(frozen=True)
@@ -160,14 +160,14 @@ def check(ts, name: str | None = None) -> list[str]:
             if missing:
                 problems.append(f"{where}: no column {', '.join(sorted(missing))}")
                 continue
-            unknown = sorted(set(split["answer"]) - set(t.answer_set))
+            unknown = sorted(set(column(split, "answer")) - set(t.answer_set))
             if unknown:
                 problems.append(f"{where}: answers outside the task's answer_set: {', '.join(map(repr, unknown[:5]))}")
-            templates = sorted(set(split["template"]) - set(t.prompt_templates))
+            templates = sorted(set(column(split, "template")) - set(t.prompt_templates))
             if templates:
                 problems.append(f"{where}: templates with no prompt_templates entry: {', '.join(templates[:5])}")
             if t.modality != "text" and len(split):
-                if any(p.count(INPUT_MARKER) > 1 for p in split["prompt"]):
+                if any(p.count(INPUT_MARKER) > 1 for p in column(split, "prompt")):
                     problems.append(f"{where}: a prompt holds {INPUT_MARKER} more than once")
     for p in ts.mixed:
         where = f"mixed probe {p.name!r} test split"
@@ -179,9 +179,9 @@ def check(ts, name: str | None = None) -> list[str]:
             continue
         if not len(p.test):
             problems.append(f"{where}: empty")
-        if any(q.count(INPUT_MARKER) != len(parts) for q in p.test["prompt"]):
+        if any(q.count(INPUT_MARKER) != len(parts) for q in column(p.test, "prompt")):
             problems.append(f"{where}: every prompt must hold {INPUT_MARKER} once per input ({len(parts)} times)")
-        unknown = sorted(set(p.test["answer"]) - set(p.answer_set))
+        unknown = sorted(set(column(p.test, "answer")) - set(p.answer_set))
         if unknown:
             problems.append(f"{where}: answers outside the probe's answer_set: {', '.join(map(repr, unknown[:5]))}")
     return problems

@@ -11,7 +11,7 @@ import random
 from collections.abc import Mapping, Sequence
 
 from cl_bench.streams import numbers
-from cl_bench.streams.experience import Experience
+from cl_bench.streams.experience import Experience, column
 
 
 def build_text() -> dict:
@@ -77,11 +77,11 @@ def chance_level(splits: Mapping) -> float:
     It is the chance of Experience.chance and the floor of the transfer matrix (docs: metrics).
     """
     def forms(split) -> list:
-        return list(split["template"]) if "template" in _columns(split) else [None] * len(split["answer"])
+        return column(split, "template") if "template" in _columns(split) else [None] * len(split["answer"])
 
     answers: dict = {}
     for split in splits.values():
-        for form, answer in zip(forms(split), split["answer"]):
+        for form, answer in zip(forms(split), column(split, "answer")):
             answers.setdefault(form, set()).add(answer)
     test = forms(splits["test"])
     if not test:
@@ -106,7 +106,7 @@ def number_experience(name: str, modality: str, task: str, d, probes: dict | Non
             input).
         probes: extra evaluation sets, name -> Dataset.
     """
-    templates = {t: numbers.template_text(t) for t in sorted(set(d["train"]["template"]))}
+    templates = {t: numbers.template_text(t) for t in sorted(set(column(d["train"], "template")))}
     return Experience(name=name, modality=modality, task=task, train=d["train"], val=d["val"], test=d["test"],
                       prompt_templates=templates, answer_set=numbers.ANSWERS, chance=chance_level(d),
                       probes=probes or {})
@@ -128,9 +128,9 @@ def task_experience(name: str, modality: str, task: str, d, prompt_templates: Ma
     """
     if prompt_templates is None:
         prompt_templates = {}
-        for form, prompt in zip(d["train"]["template"], d["train"]["prompt"]):
+        for form, prompt in zip(column(d["train"], "template"), column(d["train"], "prompt")):
             prompt_templates.setdefault(form, prompt)
-    answers = sorted({a for split in d.values() for a in split["answer"]})
+    answers = sorted({a for split in d.values() for a in column(split, "answer")})
     return Experience(name=name, modality=modality, task=task, train=d["train"], val=d["val"], test=d["test"],
                       prompt_templates=dict(prompt_templates), answer_set=tuple(answers), chance=chance_level(d),
                       probes=probes or {})

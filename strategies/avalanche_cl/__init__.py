@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cl_bench.streams.experience import Experience
+from cl_bench.streams.experience import Experience, column
 from cl_bench.api.strategy import Declaration, Memory, Strategy, tensor_bytes
 
 PREFIX = "avalanche."
@@ -207,7 +207,7 @@ class AvalancheStrategy(Strategy):
 
         data = TaskData(experience.train, self.model, experience.modality)
         answers = list(experience.answer_set)
-        targets = [answers.index(a) if a in answers else -1 for a in experience.train["answer"]]
+        targets = [answers.index(a) if a in answers else -1 for a in column(experience.train, "answer")]
         task_label = [t.name for t in self.context.tasks].index(experience.name)
         return glue.make_experience(self.collate, experience.name, data, targets, task_label, index)
 
