@@ -14,13 +14,6 @@ def cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def stream(cache_dir):
-    from cl_bench.task_streams.vision_audio import VisionAudio
-
-    return VisionAudio().build(cache_dir, progress=False)
-
-
-@pytest.fixture(scope="session")
 def small():
     """The small stream of tests/helpers_streams.py, registered as "small-numbers" for the session."""
     from cl_bench import registry
@@ -28,6 +21,23 @@ def small():
     registry.streams.register("small-numbers", "helpers_streams:SmallNumbers", origin="tests")
     yield
     registry.streams.unregister("small-numbers")
+
+
+@pytest.fixture(scope="session")
+def stream(cache_dir, small):
+    """small-numbers built (vision-audio's tasks, 32 training items each): what most tests need of a stream, in
+    seconds; a test about the shipped stream's own data takes `full_stream`."""
+    from cl_bench.streams import resolve
+
+    return resolve.load("small-numbers", cache_dir=cache_dir, progress=False)[1]
+
+
+@pytest.fixture(scope="session")
+def full_stream(cache_dir):
+    """vision-audio as shipped (its first build takes about a minute on one core)."""
+    from cl_bench.task_streams.vision_audio import VisionAudio
+
+    return VisionAudio().build(cache_dir, progress=False)
 
 
 @pytest.fixture(scope="session")

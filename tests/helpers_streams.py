@@ -24,8 +24,10 @@ class SmallNumbers(Stream):
 
         def small(e):
             splits = {s: getattr(e, s) for s in self.sizes}
-            return dataclasses.replace(e, probes={}, **{s: d.shuffle(seed=0).select(range(min(self.sizes[s], len(d))))
-                                                       for s, d in splits.items()})
+            # each probe (text's train-plain) cut to the test split's size
+            probes = {k: p.select(range(min(self.sizes["test"], len(p)))) for k, p in e.probes.items()}
+            return dataclasses.replace(e, probes=probes, **{s: d.shuffle(seed=0).select(range(min(self.sizes[s], len(d))))
+                                                           for s, d in splits.items()})
 
         return dataclasses.replace(full, name=self.name, base=small(full.base),
                                    experiences=tuple(small(e) for e in full.experiences),

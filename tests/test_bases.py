@@ -72,9 +72,10 @@ def test_a_damaged_shipped_base_is_refused_naming_the_file(shipped_dir, stream, 
                   progress=False)
 
 
-def test_the_package_ships_three_default_bases_that_match_their_sha256(stream):
+def test_the_package_ships_three_default_bases_that_match_their_sha256(full_stream):
     """The default run's base is in the repository: base seeds 0, 1, 2 of the default preset at the default
     pre-training, each file as its manifest says."""
+    stream = full_stream
     from cl_bench.config import DEFAULT_MODEL
     from cl_bench.run import shipped
     from cl_bench.run.base import base_key

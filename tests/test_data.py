@@ -115,7 +115,8 @@ def test_unknown_voice_is_named():
 
 
 @pytest.mark.slow
-def test_stream_layout(stream):
+def test_stream_layout(full_stream):
+    stream = full_stream
     assert [t.name for t in stream.tasks] == ["text", "vision", "audio"]
     assert [t.modality for t in stream.tasks] == ["text", "image", "audio"]
     plain = stream.base.probes["train-plain"]  # every fact in every wording, plain form, all training items

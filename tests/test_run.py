@@ -16,7 +16,8 @@ from cl_bench.config import Budget
 from cl_bench.models.lm import PretrainConfig
 from cl_bench.run.runner import RunConfig, run
 
-TINY = dict(budget=Budget(steps=2, batch_size=4), pretrain=PretrainConfig(steps=5, batch_size=8), eval_limit=64)
+TINY = dict(stream="small-numbers", budget=Budget(steps=2, batch_size=4), pretrain=PretrainConfig(steps=5, batch_size=8),
+            eval_limit=64)
 
 
 def tiny_config(tmp_path, cache_dir, **kw):
@@ -35,7 +36,7 @@ def test_strategies():
 
 
 @pytest.mark.slow
-def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, stream):
+def test_cli_run_writes_a_complete_result_file(tmp_path, cache_dir, full_stream):
     res = tmp_path / "results"
     out = CliRunner().invoke(main, ["run", "--stream", "vision-audio", "--strategy", "full-ft", "--steps", "2",
                                     "--batch-size", "4", "--pretrain-steps", "5", "--cache-dir", str(cache_dir),
@@ -305,12 +306,13 @@ def test_the_leaderboard_refuses_a_diverged_result(tmp_path):
 @pytest.mark.slow
 def test_bad_arguments_get_one_clear_line(tmp_path, cache_dir, stream):
     runner = CliRunner()
-    common = ["--cache-dir", str(cache_dir), "--results-dir", str(tmp_path / "res"), "--pretrain-steps", "5"]
+    common = ["--stream", "small-numbers", "--cache-dir", str(cache_dir), "--results-dir", str(tmp_path / "res"),
+              "--pretrain-steps", "5"]
     cases = [
         (["run", "-q", "--seed", "100000000000000000000000"], 2, "is not in the range 0<=x<=2147483647"),
         (["publish", "--seeds", "a,b"], 2, "'a' is not a seed: give comma-separated integers"),
         (["run", "-q", "--encoder", "video=tubelets", "--steps", "1"], 2,
-         "--encoder video=...: stream 'vision-audio' has no video task; its modalities: image, audio"),
+         "--encoder video=...: stream 'small-numbers' has no video task; its modalities: image, audio"),
         (["run", "-q", "--batch-size", "100000", "--steps", "1"], 2,
          "--batch-size 100000 is larger than the smallest training split"),
     ]
@@ -324,11 +326,11 @@ def test_bad_arguments_get_one_clear_line(tmp_path, cache_dir, stream):
 @pytest.mark.slow
 def test_a_users_run_goes_to_its_own_results_directory(tmp_path, cache_dir, stream, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    out = CliRunner().invoke(main, ["run", "--steps", "2", "--batch-size", "4", "--pretrain-steps", "5",
-                                    "--cache-dir", str(cache_dir), "--eval-limit", "16", "-q"])
+    out = CliRunner().invoke(main, ["run", "--stream", "small-numbers", "--steps", "2", "--batch-size", "4",
+                                    "--pretrain-steps", "5", "--cache-dir", str(cache_dir), "--eval-limit", "16", "-q"])
     assert out.exit_code == 0, out.output
-    (f,) = (tmp_path / "my-results" / "runs" / "vision-audio" / "full-ft").glob("*.json")
-    assert f"result file: my-results/runs/vision-audio/full-ft/{f.name}" in out.output
+    (f,) = (tmp_path / "my-results" / "runs" / "small-numbers" / "full-ft").glob("*.json")
+    assert f"result file: my-results/runs/small-numbers/full-ft/{f.name}" in out.output
     assert "your runs go under my-results/, apart from the published results/" in out.output
     assert not (tmp_path / "results").exists()
 

@@ -182,7 +182,7 @@ def test_a_model_right_in_content_but_not_in_form_is_correct_only_when_generated
 
 
 @pytest.mark.slow
-def test_generated_one_token_answers_agree_with_teacher_forcing_on_an_moe_model(stream):
+def test_generated_one_token_answers_agree_with_teacher_forcing_on_an_moe_model(full_stream):
     """With one-token answers and a bound of one token, greedy decoding's answer is the argmax teacher forcing
     checks, item by item (a tiny Mixtral, its weights seeded, on the text task): both scorings mark the same items
     correct."""
@@ -194,6 +194,7 @@ def test_generated_one_token_answers_agree_with_teacher_forcing_on_an_moe_model(
     from cl_bench.models.lm import preset_config, stream_words, word_tokenizer
     from cl_bench.models.multimodal import MultimodalLM
 
+    stream = full_stream
     tok = word_tokenizer(stream_words(stream))
     torch.manual_seed(0)
     lm = AutoModelForCausalLM.from_config(preset_config("mixtral-tiny", len(tok), tok)).eval()
@@ -289,7 +290,7 @@ def test_generated_runs_are_labelled_and_never_share_a_row_with_teacher_forced_o
 # -- end to end ----------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_generated_run_stores_its_scorer_and_decoded_answers(tmp_path, cache_dir, stream):
-    """`clbench run --scoring generated` on the default stream: the file names the scorer and its version, holds every
+    """`clbench run --scoring generated` (the small stream): the file names the scorer and its version, holds every
     item's decoded answer and reference, and rescoring them gives its accuracy matrix and item results; with
     one-token answers it marks the items that a teacher-forced run of the same settings does; the leaderboard
     shows the two runs on rows of their own."""
@@ -300,12 +301,12 @@ def test_a_generated_run_stores_its_scorer_and_decoded_answers(tmp_path, cache_d
     from cl_bench.results import check_result, unpack_items
 
     res = tmp_path / "results"
-    common = ["run", "--stream", "vision-audio", "--strategy", "full-ft", "--steps", "2", "--batch-size", "4",
+    common = ["run", "--stream", "small-numbers", "--strategy", "full-ft", "--steps", "2", "--batch-size", "4",
               "--pretrain-steps", "5", "--eval-limit", "8", "--threads", "1", "--device", "cpu", "--cache-dir",
               str(cache_dir), "--results-dir", str(res), "-q"]
     out = CliRunner().invoke(main, [*common, "--scoring", "generated"])
     assert out.exit_code == 0, out.output
-    (path,) = (res / "runs" / "vision-audio" / "full-ft").glob("*.json")
+    (path,) = (res / "runs" / "small-numbers" / "full-ft").glob("*.json")
     doc = json.loads(path.read_text())
     assert check_result(doc) == []
     assert doc["config"]["scoring"] == "generated"
