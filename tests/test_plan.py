@@ -132,12 +132,12 @@ def test_an_unsupported_family_is_one_line(small, cache_dir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("hidden", [128, 512, 1024])
+@pytest.mark.parametrize("hidden", [128, 512])
 def test_the_planned_peak_is_within_20_percent_of_the_measured_peak(hidden):
     """bench/moextend_cost.py's measurement (a fresh process, glibc's mmap threshold fixed) of MoExtend learning
-    vision-audio's first experience, 2 steps of the default batch (32), at the bench's three sizes; full
-    fine-tuning at the smallest (the larger two take 2-7 GB and most of a minute: `python bench/moextend_cost.py`
-    measures them)."""
+    vision-audio's first experience, 2 steps of the default batch (32), at the bench's two smaller sizes; full
+    fine-tuning at the smallest. The largest size (hidden 1024, most of a minute) and full fine-tuning at the larger
+    ones (2-7 GB) are the bench's: `python bench/moextend_cost.py` measures them."""
     import os
 
     for strategy in ("moextend", "full-ft") if hidden == 128 else ("moextend",):

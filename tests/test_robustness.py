@@ -127,22 +127,29 @@ SWEEP = ["sweep", "--stream", "vision-audio", "--strategies", "full-ft", "--seed
          "-s", "train-speakers=6", "-s", "val-speakers=2", "-s", "test-speakers=1", "--threads", "1"]
 
 
-@pytest.mark.parametrize("point", ["retire:before", "retire:renamed", "retire:deleting"])
-def test_a_sweep_killed_while_a_finished_cell_cleans_up_leaves_nothing_stuck(tmp_path, reference, point):
-    """A finished cell writes its result, then retires its saved state; a SIGKILL at each step of the clean-up,
-    then the same sweep reuses the result, and the same run into another results directory runs (it used to fail
-    on every retry with a half-deleted state) and gives the same numbers. (The data and base model come built.)"""
-    warm_cache(reference, tmp_path / "cache")
-    rc, out = finish(clbench(tmp_path, tmp_path / "cache", kill_at=point, args=[*SWEEP, "--results-dir", "a"]))
-    assert rc == -signal.SIGKILL, (rc, out)
-    (first,) = (tmp_path / "a" / "runs").rglob("*.json")  # the result was written before the clean-up began
-    rc, out = finish(clbench(tmp_path, tmp_path / "cache", args=[*SWEEP, "--results-dir", "a"]))
-    assert rc == 0 and "sweep: 1 cells, 0 run, 1 reused, 0 failed" in out, out
-    rc, out = finish(clbench(tmp_path, tmp_path / "cache", args=[*SWEEP, "--results-dir", "b"]))
+def test_a_sweep_killed_while_a_finished_cell_cleans_up_leaves_nothing_stuck(tmp_path, reference):
+    """A finished cell writes its result, then retires its saved state. A SIGKILL at each step of the clean-up in
+    turn, each sweep into a results directory of its own: each next sweep meets the state the kill before it left
+    (it used to fail on every retry with a half-deleted state) and runs; a last sweep finds the state the last kill
+    left and runs; a rerun into a killed sweep's directory reuses its result. Every result the same; nothing left
+    behind. (The data and base model come built.)"""
+    cache = warm_cache(reference, tmp_path / "cache")
+    docs = []
+    for i, point in enumerate(("retire:before", "retire:renamed", "retire:deleting")):
+        where = ["--results-dir", f"a{i}"]
+        rc, out = finish(clbench(tmp_path, cache, kill_at=point, args=[*SWEEP, *where]))
+        assert rc == -signal.SIGKILL, (point, rc, out)
+        (path,) = (tmp_path / f"a{i}" / "runs").rglob("*.json")  # written before the clean-up began
+        docs.append(json.loads(path.read_text()))
+    rc, out = finish(clbench(tmp_path, cache, args=[*SWEEP, "--results-dir", "b"]))
     assert rc == 0 and "sweep: 1 cells, 1 run, 0 reused, 0 failed" in out, out
-    (second,) = (tmp_path / "b" / "runs").rglob("*.json")
-    a, b = json.loads(first.read_text()), json.loads(second.read_text())
-    for key in ("accuracy_matrix", "item_results", "metrics", "run_key"):
-        assert a[key] == b[key], key
-    states = [p for p in (tmp_path / "cache" / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    (path,) = (tmp_path / "b" / "runs").rglob("*.json")
+    docs.append(json.loads(path.read_text()))
+    rc, out = finish(clbench(tmp_path, cache, args=[*SWEEP, "--results-dir", "a2"]))
+    assert rc == 0 and "sweep: 1 cells, 0 run, 1 reused, 0 failed" in out, out
+    for doc in docs[1:]:
+        for key in ("accuracy_matrix", "item_results", "metrics", "run_key"):
+            assert doc[key] == docs[0][key], key
+    states = [p for p in (cache / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert [p.name for p in states] == ["active"] and list(states[0].iterdir()) == []  # no run's state, none active
+    assert leftovers(tmp_path) == []

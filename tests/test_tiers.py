@@ -8,10 +8,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# two files that import little (collecting the whole suite imports every library: most of 20 s): one all slow
+# (a module-level pytestmark), one all fast
+SLOW, FAST = "tests/test_robustness.py", "tests/test_tiers.py"
 
 
 def test_the_slow_marker_selects_some_tests_and_leaves_some_out():
-    command = [sys.executable, "-m", "pytest", "-m", "slow", "--collect-only", "-q", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", "-m", "slow", "--collect-only", "-q", "-p", "no:cacheprovider", SLOW,
+               FAST]
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
                          env={**os.environ, "PYTEST_ADDOPTS": ""})
     # exit 5 is pytest's "no tests collected": the marker selects nothing
@@ -20,3 +24,13 @@ def test_the_slow_marker_selects_some_tests_and_leaves_some_out():
     assert counts, out.stdout[-2000:]
     slow, total, fast = map(int, counts.groups())
     assert slow > 0 and fast > 0 and slow + fast == total
+    assert {line.split("::")[0] for line in out.stdout.splitlines() if "::" in line} == {SLOW}
+
+
+def test_the_slow_tier_is_a_minority_of_the_files():
+    """Most test files hold fast tests; the slow ones are marked, per test or per module. (Counted from the source:
+    the subprocess above would have to import the whole suite to count them.)"""
+    files = sorted((ROOT / "tests").glob("test_*.py"))
+    marked = [f for f in files if "pytest.mark.slow" in f.read_text()]
+    whole = [f for f in marked if re.search(r"^pytestmark = pytest\.mark\.slow", f.read_text(), re.M)]
+    assert 10 <= len(marked) < len(files) and len(whole) < len(files) / 4, (len(marked), len(whole), len(files))

@@ -154,10 +154,10 @@ def validate(strategy, stream, steps, options, encoders, stream_options, order, 
     bit-identical after the run, its cost report must add up, and its result file must
     be complete. What it spends and keeps must match its declaration (Strategy.declares):
     the stage budget of training examples, past training or validation items, per-task
-    weights, and whether the LM it answers with depends on the input's modality.
-    Without: the stream must load and be well formed (a text base task, one task per
-    registered modality, complete splits, answers in the answer set) and each task's
-    encoder must read its inputs. Exits with 1 and lists the problems when one is found.
+    weights, and whether the LM it answers with depends on the input's modality or task.
+    Without: the stream must load and be well formed (a text base task, tasks of
+    registered modalities with unique names, complete splits, answers in the answer set)
+    and each task's encoder must read its inputs. Exits with 1 and lists the problems when one is found.
     """
     from cl_bench.run.validate import validate as check
     from cl_bench.run.validate import validate_stream
