@@ -1,15 +1,15 @@
 """MoExtend's ablations on the default stream: one option changed at a time, against the default.
 
 Usage: python bench/ablations.py [--seeds 0 1 2 3 4] [--results-dir results/ablations]
-                                 [--readme README.md] [--variants NAME ...]
+                                 [--page docs/strategies.md] [--variants NAME ...]
 
 Every variant runs the whole stream for every seed (finished runs are reused, so the bench
 can be stopped and run again). Per variant: ACC, each task's final test accuracy, text's
 validation accuracy right after the first surgery minus after the first alignment (the
 surgery's own effect, from the stages' checkpoints), and the paired difference in ACC and
 in final text accuracy against the default over shared seeds (paired t-interval, Holm-
-adjusted p over the variants). Writes RESULTS_DIR/moextend.md and, with --readme, the
-README's ablation section between its markers.
+adjusted p over the variants). Writes RESULTS_DIR/moextend.md and, with --page, the
+page's ablation section between its markers (--readme is the option's former name).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ VARIANTS: list[tuple[str, dict[str, str]]] = [
     ("layer-choice=first-half", {"layer-choice": "first-half"}),
     ("layer-choice=random", {"layer-choice": "random"}),
 ]
-BEGIN = "<!-- ablations:begin (python bench/ablations.py --readme README.md) -->"
+PAGE = "docs/strategies.md"  # the published table's page (MoExtend, "Ablations")
+BEGIN = f"<!-- ablations:begin (python bench/ablations.py --page {PAGE}) -->"
 END = "<!-- ablations:end -->"
 
 
@@ -114,13 +115,18 @@ def table(docs: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def splice(readme: Path, text: str) -> None:
+def splice(page: Path, text: str | None = None) -> None:
+    """Write `text` between the page's markers; with no text, only check that the markers are there (before the
+    runs, which take hours)."""
     from cl_bench.results import atomic_write_text, splice_between
 
     try:
-        atomic_write_text(readme, splice_between(readme.read_text(), BEGIN, END, "\n" + text, "ablation table"))
+        spliced = splice_between(page.read_text(), BEGIN, END, "\n" + (text or ""), "ablation table", path=page,
+                                 home=PAGE)
     except ValueError as e:
-        raise SystemExit(f"{readme}: {e}") from e
+        raise SystemExit(str(e)) from e
+    if text is not None:
+        atomic_write_text(page, spliced)
 
 
 def main() -> None:
@@ -132,8 +138,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--pretrain-steps", type=int, default=400)
     ap.add_argument("--eval-limit", type=int, default=None)
-    ap.add_argument("--readme", type=Path, default=None)
+    ap.add_argument("--page", "--readme", dest="page", type=Path, default=None,
+                    help=f"write the table into this page between its markers (the published one: {PAGE})")
     a = ap.parse_args()
+    if a.page:
+        splice(a.page)
     chosen = VARIANTS if a.variants is None else [v for v in VARIANTS if v[0] in a.variants or v[0] == VARIANTS[0][0]]
     docs = run_variants(chosen, a.seeds, a.results_dir, a.steps, a.pretrain_steps, a.eval_limit, a.cache_dir)
     text = table(docs)
@@ -141,8 +150,8 @@ def main() -> None:
 
     atomic_write_text(Path(a.results_dir) / "moextend.md", text)
     print(text)
-    if a.readme:
-        splice(a.readme, text)
+    if a.page:
+        splice(a.page, text)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 sizes, the memory plan's estimate beside each measured peak, and the plan extrapolated to Mixtral-8x7B.
 
 Usage: python bench/moextend_cost.py [--hidden 128,512,1024] [--steps 10] [--batch 32] [--out FILE]
-       [--readme README.md]     (or --from FILE --readme README.md: the table from an earlier run's JSON)
+       [--page docs/benchmarks.md]     (or --from FILE --page docs/benchmarks.md: the table from an earlier run's JSON)
        python bench/moextend_cost.py --profile 512   (where a step's time goes)
 
 Each (size, strategy) runs in a fresh process: a Mixtral-family LM (4 layers, 8 experts, top-2,
@@ -211,8 +211,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=32, help="examples per step (clbench's default budget: 32)")
     ap.add_argument("--out", default=None, help="also write the rows as JSON here")
-    ap.add_argument("--readme", default=None, help="write the table into this README between its markers")
-    ap.add_argument("--from", dest="source", default=None, help="render --readme from this JSON without running")
+    ap.add_argument("--page", "--readme", dest="page", default=None,
+                    help=f"write the table into this page between its markers (the published one: {PAGE}; --readme is "
+                         "the option's former name)")
+    ap.add_argument("--from", dest="source", default=None, help="render --page from this JSON without running")
     ap.add_argument("--child", nargs=2, metavar=("HIDDEN", "STRATEGY"), help=argparse.SUPPRESS)
     ap.add_argument("--profile", type=int, metavar="HIDDEN", default=None,
                     help="only time the forward, backward and optimizer of a step at this hidden size, with every "
@@ -226,9 +228,11 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(int(args.child[0]), args.child[1], args.steps, args.batch)))
         return
+    if args.page:
+        check_page(args.page)  # before the runs (minutes), not after
     if args.source:
         with open(args.source) as f:
-            write_readme(args.readme, json.load(f))
+            write_page(args.page, json.load(f))
         return
     rows = []
     for h in [int(x) for x in args.hidden.split(",")]:
@@ -265,15 +269,16 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             json.dump(doc, f, indent=2)
-    if args.readme:
-        write_readme(args.readme, doc)
+    if args.page:
+        write_page(args.page, doc)
 
 
+PAGE = "docs/benchmarks.md"  # the published table's page ("Memory plan and MoExtend's cost")
 BEGIN, END = "<!-- moextend-cost:begin -->", "<!-- moextend-cost:end -->"
 
 
 def table(doc: dict) -> str:
-    """The README's table, from the bench's JSON."""
+    """The page's table, from the bench's JSON."""
     lines = ["| hidden | strategy | parameters | trainable | s/step | FLOPs/example | measured peak | planned | "
              "plan error |", "|---|---|---|---|---|---|---|---|---|"]
     for r in doc["rows"]:
@@ -298,12 +303,19 @@ def table(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_readme(path: str, doc: dict) -> None:
+def check_page(path: str) -> None:
     from pathlib import Path
 
     text = Path(path).read_text()
     if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path} has no {BEGIN} ... {END} markers")
+        raise SystemExit(f"{path} has no {BEGIN} ... {END} markers (the published table is in {PAGE})")
+
+
+def write_page(path: str, doc: dict) -> None:
+    from pathlib import Path
+
+    check_page(path)
+    text = Path(path).read_text()
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     Path(path).write_text(f"{head}{BEGIN}\n{table(doc)}{END}{tail}")

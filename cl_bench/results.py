@@ -76,17 +76,32 @@ def sweep_stale(directory: Path, pattern: str, older_than: float = STALE_SECONDS
     return gone
 
 
-def splice_between(text: str, begin: str, end: str, body: str, what: str) -> str:
+# The docs pages that hold the generated sections; the command that writes a section splices it between its
+# markers there (bench/ablations.py and bench/moextend_cost.py name their own pages: docs/strategies.md and
+# docs/benchmarks.md). The README stays short and holds none of them.
+LEADERBOARD_PAGE = "docs/leaderboard.md"  # clbench publish / leaderboard --page
+TUNING_PAGE = "docs/strategies.md"  # clbench tune --page
+
+
+def splice_between(text: str, begin: str, end: str, body: str, what: str, path=None, home: str | None = None) -> str:
     """`text` with everything between the markers `begin` and `end` replaced by `body`.
 
-    The README's generated sections (leaderboard, tuning table, ablations) are spliced this way;
-    a missing marker raises ValueError naming `what` goes there.
+    The docs pages' generated sections (leaderboard, tuning table, ablations, MoExtend's cost) are spliced this
+    way; a missing marker raises UsageError naming `what` goes there, the file (`path`) and, where given, the page
+    that holds this section in clbench's own docs (`home`), since the README held them once.
     """
     start, stop = text.find(begin), text.find(end)
     if start < 0 or stop < start:
-        raise UsageError(f"the README has no {what} markers; put {begin!r} and {end!r} on lines of their own "
-                         f"where the {what} goes")
+        where = f"{path} has" if path is not None else "the file has"
+        raise UsageError(f"{where} no {what} markers; put {begin!r} and {end!r} on lines of their own "
+                         f"where the {what} goes" + (f" (clbench's own {what} is in {home})" if home else ""))
     return text[:start + len(begin)] + body + text[stop:]
+
+
+def check_markers(path, begin: str, end: str, what: str, home: str | None = None) -> None:
+    """Before a long job that ends by splicing into `path`: its markers must be there (a publish or a tuning used
+    to run for hours and then fail on a README without them)."""
+    splice_between(Path(path).read_text(encoding="utf-8"), begin, end, "", what, path=path, home=home)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

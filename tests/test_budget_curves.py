@@ -224,7 +224,7 @@ def test_markdown_and_html_have_a_budget_curves_section(board):
     assert page.count("vision-audio: budget curves</h2>") == 1
     # the curves' figure in their section, after the table's own figures
     assert page.index("alt='pareto.png'") < page.index("budget curves</h2>") < page.index("alt='budget-curves.png'")
-    readme = readme_section(board)  # the README summarises the main budget, naming the others
+    readme = readme_section(board)  # the docs' leaderboard page summarises the main budget, naming the others
     assert "**vision-audio** (" in readme and "0.5x budget" not in readme.split("Other budgets")[0]
     assert "Other budgets, in the full leaderboard with the budget curves: vision-audio, 0.25x budget" in readme
 

@@ -180,11 +180,12 @@ def test_what_killed_processes_left_is_removed_and_live_work_is_not(tmp_path, ca
 
 
 def test_an_atomic_write_removes_killed_writers_copies_of_its_file(tmp_path):
-    """The leaderboard, README and figures are rewritten in place: a killed writer's copy goes on the next write."""
+    """The leaderboard, the generated docs pages and figures are rewritten in place: a killed writer's copy goes on
+    the next write."""
     old = _aged(tmp_path / ".leaderboard.md.abc123.tmp")
     fresh = tmp_path / ".leaderboard.md.def456.tmp"  # another writer's, still being written
     fresh.write_text("x")
-    other = _aged(tmp_path / ".README.md.abc123.tmp")  # another file's: its own writer sweeps it
+    other = _aged(tmp_path / ".strategies.md.abc123.tmp")  # another file's: its own writer sweeps it
     atomic_write_text(tmp_path / "leaderboard.md", "# board\n")
     assert (tmp_path / "leaderboard.md").read_text() == "# board\n"
     assert not old.exists() and fresh.exists() and other.exists()

@@ -230,20 +230,21 @@ def test_intransigence_reference_is_the_better_of_joint_and_single_task(tmp_path
     assert row(board, "joint").values["intransigence"][0] == pytest.approx(0.025)  # ((.95-.9) + (.95-.95)) / 2
 
 
-def test_readme_section_is_regenerated_between_its_markers(tmp_path, monkeypatch):
+def test_the_page_section_is_regenerated_between_its_markers(tmp_path, monkeypatch):
     monkeypatch.chdir(FIXTURES)
-    readme = tmp_path / "README.md"
+    readme = tmp_path / "leaderboard.md"
     readme.write_text(f"# intro\n\n{README_BEGIN}\nstale table\n{README_END}\n\nafter\n")
-    for _ in range(2):  # idempotent
-        out = CliRunner().invoke(main, ["leaderboard", "--results-dir", "results", "--readme", str(readme)])
+    for flag in ("--page", "--readme"):  # idempotent; --readme is the option's former name
+        out = CliRunner().invoke(main, ["leaderboard", "--results-dir", "results", flag, str(readme)])
         assert out.exit_code == 0, out.output
     text = readme.read_text()
     assert text.startswith("# intro\n\n") and text.endswith(f"{README_END}\n\nafter\n")
     assert "stale table" not in text and text.count("| joint | a | 0.883 [0.883, 0.883] |") == 1
     assert "| Strategy | Group | ACC | BWT | Forgetting | Intransigence | Text ret. % | Budget x |" in text
     readme.write_text("no markers\n")
-    out = CliRunner().invoke(main, ["leaderboard", "--results-dir", "results", "--readme", str(readme)])
+    out = CliRunner().invoke(main, ["leaderboard", "--results-dir", "results", "--page", str(readme)])
     assert out.exit_code == 2 and "no leaderboard markers" in out.output
+    assert "docs/leaderboard.md" in out.output  # where clbench's own leaderboard section is, for old commands
 
 
 def _break(doc, how):

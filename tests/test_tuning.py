@@ -12,6 +12,7 @@ from cl_bench.api.strategy import Strategy
 from cl_bench.cli import main
 from cl_bench.engines import tune as tuning
 from cl_bench.errors import UsageError
+from cl_bench.results import TUNING_PAGE
 
 
 def test_choose_takes_the_best_mean_and_the_earlier_of_ties():
@@ -148,13 +149,13 @@ def test_cli_tune_runs_the_grid_on_validation_splits(tmp_path, cache_dir, small)
     assert tuning.recompute(report, tmp_path / "tuning") == []  # every score from its run file
     summary = tuning.summary_markdown(report)
     assert f"| align-only | projector-lr ∈ {{{', '.join(tried)}}} | {tuning.point_label(got['chosen'])}" in summary
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{tuning.README_BEGIN}\nold\n{tuning.README_END}\nafter\n")
+    page = tmp_path / "strategies.md"
+    page.write_text(f"# x\n{tuning.README_BEGIN}\nold\n{tuning.README_END}\nafter\n")
     r = CliRunner().invoke(main, ["tune", "--stream", "small-numbers", "--strategies", "align-only", "--seeds", "0", "--steps", "2",
                                   "--pretrain-steps", "5", "--cache-dir", str(cache_dir), "--device", "cpu",
-                                  "--results-dir", str(tmp_path / "tuning"), "--out", str(out), "--readme", str(readme)])
+                                  "--results-dir", str(tmp_path / "tuning"), "--out", str(out), "--page", str(page)])
     assert r.exit_code == 0, r.output  # every run reused
-    assert readme.read_text() == f"# x\n{tuning.README_BEGIN}\n{summary}{tuning.README_END}\nafter\n"
+    assert page.read_text() == f"# x\n{tuning.README_BEGIN}\n{summary}{tuning.README_END}\nafter\n"
     report["strategies"]["align-only"]["points"][1]["val_acc"][0] += 0.01
     (problem,) = tuning.recompute(report, tmp_path / "tuning")
     assert problem.startswith("align-only projector_lr=2e-3 seed 0: the report says")
@@ -187,8 +188,8 @@ def test_the_committed_tuning_report_recomputes_from_its_run_files():
     report = json.loads(REPORT.read_text())
     assert tuning.recompute(report, REPORT.parents[1] / "tuning") == []
     assert REPORT.with_suffix(".md").read_text() == tuning.to_markdown(report)
-    readme = (REPORT.parents[2] / "README.md").read_text()
-    assert f"{tuning.README_BEGIN}\n{tuning.summary_markdown(report)}{tuning.README_END}" in readme
+    page = (REPORT.parents[2] / TUNING_PAGE).read_text()  # the docs page that holds the table
+    assert f"{tuning.README_BEGIN}\n{tuning.summary_markdown(report)}{tuning.README_END}" in page
 
 
 def test_eval_split_is_checked():

@@ -5,7 +5,7 @@ Row 0 is the model before any new modality; column 0 is the base text task; stag
 (i >= 1) learns task i. Leading dimensions batch runs, so 10,000 runs are one call,
 on whatever device R lives on. Undefined values are NaN, never 0.
 
-Definitions (docs/metrics in README.md):
+Definitions (docs/metrics.md):
 - ACC = mean_j R[T, j]                      (all tasks, text included)
 - BWT = mean_{j<T} R[T, j] - R[j, j]        (Lopez-Paz & Ranzato 2017; includes j = T-1)
 - FWT = mean_{j>=1} R[j-1, j] - b_j         (GEM); with b = R[0, :] (the base model),

@@ -8,6 +8,7 @@ import click
 
 from cl_bench import errors
 from cl_bench.cli import options as opt
+from cl_bench.results import LEADERBOARD_PAGE
 
 PUBLISHED = "results"  # the published leaderboard's directory, which these commands read by default
 
@@ -45,12 +46,30 @@ def board_of(results_dir, stream, sort, device):
     return board
 
 
-def write_readme(path: str, board) -> None:
+def page_option(f):
+    """--page FILE: the page whose leaderboard section is rewritten. --readme is its former name, kept so that old
+    commands still parse; README.md itself no longer has the markers, and the error names the page that does."""
+    return click.option("--page", "--readme", "page", type=click.Path(dir_okay=False, exists=True), default=None,
+                        help=f"Also regenerate the leaderboard section of this page, between its leaderboard markers "
+                             f"(the published one is in {LEADERBOARD_PAGE}; --readme is this option's former name)."
+                        )(f)
+
+
+def check_page(path: str | None) -> None:
+    """Before the runs: the page must have the leaderboard markers, so that a long publish cannot end in that error."""
+    if path:
+        from cl_bench.reporting.readme import README_BEGIN, README_END
+        from cl_bench.results import check_markers
+
+        check_markers(path, README_BEGIN, README_END, "leaderboard", home=LEADERBOARD_PAGE)
+
+
+def write_page(path: str, board) -> None:
     from cl_bench.reporting.leaderboard import readme_section, splice_readme
     from cl_bench.results import atomic_write_text
 
     text = Path(path).read_text(encoding="utf-8")
-    atomic_write_text(path, splice_readme(text, readme_section(board)))
+    atomic_write_text(path, splice_readme(text, readme_section(board), path=path))
     click.echo(f"regenerated the leaderboard section of {path}", err=True)
 
 
@@ -65,9 +84,8 @@ def write_readme(path: str, board) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write to this file instead of printing.")
 @metrics_device
-@click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Also regenerate the leaderboard section of this README (between its leaderboard markers).")
-def leaderboard(results_dir, stream, fmt, sort, output, device, readme) -> None:
+@page_option
+def leaderboard(results_dir, stream, fmt, sort, output, device, page) -> None:
     """Print the leaderboard of every stream: one row per strategy, mean and 95% CI over seeds; one table per stage
     budget (runs of other budgets are never ranked together), and budget curves across them.
 
@@ -78,6 +96,7 @@ def leaderboard(results_dir, stream, fmt, sort, output, device, readme) -> None:
     from cl_bench.reporting.leaderboard import render
     from cl_bench.results import atomic_write_text
 
+    check_page(page)
     board = board_of(results_dir, stream, sort, device)
     figures = None
     if fmt == "html":
@@ -85,8 +104,8 @@ def leaderboard(results_dir, stream, fmt, sort, output, device, readme) -> None:
 
         figures = render_figures(board, device_name(device))
     text = render(board, fmt, figures)
-    if readme:
-        write_readme(readme, board)
+    if page:
+        write_page(page, board)
     if output:
         atomic_write_text(output, text)
         click.echo(f"wrote {output}", err=True)

@@ -10,7 +10,8 @@ import click
 
 from cl_bench import registry
 from cl_bench.cli import options as opt
-from cl_bench.cli.report import PUBLISHED, board_of, device_name, write_readme
+from cl_bench.cli.report import PUBLISHED, board_of, check_page, device_name, page_option, write_page
+from cl_bench.results import TUNING_PAGE
 from cl_bench.run.config import SCORINGS
 
 SEEDS = "0,1,2,3,4"  # five: the leaderboard's letter groups and `clbench compare` pair runs by seed
@@ -248,13 +249,12 @@ def sweep(grid_file, stream, strategies, seeds, orders, sets, base_seeds, budget
 @opt.pretrain_steps(help="Pre-training steps of the base model (the published leaderboard uses the default)")
 @opt.device(help="Device of the runs and the metrics: auto (the GPU where there is one), cpu, cuda")
 @opt.eval_limit()
-@click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Also regenerate the leaderboard section of this README (between its leaderboard markers).")
+@page_option
 @engine_options
 @published_threads
 @restart_option
 def publish(stream, strategies, seeds, orders, base_seeds, budgets, encoders, stream_options, results_dir, cache_dir,
-            steps, pretrain_steps, device, eval_limit, readme, engine, address, cpus_per_cell, gpus_per_cell,
+            steps, pretrain_steps, device, eval_limit, page, engine, address, cpus_per_cell, gpus_per_cell,
             max_retries, slurm_cluster, slurm_folder, slurm_pairs, threads, restart) -> None:
     """Run every stream x order x strategy x seed still missing (default settings), then write the
     leaderboard and figures: a sweep (`clbench sweep`) plus the leaderboard.
@@ -269,6 +269,7 @@ def publish(stream, strategies, seeds, orders, base_seeds, budgets, encoders, st
     from cl_bench.reporting.leaderboard import render
     from cl_bench.results import atomic_write_text
 
+    check_page(page)
     configs = sweep_configs(stream, strategies, seeds, orders, {}, encoders, stream_options, results_dir, cache_dir,
                             steps, None, pretrain_steps, device, eval_limit, None, threads=threads,
                             base_seeds=base_seeds, budgets=budgets)
@@ -280,8 +281,8 @@ def publish(stream, strategies, seeds, orders, base_seeds, budgets, encoders, st
     figures = draw(board, Path(results_dir) / "figures", device_name(device))
     for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("html", "html")):
         atomic_write_text(Path(results_dir) / f"leaderboard.{ext}", render(board, fmt, figures))
-    if readme:
-        write_readme(readme, board)
+    if page:
+        write_page(page, board)
     click.echo(f"wrote {results_dir}/leaderboard.{{md,csv,tex,html}} and {results_dir}/figures/")
 
 
@@ -299,16 +300,16 @@ def publish(stream, strategies, seeds, orders, base_seeds, budgets, encoders, st
 @opt.pretrain_steps(help="Pre-training steps of the base model")
 @opt.device(help="Device of the runs: auto, cpu or cuda")
 @opt.eval_limit(help="Score only the first N items of each validation split (tests)")
-@click.option("--readme", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Also write the summary table (grid, choice, runner-up) into this README between its "
-                   "hparams markers.")
+@click.option("--page", "--readme", "page", type=click.Path(dir_okay=False, exists=True), default=None,
+              help=f"Also write the summary table (grid, choice, runner-up) into this page between its hparams "
+                   f"markers (the published one is in {TUNING_PAGE}; --readme is this option's former name).")
 @click.option("--grids", "grids_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="A YAML file of grids to try instead of the strategies' declared ones: strategy: {option: "
                    "[values]} (in tuning order), and optionally score: final|own per strategy (a retuning with "
                    "wider grids; the strategies declare the grids of the committed report).")
 @published_threads
 def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain_steps, device, eval_limit,
-         readme, grids_file, threads) -> None:
+         page, grids_file, threads) -> None:
     """Choose each strategy's hyperparameters on validation data only, from its declared grid.
 
     Every grid point runs the stream for each seed with every evaluation on the validation
@@ -333,6 +334,10 @@ def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain
     seed_list = opt.seed_list(seeds)
     path = Path(out) if out else Path(PUBLISHED) / "hparams" / stream
     tuning.check_output(path)  # before the grid runs, not after
+    if page:  # likewise
+        from cl_bench.results import check_markers
+
+        check_markers(page, tuning.README_BEGIN, tuning.README_END, "tuning table", home=TUNING_PAGE)
     report = {"stream": stream, "seeds": list(seed_list), "clbench": __version__,
               "command": "clbench tune " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["tune"] else "clbench tune",
               "budget": {"steps": steps, "pretrain_steps": pretrain_steps, "eval_limit": eval_limit},
@@ -358,11 +363,11 @@ def tune(stream, strategies, seeds, results_dir, out, cache_dir, steps, pretrain
                    + ("" if r["defaults_match"] else f" (defaults now: {tuning.point_label(r['defaults_now'])})"))
     report["provenance"] = tuning.provenance(all_docs)
     tuning.write_report(report, path)
-    if readme:
+    if page:
         from cl_bench.results import atomic_write_text
 
-        text = Path(readme).read_text(encoding="utf-8")
-        atomic_write_text(Path(readme), tuning.splice_readme(text, tuning.summary_markdown(report)))
+        text = Path(page).read_text(encoding="utf-8")
+        atomic_write_text(Path(page), tuning.splice_readme(text, tuning.summary_markdown(report), path=page))
     click.echo(f"wrote {path.with_suffix('.json')} and {path.with_suffix('.md')}")
 
 

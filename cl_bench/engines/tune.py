@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cl_bench.errors import PluginError
+from cl_bench.results import TUNING_PAGE
 
 TUNING_SEEDS = (0, 1)
 EXTRA_SEED = 2  # the third seed of a noisy choice
@@ -306,11 +307,13 @@ def recompute(report: dict, results_dir: Path) -> list[str]:
     return problems
 
 
-README_BEGIN, README_END = "<!-- hparams:begin (clbench tune --readme README.md) -->", "<!-- hparams:end -->"
+# The names say README: the table was there before the docs pages (results.TUNING_PAGE holds it now).
+README_BEGIN = f"<!-- hparams:begin (clbench tune --page {TUNING_PAGE}) -->"
+README_END = "<!-- hparams:end -->"
 
 
 def summary_markdown(report: dict) -> str:
-    """The README's summary of a report: per strategy, its grid, the choice and the runner-up."""
+    """The docs' summary of a report (docs/strategies.md): per strategy, its grid, the choice and the runner-up."""
     lines = [f"| strategy | grid | chosen | mean final val ACC (seeds {', '.join(map(str, report['seeds']))}) "
              "| runner-up |", "|---|---|---|---:|---|"]
     for name, r in report["strategies"].items():
@@ -324,11 +327,12 @@ def summary_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def splice_readme(text: str, section: str) -> str:
-    """`text` with everything between README_BEGIN and README_END replaced by `section`."""
+def splice_readme(text: str, section: str, path=None) -> str:
+    """`text` (of the file `path`, named in an error) with everything between README_BEGIN and README_END replaced by
+    `section`."""
     from cl_bench.results import splice_between
 
-    return splice_between(text, README_BEGIN, README_END, "\n" + section, "tuning table")
+    return splice_between(text, README_BEGIN, README_END, "\n" + section, "tuning table", path=path, home=TUNING_PAGE)
 
 
 def check_output(path: Path) -> None:

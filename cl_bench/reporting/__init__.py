@@ -1,1 +1,1 @@
-"""Reads result files only: the leaderboard and its formats, figures, summaries and README splicing."""
+"""Reads result files only: the leaderboard and its formats, figures, summaries and the docs' leaderboard section."""

@@ -11,7 +11,7 @@ never ranked, grouped or compared with it. A stream's main table is the default 
 has runs, else the budget most of its runs have; each other budget has a table of its own, titled with it. Across a
 stream's budgets the same strategy and options form a budget curve (analysis.curves; Leaderboard.curves).
 
-Here the tables are built; formats.py writes them, readme.py splices their summary into a README,
+Here the tables are built; formats.py writes them, readme.py splices their summary into a docs page,
 figures.py draws them.
 """
 

@@ -1,21 +1,25 @@
-"""The README's leaderboard section: per stream the columns a reader compares first, spliced between markers.
+"""The docs' leaderboard section (docs/leaderboard.md): per stream the columns a reader compares first, spliced
+between markers.
 
-The full table is in results/leaderboard.md (formats.to_markdown); this is its summary.
+The full table is in results/leaderboard.md (formats.to_markdown); this is its summary. The module keeps its name
+and its README_* names from when the section was in the README.
 """
 
 from __future__ import annotations
 
 from cl_bench.reporting.formats import cell, matrix_table, md_text, order_effects_markdown, table_notes
 from cl_bench.reporting.tables import Leaderboard
+from cl_bench.results import LEADERBOARD_PAGE, splice_between
 
-# The README's summary: the columns a reader compares first (the full table is in results/leaderboard.md).
+# The page's summary: the columns a reader compares first (the full table is in results/leaderboard.md).
 README_COLUMNS = ("group", "acc", "bwt", "forgetting", "intransigence", "retention:text", "budget_ratio", "past_train",
                   "past_val", "declares", "trainable", "step_seconds", "seeds")
-README_BEGIN, README_END = "<!-- leaderboard:begin (clbench publish --readme) -->", "<!-- leaderboard:end -->"
+README_BEGIN = f"<!-- leaderboard:begin (clbench publish --page {LEADERBOARD_PAGE}) -->"
+README_END = "<!-- leaderboard:end -->"
 
 
 def readme_section(board: Leaderboard, level: float = 0.95) -> str:
-    """The README's leaderboard section: per stream (and order), the README_COLUMNS of its main budget's table, the
+    """The docs' leaderboard section: per stream (and order), the README_COLUMNS of its main budget's table, the
     note, the matrices; the other budgets' tables are in the full leaderboard, named under it."""
     out = []
     for t in board.tables:
@@ -39,8 +43,8 @@ def readme_section(board: Leaderboard, level: float = 0.95) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def splice_readme(text: str, section: str) -> str:
-    """`text` with everything between README_BEGIN and README_END replaced by `section`."""
-    from cl_bench.results import splice_between
-
-    return splice_between(text, README_BEGIN, README_END, "\n\n" + section + "\n", "leaderboard")
+def splice_readme(text: str, section: str, path=None) -> str:
+    """`text` (of the file `path`, named in an error) with everything between README_BEGIN and README_END replaced by
+    `section`."""
+    return splice_between(text, README_BEGIN, README_END, "\n\n" + section + "\n", "leaderboard", path=path,
+                          home=LEADERBOARD_PAGE)

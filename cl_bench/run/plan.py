@@ -22,7 +22,7 @@ h + 4 f_shared with a shared expert; the LM head adds 3h + V per token. With the
 (its linear layers' inputs are not saved): 4h + 2 kv + heads + E + k (2h + 3f) + 3k, h + kv,
 h + 3 f_shared, and h + V. Evaluation's peak
 (no gradients, --eval-batch-size items) is planned too; the plan's peak is the larger one.
-bench/moextend_cost.py compares the plan with measured peaks (README "Memory plan").
+bench/moextend_cost.py compares the plan with measured peaks (docs/benchmarks.md, "Memory plan and MoExtend's cost").
 """
 
 from __future__ import annotations

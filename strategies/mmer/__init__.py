@@ -1,5 +1,5 @@
 """MMER: training-free merge of per-modality models into one task vector, decoupled again
-by a binary mask per modality (Li et al., ACL 2025; reconstruction in README "MMER").
+by a binary mask per modality (Li et al., ACL 2025; reconstruction in docs/strategies.md, "MMER").
 
 For each new modality a copy of the base LM is fine-tuned on that modality alone (LM and
 projector); its task vector tau_i = theta_i - theta_0 is kept on disk. All task vectors so

@@ -1,6 +1,6 @@
 """MoExtend: new experts for each new modality, with extended routers and calibration.
 
-Three phases per new modality (Zhong et al., ACL 2024 SRW; see README "MoExtend"):
+Three phases per new modality (Zhong et al., ACL 2024 SRW; see docs/strategies.md, "MoExtend"):
 1. alignment: only the modality's projector trains;
 2. extension: the existing routers are tuned on the modality (the rest frozen), the
    top-k routing distributions before and after are compared per layer on the
@@ -13,7 +13,7 @@ Three phases per new modality (Zhong et al., ACL 2024 SRW; see README "MoExtend"
 Everything that existed before the stage stays frozen, earlier additions included.
 
 Options expose the choices where this setting departs from the paper's or the paper is
-silent (README "MoExtend: divergences and their options"): router-init, scope, text-mix,
+silent (docs/strategies.md, "MoExtend", "Divergences and their options"): router-init, scope, text-mix,
 calibration-input, keep-tuned-routers; each run records every task's validation accuracy
 after alignment and right after the surgery, before fine-tuning.
 """
