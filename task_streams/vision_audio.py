@@ -7,7 +7,8 @@ is unchanged since clbench 0.2 (tests/test_streams.py pins its hash).
 
 Beside the number tasks, WORD_TASKS ask about an input's own content, from the same data: how thick a
 scan's strokes are, which way a clip's digit moves, which side of a digit's cloud is nearest, how fast
-a speaker talks, how long a vowel recording is. Their answers are words ("bold", "left", "fast").
+a speaker talks, how long a vowel recording is. Their answers are words ("bold", "left", "fast"); one,
+image-phrase (stream phrase-answers), answers in two ("bold seven"), for generated scoring.
 
 A stream with both the vision and the audio task also has a mixed-modality probe, `image-plus-audio`:
 a test digit scan and a test speaker's number in one prompt ("the number is <image> . what is the
@@ -70,6 +71,8 @@ TASKS = {
     "points-tilt": ("point-cloud", "near-side-questions", lambda c, progress: build_points_tilt(c)),
     "audio-rate": ("audio", "speech-rate-questions", lambda c, progress: build_audio_rate(c, progress)),
     "series-length": ("time-series", "recording-length-questions", lambda c, progress: build_series_length(c)),
+    # answered by a phrase of two words (several tokens: scored whole, and by generated answers)
+    "image-phrase": ("image", "stroke-and-digit-phrases", lambda c, progress: build_image_phrase(c)),
 }
 # Tasks whose answers are words of their own (task_experience), not numbers: task -> template id -> wording.
 WORD_TASKS = {
@@ -83,7 +86,10 @@ WORD_TASKS = {
                    "rate-1": "<input> is the speech slow or fast ?"},
     "series-length": {"length-0": "the recording is <input> . is it short or long ?",
                       "length-1": "<input> is the vowel short or long ?"},
+    "image-phrase": {"phrase-0": "the digit is <input> . say how it is written and which digit it is .",
+                     "phrase-1": "<input> describe the pen stroke and the digit ."},
 }
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 def _tasks(*names: str) -> dict[str, str]:
@@ -162,6 +168,14 @@ class ModalityQuestions(NumberStream):
 
     name = "modality-questions"
     tasks = _tasks("image-thickness", "audio-rate", "video-motion", "points-tilt", "series-length")
+
+
+class PhraseAnswers(NumberStream):
+    """Digit scans described in two words, the stroke and the digit ("thin seven", "bold three"): answers of
+    several tokens, for generated scoring (`clbench run --scoring generated`) beside teacher-forced exact match."""
+
+    name = "phrase-answers"
+    tasks = _tasks("image-phrase")
 
 
 class TwoTasksPerModality(NumberStream):
@@ -424,6 +438,19 @@ def build_image_thickness(config: VisionAudioConfig) -> dict:
 
     return _scan_labels(config, "image-thickness", Array2D((8, 8), "float32"),
                         lambda image, rng, label: thick_scan(image, label), THICKNESS, 50)
+
+
+def build_image_phrase(config: VisionAudioConfig) -> dict:
+    """A digit scan, thin or bold as image-thickness draws them, described in two words: its stroke, then its digit
+    as a word ("bold seven"): 20 answers. Split by scan, as vision."""
+    from datasets import Array2D
+
+    from cl_bench.task_streams.derived import THICKNESS, thick_scan
+
+    out = _scan_labels(config, "image-phrase", Array2D((8, 8), "float32"),
+                       lambda image, rng, label: thick_scan(image, label), THICKNESS, 70)
+    return {split: d.map(lambda r: {"answer": f"{r['answer']} {DIGIT_WORDS[r['value']]}"})
+            for split, d in out.items()}
 
 
 def build_video_motion(config: VisionAudioConfig) -> dict:

@@ -13,6 +13,23 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("clbench-cache")
 
 
+@pytest.fixture
+def register_strategies():
+    """register_strategies({name: "module:Class", ...}): test strategies registered for the test, removed after."""
+    from cl_bench import registry
+
+    added: list[str] = []
+
+    def register(targets: dict[str, str]) -> None:
+        for name, target in targets.items():
+            registry.strategies.register(name, target, origin="tests")
+            added.append(name)
+
+    yield register
+    for name in added:
+        registry.strategies.unregister(name)
+
+
 @pytest.fixture(scope="session")
 def small():
     """The small stream of tests/helpers_streams.py, registered as "small-numbers" for the session."""

@@ -16,13 +16,9 @@ FIXTURES = str(Path(__file__).parent / "fixtures" / "results")
 
 
 @pytest.fixture
-def plugin_strategies():
-    names = {"missing-key": "helpers_strategies:MissingKey", "not-a-strategy": "helpers_strategies:NotAStrategy"}
-    for name, target in names.items():
-        registry.strategies.register(name, target, origin="tests")
-    yield
-    for name in names:
-        registry.strategies.unregister(name)
+def plugin_strategies(register_strategies):
+    register_strategies({"missing-key": "helpers_strategies:MissingKey",
+                         "not-a-strategy": "helpers_strategies:NotAStrategy"})
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ import torch
 from click.testing import CliRunner
 
 import cl_bench
-from cl_bench import registry
 from cl_bench.cli import main
 from cl_bench.config import Budget
 from cl_bench.models.lm import PretrainConfig
@@ -25,14 +24,9 @@ def tiny_config(tmp_path, cache_dir, **kw):
 
 
 @pytest.fixture
-def test_strategies():
-    names = {"spy": "helpers_strategies:Spy", "crash-on-audio": "helpers_strategies:CrashOnAudio",
-             "checkpointer": "helpers_strategies:Checkpointer"}
-    for name, target in names.items():
-        registry.strategies.register(name, target, origin="tests")
-    yield
-    for name in names:
-        registry.strategies.unregister(name)
+def test_strategies(register_strategies):
+    register_strategies({"spy": "helpers_strategies:Spy", "crash-on-audio": "helpers_strategies:CrashOnAudio",
+                         "checkpointer": "helpers_strategies:Checkpointer"})
 
 
 @pytest.mark.slow

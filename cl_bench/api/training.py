@@ -63,6 +63,13 @@ class TaskData:
         answers = tok([a if chat else " " + a for a in column(split, "answer")], add_special_tokens=False)["input_ids"]
         if any(len(a) == 0 for a in answers):
             raise UsageError("an answer tokenizes to nothing; check the tokenizer's vocabulary")
+        # Answers of several tokens end with the end-of-sequence token, learned and checked like the others: a model
+        # must say where its answer stops, or greedy decoding runs on past a short answer to the longest one's length
+        # (generated scoring). Splits whose answers are one token each (every number task on the preset tokenizer)
+        # are left as they were, so their results do not change.
+        self.ends = tok.eos_token_id is not None and any(len(a) > 1 for a in answers)
+        if self.ends:
+            answers = [[*a, tok.eos_token_id] for a in answers]
         self.seqs, self.n_prompt = [], []
         self.starts: list[list[int]] = []  # per row, where each input's slots start
         for i, (p, a) in enumerate(zip(post, answers)):
