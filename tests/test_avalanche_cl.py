@@ -1,6 +1,5 @@
 """EWC, LwF and replay through avalanche-lib: its plugins really run, the glue's loss, resume, options."""
 
-import dataclasses
 import io
 
 import pytest
@@ -20,27 +19,16 @@ from cl_bench.api.strategy import RunContext
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def few(stream):
-    """The stream with at most 32 training items per task (the session's small stream has that many): EWC's Fisher
-    passes over whole training splits."""
-
-    def cut(e):
-        return dataclasses.replace(e, train=e.train.select(range(min(32, len(e.train)))),
-                                   val=e.val.select(range(min(8, len(e.val)))))
-
-    return dataclasses.replace(stream, base=cut(stream.base), experiences=tuple(cut(e) for e in stream.experiences))
-
-
-def make(cls, stream, few, cache_dir, steps=3, base=True, **options):
-    # The base model of the full stream (cached; its vocabulary covers every split).
+def make(cls, stream, cache_dir, steps=3, base=True, **options):
+    # The session's small stream (32 training items a task: EWC's Fisher passes over whole training splits); its
+    # base model cached.
     lm = load_base("mixtral-tiny", stream, CPU, cache_dir, PretrainConfig(steps=5, batch_size=8), progress=False)
     torch.manual_seed(0)
     model = MultimodalLM(lm.lm, lm.tokenizer, {m: build_encoder(m) for m in ("image", "audio")})
     strat = cls(cls.Config(**options))
-    strat.setup(model, RunContext(CPU, 0, Budget(steps=steps, batch_size=4), few.name,
-                                  tuple(t.info for t in few.tasks), progress=False,
-                                  base=few.base.without_test() if base else None))
+    strat.setup(model, RunContext(CPU, 0, Budget(steps=steps, batch_size=4), stream.name,
+                                  tuple(t.info for t in stream.tasks), progress=False,
+                                  base=stream.base.without_test() if base else None))
     return strat
 
 
@@ -64,9 +52,9 @@ def batch_of(strat, experience, n=4):
 
 # -- the glue ------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_criterion_is_the_multimodal_loss(stream, few, cache_dir):
-    strat = make(EWC, stream, few, cache_dir)
-    vision = few.experiences[0]
+def test_criterion_is_the_multimodal_loss(stream, cache_dir):
+    strat = make(EWC, stream, cache_dir)
+    vision = stream.experiences[0]
     x, labels, tasks = batch_of(strat, vision)
     assert len(x.parts) == 1 and tasks.tolist() == [1] * 4
     strat.module.train()
@@ -75,7 +63,7 @@ def test_criterion_is_the_multimodal_loss(stream, few, cache_dir):
     assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
     # A mixed batch (replay): the answer tokens of both sources weigh alike.
-    text = strat._avalanche_experience(few.base, 0).dataset
+    text = strat._avalanche_experience(stream.base, 0).dataset
     image = strat._avalanche_experience(vision, 1).dataset
     x, labels, tasks = strat.collate([text[0], image[0], text[1], image[1], image[2]])
     assert [p.modality for p in x.parts] == ["text", "image"] and tasks.tolist() == [0, 0, 1, 1, 1]
@@ -86,10 +74,10 @@ def test_criterion_is_the_multimodal_loss(stream, few, cache_dir):
 
 
 @pytest.mark.slow
-def test_optimizer_holds_only_what_trains_and_the_budget_is_exact(stream, few, cache_dir):
-    strat = make(EWC, stream, few, cache_dir, steps=5)
+def test_optimizer_holds_only_what_trains_and_the_budget_is_exact(stream, cache_dir):
+    strat = make(EWC, stream, cache_dir, steps=5)
     audio_projector = [p.detach().clone() for p in strat.model.projectors["audio"].parameters()]
-    stats = strat.learn(few.experiences[0].without_test())
+    stats = strat.learn(stream.experiences[0].without_test())
     assert stats["steps"] == 5 and stats["avalanche_experience"] == 1  # the base text task was experience 0
     in_optimizer = {id(p) for g in strat.template.optimizer.param_groups for p in g["params"]}
     trainable = {id(p) for p in strat.model.parameters() if p.requires_grad}
@@ -103,13 +91,13 @@ def test_optimizer_holds_only_what_trains_and_the_budget_is_exact(stream, few, c
 
 # -- avalanche's plugins really run ----------------------------------------------------------
 @pytest.mark.slow
-def test_ewc_runs_avalanche_and_holds_important_parameters(stream, few, cache_dir, monkeypatch):
+def test_ewc_runs_avalanche_and_holds_important_parameters(stream, cache_dir, monkeypatch):
     fisher = spy(monkeypatch, EWCPlugin, "after_training_exp")
     penalty = spy(monkeypatch, EWCPlugin, "before_backward")
-    vision = few.experiences[0].without_test()
+    vision = stream.experiences[0].without_test()
     moved = {}
     for lam in (0.0, 1e5):
-        strat = make(EWC, stream, few, cache_dir, steps=6, ewc_lambda=lam)
+        strat = make(EWC, stream, cache_dir, steps=6, ewc_lambda=lam)
         strat.learn(vision)
         assert set(strat.ewc.importances) == {0, 1}  # text (avalanche's experience 0) and vision
         # What EWC holds: the distance from the base, weighted by the text task's Fisher.
@@ -120,21 +108,21 @@ def test_ewc_runs_avalanche_and_holds_important_parameters(stream, few, cache_di
 
 
 @pytest.mark.slow
-def test_lwf_distils_through_avalanche(stream, few, cache_dir, monkeypatch):
+def test_lwf_distils_through_avalanche(stream, cache_dir, monkeypatch):
     hooks = spy(monkeypatch, LwFPlugin, "before_backward")
-    strat = make(LwF, stream, few, cache_dir, include_text=False)
-    strat.learn(few.experiences[0].without_test())
+    strat = make(LwF, stream, cache_dir, include_text=False)
+    strat.learn(stream.experiences[0].without_test())
     assert len(hooks) == 3 and strat.lwf.lwf.prev_model is not None
     assert strat.lwf.lwf.last_penalty == 0.0  # no teacher before the first experience
-    stats = strat.learn(few.experiences[1].without_test())
+    stats = strat.learn(stream.experiences[1].without_test())
     assert len(hooks) == 6 and stats["last_distillation"] > 0
     # With the base text task as experience 0, the base model teaches from the first modality on.
-    strat = make(LwF, stream, few, cache_dir, positions="answer")
-    assert strat.learn(few.experiences[0].without_test())["last_distillation"] > 0
+    strat = make(LwF, stream, cache_dir, positions="answer")
+    assert strat.learn(stream.experiences[0].without_test())["last_distillation"] > 0
 
 
 @pytest.mark.slow
-def test_replay_mixes_earlier_items_into_training_batches(stream, few, cache_dir, monkeypatch, recwarn):
+def test_replay_mixes_earlier_items_into_training_batches(stream, cache_dir, monkeypatch, recwarn):
     loaders = []
     original = ReplayPlugin.before_training_exp
 
@@ -147,8 +135,8 @@ def test_replay_mixes_earlier_items_into_training_batches(stream, few, cache_dir
     forward = glue.LMModule.forward
     monkeypatch.setattr(glue.LMModule, "forward", lambda self, x: seen.append([p.modality for p in x.parts])
                         or forward(self, x))
-    strat = make(Replay, stream, few, cache_dir)
-    vision, audio = few.experiences
+    strat = make(Replay, stream, cache_dir)
+    vision, audio = stream.experiences
     strat.learn(vision.without_test())
     seen.clear()
     stats = strat.learn(audio.without_test())
@@ -165,14 +153,14 @@ def test_replay_mixes_earlier_items_into_training_batches(stream, few, cache_dir
 @pytest.mark.slow
 @pytest.mark.parametrize("cls, options", [(EWC, {}), (EWC, {"mode": "online", "decay_factor": 0.5}), (LwF, {}),
                                           (Replay, {})])
-def test_resume_gives_the_same_model(cls, options, stream, few, cache_dir):
-    vision, audio = (e.without_test() for e in few.experiences)
-    straight = make(cls, stream, few, cache_dir, **options)
+def test_resume_gives_the_same_model(cls, options, stream, cache_dir):
+    vision, audio = (e.without_test() for e in stream.experiences)
+    straight = make(cls, stream, cache_dir, **options)
     straight.learn(vision)
     buffer = io.BytesIO()
     torch.save(straight.state_dict(), buffer)
     buffer.seek(0)
-    resumed = make(cls, stream, few, cache_dir, **options)
+    resumed = make(cls, stream, cache_dir, **options)
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
     resumed.resumed([vision])
     if cls is Replay:
@@ -186,11 +174,11 @@ def test_resume_gives_the_same_model(cls, options, stream, few, cache_dir):
 
 
 @pytest.mark.slow
-def test_a_checkpoint_of_another_strategy_is_refused(stream, few, cache_dir):
-    lwf = make(LwF, stream, few, cache_dir)
+def test_a_checkpoint_of_another_strategy_is_refused(stream, cache_dir):
+    lwf = make(LwF, stream, cache_dir)
     state = {k: v for k, v in lwf.state_dict().items() if not k.startswith("avalanche.")}
     with pytest.raises(ValueError, match="does not fit"):
-        make(EWC, stream, few, cache_dir).load_state_dict(state)
+        make(EWC, stream, cache_dir).load_state_dict(state)
 
 
 # -- options ---------------------------------------------------------------------------------
@@ -210,10 +198,10 @@ def test_bad_options_are_named(config, options, message):
 
 
 @pytest.mark.slow
-def test_include_text_without_the_base_split_says_how_to_fix_it(stream, few, cache_dir):
-    strat = make(Replay, stream, few, cache_dir, base=False)
+def test_include_text_without_the_base_split_says_how_to_fix_it(stream, cache_dir):
+    strat = make(Replay, stream, cache_dir, base=False)
     with pytest.raises(ValueError, match="include-text=false"):
-        strat.learn(few.experiences[0].without_test())
+        strat.learn(stream.experiences[0].without_test())
     assert ReplayConfig().split(32) == (24, 8) and ReplayConfig(memory_fraction=0.5).split(4) == (2, 2)
     with pytest.raises(ValueError, match="at least 2"):
         ReplayConfig().split(1)

@@ -82,10 +82,6 @@ class TaskData:
             self.seqs.append(seq + a)
             self.starts.append(starts)
             self.n_prompt.append(len(seq))
-        # one input (the common case): its features, token count and start, as before mixed items
-        self.features = self.inputs[0][1] if len(self.inputs) == 1 else None
-        self.n_slots = n_slots[0] if len(n_slots) == 1 else sum(n_slots)
-        self.slot_start = [st[0] if st else 0 for st in self.starts]
 
     def __len__(self) -> int:
         return len(self.seqs)
