@@ -6,6 +6,28 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+MAX_WORKERS = 4  # each worker builds the session's fixtures (streams, bases) once: more workers gain little
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per CPU this process may use, at most MAX_WORKERS."""
+    from cl_bench.run.threads import available_cpus
+
+    return min(MAX_WORKERS, available_cpus())
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker keeps to its own share of the CPUs (its affinity mask), so that the runs of
+    two workers do not each take every core (a run takes the CPUs available to its process: cl_bench.run.threads)
+    and oversubscribe the machine. The runs, their subprocesses and Ray's workers inherit the mask."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    index, count = int(worker.removeprefix("gw")), int(count)
+    if len(cpus) >= count:
+        os.sched_setaffinity(0, set(cpus[index::count]))
+
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):

@@ -183,13 +183,13 @@ def test_a_grid_file_and_an_option_no_strategy_has(small, cache_dir, tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_on_ray_survives_a_killed_worker_with_identical_results(small, cache_dir, tmp_path, monkeypatch):
-    """Two cells on a local Ray instance, 2 CPUs each (so 2 torch threads, as the local sweep's); the worker of the
-    first to reach stage 1's save is killed once (SIGKILL), Ray runs the cell again, it resumes after stage 1;
-    every result equals the local sweep's."""
+    """Two cells on a local Ray instance, 2 CPUs each (so 2 torch threads, as the local sweep's --threads 2: the
+    count is in the run key); the worker of the first to reach stage 1's save is killed once (SIGKILL), Ray runs the
+    cell again, it resumes after stage 1; every result equals the local sweep's."""
     import os
 
     local = CliRunner().invoke(main, args(cache_dir, tmp_path / "local", "--strategies", "lora,full-ft", "--seeds",
-                                          "0"))
+                                          "0", "--threads", "2"))
     assert local.exit_code == 0, local.output
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("CLBENCH_KILL_AT", "stage-saved:1")

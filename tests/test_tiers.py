@@ -14,8 +14,8 @@ SLOW, FAST = "tests/test_robustness.py", "tests/test_tiers.py"
 
 
 def test_the_slow_marker_selects_some_tests_and_leaves_some_out():
-    command = [sys.executable, "-m", "pytest", "-m", "slow", "--collect-only", "-q", "-p", "no:cacheprovider", SLOW,
-               FAST]
+    command = [sys.executable, "-m", "pytest", "-m", "slow", "--collect-only", "-q", "-p", "no:cacheprovider", "-n", "0",
+               SLOW, FAST]
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
                          env={**os.environ, "PYTEST_ADDOPTS": ""})
     # exit 5 is pytest's "no tests collected": the marker selects nothing
