@@ -107,19 +107,87 @@ def test_markdown_matches_the_golden_table(board):
 
 
 def test_csv_latex_and_html(board):
-    csv_text = formats.to_csv(board)
-    header, *lines = csv_text.splitlines()
-    assert header.startswith("stream,order,strategy,label,group,acc,acc_low,acc_high,bwt,bwt_low") and len(lines) == 3
-    assert header.endswith(",seeds,examples_per_stage,method") and "expanded percentile bootstrap" in lines[0]
-    assert all(",12800," in line for line in lines)  # every row's budget: 400 steps x 32
-    assert lines[0].startswith("vision-audio,vision > audio,joint,joint,a,0.883333,0.883333,0.883333,")
+    import csv
+
+    lines = list(csv.DictReader(formats.to_csv(board).splitlines()))
+    (t,) = board.tables
+    assert tuple(lines[0]) == formats.CSV_HEADER and len(lines) == len(t.rows) * len(t.columns)  # long format
+    assert all(x["examples_per_stage"] == "12800" and x["main_budget"] == "yes" for x in lines)  # 400 steps x 32
+    joint_acc = next(x for x in lines if x["label"] == "joint" and x["column"] == "acc")
+    assert (joint_acc["stream"], joint_acc["order"], joint_acc["header"]) == ("vision-audio", "vision > audio", "ACC")
+    assert (joint_acc["value"], joint_acc["low"], joint_acc["high"]) == ("0.883333", "0.883333", "0.883333")
+    assert "expanded percentile bootstrap" in joint_acc["method"]
+    seeds = next(x for x in lines if x["label"] == "joint" and x["column"] == "seeds")
+    assert (seeds["value"], seeds["low"], seeds["high"]) == ("2", "", "")  # a count has no interval
     latex = formats.to_latex(board)
     assert r"\begin{tabular}" in latex and "0.567 [0.467, 0.667]" in latex and "Text ret. \\%" in latex
     assert "% Intervals: mean [95% interval] over seeds, an expanded percentile bootstrap" in latex
     assert latex.splitlines()[1].startswith("% Group (letters in order of mean ACC")  # a comment line
-    page = formats.to_html(board, {"vision-audio": {"pareto.png": b"\x89PNG fake"}})
-    assert "<table>" in page and "data:image/png;base64," in page
-    assert not re.search(r"(src|href)=['\"](?!data:)", page)  # self-contained: nothing fetched
+    page = formats.to_html(board, {"vision-audio": ["pareto.png"]})
+    assert "<table>" in page and "src='figures/vision-audio/pareto.png'" in page
+    assert "data:" not in page  # figures linked, not inlined
+
+
+def _two_streams(tmp_path: Path) -> Path:
+    """The fixture runs, and a copy of them as stream "audio-first" (before the default stream by name) whose
+    second task is named "image": its table has other columns (retention of image, not vision)."""
+    import json
+    import shutil
+
+    shutil.copytree(FIXTURES / "results" / "runs" / "vision-audio", tmp_path / "runs" / "vision-audio",
+                    ignore=shutil.ignore_patterns("broken"))
+    for path in (tmp_path / "runs" / "vision-audio").rglob("*.json"):
+        doc = json.loads(path.read_text())
+        doc["stream"]["name"] = "audio-first"
+        doc["stream"]["tasks"][1]["name"] = "image"
+        doc["run_key"] = "af-" + doc["run_key"]
+        target = tmp_path / "runs" / "audio-first" / path.relative_to(tmp_path / "runs" / "vision-audio")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(doc))
+    return tmp_path
+
+
+def test_the_csv_puts_every_value_under_its_own_column_across_tables_of_different_columns(tmp_path):
+    import csv
+
+    board = leaderboard.build(_two_streams(tmp_path))
+    assert [t.stream for t in board.tables] == ["vision-audio", "audio-first"]  # the default stream first
+    assert {c.key for c in board.tables[0].columns} != {c.key for c in board.tables[1].columns}
+    lines = list(csv.DictReader(formats.to_csv(board).splitlines()))
+    assert len(lines) == sum(len(t.rows) * len(t.columns) for t in board.tables)
+    tables = {t.stream: t for t in board.tables}
+    for line in lines:  # each value is the board's own, under its own column
+        t = tables[line["stream"]]
+        r = next(r for r in t.rows if r.label == line["label"])
+        c = next(c for c in t.columns if c.key == line["column"])
+        assert line["header"] == c.header and line["strategy"] == r.strategy
+        if c.kind == "text":
+            assert line["value"] == r.text.get(c.key, "")
+        else:
+            assert line["value"] == formats._raw(r.values.get(c.key, (math.nan,))[0])
+    assert any(x["column"] == "retention:image" for x in lines if x["stream"] == "audio-first")
+    assert not any(x["column"] == "retention:image" for x in lines if x["stream"] == "vision-audio")
+
+
+def test_the_html_page_links_its_figures_has_contents_and_stays_small(tmp_path):
+    results = _two_streams(tmp_path / "results")
+    page = tmp_path / "site" / "board.html"
+    out = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(results), "--format", "html", "-o", str(page),
+                                    "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    text = page.read_text()
+    assert len(text.encode()) < 1_000_000 and "data:" not in text
+    sources = re.findall(r"<img alt='[^']+'[^>]* src='([^']+)'", text)
+    assert len(sources) > 10 and all((page.parent / s).is_file() for s in sources)  # drawn beside the page
+    contents = re.search(r"<nav><h2>Contents</h2>(.*?)</nav>", text, re.S).group(1)
+    anchors = re.findall(r"href='#([^']+)'", contents)
+    assert anchors[:2] == ["vision-audio", "audio-first"]  # the default stream first
+    assert all(f"id='{a}'" in text for a in anchors)
+    assert text.index("id='vision-audio'") < text.index("id='audio-first'")
+    printed = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(results), "--format", "html",
+                                        "--device", "cpu"])
+    assert printed.exit_code == 0 and "<img alt='pareto.png'" not in printed.stdout
+    assert "links no figures: with -o PAGE they are drawn into figures/ beside it" in printed.stderr
 
 
 def test_rows_of_one_strategy_with_different_options_get_telling_labels(tmp_path):
@@ -171,7 +239,7 @@ def test_orders_get_their_own_tables_and_the_order_effect_is_tested(tmp_path):
     assert "## vision-audio, order audio > vision" in text and "## Order effects" in text
     assert f"| vision-audio | full-ft | vision > audio: {np.mean(a):.3f}; audio > vision: {np.mean(b):.3f} |" in text
     page = formats.to_html(board)
-    assert "<h2>Order effects</h2>" in page and "<td>full-ft</td>" in page and "<td>paired t</td>" in page
+    assert "<h2 id='order-effects'>Order effects</h2>" in page and "<td>full-ft</td>" in page and "<td>paired t</td>" in page
 
 
 def test_cli_leaderboard_formats_stream_and_errors(monkeypatch):
@@ -181,7 +249,7 @@ def test_cli_leaderboard_formats_stream_and_errors(monkeypatch):
     assert out.exit_code == 0, out.output
     assert "| joint |" in out.stdout and "left out results/runs/vision-audio/broken/future.json" in out.stderr
     out = runner.invoke(main, ["leaderboard", "--format", "csv", "--sort", "forgetting", "--device", "cpu"])
-    assert out.exit_code == 0 and out.stdout.splitlines()[1].startswith("vision-audio,vision > audio,align-only")
+    assert out.exit_code == 0 and out.stdout.splitlines()[1].startswith("vision-audio,vision > audio,12800,yes,align-only")
     out = runner.invoke(main, ["leaderboard", "--stream", "nope", "--device", "cpu"])
     assert out.exit_code != 0 and "no finished runs of stream 'nope'" in out.output and "vision-audio" in out.output
     out = runner.invoke(main, ["leaderboard", "--results-dir", "missing", "--device", "cpu"])

@@ -77,7 +77,8 @@ def write_page(path: str, board) -> None:
 @results_option()
 @stream_filter
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex", "html"]), default="md", show_default=True,
-              help="Table format; html is one self-contained page with the table and the figures.")
+              help="Table format; csv is long (a line per table, row and column); html is one page with a table of "
+                   "contents, linking its figures, drawn into figures/ beside the page (with -o; printed, it has none).")
 @click.option("--sort", default="acc", show_default=True,
               help="Column to sort rows by (acc, bwt, fwt, forgetting, intransigence, retention:<task>, trainable, "
                    "added, train_seconds); best first.")
@@ -99,10 +100,12 @@ def leaderboard(results_dir, stream, fmt, sort, output, device, page) -> None:
     check_page(page)
     board = board_of(results_dir, stream, sort, device)
     figures = None
-    if fmt == "html":
-        from cl_bench.reporting.figures import render_figures
+    if fmt == "html" and output:
+        from cl_bench.reporting.figures import draw
 
-        figures = render_figures(board, device_name(device))
+        figures = draw(board, Path(output).parent / "figures", device_name(device))
+    elif fmt == "html":
+        click.echo("the page printed links no figures: with -o PAGE they are drawn into figures/ beside it", err=True)
     text = render(board, fmt, figures)
     if page:
         write_page(page, board)

@@ -1,4 +1,4 @@
-"""The leaderboard written out: Markdown, CSV, LaTeX and one self-contained HTML page.
+"""The leaderboard written out: Markdown, CSV (long format), LaTeX and one HTML page that links its figures.
 
 Writing only: every number comes computed in the board's rows (leaderboard.build, from cl_bench.analysis); here
 it is formatted, with its interval, into a cell.
@@ -10,6 +10,8 @@ import csv
 import html
 import io
 import math
+import re
+from collections.abc import Iterable, Mapping
 
 from cl_bench.analysis import stats
 from cl_bench.errors import UsageError
@@ -251,27 +253,30 @@ def _skipped_lines(board: Leaderboard) -> list[str]:
     return ["Left out:", *[f"- {p}: {why}" for p, why in board.skipped], ""]
 
 
+CSV_HEADER = ("stream", "order", "examples_per_stage", "main_budget", "strategy", "label", "column", "header",
+              "value", "low", "high", "method")
+
+
 def to_csv(board: Leaderboard, level: float = 0.95) -> str:
-    """One line per row: each column's mean, interval low and high; the last column says how they were made."""
+    """Long format: one line per table, row and column (CSV_HEADER), so that every value sits under its own name
+    whatever the table's columns (tables of different streams have different ones). `value` is the mean over
+    seeds (or the text of a text column), `low` and `high` its interval where it has one; `method` says how the
+    table's intervals and groups were made."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    for i, t in enumerate(board.tables):
+    w.writerow(CSV_HEADER)
+    for t in board.tables:
         method = " ".join(table_notes(t, level))
-        if i == 0:
-            header = ["stream", "order", "strategy", "label"]
-            for c in t.columns:
-                header += [c.key] if c.kind in ("int", "text") else [c.key, f"{c.key}_low", f"{c.key}_high"]
-            w.writerow(header + ["examples_per_stage", "method"])
+        head = [t.stream, " > ".join(t.order), str(t.examples), "yes" if t.main_budget else "no"]
         for r in t.rows:
-            line = [t.stream, " > ".join(t.order), r.strategy, r.label]
             for c in t.columns:
                 if c.kind == "text":
-                    line.append(r.text.get(c.key, ""))
-                    continue
-                mean = r.values.get(c.key, (float("nan"), float("nan")))[0]
-                low, high = r.ci.get(c.key, (float("nan"), float("nan")))
-                line += [_raw(mean)] if c.kind == "int" else [_raw(mean), _raw(low), _raw(high)]
-            w.writerow(line + [str(t.examples), method])
+                    value, low, high = r.text.get(c.key, ""), "", ""
+                else:
+                    mean = r.values.get(c.key, (float("nan"), float("nan")))[0]
+                    lo, hi = r.ci.get(c.key, (float("nan"), float("nan")))
+                    value, low, high = _raw(mean), *(("", "") if c.kind == "int" else (_raw(lo), _raw(hi)))
+                w.writerow([*head, r.strategy, r.label, c.key, c.header, value, low, high, method])
     return buf.getvalue()
 
 
@@ -299,38 +304,58 @@ def to_latex(board: Leaderboard) -> str:
     return "\n".join(out)
 
 
-def to_html(board: Leaderboard, figures: dict[str, dict[str, bytes]] | None = None, level: float = 0.95) -> str:
-    """One self-contained page (nothing fetched): per stream the table (click a header to sort), the
-    mean accuracy matrices, then the figures inlined as PNG data (click one to see it at full size)."""
+def _anchor(text: str) -> str:
+    """An id for a section: the text with what is not a letter, digit, '.', '+' or '-' made '_'."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
+
+
+def to_html(board: Leaderboard, figures: Mapping[str, Iterable[str]] | None = None, level: float = 0.95,
+            figures_dir: str = "figures") -> str:
+    """One page, the default stream first, a table of contents at the top: per stream the table (click a header
+    to sort), the mean accuracy matrices, then its figures. The figures are linked, not inlined (the page stays
+    small): `figures` names them per table slug ({slug: [file name, ...]}, as figures.draw writes them under
+    figures_dir/<slug>/), `figures_dir` is that folder relative to the page. No style, script or font is fetched."""
+    figures = figures or {}
     parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              f"<title>clbench leaderboard</title><style>{_HTML_STYLE}</style></head><body>",
              "<h1>clbench leaderboard</h1>"]
     after = _curves_after(board)
+    body, contents = [], []
     for i, t in enumerate(board.tables):
-        parts.append(f"<h2>{html.escape(t.title)}</h2>")
-        parts.append(f"<p>Mean [{level:.0%} interval] over seeds. Tasks: "
-                     + ", ".join(html.escape(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f})")
-                                 for x in t.tasks) + ". Click a column's header to sort by it.</p>")
-        parts.append(_html_table(t))
-        parts += [f"<p class='note'>{html.escape(note)}</p>" for note in table_notes(t, level)]
-        parts.append(_html_matrix_table(t))
-        for s in board.scale:
-            if s.slug == t.slug:
-                parts += _html_scale(s, level)
-        parts += _html_figures({n: png for n, png in (figures or {}).get(t.slug, {}).items()
-                                if not n.startswith(BUDGET_FIGURE_PREFIX)})
+        body.append(f"<h2 id='{_anchor(t.slug)}'>{html.escape(t.title)}</h2>")
+        entry = [f"<li><a href='#{_anchor(t.slug)}'>{html.escape(t.title)}</a>"]
+        body.append(f"<p>Mean [{level:.0%} interval] over seeds. Tasks: "
+                    + ", ".join(html.escape(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f})")
+                                for x in t.tasks) + ". Click a column's header to sort by it.</p>")
+        body.append(_html_table(t))
+        body += [f"<p class='note'>{html.escape(note)}</p>" for note in table_notes(t, level)]
+        body.append(_html_matrix_table(t))
+        for sc in board.scale:
+            if sc.slug == t.slug:
+                body += _html_scale(sc, level)
+        body += _html_figures(f"{figures_dir}/{t.slug}", [n for n in figures.get(t.slug, ())
+                                                           if not n.startswith(BUDGET_FIGURE_PREFIX)])
+        sub = []
         for c in after.get(i, []):
-            parts += _html_budget_curves(c, (figures or {}).get(c.slug, {}), level)
+            anchor = _anchor(f"{c.slug}--budget-curves")
+            body += _html_budget_curves(c, anchor, f"{figures_dir}/{c.slug}", figures.get(c.slug, ()), level)
+            sub.append(f"<li><a href='#{anchor}'>{html.escape(c.title)}: budget curves</a></li>")
+        contents.append("".join(entry) + (f"<ul>{''.join(sub)}</ul>" if sub else "") + "</li>")
     note, rows = order_effects_table(board)
     if rows:
-        parts.append(f"<h2>Order effects</h2><p>{html.escape(note)}</p><div class='scroll'><table><thead><tr>"
-                     + "".join(f"<th>{html.escape(c)}</th>" for c in ORDER_EFFECTS_HEADER) + "</tr></thead><tbody>"
-                     + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-                     + "</tbody></table></div>")
+        body.append(f"<h2 id='order-effects'>Order effects</h2><p>{html.escape(note)}</p><div class='scroll'><table>"
+                    "<thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in ORDER_EFFECTS_HEADER)
+                    + "</tr></thead><tbody>"
+                    + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+                    + "</tbody></table></div>")
+        contents.append("<li><a href='#order-effects'>Order effects</a></li>")
     if board.skipped:
-        parts.append("<h2>Left out</h2><ul>" + "".join(
+        body.append("<h2 id='left-out'>Left out</h2><ul>" + "".join(
             f"<li>{html.escape(str(p))}: {html.escape(why)}</li>" for p, why in board.skipped) + "</ul>")
+        contents.append("<li><a href='#left-out'>Left out</a></li>")
+    parts.append(f"<nav><h2>Contents</h2><ul>{''.join(contents)}</ul></nav>")
+    parts += body
     parts.append(f"<div id='zoom' hidden><img alt=''></div><script>{_HTML_SCRIPT}</script></body></html>")
     return "\n".join(parts) + "\n"
 
@@ -412,9 +437,10 @@ def _html_simple_table(header, rows) -> str:
             + "</tbody></table></div>")
 
 
-def _html_budget_curves(c: BudgetCurves, figs: dict[str, bytes], level: float) -> list[str]:
-    """A stream's budget curves as budget_curves_markdown writes them, then their figures."""
-    out = [f"<h2>{html.escape(c.title)}: budget curves</h2>"]
+def _html_budget_curves(c: BudgetCurves, anchor: str, folder: str, names: Iterable[str],
+                        level: float) -> list[str]:
+    """A stream's budget curves as budget_curves_markdown writes them, then their figures (under `folder`)."""
+    out = [f"<h2 id='{anchor}'>{html.escape(c.title)}: budget curves</h2>"]
     if c.curves:
         header, rows = budget_curves_table(c)
         out.append(_html_simple_table(header, rows))
@@ -422,29 +448,31 @@ def _html_budget_curves(c: BudgetCurves, figs: dict[str, bytes], level: float) -
     note, pairs = recipe_pairs_table(c)
     if pairs:
         out += [f"<p>{html.escape(note)}</p>", _html_simple_table(PAIRS_HEADER, pairs)]
-    return out + _html_figures({n: png for n, png in figs.items() if n.startswith(BUDGET_FIGURE_PREFIX)})
+    return out + _html_figures(folder, [n for n in names if n.startswith(BUDGET_FIGURE_PREFIX)])
 
 
-def _html_figures(figs: dict[str, bytes]) -> list[str]:
-    """The stream's figures first (full width), then each strategy's, two side by side where they fit."""
-    import base64
+def _html_figures(folder: str, names: list[str]) -> list[str]:
+    """The stream's figures first (full width), then each strategy's, two side by side where they fit; each an
+    <img> of the file folder/name (loaded lazily: a stream has a few dozen)."""
+    from urllib.parse import quote
 
-    def figure(name: str, png: bytes) -> str:
-        data = base64.b64encode(png).decode("ascii")
-        return (f"<figure><img alt='{html.escape(name)}' title='click to see it at full size' "
-                f"src='data:image/png;base64,{data}'><figcaption>{html.escape(name)}</figcaption></figure>")
+    def figure(name: str) -> str:
+        return (f"<figure><img alt='{html.escape(name)}' title='click to see it at full size' loading='lazy' "
+                f"src='{html.escape(quote(f'{folder}/{name}'))}'><figcaption>{html.escape(name)}</figcaption>"
+                "</figure>")
 
-    per_row = [n for n in figs if n.endswith(("-accuracy.png", "-transfer.png", "-routing.png"))]
-    stream = [n for n in figs if n not in per_row]
-    out = [figure(n, figs[n]) for n in stream]
+    per_row = [n for n in names if n.endswith(("-accuracy.png", "-transfer.png", "-routing.png"))]
+    out = [figure(n) for n in names if n not in per_row]
     if per_row:
         out.append("<h3>Per strategy: accuracy and transfer matrices, routing</h3><div class='figs'>"
-                   + "".join(figure(n, figs[n]) for n in per_row) + "</div>")
+                   + "".join(figure(n) for n in per_row) + "</div>")
     return out
 
 
-def render(board: Leaderboard, fmt: str, figures=None) -> str:
-    """The board in format `fmt` (one of FORMATS); `figures` ({table slug: {name: PNG}}) go into the HTML page."""
+def render(board: Leaderboard, fmt: str, figures: Mapping[str, Iterable[str]] | None = None,
+           figures_dir: str = "figures") -> str:
+    """The board in format `fmt` (one of FORMATS); the HTML page links `figures` ({table slug: file names}, as
+    figures.draw returns them) under `figures_dir`, relative to the page."""
     if fmt == "md":
         return to_markdown(board)
     if fmt == "csv":
@@ -452,7 +480,7 @@ def render(board: Leaderboard, fmt: str, figures=None) -> str:
     if fmt == "latex":
         return to_latex(board)
     if fmt == "html":
-        return to_html(board, figures)
+        return to_html(board, figures, figures_dir=figures_dir)
     raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 

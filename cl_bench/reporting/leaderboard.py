@@ -31,7 +31,8 @@ from cl_bench.reporting.collect import (Run, budget_examples, budget_text, colle
 from cl_bench.reporting.formats import number as _number, render
 from cl_bench.reporting.readme import readme_section, splice_readme
 from cl_bench.reporting.scale import scale_tables
-from cl_bench.reporting.tables import (DEFAULT_EXAMPLES, BudgetCurves, Column, Leaderboard, RecipePair, Row, Table)
+from cl_bench.reporting.tables import (DEFAULT_EXAMPLES, DEFAULT_STREAM, BudgetCurves, Column, Leaderboard,
+                                      RecipePair, Row, Table)
 
 # What the command line (cl_bench/cli/) imports from here, besides build, find_row and sort_rows: their homes are
 # collect.py, formats.py and readme.py.
@@ -68,7 +69,9 @@ def build(results_dir: Path, *, stream: str | None = None, sort: str = "acc", de
         by_stream = {k: v for k, v in by_stream.items() if k[0] == stream}
     dev = torch.device(device)
     tables = []
-    for name, order in sorted(by_stream, key=lambda k: (k[0], not is_default_order(by_stream[k][0].doc), k[1])):
+    # the default stream first, then by name; a stream's own order of its new tasks before other orders
+    for name, order in sorted(by_stream, key=lambda k: (k[0] != DEFAULT_STREAM, k[0],
+                                                        not is_default_order(by_stream[k][0].doc), k[1])):
         stream_runs = by_stream[name, order]
         # The stream's tasks are those most of its runs have (then the first file's), so that one odd file
         # cannot push the good runs out.

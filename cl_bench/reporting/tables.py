@@ -18,8 +18,10 @@ from cl_bench.analysis.grouping import Grouping
 from cl_bench.analysis.rank_agreement import RankAgreement
 from cl_bench.config import Budget
 from cl_bench.reporting.collect import Run
+from cl_bench.run.config import RunConfig
 
 DEFAULT_EXAMPLES = Budget().examples  # the default stage budget, examples per stage (400 steps x 32)
+DEFAULT_STREAM = RunConfig.stream  # the default stream: its tables come first
 
 
 @dataclass(frozen=True)
