@@ -197,14 +197,15 @@ def test_local_checkpoint_runs_like_a_preset(tmp_path, cache_dir, stream):
     fails(lambda d: [f.unlink() for f in d.glob("tokenizer*")], "no tokenizer files", 2)
 
 
-@pytest.mark.slow
 def test_cli_errors_name_the_problem(tmp_path, cache_dir):
     runner = CliRunner()
     out = runner.invoke(main, ["run", "--strategy", "ful-ft", "--cache-dir", str(cache_dir)])
     assert out.exit_code != 0 and "Did you mean 'full-ft'" in out.output
-    out = runner.invoke(main, ["run", "--model", str(tmp_path / "nope"), "--cache-dir", str(cache_dir),
+    fresh = tmp_path / "fresh-cache"  # a missing checkpoint is said before the stream's data are built
+    out = runner.invoke(main, ["run", "--model", str(tmp_path / "nope"), "--cache-dir", str(fresh),
                                "--pretrain-steps", "5", "--steps", "1", "-q"])
-    assert out.exit_code != 0 and "neither a preset" in out.output
+    assert out.exit_code == 2 and "neither a preset" in out.output and "Traceback" not in out.output
+    assert [p for p in fresh.rglob("*") if p.is_file() and p.relative_to(fresh).parts[0] != "runs"] == []
     out = runner.invoke(main, ["run", "-o", "lr", "--cache-dir", str(cache_dir)])
     assert out.exit_code != 0 and "is not KEY=VALUE" in out.output
     if not torch.cuda.is_available():

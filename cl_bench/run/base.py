@@ -47,6 +47,29 @@ class BaseModel:
     info: dict
 
 
+def check_model(model: str) -> None:
+    """A --model that is not a preset must be a directory with a Hugging Face checkpoint of a supported family and
+    its tokenizer: said in one line before anything is built (the runner calls this before the stream's data),
+    reading only the checkpoint's config."""
+    from transformers import AutoConfig
+
+    if model in PRESETS:
+        return
+    path = Path(model).expanduser()
+    if not (path.is_dir() and (path / "config.json").exists()):
+        raise UsageError(f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory with a "
+                         f"Hugging Face checkpoint (config.json); save one with save_pretrained() and pass its path")
+    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise UsageError(f"--model {model}: no tokenizer files (tokenizer.json or tokenizer_config.json); save the "
+                         f"tokenizer beside the weights with tokenizer.save_pretrained({str(path)!r})")
+    try:
+        model_type = AutoConfig.from_pretrained(path, local_files_only=True).model_type
+    except Exception as e:  # noqa: BLE001 - see _unloadable
+        raise _unloadable(model, e) from None
+    if model_type not in FAMILIES:  # said before the weights are read
+        raise UsageError(f"--model {model}: {unsupported(model_type)}")
+
+
 def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrain: PretrainConfig | None = None,
               progress: bool = True, dtype: torch.dtype = torch.float32, echo=None) -> BaseModel:
     """The stream's base LM on `device` in `dtype`: a pre-trained preset (cached; pre-trained in float32 and
@@ -54,26 +77,15 @@ def load_base(model: str, stream, device: torch.device, cache_dir: Path, pretrai
     written with them is rebuilt, and `echo` (default: standard error) says so."""
     import sys
 
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     say = echo or (lambda s: print(s, file=sys.stderr))
 
     pretrain = pretrain or PretrainConfig()
     path = Path(model).expanduser()
     if model not in PRESETS:
-        if not (path.is_dir() and (path / "config.json").exists()):
-            raise UsageError(f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory with a "
-                             f"Hugging Face checkpoint (config.json); save one with save_pretrained() and pass its path")
-        if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
-            raise UsageError(f"--model {model}: no tokenizer files (tokenizer.json or tokenizer_config.json); save the "
-                             f"tokenizer beside the weights with tokenizer.save_pretrained({str(path)!r})")
+        check_model(model)
         key = checkpoint_key(path, cache_dir)  # changes whenever a file of the checkpoint does
-        try:
-            model_type = AutoConfig.from_pretrained(path, local_files_only=True).model_type
-        except Exception as e:  # noqa: BLE001 - see _unloadable
-            raise _unloadable(model, e) from None
-        if model_type not in FAMILIES:  # said before the weights are read
-            raise UsageError(f"--model {model}: {unsupported(model_type)}")
         try:
             lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -79,12 +79,14 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held, items) -> 
     import torch
 
     from cl_bench.analysis import metrics
+    from cl_bench.run.base import check_model
 
     t_start = time.perf_counter()
     device = resolve_device(config.device)
     dtype = torch_dtype(config.dtype, device, allow_cpu_half=config.cpu_half_precision)
     # a results directory that cannot be written is said before the data are built and the base pre-trained
     _check_writable(Path(config.results_dir) / "runs", config.results_dir)
+    check_model(config.model)  # a missing or unsupported checkpoint too
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     n_threads = threads.choose(config.threads, threads.present(held, cache))
     threads.apply(n_threads)
