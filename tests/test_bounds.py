@@ -57,7 +57,13 @@ def test_a_plan_that_does_not_fit_or_takes_too_long_is_refused_unless_ignored():
 
 
 @pytest.mark.slow
-def test_a_run_of_a_trillion_steps_is_refused_before_it_trains(small, cache_dir, tmp_path):
+def test_a_run_of_a_trillion_steps_is_refused_before_it_trains(small, cache_dir, tmp_path, monkeypatch):
+    from cl_bench.run import base
+
+    def never(*args, **kwargs):
+        raise AssertionError("the base model was loaded before the plan refused the run")
+
+    monkeypatch.setattr(base, "load_base", never)  # refused before the base is loaded or pre-trained
     cfg = RunConfig(stream="small-numbers", strategy="align-only", device="cpu",
                     budget=Budget(steps=10**12, batch_size=8), pretrain=PretrainConfig(steps=20),
                     results_dir=str(tmp_path / "r"), cache_dir=str(cache_dir))

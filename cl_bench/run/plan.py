@@ -286,16 +286,10 @@ def plan_run(config, *, progress: bool = False, seq_len: int | None = None,
     tokenizer: no weights are read)."""
     from pathlib import Path
 
-    from transformers import AutoConfig, AutoTokenizer
-
     from cl_bench.api.strategy import strategy_class
-    from cl_bench.streams import base as streams
     from cl_bench.streams import resolve
     from cl_bench.config import from_options
     from cl_bench.streams.data import default_cache_dir
-    from cl_bench.models.encoders import build_encoder
-    from cl_bench.models.families import FAMILIES, unsupported
-    from cl_bench.models.lm import PRESETS, preset_config, stream_words, word_tokenizer
     from cl_bench.run.device import resolve_device, torch_dtype
 
     if config.device.startswith("cuda") and not torch.cuda.is_available():
@@ -307,6 +301,28 @@ def plan_run(config, *, progress: bool = False, seq_len: int | None = None,
     strategy = strategy_cls(from_options(strategy_cls.Config, config.strategy_options, f"strategy {config.strategy!r}"))
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     stream_obj, stream = resolve.load(config.stream, config.stream_options, config.order, cache, progress=progress)
+    plan = plan_of(config, strategy, stream_obj, stream, device, dtype, seq_len=seq_len)
+    if capacity_bytes is not None:
+        plan = dataclasses.replace(plan, capacity_bytes=capacity_bytes)
+    return plan
+
+
+def plan_of(config, strategy, stream_obj, stream, device: torch.device, dtype: torch.dtype,
+            seq_len: int | None = None) -> Plan:
+    """The plan of a run of `config` through its built stream, before its base model is loaded or pre-trained (the
+    runner refuses a run that does not fit before either): the LM's architecture from the preset's config (on the
+    stream's word tokenizer, as the base is built) or the checkpoint's config.json and tokenizer; the encoders built
+    to be counted, then dropped (their random draws are the runner's own, later)."""
+    from pathlib import Path
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from cl_bench.models.encoders import build_encoder
+    from cl_bench.models.families import FAMILIES, unsupported
+    from cl_bench.models.lm import PRESETS, preset_config, stream_words, word_tokenizer
+    from cl_bench.run.encoder_check import check_encoders
+    from cl_bench.streams import base as streams
+
     if config.model in PRESETS:
         tokenizer = word_tokenizer(stream_words(stream))
         lm_config, name = preset_config(config.model, len(tokenizer), tokenizer), config.model
@@ -319,11 +335,10 @@ def plan_run(config, *, progress: bool = False, seq_len: int | None = None,
         if lm_config.model_type not in FAMILIES:
             raise UsageError(f"--model {config.model}: {unsupported(lm_config.model_type)}")
         tokenizer, name = AutoTokenizer.from_pretrained(path, local_files_only=True), path.name
-    encoders = {m: build_encoder(m, n, config.encoder_options.get(m))
-                for m, n in streams.encoder_names(stream_obj, stream, config.encoders).items()}
-    plan = make_plan(name, strategy, lm_config, tokenizer, encoders, stream, batch_size=config.budget.batch_size,
-                     eval_batch_size=config.eval_batch_size, dtype=dtype, device=device,
-                     checkpointing=config.gradient_checkpointing, seq_len=seq_len, strategy_name=config.strategy)
-    if capacity_bytes is not None:
-        plan = dataclasses.replace(plan, capacity_bytes=capacity_bytes)
-    return plan
+    with torch.random.fork_rng(devices=[]):
+        encoders = {m: build_encoder(m, n, config.encoder_options.get(m))
+                    for m, n in streams.encoder_names(stream_obj, stream, config.encoders).items()}
+        check_encoders(encoders, stream)  # a wrong out_dim is one line here, not a shape error later
+        return make_plan(name, strategy, lm_config, tokenizer, encoders, stream, batch_size=config.budget.batch_size,
+                         eval_batch_size=config.eval_batch_size, dtype=dtype, device=device,
+                         checkpointing=config.gradient_checkpointing, seq_len=seq_len, strategy_name=config.strategy)

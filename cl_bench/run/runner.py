@@ -25,6 +25,7 @@ from cl_bench.run import keys, records, shared, state, threads
 from cl_bench.run.config import RunConfig
 from cl_bench.run.device import resolve_device, torch_dtype
 from cl_bench.run.evaluation import Evaluator
+from cl_bench.run.plan import plan_of
 from cl_bench.run.probe import Probe
 from cl_bench.streams import base as streams
 from cl_bench.streams import resolve
@@ -94,7 +95,11 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held, items) -> 
     _quiet_libraries()
 
     t0 = time.perf_counter()
-    stream_obj, stream, base = _stream_and_base(config, cache, device, dtype, progress, echo)
+    stream_obj, stream = _stream(config, cache, progress)
+    # planned and checked before the base model is loaded or pre-trained: a run that cannot fit costs no more
+    plan = plan_of(config, strategy, stream_obj, stream, device, dtype)
+    _check_plan(plan, config, len(stream.experiences), n_threads)
+    base = _base(config, stream, cache, device, dtype, progress, echo)
     setup_seconds = time.perf_counter() - t0
 
     ident = keys.identity(config, strategy, stream_obj, stream, base, cache,
@@ -108,10 +113,9 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held, items) -> 
         echo(f"{path}: finished before, reused")
         return done, path
 
-    model, encoders, plan = _model_and_plan(config, strategy, stream_obj, stream, base, device, dtype)
+    model, encoders = _model(config, stream_obj, stream, base, device, dtype)
     if progress:
         echo(plan.line())
-    _check_plan(plan, config, len(stream.experiences), n_threads)
     evaluator = Evaluator(stream, model, strategy, device, config.eval_batch_size, config.eval_split,
                           config.eval_limit, config.scoring, config.max_new_tokens)
     fits = _fit_store(config, strategy_cls, ident, cache)
@@ -158,22 +162,27 @@ def _make_strategy(config: RunConfig):
     return cls, cls(from_options(cls.Config, config.strategy_options, f"strategy {config.strategy!r}"))
 
 
-def _stream_and_base(config: RunConfig, cache: Path, device, dtype, progress: bool, echo):
-    """The stream (its object and what it builds, checked and ordered) and the base model, both cached."""
-    from cl_bench.run.base import load_base
-
+def _stream(config: RunConfig, cache: Path, progress: bool):
+    """The stream: its object and what it builds (cached), checked and ordered."""
     stream_obj, stream = resolve.load(config.stream, config.stream_options, config.order, cache, progress=progress)
     smallest = min(stream.experiences + (stream.base,), key=lambda e: len(e.train))
     if config.budget.batch_size > len(smallest.train):  # train() would take the whole split and record the ask
         raise UsageError(f"--batch-size {config.budget.batch_size} is larger than the smallest training split "
                          f"({smallest.name}: {len(smallest.train)} items); use at most {len(smallest.train)}")
+    return stream_obj, stream
+
+
+def _base(config: RunConfig, stream, cache: Path, device, dtype, progress: bool, echo):
+    """The stream's base model (a preset's cached, shipped or pre-trained; or the checkpoint's)."""
+    from cl_bench.run.base import load_base
+
     base = load_base(config.model, stream, device, cache, config.pretrain, progress=progress, dtype=dtype, echo=echo)
     if config.gradient_checkpointing:
         _checkpoint_activations(base.lm)
     if config.prompt_format == "chat" and not getattr(base.tokenizer, "chat_template", None):
         raise UsageError(f"--prompt-format chat: the tokenizer of {config.model} has no chat template; use "
                          "--prompt-format plain, or save the tokenizer with one (tokenizer.chat_template)")
-    return stream_obj, stream, base
+    return base
 
 
 def _complete_result(path: Path, key: str) -> dict | None:
@@ -187,25 +196,18 @@ def _complete_result(path: Path, key: str) -> dict | None:
     return done if done.get("status") == "complete" and done.get("run_key") == key else None
 
 
-def _model_and_plan(config: RunConfig, strategy, stream_obj, stream, base, device, dtype):
-    """The multimodal model (base LM, the stream's encoders, fresh projectors seeded by the run's seed) and
-    the memory plan of the run."""
+def _model(config: RunConfig, stream_obj, stream, base, device, dtype):
+    """The multimodal model: base LM, the stream's encoders (their shapes checked with the plan: plan.plan_of) and
+    fresh projectors seeded by the run's seed."""
     import torch
 
     from cl_bench.models.encoders import build_encoder
     from cl_bench.models.multimodal import MultimodalLM
     from cl_bench.models.pretrained import PretrainedAudio, PretrainedImage
-    from cl_bench.run.encoder_check import check_encoders
-    from cl_bench.run.plan import make_plan
 
     torch.manual_seed(config.seed)  # projector initialisation
     encoders = {m: build_encoder(m, name, config.encoder_options.get(m))
                 for m, name in streams.encoder_names(stream_obj, stream, config.encoders).items()}
-    with torch.random.fork_rng(devices=[]):  # neither draws a number the projectors' initialisation would get
-        check_encoders(encoders, stream)  # a wrong out_dim is one line here, not a shape error in training
-        plan = make_plan(keys.model_name(config), strategy, base.lm.config, base.tokenizer, encoders, stream,
-                         batch_size=config.budget.batch_size, eval_batch_size=config.eval_batch_size, dtype=dtype,
-                         device=device, checkpointing=config.gradient_checkpointing, strategy_name=config.strategy)
     model = MultimodalLM(base.lm, base.tokenizer, encoders).to(device)
     model.prompt_format = config.prompt_format
     if dtype != torch.float32:
@@ -213,7 +215,7 @@ def _model_and_plan(config: RunConfig, strategy, stream_obj, stream, base, devic
         for e in model.encoders.values():
             if isinstance(e, (PretrainedImage, PretrainedAudio)):  # frozen: stored in half precision too
                 e.to(dtype)
-    return model, encoders, plan
+    return model, encoders
 
 
 def _check_plan(plan, config: RunConfig, stages: int, n_threads: int) -> None:
