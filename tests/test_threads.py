@@ -122,3 +122,23 @@ def test_the_summary_warns_when_steps_are_far_slower_than_the_benchmark():
     assert slow_steps_warning(slow) in format_summary(slow)
     slow["environment"]["device"] = "cuda:0"  # the benchmark is a CPU's
     assert slow_steps_warning(slow) is None
+
+
+@pytest.mark.slow
+def test_a_run_shares_again_with_the_runs_that_started_beside_it(small, cache_dir, tmp_path, monkeypatch):
+    """Runs started together may not see each other as they start; a run counts again once its stream and base are
+    ready, and trains and is keyed with that count. Here it saw no other run at its start (present() says 0) but one
+    is active by then: of 4 CPUs it takes 2, not 4."""
+    real_present = threads.present
+    monkeypatch.setattr(threads, "present", lambda held, cache: (real_present(held, cache), 0)[1])
+    monkeypatch.setattr(threads, "available_cpus", lambda: 4)
+    cfg = RunConfig(stream="small-numbers", strategy="align-only", device="cpu", budget=Budget(steps=1, batch_size=8),
+                    pretrain=PretrainConfig(steps=20), eval_limit=4, results_dir=str(tmp_path), cache_dir=str(cache_dir))
+    before = torch.get_num_threads()
+    other = hold(cache_dir / "runs" / "active" / "beside.lock")
+    try:
+        doc, _ = run(cfg, progress=False, echo=lambda s: None)
+    finally:
+        release(other)
+        torch.set_num_threads(before)
+    assert doc["environment"]["torch_threads"] == 2

@@ -101,6 +101,9 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held, items) -> 
     _check_plan(plan, config, len(stream.experiences), n_threads)
     base = _base(config, stream, cache, device, dtype, progress, echo)
     setup_seconds = time.perf_counter() - t0
+    if config.threads is None:  # runs started with this one have marked themselves active by now: share again
+        n_threads = threads.choose(None, threads.active_runs(cache) - 1)
+        threads.apply(n_threads)
 
     ident = keys.identity(config, strategy, stream_obj, stream, base, cache,
                           threads=n_threads if device.type == "cpu" else None)

@@ -6,8 +6,10 @@ tens of times longer. A run here takes the CPUs available to its process (its af
 cgroup's CPU quota) divided by the clbench runs active in the same cache when it starts (each holds a
 presence lock under runs/active/ while it runs), and one inter-op thread. Float sums depend on the
 intra-op count, so the count a run used is recorded in its result file and is part of its run key: pass
---threads for a count that does not depend on the load (`clbench publish` and `clbench tune` do). Runs started at the same moment may not see each
-other yet (each marks itself active as it starts): the later ones take fewer threads.
+--threads for a count that does not depend on the load (`clbench publish` and `clbench tune` do). Runs started at the
+same moment may not see each other yet (each marks itself active as it starts), so a run counts the active runs
+again once its stream and base model are ready, and trains (and is keyed) with that count: by then the runs started
+with it have marked themselves (bench/threads.py measures four started at once).
 """
 
 from __future__ import annotations
