@@ -1,7 +1,7 @@
 """One GPU check of the whole path: a run of the default stream in bf16 on a mid-size Mixtral, its plan against the
 measured peak memory, and the leaderboard's metrics computed on the device, printed as one table.
 
-Usage: bench/gpu_check.sh [--cpu] [--model random:mixtral-small | PRESET | DIR] [--steps N] [--batch-size N]
+Usage: bench/gpu_check.sh [--cpu] [--model random:mixtral-medium | PRESET | DIR] [--steps N] [--batch-size N]
        [--eval-limit N] [--strategy full-ft] [--cache-dir DIR] [--threads N]
        (or CLBENCH_GPU_CHECK_DEVICE=cpu bench/gpu_check.sh)
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE_ENV = "CLBENCH_GPU_CHECK_DEVICE"
-DEFAULT_MODEL = "random:mixtral-small"
+DEFAULT_MODEL = "random:mixtral-medium"
 
 
 def random_checkpoint(preset: str, stream_name: str, cache_dir: str | None, out: Path) -> Path:

@@ -23,7 +23,7 @@ def test_gpu_check_runs_on_the_cpu_and_prints_its_table():
     table = dict(re.match(r"(\S+(?: \S+)?)\s{2,}(.*)", ln).groups() for ln in lines[-len(KEYS):])
     assert tuple(table) == KEYS
     assert table["device"].startswith("cpu") and table["dtype"] == "float32"
-    assert table["model"].startswith("mixtral-small shape, random weights, ")
+    assert table["model"].startswith("mixtral-medium shape, random weights, ")
     assert table["budget"] == "2 steps x 8 per stage, 2 stages, 16 test items per task"
     assert float(table["steps/s"].split()[0]) > 0
     # the plan from `clbench plan` and the one the run recorded agree

@@ -47,9 +47,9 @@ def test_scale_presets_grow_the_default_family_and_leave_tiny_as_it_was():
         assert c.hidden_size % c.num_attention_heads == 0 and c.num_attention_heads % c.num_key_value_heads == 0
         n = sum(p.numel() for p in meta_lm(c).parameters())
         shapes[name] = (c.hidden_size, c.num_hidden_layers, c.num_local_experts, n)
-    assert shapes["mixtral-small"][:3] == (256, 6, 8) and shapes["mixtral-medium"][:3] == (384, 8, 8)
-    # each size about 10x / 3x the one before (1.8M, 20M, 60M with this vocabulary)
-    assert shapes["mixtral-tiny"][3] < shapes["mixtral-small"][3] / 8 < shapes["mixtral-medium"][3] / 16
+    assert shapes["mixtral-small"][:3] == (160, 6, 8) and shapes["mixtral-medium"][:3] == (192, 8, 8)
+    # each size about 4x / 2x the one before (1.8M, 7.8M, 15.1M with this vocabulary)
+    assert shapes["mixtral-tiny"][3] < shapes["mixtral-small"][3] / 4 < shapes["mixtral-medium"][3] / 7
 
 
 # -- rank agreement --------------------------------------------------------------------------------------------
