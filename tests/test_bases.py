@@ -54,6 +54,30 @@ def test_base_seeds_give_different_bases(shipped_dir, stream, tmp_path):
     assert [e["name"] for e in shipped.manifest(d)] == ["mixtral-tiny-base1", "mixtral-tiny-base2"]
 
 
+def test_a_base_shipped_in_bfloat16_is_the_rounded_weights_read_exactly(shipped_dir, stream, tmp_path, monkeypatch):
+    """--store bfloat16 (for the larger scale presets): half the bytes on disk, and the base is the pre-trained
+    weights rounded once, read into float32 exactly, its text accuracies measured on them."""
+    from cl_bench.run import shipped
+    from cl_bench.run.base import load_base, ship
+
+    d32, entry32 = shipped_dir
+    d16 = tmp_path / "bases16"
+    entry16 = ship("mixtral-tiny", stream, PretrainConfig(steps=3, seed=1), torch.device("cpu"), d16, store="bfloat16")
+    assert entry16["stored_dtype"] == "bfloat16" and entry32["stored_dtype"] == "float32"
+    assert entry16["key"] == entry32["key"] and entry16["weights_sha256"] != entry32["weights_sha256"]
+    size = {d: (d / "mixtral-tiny-base1" / "model.safetensors").stat().st_size for d in (d32, d16)}
+    assert size[d16] < 0.55 * size[d32]
+    cpu = torch.device("cpu")
+    full = load_base("mixtral-tiny", stream, cpu, tmp_path / "c32", PretrainConfig(steps=3, seed=1), progress=False)
+    monkeypatch.setattr(shipped, "BASES_DIR", d16)
+    half = load_base("mixtral-tiny", stream, cpu, tmp_path / "c16", PretrainConfig(steps=3, seed=1), progress=False)
+    assert half.info["source"] == "shipped" and half.info["stored_dtype"] == "bfloat16"
+    a, b = full.lm.state_dict(), half.lm.state_dict()
+    assert all(b[k].dtype == torch.float32 and torch.equal(b[k], a[k].to(torch.bfloat16).float()) for k in a)
+    assert any(not torch.equal(b[k], a[k]) for k in a)  # rounding moved some weights
+    assert 0 <= entry16["text_val"] <= 1 and half.info["pretrained_text"]["val"] == entry32["text_val"]
+
+
 @pytest.mark.parametrize("how", ["changed", "missing"])
 def test_a_damaged_shipped_base_is_refused_naming_the_file(shipped_dir, stream, tmp_path, how):
     from cl_bench.errors import EnvironmentProblem

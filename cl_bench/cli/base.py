@@ -27,7 +27,7 @@ def ls_bases() -> None:
     for e in entries:
         click.echo(f"{e['name']:<24} preset {e['preset']}, base seed {e['pretrain']['seed']}, "
                    f"{e['pretrain']['steps']} steps: text train {e['text_train']:.3f}, val {e['text_val']:.3f}; "
-                   f"weights sha256 {e['weights_sha256'][:12]}")
+                   f"{e.get('stored_dtype', 'float32')} weights sha256 {e['weights_sha256'][:12]}")
 
 
 def _common(f):
@@ -96,7 +96,10 @@ def curve(stream, model, cache_dir, device, threads, step_counts, base_seed, out
 @opt.pretrain_steps()
 @click.option("--into", type=click.Path(file_okay=False), default=None,
               help="directory to write the bases and manifest.json into (default: the package's cl_bench/bases)")
-def build(stream, model, cache_dir, device, threads, base_seeds, pretrain_steps, into) -> None:
+@click.option("--store", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+              help="the weights' dtype on disk: bfloat16 halves a larger preset's files (the rounded weights are then "
+                   "the base, their text accuracy measured on them)")
+def build(stream, model, cache_dir, device, threads, base_seeds, pretrain_steps, into, store) -> None:
     """Pre-train the preset's base for each base seed and ship it: its files go to cl_bench/bases/<preset>-base<N>/
     and the sha256 of every file to cl_bench/bases/manifest.json. For maintainers: the shipped bases are what
     every run with the default pre-training starts from, on every machine."""
@@ -107,7 +110,7 @@ def build(stream, model, cache_dir, device, threads, base_seeds, pretrain_steps,
     dev, built = _setup(stream, cache_dir, device, threads)
     target = Path(into) if into else BASES_DIR
     for seed in opt.seed_list(base_seeds):
-        entry = ship(model, built, PretrainConfig(steps=pretrain_steps, seed=seed), dev, target)
+        entry = ship(model, built, PretrainConfig(steps=pretrain_steps, seed=seed), dev, target, store=store)
         click.echo(f"{entry['name']}: text train {entry['text_train']:.3f}, val {entry['text_val']:.3f} after "
                    f"{entry['pretrain']['steps']} steps ({entry['pretrain_seconds']:.0f} s, {threads} threads); "
                    f"weights sha256 {entry['weights_sha256'][:12]} -> {target / entry['name']}")

@@ -147,29 +147,64 @@ def _load_shipped(path: Path, entry: dict, device, dtype) -> BaseModel:
     return base
 
 
+SHIP_DTYPES = ("float32", "bfloat16")
+
+
 def ship(model: str, stream, pretrain: PretrainConfig, device, directory: Path | None = None,
-         progress: bool = False) -> dict:
+         progress: bool = False, store: str = "float32") -> dict:
     """Pre-train preset `model` with `pretrain` and ship it: its files to directory/<model>-base<seed>/ (default: the
-    package's cl_bench/bases/), their sha256s to the manifest (replacing an entry of the same name)."""
+    package's cl_bench/bases/), their sha256s to the manifest (replacing an entry of the same name).
+
+    `store`: the weights' dtype on disk. "bfloat16" halves a larger preset's files (what the repository can hold):
+    the pre-trained weights are rounded to bfloat16 once, and the rounded weights are the base (loaded into the
+    run's dtype exactly; its text accuracies are measured on them)."""
     from cl_bench.results import atomic_write_json
 
+    if store not in SHIP_DTYPES:
+        raise UsageError(f"--store {store!r}: choose one of {', '.join(SHIP_DTYPES)}")
     directory = Path(directory or shipped.BASES_DIR)
     name = f"{model}-base{pretrain.seed}"
     target = directory / name
     shutil.rmtree(target, ignore_errors=True)
     base = pretrain_fresh(model, stream, pretrain, device, target, progress)
+    if store != "float32":
+        base = _round_stored(base, stream, device, target, getattr(torch, store))
     (target / CHECKSUMS).unlink(missing_ok=True)  # the manifest holds the sha256s of a shipped base
     files = {f.name: file_sha256(f) for f in sorted(target.iterdir()) if f.is_file()}
     info = base.info
     entry = {"name": name, "key": info["key"], "preset": model, "pretrain": info["pretrain"],
              "text_train": info["text_train"], "text_val": info["text_val"],
              "pretrain_seconds": info["pretrain_seconds"], "pretrain_threads": info["pretrain_threads"],
-             "weights_sha256": info["weights_sha256"], "files": files}
+             "stored_dtype": store, "weights_sha256": info["weights_sha256"], "files": files}
     entries = [e for e in shipped.manifest(directory) if e["name"] != name] + [entry]
     atomic_write_json(directory / shipped.MANIFEST, {"about": "base models shipped with clbench (`clbench base build`); "
                                              "every file's sha256 is checked when a base is loaded",
                                              "bases": sorted(entries, key=lambda e: e["name"])})
     return entry
+
+
+def _round_stored(base: BaseModel, stream, device, target: Path, dtype: torch.dtype) -> BaseModel:
+    """The pre-trained base's weights rounded to `dtype` and saved so at `target`; its text accuracies measured
+    again on the rounded weights (in float32, as a run reads them), the pre-training's own kept beside them."""
+    from cl_bench.api.training import TaskData, accuracy
+    from cl_bench.models.multimodal import MultimodalLM
+
+    info = dict(base.info)
+    info["pretrained_text"] = {"train": info["text_train"], "val": info["text_val"]}  # before rounding
+    base.lm.to(dtype)
+    base.lm.to(torch.float32)  # exactly the rounded values
+    wrapper = MultimodalLM(base.lm, base.tokenizer, {})
+    for name, split in (("train", stream.base.train), ("val", stream.base.val)):
+        info[f"text_{name}"] = accuracy(wrapper, TaskData(split, wrapper, "text"), device)
+    info["stored_dtype"] = str(dtype).removeprefix("torch.")
+    info.pop("weights_sha256", None)  # the float32 files' (read from the files on every load)
+    base.lm.to(dtype)
+    base.info = info
+    shutil.rmtree(target)  # the float32 files (an existing directory is never replaced: _save_atomic keeps it)
+    _save_atomic(base, target)
+    base.lm.to(torch.float32)
+    base.info["weights_sha256"] = _weights_sha256(target)
+    return base
 
 
 def _unloadable(model: str, e: Exception) -> EnvironmentProblem:
@@ -203,7 +238,8 @@ def _load_cached(target: Path, device) -> BaseModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     info = json.loads((target / "clbench.json").read_text())
-    lm = AutoModelForCausalLM.from_pretrained(target, local_files_only=True)
+    # float32 whatever the files hold (a shipped base may be stored in bfloat16: read exactly)
+    lm = AutoModelForCausalLM.from_pretrained(target, local_files_only=True, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(target, local_files_only=True)
     info["cached"] = True
     info["weights_sha256"] = _weights_sha256(target)
