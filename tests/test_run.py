@@ -246,6 +246,23 @@ def test_publish_runs_what_is_missing_then_writes_the_leaderboard(tmp_path, cach
 
 
 @pytest.mark.slow
+def test_publish_runs_every_cell_on_each_model_and_reports_the_scale_axis(tmp_path, cache_dir, small):
+    res = tmp_path / "published"
+    args = ["publish", "--stream", "small-numbers", "--strategies", "align-only,full-ft", "--seeds", "0",
+            "--models", "mixtral-tiny,mixtral-small", "--steps", "2", "--pretrain-steps", "5", "--results-dir",
+            str(res), "--cache-dir", str(cache_dir), "--device", "cpu", "--eval-limit", "16"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    models = sorted(json.loads(f.read_text())["config"]["model"] for f in (res / "runs").rglob("*.json"))
+    assert models == ["mixtral-small"] * 2 + ["mixtral-tiny"] * 2
+    table = (res / "leaderboard.md").read_text()
+    assert "budget (2 steps x 32): scale\n" in table and "| mixtral-tiny vs mixtral-small | 2 |" in table
+    assert "| Strategy | ACC, mixtral-tiny (1.79M) | ACC, mixtral-small (7.86M) |" in table
+    bad = CliRunner().invoke(main, ["," if a == "mixtral-tiny,mixtral-small" else a for a in args])
+    assert bad.exit_code == 2 and "--models ',': give one or more base models" in bad.output
+
+
+@pytest.mark.slow
 def test_checkpoints_score_the_model_as_it_is_at_that_point(tmp_path, cache_dir, stream, test_strategies):
     """Strategy.checkpoint: every task's validation accuracy of the model at the moment of the call."""
     r, _ = run(tiny_config(tmp_path, cache_dir, strategy="checkpointer"), progress=False)

@@ -241,6 +241,10 @@ def sweep(grid_file, stream, strategies, seeds, orders, sets, base_seeds, budget
               help="An order of each stream's new tasks to run (repeatable: every strategy runs in every order "
                    "given, and the leaderboard reports the order effects) [default: the stream's own].")
 @grid_axes
+@click.option("--models", default=None, metavar="M1,M2",
+              help="Base models, comma-separated (presets such as mixtral-tiny,mixtral-small,mixtral-medium: the "
+                   "scale axis, whose rank agreement the leaderboard reports); every cell runs on each "
+                   "[default: the default preset].")
 @opt.encoder
 @opt.stream_option
 @opt.results_dir(default=PUBLISHED, help="Directory holding runs/ of result files")
@@ -253,8 +257,8 @@ def sweep(grid_file, stream, strategies, seeds, orders, sets, base_seeds, budget
 @engine_options
 @published_threads
 @restart_option
-def publish(stream, strategies, seeds, orders, base_seeds, budgets, encoders, stream_options, results_dir, cache_dir,
-            steps, pretrain_steps, device, eval_limit, page, engine, address, cpus_per_cell, gpus_per_cell,
+def publish(stream, strategies, seeds, orders, base_seeds, budgets, models, encoders, stream_options, results_dir,
+            cache_dir, steps, pretrain_steps, device, eval_limit, page, engine, address, cpus_per_cell, gpus_per_cell,
             max_retries, slurm_cluster, slurm_folder, slurm_pairs, threads, restart) -> None:
     """Run every stream x order x strategy x seed still missing (default settings), then write the
     leaderboard and figures: a sweep (`clbench sweep`) plus the leaderboard.
@@ -270,9 +274,13 @@ def publish(stream, strategies, seeds, orders, base_seeds, budgets, encoders, st
     from cl_bench.results import atomic_write_text
 
     check_page(page)
-    configs = sweep_configs(stream, strategies, seeds, orders, {}, encoders, stream_options, results_dir, cache_dir,
-                            steps, None, pretrain_steps, device, eval_limit, None, threads=threads,
-                            base_seeds=base_seeds, budgets=budgets)
+    model_list = [m.strip() for m in models.split(",") if m.strip()] if models else [None]
+    if not model_list:
+        raise errors.UsageError(f"--models {models!r}: give one or more base models, e.g. mixtral-tiny,mixtral-small")
+    configs = [c for m in model_list
+               for c in sweep_configs(stream, strategies, seeds, orders, {}, encoders, stream_options, results_dir,
+                                      cache_dir, steps, None, pretrain_steps, device, eval_limit, m, threads=threads,
+                                      base_seeds=base_seeds, budgets=budgets)]
     engine = make_engine(engine, address, cpus_per_cell, gpus_per_cell, max_retries, cache_dir, slurm_cluster,
                          slurm_folder, slurm_pairs)
     if run_sweep(configs, engine, cache_dir, quiet=True, restart=restart):
