@@ -86,11 +86,13 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page():
 
 def test_the_generated_sections_live_in_their_docs_pages():
     """Each writer's markers are in the page its command names, once, and no longer in the README."""
+    from cl_bench.reporting.findings import FINDINGS_BEGIN, FINDINGS_END
+
     ablations, cost = bench_module("ablations"), bench_module("moextend_cost")
     sections = [(LEADERBOARD_PAGE, leaderboard_section.README_BEGIN, leaderboard_section.README_END),
                 (TUNING_PAGE, tune.README_BEGIN, tune.README_END),
                 (ablations.PAGE, ablations.BEGIN, ablations.END),
-                (cost.PAGE, cost.BEGIN, cost.END)]
+                (cost.PAGE, cost.BEGIN, cost.END), (LEADERBOARD_PAGE, FINDINGS_BEGIN, FINDINGS_END)]
     readme = README.read_text(encoding="utf-8")
     for page, begin, end in sections:
         text = (ROOT / page).read_text(encoding="utf-8")

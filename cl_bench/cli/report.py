@@ -65,11 +65,16 @@ def check_page(path: str | None) -> None:
 
 
 def write_page(path: str, board) -> None:
+    """The page's leaderboard section and, where the page has its markers, its findings (reporting.findings)."""
+    from cl_bench.reporting.findings import FINDINGS_BEGIN, FINDINGS_END, findings_markdown
     from cl_bench.reporting.leaderboard import readme_section, splice_readme
-    from cl_bench.results import atomic_write_text
+    from cl_bench.results import atomic_write_text, splice_between
 
-    text = Path(path).read_text(encoding="utf-8")
-    atomic_write_text(path, splice_readme(text, readme_section(board), path=path))
+    text = splice_readme(Path(path).read_text(encoding="utf-8"), readme_section(board), path=path)
+    if FINDINGS_BEGIN in text:
+        text = splice_between(text, FINDINGS_BEGIN, FINDINGS_END, "\n\n" + findings_markdown(board) + "\n",
+                              "findings", path=path)
+    atomic_write_text(path, text)
     click.echo(f"regenerated the leaderboard section of {path}", err=True)
 
 

@@ -1,0 +1,62 @@
+"""The docs' findings: sentences computed from the board (letter groups, pre-named paired comparisons), spliced
+between their markers by `clbench publish --page` / `clbench leaderboard --page`."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cl_bench.analysis.stats import paired_comparison
+from cl_bench.cli import main
+from cl_bench.reporting import leaderboard
+from cl_bench.reporting.findings import FINDINGS_BEGIN, FINDINGS_END, compare, findings, main_table
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def board():
+    return leaderboard.build(FIXTURES / "results")
+
+
+def test_the_best_strategy_and_its_ties_come_from_the_letter_groups(board):
+    t = main_table(board, "vision-audio")
+    best = t.groups.order[0]
+    first = findings(board, "vision-audio", pairs=())[0]
+    assert first.startswith(f"Highest mean ACC on vision-audio: {best} (")
+    tied = [n for n in t.groups.order[1:] if not t.groups.differ(best, n)]
+    assert (f"Not significantly different from it (they share its letter): {', '.join(tied)}." in first if tied
+            else "Every other strategy is significantly below it." in first)
+    retention = findings(board, "vision-audio", pairs=())[1]
+    means = {r.label: r.values["retention:text"][0] for r in t.rows}
+    assert f"highest {max(means, key=means.get)} (" in retention and f"lowest {min(means, key=means.get)} (" in retention
+
+
+def test_a_named_comparison_is_the_paired_test_over_shared_seeds(board):
+    t = main_table(board, "vision-audio")
+    rows = {r.label: r for r in t.rows}
+    a, b = rows["joint"].per_seed["acc"], rows["full-ft"].per_seed["acc"]
+    shared = sorted(set(a) & set(b))
+    p = paired_comparison([a[s] for s in shared], [b[s] for s in shared])
+    sentence = compare(t, "joint", "full-ft")
+    assert sentence.startswith(f"joint against full-ft on ACC: {p.mean_a:.3f} against {p.mean_b:.3f}, difference "
+                               f"{p.mean_diff:+.3f} [{p.low:+.3f}, {p.high:+.3f}] (paired t-test over {len(shared)} "
+                               f"shared seeds, p = {p.p_value:.2g}")
+    text = compare(t, "joint", "full-ft", "retention:text")
+    assert text.startswith("joint against full-ft on Text ret. %: ") and ", difference +" in text
+    assert sentence.endswith("a tie (no difference detected at p < 0.05).") == (not p.p_value < 0.05)
+    assert "fewer than 2 shared seeds (1), so no test." in compare(t, "align-only", "full-ft")
+    assert compare(t, "moextend", "full-ft") is None  # no such row: no sentence
+    assert findings(board, "no-such-stream") == []
+
+
+def test_the_page_gets_its_findings_between_their_markers(tmp_path, monkeypatch):
+    monkeypatch.chdir(FIXTURES)
+    page = tmp_path / "page.md"
+    page.write_text("# Page\n\n<!-- leaderboard:begin (clbench publish --page docs/leaderboard.md) -->\nold\n"
+                    f"<!-- leaderboard:end -->\n\n## Findings\n\n{FINDINGS_BEGIN}\nold findings\n{FINDINGS_END}\n")
+    out = CliRunner().invoke(main, ["leaderboard", "--page", str(page), "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    text = page.read_text()
+    assert "old findings" not in text and "- Highest mean ACC on vision-audio: " in text
+    assert text.index(FINDINGS_BEGIN) < text.index("- Highest mean ACC") < text.index(FINDINGS_END)
