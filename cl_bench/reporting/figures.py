@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 import zlib
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 
 from cl_bench.analysis import stats
 from cl_bench.analysis.grouping import pareto_front
-from cl_bench.reporting.tables import BudgetCurves, Leaderboard, Row, Table
+from cl_bench.reporting.tables import BudgetCurves, Leaderboard, Row, Table, slug
 
 DPI = 110
 
@@ -65,10 +64,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
 
 
 def style(strategy: str) -> tuple[str, str, object]:

@@ -10,7 +10,6 @@ import csv
 import html
 import io
 import math
-import re
 from collections.abc import Iterable, Mapping
 
 from cl_bench.analysis import stats
@@ -24,6 +23,7 @@ from cl_bench.reporting.tables import (
     Table,
     budget_ratio,
     order_effects,
+    slug,
 )
 
 FORMATS = ("md", "csv", "latex", "html")
@@ -304,11 +304,6 @@ def to_latex(board: Leaderboard) -> str:
     return "\n".join(out)
 
 
-def _anchor(text: str) -> str:
-    """An id for a section: the text with what is not a letter, digit, '.', '+' or '-' made '_'."""
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
-
-
 def to_html(board: Leaderboard, figures: Mapping[str, Iterable[str]] | None = None, level: float = 0.95,
             figures_dir: str = "figures") -> str:
     """One page, the default stream first, a table of contents at the top: per stream the table (click a header
@@ -323,8 +318,8 @@ def to_html(board: Leaderboard, figures: Mapping[str, Iterable[str]] | None = No
     after = _curves_after(board)
     body, contents = [], []
     for i, t in enumerate(board.tables):
-        body.append(f"<h2 id='{_anchor(t.slug)}'>{html.escape(t.title)}</h2>")
-        entry = [f"<li><a href='#{_anchor(t.slug)}'>{html.escape(t.title)}</a>"]
+        body.append(f"<h2 id='{slug(t.slug)}'>{html.escape(t.title)}</h2>")
+        entry = [f"<li><a href='#{slug(t.slug)}'>{html.escape(t.title)}</a>"]
         body.append(f"<p>Mean [{level:.0%} interval] over seeds. Tasks: "
                     + ", ".join(html.escape(f"{x['name']} ({x['modality']}, chance {x['chance']:.3f})")
                                 for x in t.tasks) + ". Click a column's header to sort by it.</p>")
@@ -338,7 +333,7 @@ def to_html(board: Leaderboard, figures: Mapping[str, Iterable[str]] | None = No
                                                            if not n.startswith(BUDGET_FIGURE_PREFIX)])
         sub = []
         for c in after.get(i, []):
-            anchor = _anchor(f"{c.slug}--budget-curves")
+            anchor = slug(f"{c.slug}--budget-curves")
             body += _html_budget_curves(c, anchor, f"{figures_dir}/{c.slug}", figures.get(c.slug, ()), level)
             sub.append(f"<li><a href='#{anchor}'>{html.escape(c.title)}: budget curves</a></li>")
         contents.append("".join(entry) + (f"<ul>{''.join(sub)}</ul>" if sub else "") + "</li>")

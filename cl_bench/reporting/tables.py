@@ -8,6 +8,7 @@ write and draw it. Every number in it is computed in cl_bench.analysis.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ from cl_bench.run.config import RunConfig
 
 DEFAULT_EXAMPLES = Budget().examples  # the default stage budget, examples per stage (400 steps x 32)
 DEFAULT_STREAM = RunConfig.stream  # the default stream: its tables come first
+
+
+def slug(text: str) -> str:
+    """`text` as a file name or an HTML id: what is not a letter, digit, '.', '+' or '-' becomes '_'."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 import torch
 
 from cl_bench.api.footprint import Footprint, largest, numel, projector  # noqa: F401  (plan's own uses)
-from cl_bench.errors import UsageError
 
 GIB = 2**30
 
@@ -318,8 +317,8 @@ def plan_of(config, strategy, stream_obj, stream, device: torch.device, dtype: t
     from transformers import AutoConfig, AutoTokenizer
 
     from cl_bench.models.encoders import build_encoder
-    from cl_bench.models.families import FAMILIES, unsupported
     from cl_bench.models.lm import PRESETS, preset_config, stream_words, word_tokenizer
+    from cl_bench.run.base import check_model
     from cl_bench.run.encoder_check import check_encoders
     from cl_bench.streams import base as streams
 
@@ -327,13 +326,9 @@ def plan_of(config, strategy, stream_obj, stream, device: torch.device, dtype: t
         tokenizer = word_tokenizer(stream_words(stream))
         lm_config, name = preset_config(config.model, len(tokenizer), tokenizer), config.model
     else:
+        check_model(config.model)  # a checkpoint directory of a supported family, with its tokenizer
         path = Path(config.model).expanduser()
-        if not (path / "config.json").is_file():
-            raise UsageError(f"--model {config.model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory "
-                             "with a Hugging Face checkpoint (config.json)")
         lm_config = AutoConfig.from_pretrained(path, local_files_only=True)
-        if lm_config.model_type not in FAMILIES:
-            raise UsageError(f"--model {config.model}: {unsupported(lm_config.model_type)}")
         tokenizer, name = AutoTokenizer.from_pretrained(path, local_files_only=True), path.name
     with torch.random.fork_rng(devices=[]):
         encoders = {m: build_encoder(m, n, config.encoder_options.get(m))
