@@ -151,7 +151,9 @@ def test_base_curve_command_writes_each_length_and_goes_on_after_an_interruption
     first = json.loads(out.read_text())
     assert [p["steps"] for p in first["points"]] == [2] and first["plateau_steps"] == 2
     assert r.output.endswith(f"written to {out}\n"), r.output
-    r = CliRunner().invoke(main, [*args, "--step-counts", "2,3"])
+    # again without --cache-dir: the default cache ($CLBENCH_CACHE) is the same directory
+    r = CliRunner().invoke(main, [a for a in args if a not in ("--cache-dir", str(cache_dir))] + ["--step-counts", "2,3"],
+                           env={"CLBENCH_CACHE": str(cache_dir)})
     assert r.exit_code == 0 and "1 length(s) measured before ([2])" in r.output, r.output
     doc = json.loads(out.read_text())
     assert [p["steps"] for p in doc["points"]] == [2, 3] and doc["points"][0] == first["points"][0]

@@ -46,7 +46,7 @@ def _setup(stream, cache_dir, device, threads):
 
     th.apply(threads)
     dev = resolve_device(device)
-    _, built = resolve.load(stream, {}, None, Path(cache_dir), progress=False)
+    _, built = resolve.load(stream, {}, None, Path(cache_dir) if cache_dir else None, progress=False)
     return dev, built
 
 

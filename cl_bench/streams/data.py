@@ -77,11 +77,26 @@ def cached_splits(path: Path, build: Callable[[], dict], echo: Callable[[str], N
             return loaded
         remove_partial(path)
         splits = DatasetDict(build())
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path) as tmp, _quiet_datasets():
             splits.save_to_disk(str(tmp))
             atomic_write_checksums(tmp)
             faults.point(f"build:{path.name}")
     return load_from_disk(str(path))
+
+
+@contextmanager
+def _quiet_datasets():
+    """datasets' progress bars off while a cache entry is saved (a few hundred items: the bar is noise on the
+    command's output), as they were after."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_on = not are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            enable_progress_bars()
 
 
 def remove_partial(path: Path) -> None:
