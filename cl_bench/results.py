@@ -78,7 +78,7 @@ def sweep_stale(directory: Path, pattern: str, older_than: float = STALE_SECONDS
 
 # The docs pages that hold the generated sections; the command that writes a section splices it between its
 # markers there (bench/ablations.py and bench/moextend_cost.py name their own pages: docs/strategies.md and
-# docs/benchmarks.md). The README stays short and holds none of them.
+# docs/benchmarks.md). The README holds two short ones, the findings and the scale table (cl_bench.reporting.page).
 LEADERBOARD_PAGE = "docs/leaderboard.md"  # clbench publish / leaderboard --page
 TUNING_PAGE = "docs/strategies.md"  # clbench tune --page
 

@@ -311,7 +311,7 @@ def test_the_page_section_is_regenerated_between_its_markers(tmp_path, monkeypat
     assert "| Strategy | Group | ACC | BWT | Forgetting | Intransigence | Text ret. % | Budget x |" in text
     readme.write_text("no markers\n")
     out = CliRunner().invoke(main, ["leaderboard", "--results-dir", "results", "--page", str(readme)])
-    assert out.exit_code == 2 and "no leaderboard markers" in out.output
+    assert out.exit_code == 2 and "no section markers" in out.output
     assert "docs/leaderboard.md" in out.output  # where clbench's own leaderboard section is, for old commands
 
 

@@ -128,7 +128,8 @@ def result_doc(model: str, strategy: str, seed: int, acc: float) -> dict:
 
 
 @pytest.fixture(scope="module")
-def board(tmp_path_factory):
+def scale_results(tmp_path_factory):
+    """A results directory with runs at two model sizes."""
     root = tmp_path_factory.mktemp("scale")
     for model, accs in PLAN.items():
         for strategy, acc in accs.items():
@@ -137,7 +138,12 @@ def board(tmp_path_factory):
                 path = root / "runs/vision-audio" / strategy / f"{doc['run_key']}.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(doc))
-    return leaderboard.build(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def board(scale_results):
+    return leaderboard.build(scale_results)
 
 
 def test_scale_table_has_acc_per_size_and_the_flipped_pair(board):
@@ -174,3 +180,45 @@ def test_one_size_has_no_scale_section():
     board = leaderboard.build(FIXTURES / "results")
     assert board.tables and board.scale == []
     assert ": scale" not in formats.to_markdown(board)
+
+
+def test_the_readme_gets_the_scale_section_between_its_markers(scale_results, tmp_path):
+    """`--page` is repeatable and each page gets the generated sections it has markers for: the README its scale
+    table and Kendall's tau from the files, the docs page its leaderboard."""
+    from click.testing import CliRunner
+
+    from cl_bench.cli import main
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- scale:begin (clbench publish --page README.md) -->\nold\n<!-- scale:end -->\n\nend\n")
+    docs = tmp_path / "leaderboard.md"
+    docs.write_text("<!-- leaderboard:begin -->\nold\n<!-- leaderboard:end -->\n")
+    out = CliRunner().invoke(main, ["leaderboard", "--results-dir", str(scale_results), "--device", "cpu",
+                                    "--page", str(readme), "--page", str(docs)])
+    assert out.exit_code == 0, out.output
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("<!-- scale:end -->\n\nend\n")
+    assert "### vision-audio: scale" in text and "| mixtral-tiny vs mixtral-small | 3 | 0.33 [0.33, 0.33] |" in text
+    assert "| Strategy | Group | ACC |" not in text  # the README has no leaderboard markers
+    assert "old" not in docs.read_text() and "| Strategy | Group | ACC |" in docs.read_text()
+    assert "regenerated the scale section(s) of" in out.output
+
+
+def test_a_page_without_markers_is_refused_before_anything_runs(tmp_path):
+    from click.testing import CliRunner
+
+    from cl_bench.cli import main
+
+    page = tmp_path / "page.md"
+    page.write_text("no markers\n")
+    out = CliRunner().invoke(main, ["publish", "--results-dir", str(tmp_path / "none"), "--page", str(page)])
+    assert out.exit_code == 2 and "has no section markers" in out.output and "docs/leaderboard.md" in out.output
+    page.write_text("<!-- scale:begin -->\nno end marker\n")
+    out = CliRunner().invoke(main, ["publish", "--results-dir", str(tmp_path / "none"), "--page", str(page)])
+    assert out.exit_code == 2 and "'<!-- scale:end -->'" in out.output
+
+
+def test_without_two_sizes_the_scale_section_says_so():
+    from cl_bench.reporting.page import scale_section
+
+    assert scale_section(leaderboard.build(FIXTURES / "results")).startswith("No stream has runs at more than one")

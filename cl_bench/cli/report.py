@@ -47,35 +47,32 @@ def board_of(results_dir, stream, sort, device):
 
 
 def page_option(f):
-    """--page FILE: the page whose leaderboard section is rewritten. --readme is its former name, kept so that old
-    commands still parse; README.md itself no longer has the markers, and the error names the page that does."""
-    return click.option("--page", "--readme", "page", type=click.Path(dir_okay=False, exists=True), default=None,
-                        help=f"Also regenerate the leaderboard section of this page, between its leaderboard markers "
-                             f"(the published one is in {LEADERBOARD_PAGE}; --readme is this option's former name)."
+    """--page FILE (repeatable): pages whose generated sections (leaderboard, findings, scale: reporting.page) are
+    rewritten. --readme is its former name, kept so that old commands still parse."""
+    return click.option("--page", "--readme", "pages", type=click.Path(dir_okay=False, exists=True), multiple=True,
+                        help=f"Also regenerate the generated sections of this page (repeatable), between their "
+                             f"markers: leaderboard, findings, scale (the published ones are in {LEADERBOARD_PAGE} "
+                             f"and README.md; --readme is this option's former name)."
                         )(f)
 
 
-def check_page(path: str | None) -> None:
-    """Before the runs: the page must have the leaderboard markers, so that a long publish cannot end in that error."""
-    if path:
-        from cl_bench.reporting.readme import README_BEGIN, README_END
-        from cl_bench.results import check_markers
+def check_page(paths) -> None:
+    """Before the runs: each page must have a section's markers, so that a long publish cannot end in that error."""
+    from cl_bench.reporting.page import sections_of
 
-        check_markers(path, README_BEGIN, README_END, "leaderboard", home=LEADERBOARD_PAGE)
+    for path in paths or ():
+        sections_of(path)
 
 
-def write_page(path: str, board) -> None:
-    """The page's leaderboard section and, where the page has its markers, its findings (reporting.findings)."""
-    from cl_bench.reporting.findings import FINDINGS_BEGIN, FINDINGS_END, findings_markdown
-    from cl_bench.reporting.leaderboard import readme_section, splice_readme
-    from cl_bench.results import atomic_write_text, splice_between
+def write_page(paths, board) -> None:
+    """Each page's generated sections (reporting.page) from `board`."""
+    from cl_bench.reporting.page import regenerate, sections_of
+    from cl_bench.results import atomic_write_text
 
-    text = splice_readme(Path(path).read_text(encoding="utf-8"), readme_section(board), path=path)
-    if FINDINGS_BEGIN in text:
-        text = splice_between(text, FINDINGS_BEGIN, FINDINGS_END, "\n\n" + findings_markdown(board) + "\n",
-                              "findings", path=path)
-    atomic_write_text(path, text)
-    click.echo(f"regenerated the leaderboard section of {path}", err=True)
+    for path in paths or ():
+        names = sections_of(path)
+        atomic_write_text(path, regenerate(Path(path).read_text(encoding="utf-8"), board, path))
+        click.echo(f"regenerated the {', '.join(names)} section(s) of {path}", err=True)
 
 
 @click.command()
@@ -91,7 +88,7 @@ def write_page(path: str, board) -> None:
               help="Write to this file instead of printing.")
 @metrics_device
 @page_option
-def leaderboard(results_dir, stream, fmt, sort, output, device, page) -> None:
+def leaderboard(results_dir, stream, fmt, sort, output, device, pages) -> None:
     """Print the leaderboard of every stream: one row per strategy, mean and 95% CI over seeds; one table per stage
     budget (runs of other budgets are never ranked together), and budget curves across them.
 
@@ -102,7 +99,7 @@ def leaderboard(results_dir, stream, fmt, sort, output, device, page) -> None:
     from cl_bench.reporting.leaderboard import render
     from cl_bench.results import atomic_write_text
 
-    check_page(page)
+    check_page(pages)
     board = board_of(results_dir, stream, sort, device)
     figures = None
     if fmt == "html" and output:
@@ -112,8 +109,7 @@ def leaderboard(results_dir, stream, fmt, sort, output, device, page) -> None:
     elif fmt == "html":
         click.echo("the page printed links no figures: with -o PAGE they are drawn into figures/ beside it", err=True)
     text = render(board, fmt, figures)
-    if page:
-        write_page(page, board)
+    write_page(pages, board)
     if output:
         atomic_write_text(output, text)
         click.echo(f"wrote {output}", err=True)

@@ -258,7 +258,7 @@ def sweep(grid_file, stream, strategies, seeds, orders, sets, base_seeds, budget
 @published_threads
 @restart_option
 def publish(stream, strategies, seeds, orders, base_seeds, budgets, models, encoders, stream_options, results_dir,
-            cache_dir, steps, pretrain_steps, device, eval_limit, page, engine, address, cpus_per_cell, gpus_per_cell,
+            cache_dir, steps, pretrain_steps, device, eval_limit, pages, engine, address, cpus_per_cell, gpus_per_cell,
             max_retries, slurm_cluster, slurm_folder, slurm_pairs, threads, restart) -> None:
     """Run every stream x order x strategy x seed still missing (default settings), then write the
     leaderboard and figures: a sweep (`clbench sweep`) plus the leaderboard.
@@ -273,7 +273,7 @@ def publish(stream, strategies, seeds, orders, base_seeds, budgets, models, enco
     from cl_bench.reporting.leaderboard import render
     from cl_bench.results import atomic_write_text
 
-    check_page(page)
+    check_page(pages)
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else [None]
     if not model_list:
         raise errors.UsageError(f"--models {models!r}: give one or more base models, e.g. mixtral-tiny,mixtral-small")
@@ -289,8 +289,7 @@ def publish(stream, strategies, seeds, orders, base_seeds, budgets, models, enco
     figures = draw(board, Path(results_dir) / "figures", device_name(device))
     for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("html", "html")):
         atomic_write_text(Path(results_dir) / f"leaderboard.{ext}", render(board, fmt, figures))
-    if page:
-        write_page(page, board)
+    write_page(pages, board)
     click.echo(f"wrote {results_dir}/leaderboard.{{md,csv,tex,html}} and {results_dir}/figures/")
 
 

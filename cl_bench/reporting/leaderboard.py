@@ -29,14 +29,14 @@ from cl_bench.reporting.collect import (Run, budget_examples, budget_text, colle
                                         is_default_order, mean_step, model_key, run_order, spent_and_kept,
                                         with_scoring)
 from cl_bench.reporting.formats import number as _number, render
-from cl_bench.reporting.readme import readme_section, splice_readme
+from cl_bench.reporting.readme import readme_section
 from cl_bench.reporting.scale import scale_tables
 from cl_bench.reporting.tables import (DEFAULT_EXAMPLES, DEFAULT_STREAM, BudgetCurves, Column, Leaderboard,
                                       RecipePair, Row, Table)
 
 # What the command line (cl_bench/cli/) imports from here, besides build, find_row and sort_rows: their homes are
 # collect.py, formats.py and readme.py.
-__all__ = ["build", "columns_for", "find_row", "sort_rows", "collect", "render", "readme_section", "splice_readme",
+__all__ = ["build", "columns_for", "find_row", "sort_rows", "collect", "render", "readme_section",
            "_number"]
 
 

@@ -1,15 +1,15 @@
 """The docs' leaderboard section (docs/leaderboard.md): per stream the columns a reader compares first, spliced
 between markers.
 
-The full table is in results/leaderboard.md (formats.to_markdown); this is its summary. The module keeps its name
-and its README_* names from when the section was in the README.
+The full table is in results/leaderboard.md (formats.to_markdown); this is its summary, one of a page's generated
+sections (reporting.page). The module keeps its name and its README_* names from when the section was in the README.
 """
 
 from __future__ import annotations
 
 from cl_bench.reporting.formats import cell, matrix_table, md_text, order_effects_markdown, table_notes
 from cl_bench.reporting.tables import Leaderboard
-from cl_bench.results import LEADERBOARD_PAGE, splice_between
+from cl_bench.results import LEADERBOARD_PAGE
 
 # The page's summary: the columns a reader compares first (the full table is in results/leaderboard.md).
 README_COLUMNS = ("group", "acc", "bwt", "forgetting", "intransigence", "retention:text", "budget_ratio", "past_train",
@@ -41,10 +41,3 @@ def readme_section(board: Leaderboard, level: float = 0.95) -> str:
             out.append(f"Other budgets, in the full leaderboard with the budget curves: {'; '.join(others)}.\n")
     out += order_effects_markdown(board, heading="**Order effects**")
     return "\n".join(out).rstrip() + "\n"
-
-
-def splice_readme(text: str, section: str, path=None) -> str:
-    """`text` (of the file `path`, named in an error) with everything between README_BEGIN and README_END replaced by
-    `section`."""
-    return splice_between(text, README_BEGIN, README_END, "\n\n" + section + "\n", "leaderboard", path=path,
-                          home=LEADERBOARD_PAGE)
