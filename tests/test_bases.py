@@ -2,6 +2,7 @@
 sha256s, `--base-seed`, the pre-training curve and its plateau rule, and `clbench reproduce`."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,3 +171,21 @@ def test_base_ls_lists_the_shipped_bases():
     assert r.exit_code == 0
     names = [e["name"] for e in shipped.manifest()]
     assert names and all(n in r.output for n in names)
+
+
+def test_the_docs_curve_table_is_the_curve_files():
+    """docs/reproducibility.md's table of the presets' pre-training curves holds the files' numbers."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs/reproducibility.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if line.startswith("| mixtral-")]
+    assert len(rows) == 3
+    for row in rows:
+        name = row.split("`")[1]
+        doc = json.loads((root / "results/base" / name).read_text())
+        assert row.startswith(f"| {doc['preset']} ") and doc["plateau_steps"] == 800
+        cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+        want = {p["steps"]: p for p in doc["points"]}
+        for steps, cell in zip((400, 800, 1600), cells):
+            acc, loss = (float(x) for x in cell.split(" / "))
+            assert acc == pytest.approx(want[steps]["text_val"], abs=5e-4), (name, steps)
+            assert loss == pytest.approx(want[steps]["text_val_loss"], rel=0.05, abs=5e-4), (name, steps)
