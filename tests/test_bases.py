@@ -112,6 +112,12 @@ def test_the_package_ships_three_default_bases_that_match_their_sha256(full_stre
         assert hit is not None, f"no shipped base for base seed {seed} at the default pre-training"
         path, entry = hit
         assert entry["name"] in entries and shipped.damage(path, entry) is None
+    # the scale axis's larger presets: base seed 0 each, in bfloat16
+    for preset in ("mixtral-small", "mixtral-medium"):
+        hit = shipped.find(base_key(preset, stream, PretrainConfig(seed=0))[0])
+        assert hit is not None, f"no shipped base for {preset} at the default pre-training"
+        path, entry = hit
+        assert entry["stored_dtype"] == "bfloat16" and shipped.damage(path, entry) is None
 
 
 def test_plateau_is_the_fewest_steps_close_to_the_best():
