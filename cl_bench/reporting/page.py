@@ -2,8 +2,9 @@
 between its own markers, `<!-- NAME:begin ... -->` and `<!-- NAME:end -->` (the text after NAME:begin, up to
 `-->`, is free: it names the command that writes it), so that no number on a page is typed by hand.
 
-Sections: leaderboard (the summary tables, readme.readme_section), findings (findings.findings_markdown) and scale
-(each stream's sizes and Kendall's tau, formats.scale_markdown). A page holds any of them; `clbench publish --page`
+Sections: leaderboard (the summary tables, readme.readme_section), findings (findings.findings_markdown), scale
+(each stream's sizes and Kendall's tau, formats.scale_markdown) and provenance (what made the files: versions,
+commits, threads, run time; provenance.provenance_markdown). A page holds any of them; `clbench publish --page`
 and `clbench leaderboard --page` refuse a page that holds none, before any run.
 """
 
@@ -38,8 +39,14 @@ def _findings(board: Leaderboard) -> str:
     return findings_markdown(board)
 
 
+def _provenance(board: Leaderboard) -> str:
+    from cl_bench.reporting.provenance import provenance_markdown
+
+    return provenance_markdown(board)
+
+
 SECTIONS: dict[str, Callable[[Leaderboard], str]] = {
-    "leaderboard": _leaderboard, "findings": _findings, "scale": scale_section}
+    "leaderboard": _leaderboard, "findings": _findings, "scale": scale_section, "provenance": _provenance}
 
 
 def _bounds(text: str, name: str, path) -> tuple[int, int] | None:

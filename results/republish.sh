@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The republish (issue 29 item 5): every command that makes the published result files under results/runs, in
+# the order they run, most important first. Each is resumable: running the script again reuses every finished
+# run and resumes an interrupted one from its last finished stage, so it can be stopped at any point and started
+# again (it spans several sessions on a 2-core CPU: about 12 h of runs in all).
+#
+# One version, one thread count: every run with --threads 2 (results are bit-identical for a given count, and the
+# count is part of a run's key). Run it from the repository's root with clbench installed:
+#   nohup bash results/republish.sh > republish.log 2>&1 &
+# Then the last command writes results/leaderboard.*, results/figures/ and the pages' generated sections.
+set -euo pipefail
+export HF_HUB_OFFLINE=1
+R=(--results-dir results --threads 2 --quiet)
+# The strategies the mission names and the references a reader needs beside them (every stream but the default
+# runs these; the default stream runs all).
+MISSION=moextend,mmer,full-ft,align-only,lora-per-modality,replay,joint
+
+# 1. The default stream in full: every strategy, 5 seeds, the budget curves (0.5x, 1x, 2.25x the stage's steps).
+clbench sweep "${R[@]}" --stream vision-audio --strategies all --seeds 0,1,2,3,4 --budgets 1
+clbench sweep "${R[@]}" --stream vision-audio --strategies all --seeds 0,1,2,3,4 --budgets 0.5,2.25
+
+# 2. Matched recipes (leaderboard.RECIPE_PAIRS): MoExtend's paper phases (2.25x the examples) and full fine-tuning
+#    with MoExtend's alignment share, at the same examples per stage.
+clbench sweep "${R[@]}" --stream vision-audio --strategies moextend --set phases=paper --seeds 0,1,2,3,4
+clbench sweep "${R[@]}" --stream vision-audio --strategies full-ft --set align_fraction=0.4 --seeds 0,1,2,3,4
+clbench sweep "${R[@]}" --stream vision-audio --strategies full-ft --set align_fraction=0.4444 --budgets 2.25 \
+  --seeds 0,1,2,3,4
+
+# 3. Base seed as a level of the design: the shipped bases 1 and 2.
+clbench sweep "${R[@]}" --stream vision-audio --strategies "$MISSION" --base-seeds 1,2 --seeds 0,1,2
+
+# 4. The scale axis: the same strategies on the two larger presets (their shipped bases, base seed 0).
+clbench sweep "${R[@]}" --stream vision-audio --strategies "$MISSION" --model mixtral-small --seeds 0,1,2
+clbench sweep "${R[@]}" --stream vision-audio --strategies "$MISSION" --model mixtral-medium --seeds 0,1,2
+
+# 5. The other streams and orders, 3 seeds.
+clbench sweep "${R[@]}" --stream two-tasks-per-modality --strategies "$MISSION" --seeds 0,1,2
+clbench sweep "${R[@]}" --stream two-tasks-per-modality --strategies mmer,lora-per-modality --set route=task \
+  --seeds 0,1,2
+clbench sweep "${R[@]}" --stream modality-questions --strategies "$MISSION" --seeds 0,1,2
+for scoring in teacher-forced generated; do  # the same runs scored both ways
+  clbench sweep "${R[@]}" --stream phrase-answers --strategies "$MISSION" --scoring $scoring --seeds 0,1,2
+done
+clbench sweep "${R[@]}" --stream audio-vision --strategies "$MISSION" --seeds 0,1,2
+clbench sweep "${R[@]}" --stream audio-vision --order vision,audio --strategies "$MISSION" --seeds 0,1,2
+
+# 6. The leaderboard, figures and the pages' sections, from every file above (runs nothing new).
+clbench publish --results-dir results --threads 2 --stream vision-audio --seeds 0,1,2,3,4 --budgets 0.5,1,2.25 \
+  --page docs/leaderboard.md --page README.md --page results/README.md
