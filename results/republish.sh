@@ -4,13 +4,17 @@
 # run and resumes an interrupted one from its last finished stage, so it can be stopped at any point and started
 # again (it spans several sessions on a 2-core CPU: about 12 h of runs in all).
 #
-# One version, one thread count: every run with --threads 2 (results are bit-identical for a given count, and the
-# count is part of a run's key). Run it from the repository's root with clbench installed:
-#   nohup bash results/republish.sh > republish.log 2>&1 &
-# Then the last command writes results/leaderboard.*, results/figures/ and the pages' generated sections.
+# One version, one commit, one thread count: every run with --threads 2 (results are bit-identical for a given
+# count, and the count is part of a run's key), from a checkout of one commit that nobody edits meanwhile (each
+# file records the commit, "-dirty" when the tree had changes: the provenance table of results/README.md shows
+# them). Run it from that checkout's root with its clbench installed, the files going to RESULTS (default
+# results/):
+#   RESULTS=/path/to/main/results nohup bash results/republish.sh > republish.log 2>&1 &
+# The last command writes RESULTS' leaderboard.*, figures/ and the pages' generated sections.
 set -euo pipefail
 export HF_HUB_OFFLINE=1
-R=(--results-dir results --threads 2 --quiet)
+RESULTS=${RESULTS:-results}
+R=(--results-dir "$RESULTS" --threads 2 --quiet)
 # The strategies the mission names and the references a reader needs beside them (every stream but the default
 # runs these; the default stream runs all).
 MISSION=moextend,mmer,full-ft,align-only,lora-per-modality,replay,joint
@@ -45,5 +49,5 @@ clbench sweep "${R[@]}" --stream audio-vision --strategies "$MISSION" --seeds 0,
 clbench sweep "${R[@]}" --stream audio-vision --order vision,audio --strategies "$MISSION" --seeds 0,1,2
 
 # 6. The leaderboard, figures and the pages' sections, from every file above (runs nothing new).
-clbench publish --results-dir results --threads 2 --stream vision-audio --seeds 0,1,2,3,4 --budgets 0.5,1,2.25 \
-  --page docs/leaderboard.md --page README.md --page results/README.md
+clbench publish --results-dir "$RESULTS" --threads 2 --stream vision-audio --seeds 0,1,2,3,4 --budgets 0.5,1,2.25 \
+  --page docs/leaderboard.md --page README.md --page "$RESULTS/README.md"
