@@ -146,3 +146,16 @@ def test_the_readme_summary_is_its_published_file_printed():
     path = blocks[0].rstrip("\n").splitlines()[-1].removeprefix("result file: ")
     doc = json.loads((ROOT / path).read_text())
     assert blocks[0] == format_summary(doc, path).rstrip("\n") + "\n"
+
+
+def test_the_pages_generated_sections_are_what_the_published_files_give():
+    """docs/leaderboard.md, README.md and results/README.md hold, between their markers, exactly what
+    `clbench leaderboard --page ...` makes of results/ now: no number in them is typed or left behind."""
+    from cl_bench.reporting.leaderboard import build
+    from cl_bench.reporting.page import regenerate
+
+    board = build(ROOT / "results", device="cpu")
+    for page in (LEADERBOARD_PAGE, "README.md", "results/README.md"):
+        text = (ROOT / page).read_text(encoding="utf-8")
+        assert regenerate(text, board, page) == text, (
+            f"{page}'s generated sections differ from results/: run clbench leaderboard --page {page}")
