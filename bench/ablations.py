@@ -1,6 +1,6 @@
 """MoExtend's ablations on the default stream: one option changed at a time, against the default.
 
-Usage: python bench/ablations.py [--seeds 0 1 2 3 4] [--results-dir results/ablations]
+Usage: python bench/ablations.py [--seeds 0 1 2 3 4] [--threads 2] [--results-dir results/ablations]
                                  [--page docs/strategies.md] [--variants NAME ...]
 
 Every variant runs the whole stream for every seed (finished runs are reused, so the bench
@@ -38,7 +38,8 @@ BEGIN = f"<!-- ablations:begin (python bench/ablations.py --page {PAGE}) -->"
 END = "<!-- ablations:end -->"
 
 
-def run_variants(variants, seeds, results_dir, steps, pretrain_steps, eval_limit, cache_dir) -> dict[str, dict]:
+def run_variants(variants, seeds, results_dir, steps, pretrain_steps, eval_limit, cache_dir,
+                 threads: int = 2) -> dict[str, dict]:
     from cl_bench.config import Budget
     from cl_bench.models.lm import PretrainConfig
     from cl_bench.run.runner import RunConfig, run
@@ -49,8 +50,11 @@ def run_variants(variants, seeds, results_dir, steps, pretrain_steps, eval_limit
         for seed in seeds:
             print(f"{name} seed {seed}", file=sys.stderr, flush=True)
             doc, _ = run(RunConfig(strategy="moextend", seed=seed, strategy_options=dict(options),
-                                   budget=Budget(steps=steps), pretrain=PretrainConfig(steps=pretrain_steps),
-                                   eval_limit=eval_limit, results_dir=str(results_dir), cache_dir=cache_dir),
+                                   budget=Budget(steps=steps),
+                                   pretrain=PretrainConfig(**({} if pretrain_steps is None else
+                                                              {"steps": pretrain_steps})),
+                                   eval_limit=eval_limit, results_dir=str(results_dir), cache_dir=cache_dir,
+                                   threads=threads),
                          progress=False, reuse=True, echo=lambda s: print(s, file=sys.stderr))
             docs[name][seed] = doc
     return docs
@@ -136,7 +140,9 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--variants", nargs="+", default=None, help="variant names (default: all)")
     ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--pretrain-steps", type=int, default=400)
+    ap.add_argument("--pretrain-steps", type=int, default=None,
+                    help="pre-training steps of the base (default: the shipped base's)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of every run (part of its key)")
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--page", "--readme", dest="page", type=Path, default=None,
                     help=f"write the table into this page between its markers (the published one: {PAGE})")
@@ -144,7 +150,8 @@ def main() -> None:
     if a.page:
         splice(a.page)
     chosen = VARIANTS if a.variants is None else [v for v in VARIANTS if v[0] in a.variants or v[0] == VARIANTS[0][0]]
-    docs = run_variants(chosen, a.seeds, a.results_dir, a.steps, a.pretrain_steps, a.eval_limit, a.cache_dir)
+    docs = run_variants(chosen, a.seeds, a.results_dir, a.steps, a.pretrain_steps, a.eval_limit, a.cache_dir,
+                        a.threads)
     text = table(docs)
     from cl_bench.results import atomic_write_text
 

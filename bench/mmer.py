@@ -1,12 +1,17 @@
-"""MMER on the default stream: retention against each modality's own fine-tuned model,
-merge time against fine-tuning, and the merge's peak memory against the model's size.
+"""MMER on the default stream: each modality's accuracy against its own fine-tuned model (retention), with the
+masks and without them (`-o masks=off`, the masks' ablation), merge time against fine-tuning, and the merge's peak
+memory against the model's size.
 
-Usage: python bench/mmer.py [--seeds 0 1 2]
+Usage: python bench/mmer.py [--seeds 0 1 2 3 4] [--threads 2] [--results-dir results/ablations]
+                            [--page docs/strategies.md]
 
-Each seed runs `mmer` with export-dir set, so the per-modality fine-tuned models are
-kept; the bench (as the evaluator, not the strategy) scores each on its modality's test
-split. The merge's memory is measured in a fresh process that merges the saved task
-vectors with the strategy's own function (peak of torch's CPU allocations, from
+Each seed runs `mmer` at its defaults with export-dir set, so the per-modality fine-tuned models are kept, and
+`mmer -o masks=off` (the same fine-tunes: MMER's fits are shared through the cache, so the second run only merges
+and selects). The bench, as the evaluator and not the strategy, scores each exported model on its modality's test
+split; those scores are kept in RESULTS_DIR/mmer.json by run key, so a rerun that reuses the result files needs no
+export. Finished runs are reused, so the bench can be stopped and run again. Writes RESULTS_DIR/mmer.json and .md
+and, with --page, the page's MMER section between its markers. The merge's memory is measured in a fresh process
+that merges the saved task vectors with the strategy's own function (peak of torch's CPU allocations, from
 torch's profiler).
 """
 
@@ -14,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import math
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 MERGE_PROBE = r"""
@@ -37,75 +41,176 @@ for e in sorted(prof.events(), key=lambda e: e.time_range.start):
         peak = max(peak, live)
 print(json.dumps({"peak_bytes": peak, "merged_bytes": sum(t.numel() * 4 for t in star.values())}))
 """
+PAGE = "docs/strategies.md"  # the published table's page (MMER, "Measured")
+BEGIN = f"<!-- mmer:begin (python bench/mmer.py --page {PAGE}) -->"
+END = "<!-- mmer:end -->"
+
+
+def own_accuracies(export: Path, stream, base, threads: int, eval_limit: int | None = None) -> dict[str, float]:
+    """Each exported per-modality model's accuracy on its own modality's test split (its first `eval_limit` items,
+    as the runs score them; the bench as evaluator)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from cl_bench.api.training import TaskData, accuracy
+    from cl_bench.models.encoders import build_encoder
+    from cl_bench.models.multimodal import MultimodalLM
+
+    torch.set_num_threads(threads)
+    out = {}
+    for exp in stream.experiences:
+        lm = AutoModelForCausalLM.from_pretrained(export / exp.modality, local_files_only=True)
+        lm.set_experts_implementation("eager")
+        model = MultimodalLM(lm, base.tokenizer, {exp.modality: build_encoder(exp.modality)})
+        model.projectors[exp.modality].load_state_dict(load_file(str(export / exp.modality / "projector.safetensors")))
+        test = exp.test if eval_limit is None else exp.test.select(range(min(eval_limit, len(exp.test))))
+        out[exp.name] = accuracy(model, TaskData(test, model, exp.modality), torch.device("cpu"))
+    return out
+
+
+def merge_memory(export: Path, stream, theta0: dict) -> dict:
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    paths = []
+    for exp in stream.experiences:
+        lm = AutoModelForCausalLM.from_pretrained(export / exp.modality, local_files_only=True)
+        path = export / f"tau-{exp.modality}.safetensors"
+        save_file({n: (p.detach() - theta0[n].detach()).contiguous() for n, p in lm.named_parameters()}, str(path))
+        paths.append(str(path))
+    probe = subprocess.run([sys.executable, "-c", MERGE_PROBE, *paths], capture_output=True, text=True, check=True)
+    return json.loads(probe.stdout)
+
+
+def measure(seeds, threads: int, results_dir: Path, cache_dir: str | None, steps: int = 400,
+            eval_limit: int | None = None) -> dict:
+    """Per seed: both runs' final accuracies, the own models' accuracies, times and the merge's memory."""
+    import torch
+
+    from cl_bench import registry
+    from cl_bench.config import Budget
+    from cl_bench.run.base import load_base
+    from cl_bench.run.runner import RunConfig, run
+    from cl_bench.streams.data import default_cache_dir
+
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    store = results_dir / "mmer.json"
+    kept = json.loads(store.read_text()).get("own", {}) if store.exists() else {}
+    stream = registry.streams.get("vision-audio")().build(cache, progress=False)
+    base = None
+    rows = []
+    for seed in seeds:
+        export = cache / "bench-mmer" / f"seed{seed}"
+        docs = {}
+        for masks, options in (("on", {"export-dir": str(export)}), ("off", {"masks": "off"})):
+            print(f"mmer masks={masks} seed {seed}", file=sys.stderr, flush=True)
+            docs[masks], _ = run(RunConfig(strategy="mmer", seed=seed, device="cpu", results_dir=str(results_dir),
+                                           cache_dir=cache_dir, strategy_options=options, threads=threads,
+                                           budget=Budget(steps=steps), eval_limit=eval_limit),
+                                 progress=False, reuse=True, echo=lambda s: print(s, file=sys.stderr))
+        key = docs["on"]["run_key"]
+        if key not in kept:
+            if not (export / stream.experiences[0].modality / "config.json").exists():
+                raise SystemExit(f"the result of mmer seed {seed} was reused but its exported models ({export}) and "
+                                 f"their scores ({store}) are gone: delete that run's result file under "
+                                 f"{results_dir}/runs and run the bench again")
+            if base is None:
+                base = load_base("mixtral-tiny", stream, torch.device("cpu"), cache, progress=False)
+            kept[key] = {"own": own_accuracies(export, stream, base, threads, eval_limit),
+                         "merge_memory": merge_memory(export, stream, dict(base.lm.named_parameters())),
+                         "model_bytes": sum(p.numel() * 4 for p in base.lm.parameters())}
+        last = {m: d["stages"][-1]["train_stats"] for m, d in docs.items()}
+        rows.append({"seed": seed, "run_keys": {m: d["run_key"] for m, d in docs.items()},
+                     "final": {m: dict(zip([t["name"] for t in d["stream"]["tasks"]], d["accuracy_matrix"][-1]))
+                               for m, d in docs.items()},
+                     "acc": {m: d["metrics"]["acc"] for m, d in docs.items()},
+                     "own": kept[key]["own"], "merge_memory": kept[key]["merge_memory"],
+                     "model_bytes": kept[key]["model_bytes"],
+                     "merge_seconds": last["on"]["merge_seconds"], "finetune_seconds": last["on"]["finetune_seconds"],
+                     "chosen": {m: s["chosen"] for m, s in last.items()}})
+    return {"seeds": list(seeds), "threads": threads, "own": kept, "rows": rows}
+
+
+def table(report: dict) -> str:
+    import numpy as np
+
+    from cl_bench.analysis.stats import bootstrap_ci, paired_comparison
+
+    rows = report["rows"]
+    tasks = [t for t in rows[0]["own"]]
+
+    def cell(values, scale=100.0, unit="%"):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "n/a"
+        ci = bootstrap_ci(np.array(values, dtype=float) * scale)  # inside the seeds' range, so the metric's
+        if math.isnan(ci.low):
+            return f"{ci.mean:.1f}{unit}"
+        return f"{ci.mean:.1f}{unit} [{ci.low:.1f}, {ci.high:.1f}]"
+
+    lines = ["| | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    lines.append("| the modality's own fine-tuned model | "
+                 + " | ".join(cell([r["own"][t] for r in rows]) for t in tasks) + " |")
+    for masks, label in (("on", "MMER (masks), after the stream"), ("off", "masks off, after the stream")):
+        lines.append(f"| {label} | " + " | ".join(cell([r["final"][masks][t] for r in rows]) for t in tasks) + " |")
+        lines.append(f"| retention, {'masks' if masks == 'on' else 'masks off'} (over own model) | " + " | ".join(
+            cell([r["final"][masks][t] / r["own"][t] if r["own"][t] > 0 else None for r in rows])  # n/a: own 0
+            for t in tasks) + " |")
+    c = paired_comparison(np.array([r["acc"]["on"] for r in rows]), np.array([r["acc"]["off"] for r in rows]))
+    verdict = ("a tie" if not c.p_value < 0.05 else ("masks better" if c.mean_diff > 0 else "masks worse"))
+    diff = (f"{c.mean_diff:+.3f}" if math.isnan(c.low) else
+            f"{c.mean_diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}], p = {c.p_value:.2g}: {verdict}")
+    mem = [r["merge_memory"]["peak_bytes"] / 2**20 for r in rows]
+    seeds = ", ".join(str(r["seed"]) for r in rows)
+    lines += ["", f"MMER at its defaults on vision-audio, seeds {seeds}, {report['threads']} threads; mean [95% "
+              "bootstrap interval over seeds]. Own model: each per-modality fine-tune (`-o export-dir`) scored on its "
+              "modality's test split by the bench. Masks off (`-o masks=off`): an input of modality i runs "
+              "theta_0 + alpha * tau*, alpha chosen on validation as with masks; text runs theta_0 either way (its "
+              f"retention is 100% by construction). ACC with masks minus without (paired over seeds): {diff}. "
+              f"Merging the task vectors took {np.mean([r['merge_seconds'] for r in rows]):.2f} s against "
+              f"{np.mean([r['finetune_seconds'] for r in rows]):.1f} s of fine-tuning (mean over seeds); the "
+              f"merge's peak of torch's CPU allocations {np.mean(mem):.1f} MiB for a "
+              f"{rows[0]['model_bytes'] / 2**20:.1f} MiB model (fp32)."]
+    return "\n".join(lines) + "\n"
+
+
+def splice(page: Path, text: str | None = None) -> None:
+    """Write `text` between the page's markers; with no text, only check that they are there (before the runs)."""
+    from cl_bench.results import atomic_write_text, splice_between
+
+    try:
+        spliced = splice_between(page.read_text(), BEGIN, END, "\n" + (text or ""), "MMER table", path=page,
+                                 home=PAGE)
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
+    if text is not None:
+        atomic_write_text(page, spliced)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args = ap.parse_args()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of every run (part of its key)")
+    ap.add_argument("--results-dir", type=Path, default=Path("results/ablations"))
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--steps", type=int, default=400, help="training steps per stage (the published: the default)")
+    ap.add_argument("--eval-limit", type=int, default=None, help="score only the first N test items (quick looks)")
+    ap.add_argument("--page", type=Path, default=None,
+                    help=f"write the table into this page between its markers (the published one: {PAGE})")
+    a = ap.parse_args()
+    if a.page:
+        splice(a.page)
+    report = measure(a.seeds, a.threads, a.results_dir, a.cache_dir, a.steps, a.eval_limit)
+    text = table(report)
+    from cl_bench.results import atomic_write_json, atomic_write_text
 
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM
-
-    from cl_bench import registry
-    from cl_bench.streams.data import default_cache_dir
-    from cl_bench.api.training import TaskData, accuracy
-    from cl_bench.models.encoders import build_encoder
-    from cl_bench.run.base import load_base
-    from cl_bench.models.multimodal import MultimodalLM
-    from cl_bench.run.runner import RunConfig, run
-
-    cpu = torch.device("cpu")
-    out = tempfile.mkdtemp(prefix="clbench-mmer-bench-")
-    stream = registry.streams.get("vision-audio")().build(default_cache_dir(), progress=False)
-    rows = []
-    for seed in args.seeds:
-        export = Path(out) / f"seed{seed}"
-        r, _ = run(RunConfig(strategy="mmer", seed=seed, device="cpu", results_dir=out,
-                             strategy_options={"export-dir": str(export)}), progress=False)
-        base = load_base("mixtral-tiny", stream, cpu, default_cache_dir(), progress=False)
-        theta0 = dict(base.lm.named_parameters())
-        R = r["accuracy_matrix"]
-        row = {"seed": seed, "text_retention": r["metrics"]["text_retention"]}
-        for j, exp in enumerate(stream.experiences, start=1):
-            lm = AutoModelForCausalLM.from_pretrained(export / exp.modality, local_files_only=True)
-            lm.set_experts_implementation("eager")
-            model = MultimodalLM(lm, base.tokenizer, {exp.modality: build_encoder(exp.modality)})
-            from safetensors.torch import load_file
-
-            model.projectors[exp.modality].load_state_dict(load_file(str(export / exp.modality / "projector.safetensors")))
-            own = accuracy(model, TaskData(exp.test, model, exp.modality), cpu)
-            row[exp.name] = {"mmer": R[-1][j], "own_finetuned": own, "retention_pct": 100 * R[-1][j] / own}
-            save_file({n: (p.detach() - theta0[n].detach()).contiguous() for n, p in lm.named_parameters()},
-                      str(export / f"tau-{exp.modality}.safetensors"))
-        last = r["stages"][-1]["train_stats"]
-        row["merge_seconds"] = last["merge_seconds"]
-        row["finetune_seconds"] = last["finetune_seconds"]
-        row["chosen"] = last["chosen"]
-        probe = subprocess.run([sys.executable, "-c", MERGE_PROBE, *[str(export / f"tau-{e.modality}.safetensors")
-                                                                     for e in stream.experiences]],
-                               capture_output=True, text=True, check=True)
-        row["merge_memory"] = json.loads(probe.stdout)
-        row["model_bytes"] = sum(p.numel() * 4 for p in base.lm.parameters())
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-
-    def ms(xs):
-        xs = list(xs)
-        return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.1f}"
-
-    print("\n| | vision | audio |\n|---|---|---|")
-    print(f"| MMER accuracy | {ms(100 * r['vision']['mmer'] for r in rows)}% | {ms(100 * r['audio']['mmer'] for r in rows)}% |")
-    print(f"| own fine-tuned model | {ms(100 * r['vision']['own_finetuned'] for r in rows)}% | "
-          f"{ms(100 * r['audio']['own_finetuned'] for r in rows)}% |")
-    print(f"| retention (MMER / own) | {ms(r['vision']['retention_pct'] for r in rows)}% | "
-          f"{ms(r['audio']['retention_pct'] for r in rows)}% |")
-    print(f"\ntext retention {ms(r['text_retention'] for r in rows)}%; merge of 2 task vectors "
-          f"{ms(r['merge_seconds'] for r in rows)} s vs one fine-tuning {ms(r['finetune_seconds'] for r in rows)} s; "
-          f"merge peak memory {ms(r['merge_memory']['peak_bytes'] / 2**20 for r in rows)} MiB of torch allocations, "
-          f"model {rows[0]['model_bytes'] / 2**20:.1f} MiB (fp32)")
+    atomic_write_json(a.results_dir / "mmer.json", report)
+    atomic_write_text(a.results_dir / "mmer.md", text)
+    print(text)
+    if a.page:
+        splice(a.page, text)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -48,6 +48,11 @@ done
 clbench sweep "${R[@]}" --stream audio-vision --strategies "$MISSION" --seeds 0,1,2
 clbench sweep "${R[@]}" --stream audio-vision --order vision,audio --strategies "$MISSION" --seeds 0,1,2
 
-# 6. The leaderboard, figures and the pages' sections, from every file above (runs nothing new).
+# 6. Ablations at the current defaults: MoExtend's, one option at a time, and MMER with and without its masks
+#    (retention over each modality's own fine-tuned model).
+python bench/ablations.py --seeds 0 1 2 --threads 2 --results-dir "$RESULTS/ablations" --page docs/strategies.md
+python bench/mmer.py --seeds 0 1 2 3 4 --threads 2 --results-dir "$RESULTS/ablations" --page docs/strategies.md
+
+# 7. The leaderboard, figures and the pages' sections, from every file above (runs nothing new).
 clbench publish --results-dir "$RESULTS" --threads 2 --stream vision-audio --seeds 0,1,2,3,4 --budgets 0.5,1,2.25 \
   --page docs/leaderboard.md --page README.md --page "$RESULTS/README.md"

@@ -90,8 +90,9 @@ def test_the_generated_sections_live_in_their_docs_pages():
     from cl_bench.reporting.findings import FINDINGS_BEGIN, FINDINGS_END
     from cl_bench.reporting.page import sections_of
 
-    ablations, cost = bench_module("ablations"), bench_module("moextend_cost")
+    ablations, cost, mmer = bench_module("ablations"), bench_module("moextend_cost"), bench_module("mmer")
     sections = [(LEADERBOARD_PAGE, leaderboard_section.README_BEGIN, leaderboard_section.README_END),
+                (mmer.PAGE, mmer.BEGIN, mmer.END),
                 (TUNING_PAGE, tune.README_BEGIN, tune.README_END),
                 (ablations.PAGE, ablations.BEGIN, ablations.END),
                 (cost.PAGE, cost.BEGIN, cost.END), (LEADERBOARD_PAGE, FINDINGS_BEGIN, FINDINGS_END),
@@ -159,3 +160,22 @@ def test_the_pages_generated_sections_are_what_the_published_files_give():
         text = (ROOT / page).read_text(encoding="utf-8")
         assert regenerate(text, board, page) == text, (
             f"{page}'s generated sections differ from results/: run clbench leaderboard --page {page}")
+
+
+def test_the_mmer_bench_table_reads_its_report():
+    """bench/mmer.py's table: own model, masks on and off, retention over the own model, and the paired verdict."""
+    mmer = bench_module("mmer")
+    rows = [{"seed": s, "own": {"vision": 0.8, "audio": 0.7},
+             "final": {"on": {"text": 0.94, "vision": 0.8 - d, "audio": 0.63}, "off": {"text": 0.94, "vision": 0.6,
+                                                                                    "audio": 0.56 + d}},
+             "acc": {"on": 0.79 - d, "off": 0.70 + d}, "merge_memory": {"peak_bytes": 2 * 2**20},
+             "model_bytes": 7 * 2**20, "merge_seconds": 0.05, "finetune_seconds": 30.0}
+            for s, d in enumerate((0.0, 0.01, 0.02))]
+    text = mmer.table({"threads": 2, "rows": rows})
+    lines = text.splitlines()
+    assert lines[0] == "| | vision | audio |"
+    assert lines[2] == "| the modality's own fine-tuned model | 80.0% [80.0, 80.0] | 70.0% [70.0, 70.0] |"
+    assert lines[3].startswith("| MMER (masks), after the stream | 79.0% [78.") and "| 63.0% [63.0, 63.0] |" in lines[3]
+    assert lines[4].startswith("| retention, masks (over own model) | 98.8% [") and "| 90.0% [90.0, 90.0] |" in lines[4]
+    assert lines[6].startswith("| retention, masks off (over own model) | 75.0% [75.0, 75.0] |")
+    assert "seeds 0, 1, 2, 2 threads" in text and "masks better" in text and "7.0 MiB model" in text

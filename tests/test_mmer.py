@@ -149,3 +149,36 @@ def test_reselect_new_keeps_earlier_choices_and_no_past_validation_data(stream, 
     again.learn(audio.without_test())
     assert again.memory().past_val_items == {"vision": len(vision.val), "audio": len(audio.val)}
     assert again.declaration().past_val is True
+
+
+@pytest.mark.slow
+def test_masks_off_runs_every_modality_on_all_of_the_merged_vector(stream, cache_dir):
+    """The masks' ablation: an input of modality i runs theta_0 + alpha * tau*, unmasked, alpha chosen on validation
+    (no lambda), text still theta_0; no mask is stored, and a saved state comes back the same."""
+    strat = make(stream, cache_dir, MMERConfig(alphas="0.5,1.0", lambdas="0.5,1.0", masks="off"))
+    stats = [strat.learn(e.without_test()) for e in stream.experiences]
+    last = stats[-1]
+    assert {k: len(v) for k, v in last["validation_grid"].items()} == {"image": 2, "audio": 2}  # alphas only
+    assert last["storage"]["mask_bits"] == 0 and last["storage"]["mask_bytes"] == 0
+    assert strat.memory().task_weight_bytes > 0 and "lambda" not in last["summary"]
+    for exp in stream.experiences:
+        c = strat.chosen[exp.modality]
+        assert c["alpha"] in (0.5, 1.0) and c["lambda"] is None
+        model = strat.model_for(exp.info)
+        assert all(torch.equal(p, strat.theta0[n] + c["alpha"] * strat.tau_star[n])
+                   for n, p in model.lm.named_parameters())
+    strat.model_for(stream.base.info)
+    assert all(torch.equal(p, strat.theta0[n]) for n, p in strat.model.lm.named_parameters())
+    again = make(stream, cache_dir, strat.config)
+    again.load_state_dict(strat.state_dict())
+    x = torch.randint(4, 20, (2, 6))
+    for t in stream.tasks:
+        assert torch.equal(strat.model_for(t.info).lm(x).logits, again.model_for(t.info).lm(x).logits), t.name
+
+
+def test_masks_option_is_checked_and_keeps_the_keys_of_runs_before_it():
+    from cl_bench.run.keys import keyed_options
+
+    with pytest.raises(ValueError, match="MMERConfig.masks must be 'on' or 'off'"):
+        MMERConfig(masks="maybe")
+    assert "masks" not in keyed_options(MMERConfig()) and keyed_options(MMERConfig(masks="off"))["masks"] == "off"

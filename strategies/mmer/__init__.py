@@ -19,6 +19,7 @@ mask and projector copy instead, and an input is answered with its task's (the t
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,11 @@ class MMERConfig:
     lr: float = field(default=3e-4, metadata={"help": "LM learning rate of the per-modality fine-tuning"})
     projector_lr: float = field(default=5e-3, metadata={"help": "projector learning rate of the fine-tuning"})
     route: Literal["modality", "task"] = route_option("task vector and mask")
+    masks: Literal["on", "off"] = field(default="on", metadata={
+        "keyed": "changed",  # added later; its default is what ran before (cl_bench.run.keys.keyed_options)
+        "help": "on: an input of modality i runs with its mask m_i over tau* (MMER); off: with all of tau*, "
+                "unmasked (the masks' ablation: theta_0 + alpha * tau*, alpha still chosen on validation, lambda "
+                "unused; text still runs theta_0)"})
 
     def __post_init__(self) -> None:
         if self.merge not in ("max", "mean"):
@@ -82,6 +88,8 @@ class MMERConfig:
             raise ValueError(f"MMERConfig.reselect must be 'all' or 'new', got {self.reselect!r}")
         if not (self.lr > 0 and self.projector_lr > 0):
             raise ValueError("MMERConfig: lr and projector_lr must be > 0")
+        if self.masks not in ("on", "off"):
+            raise ValueError(f"MMERConfig.masks must be 'on' or 'off', got {self.masks!r}")
         check_route(self)
 
 
@@ -117,7 +125,7 @@ class MMER(Strategy):
     def memory(self) -> Memory:
         """Past validation splits (reselect=all), and per modality its task vector (on disk) and packed masks."""
         taus = sum(self._tau_path(k).stat().st_size for k in self.modalities if self._tau_path(k).exists())
-        masks = tensor_bytes(t for d in self.packed.values() for t in d.values())
+        masks = tensor_bytes(t for d in self.packed.values() if d for t in d.values())
         return Memory(past_val_items={name: len(v) for sets in self.val.values() for name, v in sets},
                       task_weight_bytes=taus + masks + self.task_projectors.extra_bytes())
 
@@ -142,7 +150,7 @@ class MMER(Strategy):
         self.val = {}  # key -> [(task name, its validation batches)] (train/val only: never test)
         self.tau_star: dict[str, torch.Tensor] = {}
         self.chosen: dict[str, dict] = {}  # key -> {"alpha", "lambda"}
-        self.packed: dict[str, dict[str, torch.Tensor]] = {}  # key -> name -> bit-packed mask
+        self.packed: dict[str, dict[str, torch.Tensor] | None] = {}  # key -> name -> bit-packed mask (masks=off: None)
         self.task_projectors = TaskProjectors("mmer.projector.")  # route=task only
         self._loaded: str | None = "text"  # which parameters are in model.lm now
 
@@ -196,10 +204,12 @@ class MMER(Strategy):
                 "selection_seconds": round(select_seconds, 3),
                 "chosen": {k: dict(v) for k, v in self.chosen.items()}, "validation_grid": grid,
                 "storage": {"base_parameters": self._base_parameters, "merged_vector": n,
-                            "mask_bits": n * len(self.modalities),
-                            "mask_bytes": sum(t.numel() for d in self.packed.values() for t in d.values())},
+                            "mask_bits": n * len(self.modalities) if self.config.masks == "on" else 0,
+                            "mask_bytes": sum(t.numel() for d in self.packed.values() if d for t in d.values())},
                 "summary": f"fine-tuning {finetune_seconds:.1f} s, merge {merge_seconds:.2f} s; chosen "
-                           + ", ".join(f"{k}: alpha {v['alpha']}, lambda {v['lambda']}" for k, v in self.chosen.items())}
+                           + ", ".join(f"{k}: alpha {v['alpha']}" + ("" if v["lambda"] is None else
+                                                                     f", lambda {v['lambda']}")
+                                       for k, v in self.chosen.items())}
 
     def _export(self, directory: Path, modality: str) -> None:
         from safetensors.torch import save_file
@@ -242,7 +252,10 @@ class MMER(Strategy):
         self.tau_star = M.merge_files([self._tau_path(k) for k in self.modalities], self.names, self.config.merge,
                                       self.config.keep, self.config.trim_scope)
 
-    def _masks(self, lam: float) -> dict[str, dict[str, torch.Tensor]]:
+    def _masks(self, lam: float | None) -> dict[str, dict[str, torch.Tensor] | None]:
+        """Every key's packed masks at `lam`; None per key with masks=off (lam None): all of tau*."""
+        if lam is None:
+            return {k: None for k in self.modalities}
         out = {k: {} for k in self.modalities}
         for n in self.names:
             ms = M.masks(self._taus(n), self.tau_star[n], lam)
@@ -262,7 +275,7 @@ class MMER(Strategy):
         tuned = [k for k in self.modalities if k in self.val]
         results = {k: [] for k in tuned}
         best = {}
-        for lam in _grid(self.config.lambdas, "lambdas"):
+        for lam in _grid(self.config.lambdas, "lambdas") if self.config.masks == "on" else [None]:
             packed = self._masks(lam)
             for k in tuned:
                 for alpha in _grid(self.config.alphas, "alphas"):
@@ -284,17 +297,21 @@ class MMER(Strategy):
     @torch.no_grad()
     def _load_parameters(self, masked) -> None:
         """Put theta_0 (masked=None) or theta_0 + alpha * (m * tau*) into the model; `masked` is (packed masks,
-        alpha), or (a list of packed masks, alpha) for their union."""
+        alpha), or (a list of packed masks, alpha) for their union; packed masks None (masks=off) stand for all
+        of tau*."""
         for n, p in self.model.lm.named_parameters():
             if masked is None:
                 p.copy_(self.theta0[n])
+                continue
+            packed, alpha = masked
+            if packed is None or (isinstance(packed, list) and any(k is None for k in packed)):
+                p.copy_(self.theta0[n] + alpha * self.tau_star[n].to(p.device))
+                continue
+            if isinstance(packed, list):
+                mask = torch.stack([M.unpack(k[n], tuple(p.shape)) for k in packed]).any(0).to(p.device, p.dtype)
             else:
-                packed, alpha = masked
-                if isinstance(packed, list):
-                    mask = torch.stack([M.unpack(k[n], tuple(p.shape)) for k in packed]).any(0).to(p.device, p.dtype)
-                else:
-                    mask = M.unpack(packed[n], tuple(p.shape)).to(p.device)
-                p.copy_(self.theta0[n] + alpha * mask * self.tau_star[n].to(p.device))
+                mask = M.unpack(packed[n], tuple(p.shape)).to(p.device)
+            p.copy_(self.theta0[n] + alpha * mask * self.tau_star[n].to(p.device))
 
     def _mixed(self, task: TaskInfo):
         """A mixed-modality item (several inputs): theta_0 + alpha * ((m_i | m_j ...) * tau*), the union of its
@@ -347,7 +364,8 @@ class MMER(Strategy):
         state["mmer.modalities"] = torch.tensor([kinds.index(k) for k in self.modalities], dtype=torch.long)
         for k in self.modalities:
             state.update({f"mmer.tau.{k}.{n}": t for n, t in load_file(str(self._tau_path(k))).items()})
-            state[f"mmer.chosen.{k}"] = torch.tensor([self.chosen[k]["alpha"], self.chosen[k]["lambda"],
+            lam = self.chosen[k]["lambda"]  # None with masks=off: saved as NaN
+            state[f"mmer.chosen.{k}"] = torch.tensor([self.chosen[k]["alpha"], math.nan if lam is None else lam,
                                                       self.chosen[k]["val_accuracy"]], dtype=torch.float64)
         return state
 
@@ -364,7 +382,7 @@ class MMER(Strategy):
             save_file({n[len(prefix):]: t.contiguous() for n, t in state.items() if n.startswith(prefix)},
                       str(self._tau_path(k)))
             alpha, lam, acc = state[f"mmer.chosen.{k}"].tolist()
-            self.chosen[k] = {"alpha": alpha, "lambda": lam, "val_accuracy": acc}
+            self.chosen[k] = {"alpha": alpha, "lambda": None if math.isnan(lam) else lam, "val_accuracy": acc}
         if self.modalities:
             self._merge()
             for k in self.modalities:
