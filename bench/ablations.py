@@ -119,21 +119,18 @@ def table(docs: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def splice(page: Path, text: str | None = None) -> None:
-    """Write `text` between the page's markers; with no text, only check that the markers are there (before the
-    runs, which take hours)."""
-    from cl_bench.results import atomic_write_text, splice_between
+def main() -> None:
+    from cl_bench.errors import ClbenchError
 
     try:
-        spliced = splice_between(page.read_text(), BEGIN, END, "\n" + (text or ""), "ablation table", path=page,
-                                 home=PAGE)
-    except ValueError as e:
-        raise SystemExit(str(e)) from e
-    if text is not None:
-        atomic_write_text(page, spliced)
+        _main()
+    except ClbenchError as e:  # e.g. a page without the markers: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
 
 
-def main() -> None:
+def _main() -> None:
+    from cl_bench.results import check_markers, write_between
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--results-dir", default="results/ablations")
@@ -148,7 +145,7 @@ def main() -> None:
                     help=f"write the table into this page between its markers (the published one: {PAGE})")
     a = ap.parse_args()
     if a.page:
-        splice(a.page)
+        check_markers(a.page, BEGIN, END, "ablation table", home=PAGE)
     chosen = VARIANTS if a.variants is None else [v for v in VARIANTS if v[0] in a.variants or v[0] == VARIANTS[0][0]]
     docs = run_variants(chosen, a.seeds, a.results_dir, a.steps, a.pretrain_steps, a.eval_limit, a.cache_dir,
                         a.threads)
@@ -158,7 +155,7 @@ def main() -> None:
     atomic_write_text(Path(a.results_dir) / "moextend.md", text)
     print(text)
     if a.page:
-        splice(a.page, text)
+        write_between(a.page, BEGIN, END, text, "ablation table", home=PAGE)
 
 
 if __name__ == "__main__":

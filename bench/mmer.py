@@ -175,20 +175,18 @@ def table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def splice(page: Path, text: str | None = None) -> None:
-    """Write `text` between the page's markers; with no text, only check that they are there (before the runs)."""
-    from cl_bench.results import atomic_write_text, splice_between
+def main() -> None:
+    from cl_bench.errors import ClbenchError
 
     try:
-        spliced = splice_between(page.read_text(), BEGIN, END, "\n" + (text or ""), "MMER table", path=page,
-                                 home=PAGE)
-    except ValueError as e:
-        raise SystemExit(str(e)) from e
-    if text is not None:
-        atomic_write_text(page, spliced)
+        _main()
+    except ClbenchError as e:  # e.g. a page without the markers: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
 
 
-def main() -> None:
+def _main() -> None:
+    from cl_bench.results import check_markers, write_between
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--threads", type=int, default=2, help="torch threads of every run (part of its key)")
@@ -200,7 +198,7 @@ def main() -> None:
                     help=f"write the table into this page between its markers (the published one: {PAGE})")
     a = ap.parse_args()
     if a.page:
-        splice(a.page)
+        check_markers(a.page, BEGIN, END, "MMER table", home=PAGE)
     report = measure(a.seeds, a.threads, a.results_dir, a.cache_dir, a.steps, a.eval_limit)
     text = table(report)
     from cl_bench.results import atomic_write_json, atomic_write_text
@@ -209,7 +207,7 @@ def main() -> None:
     atomic_write_text(a.results_dir / "mmer.md", text)
     print(text)
     if a.page:
-        splice(a.page, text)
+        write_between(a.page, BEGIN, END, text, "MMER table", home=PAGE)
 
 
 if __name__ == "__main__":

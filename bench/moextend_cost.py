@@ -304,21 +304,20 @@ def table(doc: dict) -> str:
 
 
 def check_page(path: str) -> None:
-    from pathlib import Path
+    from cl_bench.errors import UsageError
+    from cl_bench.results import check_markers
 
-    text = Path(path).read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path} has no {BEGIN} ... {END} markers (the published table is in {PAGE})")
+    try:
+        check_markers(path, BEGIN, END, "MoExtend cost table", home=PAGE)
+    except UsageError as e:  # one line, no traceback
+        raise SystemExit(f"error: {e}") from None
 
 
 def write_page(path: str, doc: dict) -> None:
-    from pathlib import Path
+    from cl_bench.results import write_between
 
     check_page(path)
-    text = Path(path).read_text()
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    Path(path).write_text(f"{head}{BEGIN}\n{table(doc)}{END}{tail}")
+    write_between(path, BEGIN, END, table(doc), "MoExtend cost table", home=PAGE)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,13 @@ def check_markers(path, begin: str, end: str, what: str, home: str | None = None
     splice_between(Path(path).read_text(encoding="utf-8"), begin, end, "", what, path=path, home=home)
 
 
+def write_between(path, begin: str, end: str, body: str, what: str, home: str | None = None) -> None:
+    """The file `path` with `body` between its markers (on a line after `begin`), written atomically; a missing
+    marker is a UsageError naming `what` and the file (bench/ scripts write their tables into the docs so)."""
+    text = Path(path).read_text(encoding="utf-8")
+    atomic_write_text(Path(path), splice_between(text, begin, end, "\n" + body, what, path=path, home=home))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
