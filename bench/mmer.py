@@ -176,15 +176,6 @@ def table(report: dict) -> str:
 
 
 def main() -> None:
-    from cl_bench.errors import ClbenchError
-
-    try:
-        _main()
-    except ClbenchError as e:  # e.g. a page without the markers: one line, no traceback
-        raise SystemExit(f"error: {e}") from None
-
-
-def _main() -> None:
     from cl_bench.results import check_markers, write_between
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -211,4 +202,6 @@ def _main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from cl_bench.errors import script_main
+
+    script_main(main)

@@ -304,13 +304,9 @@ def table(doc: dict) -> str:
 
 
 def check_page(path: str) -> None:
-    from cl_bench.errors import UsageError
     from cl_bench.results import check_markers
 
-    try:
-        check_markers(path, BEGIN, END, "MoExtend cost table", home=PAGE)
-    except UsageError as e:  # one line, no traceback
-        raise SystemExit(f"error: {e}") from None
+    check_markers(path, BEGIN, END, "MoExtend cost table", home=PAGE)
 
 
 def write_page(path: str, doc: dict) -> None:
@@ -321,4 +317,6 @@ def write_page(path: str, doc: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from cl_bench.errors import script_main
+
+    script_main(main)

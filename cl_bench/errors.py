@@ -47,3 +47,17 @@ class PluginError(ClbenchError):
     def __init__(self, plugin: str, message: str) -> None:
         super().__init__(f"{plugin}: {message}")
         self.plugin = plugin
+
+
+def script_main(main) -> None:
+    """Run a script's `main()` (the bench/ scripts) with clbench's errors shown as the command line shows them:
+    one line and the kind's exit status, no traceback (a PluginError keeps its traceback)."""
+    import sys
+
+    try:
+        main()
+    except ClbenchError as e:
+        if isinstance(e, PluginError):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

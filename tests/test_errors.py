@@ -121,3 +121,21 @@ def test_debug_shows_the_traceback_of_every_kind(how, monkeypatch):
     assert out.exit_code == 2, out.output
     assert "Traceback (most recent call last)" in out.output and "cl_bench.registry.UnknownName" in out.output
     assert out.output.strip().splitlines()[-1].startswith("Error: unknown strategy 'ful-ft'.")
+
+
+def test_a_bench_script_shows_clbench_errors_as_one_line(capsys):
+    from cl_bench.errors import EnvironmentProblem, PluginError, UsageError, script_main
+
+    def raises(e):
+        def main():
+            raise e
+        return main
+
+    for error, code in ((UsageError("no markers in page.md; put them there"), 2), (EnvironmentProblem("disk"), 1)):
+        with pytest.raises(SystemExit) as exited:
+            script_main(raises(error))
+        assert exited.value.code == code and capsys.readouterr().err == f"error: {error}\n"
+    with pytest.raises(PluginError):  # a plug-in's bug keeps its traceback
+        script_main(raises(PluginError("strategy 'x'", "broke")))
+    script_main(lambda: None)  # a main that returns: nothing said
+    assert capsys.readouterr().err == ""
