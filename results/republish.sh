@@ -8,12 +8,13 @@
 # count, and the count is part of a run's key), from a checkout of one commit that nobody edits meanwhile (each
 # file records the commit, "-dirty" when the tree had changes: the provenance table of results/README.md shows
 # them). Run it from that checkout's root with its clbench installed, the files going to RESULTS (default
-# results/):
-#   RESULTS=/path/to/main/results nohup bash results/republish.sh > republish.log 2>&1 &
+# results/) and the generated sections to the pages under PAGES (default: this checkout):
+#   RESULTS=/path/to/main/results PAGES=/path/to/main nohup bash results/republish.sh > republish.log 2>&1 &
 # The last command writes RESULTS' leaderboard.*, figures/ and the pages' generated sections.
 set -euo pipefail
 export HF_HUB_OFFLINE=1
 RESULTS=${RESULTS:-results}
+PAGES=${PAGES:-.}  # the checkout whose docs pages and README get the generated sections
 R=(--results-dir "$RESULTS" --threads 2 --quiet)
 FAILED=0
 sweep() {  # a cell that fails is listed by the sweep; the script goes on with the others and stops before step 7
@@ -57,8 +58,8 @@ sweep --stream audio-vision --order vision,audio --strategies "$FEW" --seeds 0,1
 
 # 6. Ablations at the current defaults: MoExtend's, one option at a time, and MMER with and without its masks
 #    (retention over each modality's own fine-tuned model).
-python bench/ablations.py --seeds 0 1 2 --threads 2 --results-dir "$RESULTS/ablations" --page docs/strategies.md
-python bench/mmer.py --seeds 0 1 2 3 4 --threads 2 --results-dir "$RESULTS/ablations" --page docs/strategies.md
+python bench/ablations.py --seeds 0 1 2 --threads 2 --results-dir "$RESULTS/ablations" --page "$PAGES/docs/strategies.md"
+python bench/mmer.py --seeds 0 1 2 3 4 --threads 2 --results-dir "$RESULTS/ablations" --page "$PAGES/docs/strategies.md"
 
 if [ "$FAILED" != 0 ]; then
   echo "some cells failed (listed above with their logs); run the script again once they are fixed" >&2
@@ -67,4 +68,4 @@ fi
 
 # 7. The leaderboard, figures and the pages' sections, from every file above (runs nothing new).
 clbench publish --results-dir "$RESULTS" --threads 2 --stream vision-audio --seeds 0,1,2,3,4 --budgets 0.5,1,2.25 \
-  --page docs/leaderboard.md --page README.md --page "$RESULTS/README.md"
+  --page "$PAGES/docs/leaderboard.md" --page "$PAGES/README.md" --page "$RESULTS/README.md"
