@@ -76,17 +76,17 @@ def _span(values: set) -> str:
     return ", ".join(map(str, vals)) or "-"
 
 
-def provenance_rows(board: Leaderboard) -> list[list[str]]:
+def provenance_rows(board: Leaderboard, rows: list[Provenance] | None = None) -> list[list[str]]:
     return [[p.stream, str(p.files), str(len(p.strategies)), _span(p.seeds), _span(p.base_seeds), _span(p.steps),
              _span(p.models), _span(p.versions), _span(p.commits), _span(p.threads), f"{p.seconds / 3600:.2f}",
              (min(p.dates) + (f" to {max(p.dates)}" if len(p.dates) > 1 else "")) if p.dates else "-"]
-            for p in provenance(board)]
+            for p in (provenance(board) if rows is None else rows)]
 
 
-def mixed(board: Leaderboard) -> list[str]:
+def mixed(board: Leaderboard, rows: list[Provenance] | None = None) -> list[str]:
     """What the board's files do not all share that a publish must: the clbench version, the thread count, the
     device kind, a committed tree that they record (one sentence each; empty when they share them)."""
-    rows = provenance(board)
+    rows = provenance(board) if rows is None else rows
     out = []
     for what, attr in (("clbench versions", "versions"), ("torch thread counts", "threads"), ("devices", "devices")):
         values = set().union(*(getattr(p, attr) for p in rows)) if rows else set()
@@ -102,14 +102,14 @@ def mixed(board: Leaderboard) -> list[str]:
 
 
 def provenance_markdown(board: Leaderboard) -> str:
-    rows = provenance_rows(board)
-    if not rows:
+    found = provenance(board)  # read once: the table, the totals and what the files do not share
+    if not found:
         return "No finished result files yet.\n"
     lines = ["| " + " | ".join(HEADER) + " |", "|---|" + "|".join("---:" for _ in HEADER[1:]) + "|",
-             *("| " + " | ".join(r) + " |" for r in rows), ""]
-    total = sum(p.seconds for p in provenance(board))
+             *("| " + " | ".join(r) + " |" for r in provenance_rows(board, found)), ""]
+    said = mixed(board, found)
     lines.append(f"From the result files (`environment`, `config`, `timing.this_process_seconds`): "
-                 f"{sum(p.files for p in provenance(board))} files, {total / 3600:.1f} h of runs in all"
-                 + ("; " + "; ".join(mixed(board)) if mixed(board) else "; one clbench version, one thread count, "
+                 f"{sum(p.files for p in found)} files, {sum(p.seconds for p in found) / 3600:.1f} h of runs in all"
+                 + ("; " + "; ".join(said) if said else "; one clbench version, one thread count, "
                     "one device kind, every file from a committed tree") + ".")
     return "\n".join(lines) + "\n"
