@@ -225,3 +225,24 @@ def test_the_retuning_grids_name_real_options_of_every_strategy():
                 from cl_bench.config import from_options
 
                 from_options(cls.Config, {option: v}, f"strategy {name!r}")
+
+
+def test_the_default_competes_where_the_grid_lacks_it_so_a_round_never_ends_below_its_start(toy):
+    # lr's default 1e-3 is outside this grid and scores best: a grid value must beat it to replace it, and the
+    # next option is then tuned at the default (the report shows which point was the round's start)
+    def fake(point, seed):
+        return _doc({1e-3: 0.8, 1e-4: 0.6, 3e-4: 0.7}[float(point.get("lr", 1e-3))] + 0.01 * seed)
+
+    report = tuning.tune_strategy("toy", fake, seeds=(0, 1), grid={"lr": ("1e-4", "3e-4"), "mode": ("a", "b")})
+    assert report["chosen"] == {"lr": "0.001", "mode": "a"} and report["defaults_match"]
+    lr_round = report["rounds"][0]
+    assert [p["value"] for p in lr_round["points"]] == ["0.001", "1e-4", "3e-4"]
+    assert [p.get("start", False) for p in lr_round["points"]] == [True, False, False]
+    # a default chosen past its grid's edge is not widened from, and is reported on the edge
+    assert report["tried"]["lr"] == ["1e-4", "3e-4"] and report["on_edge"] == ["lr"]
+    assert "each option's default competing" in tuning.to_markdown(
+        {"stream": "s", "seeds": [0, 1], "command": "clbench tune", "clbench": "x", "strategies": {"toy": report}})
+    # a grid value that beats the default replaces it, and a grid holding the default adds no point
+    better = tuning.tune_strategy("toy", lambda p, s: _doc(0.9 if p.get("lr") == "3e-4" else 0.5), seeds=(0,),
+                                  grid={"lr": ("1e-4", "3e-4", "1e-3")})
+    assert better["chosen"] == {"lr": "3e-4"} and len(better["rounds"][0]["points"]) == 3

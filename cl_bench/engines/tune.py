@@ -7,6 +7,8 @@ deterministic and rerunnable from the report:
 
 1. Start from the strategy's defaults. Tune the options one at a time, in declared order (coordinate-wise, one
    pass): each value of the option runs with the options tuned so far at their choice and the rest at defaults.
+   The option's value the round starts from (its default) competes too where the grid does not hold it, so a
+   round never ends below the point it began from (a grid value must beat the default to replace it).
 2. Score: "final" is the final validation ACC (mean of the last row over every task); "own" is the mean over the
    new tasks of their validation accuracy right after their own stage (a per-task reference such as single-ft).
    A point's score is its mean over the tuning seeds (0 and 1); the highest wins, ties to the earlier value.
@@ -155,24 +157,27 @@ def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], see
     chosen: dict[str, str] = {}
     rounds, tried, refused = [], {k: list(v) for k, v in grid.items()}, {}
     for option in grid:
+        # the default competes first (ties keep it) unless the grid holds it already
+        start = [] if any(_same(defaults[option], v) for v in tried[option]) else [defaults[option]]
         for widening in range(WIDENINGS + 1):
-            points = [{**chosen, option: v} for v in tried[option]]
-            seeds_of = {v: list(seeds) for v in tried[option]}
+            values = start + tried[option]
+            points = [{**chosen, option: v} for v in values]
+            seeds_of = {v: list(seeds) for v in values}
             scores = [[evaluate(p, s) for s in seeds] for p in points]
             best = choose(scores)
             ranked = sorted(range(len(points)), key=lambda i: (-statistics.fmean(scores[i]), i))
             if len(ranked) > 1 and EXTRA_SEED not in seeds and noisy(scores[ranked[0]], scores[ranked[1]]):
                 for i in ranked[:2]:
                     scores[i].append(evaluate(points[i], EXTRA_SEED))
-                    seeds_of[tried[option][i]].append(EXTRA_SEED)
+                    seeds_of[values[i]].append(EXTRA_SEED)
                 # the two re-scored points against the others' two-seed means: the best mean wins
                 best = choose(scores)
             rounds.append({"option": option, "fixed": dict(chosen),
                            "points": [{"value": v, "seeds": seeds_of[v], "scores": sc,
-                                       "mean": round(statistics.fmean(sc), 6)}
-                                      for v, sc in zip(tried[option], scores)],
-                           "chosen": tried[option][best]})
-            value = tried[option][best]
+                                       "mean": round(statistics.fmean(sc), 6), **({"start": True} if v in start else {})}
+                                      for v, sc in zip(values, scores)],
+                           "chosen": values[best]})
+            value = values[best]
             more = widened(tuple(tried[option]), value)
             if more is None or more in tried[option] or widening == WIDENINGS:
                 break
@@ -191,7 +196,9 @@ def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], see
               for k in dict.fromkeys(k for k, _ in runs)]
     for p in points:
         p["mean"] = round(statistics.fmean(p["val_acc"]), 6)
-    still = [k for k in grid if widened(tuple(tried[k]), chosen[k]) is not None]
+    # on an edge: of the values tried, the default included where it competed (a default chosen outside the grid)
+    still = [k for k in grid if widened(tuple(tried[k]) + tuple(v for v in [defaults[k]] if not any(
+        _same(v, t) for t in tried[k])), chosen[k]) is not None]
     return {"grid": {k: list(v) for k, v in grid.items()}, "tried": tried, "score": rule, "procedure": "coordinate",
             "rounds": rounds, "points": points, "chosen": chosen, "on_edge": still, "refused": refused, "defaults_now": defaults,
             "defaults_match": all(_same(defaults[k], chosen[k]) for k in grid)}
@@ -229,7 +236,10 @@ def _same(default: str, value: str) -> bool:
 def to_markdown(report: dict) -> str:
     """The report as a Markdown table: one row per grid point, the chosen one in bold."""
     coordinate = any(r.get("procedure") == "coordinate" for r in report["strategies"].values())
-    how = (f"procedure: one option at a time in declared order, seeds {', '.join(map(str, report['seeds']))} "
+    started = any(p.get("start") for r in report["strategies"].values() for rd in r.get("rounds", ())
+                  for p in rd["points"])
+    start = " (each option's default competing where its grid lacks it)" if started else ""
+    how = (f"procedure: one option at a time in declared order{start}, seeds {', '.join(map(str, report['seeds']))} "
            f"(seed {EXTRA_SEED} added to the two best where they are within their seed spread), grids widened past "
            f"an edge up to {WIDENINGS} times (cl_bench.engines.tune); score: final validation ACC, or each new "
            "task's validation accuracy after its own stage where the strategy's score is 'own'; the highest mean is "
