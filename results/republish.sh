@@ -18,7 +18,7 @@ PAGES=${PAGES:-.}  # the checkout whose docs pages and README get the generated 
 R=(--results-dir "$RESULTS" --threads 2 --quiet)
 FAILED=0
 sweep() {  # a cell that fails is listed by the sweep; the script goes on with the others and stops before step 7
-  sweep "$@" || FAILED=1
+  clbench sweep "${R[@]}" "$@" || FAILED=1
 }
 # The default stream runs every strategy. The scale axis runs the strategies the mission names with the baselines
 # a reader compares them with (MISSION); base seeds and the other streams run a smaller set (FEW) so that the
