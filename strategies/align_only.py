@@ -29,7 +29,7 @@ class AlignOnly(Strategy):
     shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.run.shared.FitStore)
 
     Config = AlignOnlyConfig
-    tuning = {"projector_lr": ("1e-3", "2e-3", "5e-3", "1e-2", "2e-2")}
+    tuning = {"projector_lr": ("1e-3", "3e-3", "1e-2", "3e-2")}
 
     def learn(self, experience: Experience) -> dict:
         if experience.modality not in self.model.projectors:

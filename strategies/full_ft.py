@@ -16,12 +16,14 @@ from cl_bench.api.strategy import Strategy
 class FullFineTuningConfig:
     """Learning rates of full fine-tuning."""
 
-    lr: float = field(default=3e-5, metadata={"help": "learning rate of the language model"})  # chosen by clbench tune, results/hparams/vision-audio.md
+    # lr and projector_lr: chosen by clbench tune, results/hparams/vision-audio.md
+    lr: float = field(default=1e-4, metadata={"help": "learning rate of the language model"})
     projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
     align_fraction: float = field(default=0.0, metadata={
         "help": "share of each stage's budget spent first on the projector alone (LLaVA's alignment phase); "
                 "0: no alignment phase"})
-    align_lr: float = field(default=2e-3, metadata={"help": "projector learning rate of the alignment phase"})
+    # MoExtend's tuned alignment rate, so that the matched-recipe pair (leaderboard.RECIPE_PAIRS) aligns alike
+    align_lr: float = field(default=1e-3, metadata={"help": "projector learning rate of the alignment phase"})
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.align_fraction < 1.0:
@@ -40,7 +42,7 @@ class FullFineTuning(Strategy):
     shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.run.shared.FitStore)
 
     Config = FullFineTuningConfig
-    tuning = {"lr": ("1e-5", "3e-5", "1e-4", "3e-4", "1e-3")}
+    tuning = {"projector_lr": ("1e-3", "3e-3", "1e-2"), "lr": ("1e-5", "3e-5", "1e-4", "3e-4")}
 
     def footprint(self, model, modality: str):
         from cl_bench.api.footprint import full_model_footprint

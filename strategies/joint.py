@@ -25,7 +25,7 @@ class SingleTaskConfig:
     """Single-task fine-tuning options (joint training has these and more)."""
 
     lr: float = field(default=1e-4, metadata={"help": "learning rate of the language model"})  # chosen by clbench tune, results/hparams/vision-audio.md
-    projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projectors"})
+    projector_lr: float = field(default=1e-2, metadata={"help": "learning rate of the modality projectors"})  # tuned
 
     def __post_init__(self) -> None:
         for name in ("lr", "projector_lr"):
@@ -37,14 +37,16 @@ class SingleTaskConfig:
 class JointConfig(SingleTaskConfig):
     """Joint multi-task training options."""
 
-    lr: float = field(default=1e-3, metadata={"help": "learning rate of the language model"})  # chosen by clbench tune, results/hparams/vision-audio.md
+    # mix, projector_lr and lr: chosen by clbench tune, results/hparams/vision-audio.md
+    lr: float = field(default=1e-3, metadata={"help": "learning rate of the language model"})
+    projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projectors"})
     include_text: bool = field(default=True, metadata={
         "help": "mix the base text task's training split in (the data the base was pre-trained on)"})
     from_scratch: bool = field(default=True, metadata={
         "help": "start each stage again from the base model; false continues from the previous stage"})
     scale_steps: bool = field(default=True, metadata={
         "help": "train k x the budget's steps at stage k, as many as a sequential learner has had by then"})
-    mix: str = field(default="size", metadata={
+    mix: str = field(default="equal", metadata={
         "help": "how batches are shared among the tasks: size (in proportion to their training splits) or equal "
                 "(the same share each, so a large text split does not take most batches)"})
 
@@ -61,7 +63,8 @@ class Joint(Strategy):
     shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.run.shared.FitStore)
 
     Config = JointConfig
-    tuning = {"lr": ("1e-4", "3e-4", "1e-3", "3e-3")}
+    tuning = {"mix": ("size", "equal"), "projector_lr": ("1e-3", "3e-3", "1e-2"),
+              "lr": ("1e-4", "3e-4", "1e-3", "3e-3")}
     declares = Declaration(past_train=True, budget="k x the stage budget at stage k (the multi-task reference)")
     earlier, word = True, "joint"  # train on every modality seen so far
 
@@ -139,7 +142,7 @@ class SingleTask(Joint):
     """Each modality fine-tuned alone from the base (the per-task reference of intransigence and plasticity)."""
 
     Config = SingleTaskConfig
-    tuning = {"lr": ("3e-5", "1e-4", "3e-4", "1e-3")}
+    tuning = {"projector_lr": ("1e-3", "3e-3", "1e-2"), "lr": ("3e-5", "1e-4", "3e-4", "1e-3")}
     tuning_score = "own"  # a per-task reference: each task right after its own stage, not what it keeps
     declares = Declaration()
     earlier, word = False, "single-task"

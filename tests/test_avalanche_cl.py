@@ -83,7 +83,8 @@ def test_optimizer_holds_only_what_trains_and_the_budget_is_exact(stream, cache_
     trainable = {id(p) for p in strat.model.parameters() if p.requires_grad}
     assert in_optimizer == trainable
     assert trainable == {id(p) for p in [*strat.model.lm.parameters(), *strat.model.projectors["image"].parameters()]}
-    assert [g["initial_lr"] for g in strat.template.optimizer.param_groups] == [3e-4, 5e-3]
+    assert [g["initial_lr"] for g in strat.template.optimizer.param_groups] == [EWC.Config().lr,
+                                                                                EWC.Config().projector_lr]
     assert all(torch.equal(p, q) for p, q in zip(strat.model.projectors["audio"].parameters(), audio_projector))
     cost = strat.cost()
     assert cost.trainable == sum(p.numel() for p in strat.model.parameters() if p.requires_grad)

@@ -62,3 +62,13 @@ def test_lora_state_round_trip(stream, cache_dir):
     x = torch.randint(4, 20, (2, 6))
     for t in stream.tasks:
         assert torch.equal(strat.model_for(t.info).lm(x).logits, again.model_for(t.info).lm(x).logits)
+
+
+def test_wrapping_the_lm_in_peft_warns_nothing(stream, cache_dir):
+    import warnings
+
+    strat = make(LoRAPerModality, stream, cache_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # PEFT reads transformers' deprecated is_gradient_checkpointing
+        make(LoRA, stream, cache_dir)  # get_peft_model in setup
+        strat._ensure("image")  # ... in a per-modality adapter's first use

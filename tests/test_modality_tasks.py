@@ -163,7 +163,8 @@ def test_single_task_fine_tuning_learns_the_task(name, cache_dir, tmp_path, monk
         steps, lr = LEARN[name]
         cfg = RunConfig(stream="one-word-task", strategy="single-ft", device="cpu", threads=1, eval_split="val",
                         budget=Budget(steps=steps, batch_size=16), pretrain=PretrainConfig(steps=20, batch_size=16),
-                        strategy_options={"lr": lr}, stream_options={"train_speakers": 40, "val_speakers": 10,
+                        # the projector rate the steps were sized with (the task is the subject, not the default)
+                        strategy_options={"lr": lr, "projector_lr": "5e-3"}, stream_options={"train_speakers": 40, "val_speakers": 10,
                                                                      "test_speakers": 10},
                         # the session's cache: each task's data is keyed by its name and the options, and the five
                         # tasks' text base (and the base model pre-trained on it) is built once

@@ -249,5 +249,7 @@ def test_ls_verbose_shows_each_strategys_declaration():
     full = lines[lines.index(next(l for l in lines if l.strip().startswith("full-ft "))) + 1]
     assert "past training items no" in full and "budget equal" in full
     grid = lines[lines.index(next(l for l in lines if l.strip().startswith("full-ft "))) + 2]
-    assert "tuning grid (clbench tune): lr in 1e-5, 3e-5, 1e-4, 3e-4, 1e-3" in grid
+    declared = registry.strategies.get("full-ft").tuning
+    assert "tuning grid (clbench tune): " + "; ".join(f"{k.replace('_', '-')} in {', '.join(v)}"
+                                                        for k, v in declared.items()) in grid
     assert any("-o router-init=... (default 'copy')" in l for l in lines)

@@ -145,12 +145,14 @@ def test_a_fit_shared_across_strategies_gives_bit_identical_results(small, cache
     """full-ft's first stage at MMER's learning rate is MMER's first fine-tune; MMER's fine-tunes are single-ft's
     stages at that rate: each is computed once, and every result is the one computed without sharing."""
     quiet = dict(progress=False, echo=lambda s: None)
-    lr = "3e-4"  # MMER's default
+    lr = "3e-4"  # MMER's default; its projector rate is full-ft's and given to single-ft
+    assert registry.strategies.get("mmer").Config().projector_lr == registry.strategies.get("full-ft").Config().projector_lr
+    projector_lr = str(registry.strategies.get("mmer").Config().projector_lr)
     full, _ = run(fit_config(cache_dir, tmp_path / "a", "full-ft", 111, lr=lr), **quiet)
     assert sources(full) == [["computed"], ["computed"]]
     mmer, _ = run(fit_config(cache_dir, tmp_path / "a", "mmer", 111), **quiet)
     assert sources(mmer) == [["stored"], ["computed"]]  # its second fine-tune starts from the base again
-    single, _ = run(fit_config(cache_dir, tmp_path / "a", "single-ft", 111, lr=lr), **quiet)
+    single, _ = run(fit_config(cache_dir, tmp_path / "a", "single-ft", 111, lr=lr, projector_lr=projector_lr), **quiet)
     assert sources(single) == [["stored"], ["stored"]]
     # a stored fit counts what it took when computed: its stage's training time is at least that
     for doc in (mmer, single):
@@ -158,7 +160,8 @@ def test_a_fit_shared_across_strategies_gives_bit_identical_results(small, cache
             assert stage["train_seconds"] >= sum(f["seconds"] for f in stage["shared_fits"]) - 0.002
 
     monkeypatch.setenv(shared.ENV, "0")
-    for name, doc, options in (("mmer", mmer, {}), ("single-ft", single, {"lr": lr}), ("full-ft", full, {"lr": lr})):
+    for name, doc, options in (("mmer", mmer, {}), ("single-ft", single, {"lr": lr, "projector_lr": projector_lr}),
+                               ("full-ft", full, {"lr": lr})):
         alone, _ = run(fit_config(cache_dir, tmp_path / "b", name, 111, **options), **quiet)
         assert sources(alone) == [[], []] and "shared_fits" not in alone["stages"][0]
         assert same_result(doc, alone), name

@@ -158,7 +158,7 @@ def test_cli_tune_runs_the_grid_on_validation_splits(tmp_path, cache_dir, small)
     assert page.read_text() == f"# x\n{tuning.README_BEGIN}\n{summary}{tuning.README_END}\nafter\n"
     report["strategies"]["align-only"]["points"][1]["val_acc"][0] += 0.01
     (problem,) = tuning.recompute(report, tmp_path / "tuning")
-    assert problem.startswith("align-only projector_lr=2e-3 seed 0: the report says")
+    assert problem.startswith(f"align-only projector_lr={tried[1]} seed 0: the report says")
     for p in report["strategies"]["align-only"]["points"]:
         p["seeds"] = [3]
     assert len(tuning.recompute(report, tmp_path / "tuning")) == len(tried)  # no run of seed 3: each point says so
@@ -240,8 +240,9 @@ def test_the_default_competes_where_the_grid_lacks_it_so_a_round_never_ends_belo
     assert [p.get("start", False) for p in lr_round["points"]] == [True, False, False]
     # a default chosen past its grid's edge is not widened from, and is reported on the edge
     assert report["tried"]["lr"] == ["1e-4", "3e-4"] and report["on_edge"] == ["lr"]
-    assert "each option's default competing" in tuning.to_markdown(
-        {"stream": "s", "seeds": [0, 1], "command": "clbench tune", "clbench": "x", "strategies": {"toy": report}})
+    doc = {"stream": "s", "seeds": [0, 1], "command": "clbench tune", "clbench": "x", "strategies": {"toy": report}}
+    assert "each option's default competing" in tuning.to_markdown(doc)
+    assert "lr ∈ {0.001 (default), 1e-4, 3e-4}" in tuning.summary_markdown(doc)
     # a grid value that beats the default replaces it, and a grid holding the default adds no point
     better = tuning.tune_strategy("toy", lambda p, s: _doc(0.9 if p.get("lr") == "3e-4" else 0.5), seeds=(0,),
                                   grid={"lr": ("1e-4", "3e-4", "1e-3")})

@@ -327,7 +327,10 @@ def summary_markdown(report: dict) -> str:
     lines = [f"| strategy | grid | chosen | mean final val ACC (seeds {', '.join(map(str, report['seeds']))}) "
              "| runner-up |", "|---|---|---|---:|---|"]
     for name, r in report["strategies"].items():
-        grid = "; ".join(f"{k.replace('_', '-')} ∈ {{{', '.join(v)}}}" for k, v in r.get("tried", r["grid"]).items())
+        # the default that competed in its option's round (where the grid lacks it) first, marked
+        start = {rd["option"]: p["value"] for rd in r.get("rounds", ()) for p in rd["points"] if p.get("start")}
+        grid = "; ".join(f"{k.replace('_', '-')} ∈ {{{', '.join(([start[k] + ' (default)'] if k in start else []) + v)}}}"
+                         for k, v in r.get("tried", r["grid"]).items())
         ranked = sorted(r["points"], key=lambda p: -p["mean"])
         best = next(p for p in r["points"] if same_point(p["options"], {**r.get("defaults_now", {}), **r["chosen"]}))
         others = [p for p in ranked if p is not best]

@@ -49,6 +49,7 @@ class EWCConfig(AvalancheConfig):
     # Avalanche's Fisher squares mini-batch gradients (about 3e-5 a weight on average here), hence the scale;
     # chosen by clbench tune, results/hparams/vision-audio.md.
     ewc_lambda: float = field(default=1e4, metadata={"help": "weight of the EWC penalty"})
+    projector_lr: float = field(default=1e-2, metadata={"help": "learning rate of the modality projector"})  # tuned
     mode: str = field(default="separate", metadata={
         "help": "separate: one penalty per earlier experience; online: one running Fisher (needs decay-factor)"})
     decay_factor: float | None = field(default=None, metadata={"help": "decay of the online Fisher, in (0, 1]"})
@@ -69,6 +70,7 @@ class EWCConfig(AvalancheConfig):
 class LwFConfig(AvalancheConfig):
     """LwF options (avalanche's LwFPlugin, distilling next-token distributions)."""
 
+    projector_lr: float = field(default=1e-2, metadata={"help": "learning rate of the modality projector"})  # tuned
     alpha: float = field(default=1.0, metadata={"help": "weight of the distillation loss"})
     temperature: float = field(default=2.0, metadata={"help": "softmax temperature of the distillation"})
     positions: str = field(default="all", metadata={
@@ -91,6 +93,7 @@ class ReplayConfig(AvalancheConfig):
     """Experience replay options (avalanche's ReplayPlugin with an experience-balanced buffer)."""
 
     lr: float = field(default=1e-3, metadata={"help": "learning rate of the language model"})  # chosen by clbench tune, results/hparams/vision-audio.md
+    projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})  # tuned
     mem_size: int = field(default=500, metadata={"help": "items kept in the buffer, shared equally by experiences"})
     memory_fraction: float = field(default=0.25, metadata={
         "help": "share of each batch drawn from the buffer (the batch keeps the budget's size)"})
@@ -114,7 +117,8 @@ class ReplayConfig(AvalancheConfig):
 class SmallReplayConfig(ReplayConfig):
     """Experience replay with a 50-item buffer (registered as replay-small, beside replay's 500)."""
 
-    lr: float = field(default=3e-4, metadata={"help": "learning rate of the language model"})  # chosen by clbench tune, results/hparams/vision-audio.md
+    lr: float = field(default=1e-4, metadata={"help": "learning rate of the language model"})  # chosen by clbench tune, results/hparams/vision-audio.md
+    projector_lr: float = field(default=1e-2, metadata={"help": "learning rate of the modality projector"})  # tuned
     mem_size: int = field(default=50, metadata={"help": "items kept in the buffer, shared equally by experiences"})
 
 
@@ -268,7 +272,8 @@ class EWC(AvalancheStrategy):
     """Elastic weight consolidation: avalanche's EWCPlugin on full fine-tuning."""
 
     Config = EWCConfig
-    tuning = {"ewc_lambda": ("1e3", "1e4", "1e5", "1e6", "1e7")}
+    tuning = {"projector_lr": ("1e-3", "3e-3", "1e-2"), "lr": ("1e-4", "3e-4", "1e-3"),
+              "ewc_lambda": ("1e3", "1e4", "1e5")}
     declares = Declaration(task_weights=True)  # the anchor parameters and their Fisher importances
 
     def memory(self) -> Memory:
@@ -318,7 +323,8 @@ class LwF(AvalancheStrategy):
     """Learning without forgetting: avalanche's LwFPlugin, distilling next-token distributions."""
 
     Config = LwFConfig
-    tuning = {"positions": ("all", "prompt", "answer")}
+    tuning = {"projector_lr": ("1e-3", "3e-3", "1e-2"), "lr": ("1e-4", "3e-4", "1e-3"),
+              "positions": ("all", "prompt", "answer")}
     declares = Declaration(task_weights=True)  # the previous model, kept as the teacher
 
     def memory(self) -> Memory:
@@ -378,7 +384,7 @@ class Replay(AvalancheStrategy):
     """Experience replay: avalanche's ReplayPlugin with an experience-balanced buffer on full fine-tuning."""
 
     Config = ReplayConfig
-    tuning = {"lr": ("1e-4", "3e-4", "1e-3", "3e-3")}
+    tuning = {"projector_lr": ("1e-3", "3e-3", "1e-2"), "lr": ("1e-4", "3e-4", "1e-3")}
     declares = Declaration(past_train=True)  # the buffer of earlier experiences' training items
 
     def memory(self) -> Memory:
@@ -418,4 +424,4 @@ class SmallReplay(Replay):
     """Experience replay with a small buffer (50 items by default): replay's memory-light setting."""
 
     Config = SmallReplayConfig
-    tuning = {"lr": ("1e-4", "3e-4", "1e-3")}
+    tuning = {"projector_lr": ("1e-3", "3e-3", "1e-2"), "lr": ("1e-4", "3e-4", "1e-3")}

@@ -30,7 +30,8 @@ class LoRAConfig:
     target_parameters: str = field(default="mlp.experts.gate_up_proj,mlp.experts.down_proj",
                                    metadata={"help": "fused expert tensors given adapters (PEFT target_parameters; "
                                                            "mlp. is the MoE block in every family)"})
-    lr: float = field(default=3e-3, metadata={"help": "learning rate of the adapters"})  # chosen by clbench tune, results/hparams/vision-audio.md
+    # lr and projector_lr: chosen by clbench tune, results/hparams/vision-audio.md
+    lr: float = field(default=1e-3, metadata={"help": "learning rate of the adapters"})
     projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
 
     def __post_init__(self) -> None:
@@ -57,28 +58,38 @@ class LoRAConfig:
                           target_parameters=params or None, lora_dropout=0.0)
 
 
+def _peft_model(lm, config, name: str):
+    """PEFT's get_peft_model, without the FutureWarning it triggers by reading transformers 5's deprecated
+    `is_gradient_checkpointing` (a library-to-library deprecation the user cannot act on)."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(lm, config, adapter_name=name)
+
+
 class LoRA(Strategy):
     """One LoRA adapter (PEFT) on attention and experts, trained through the whole stream."""
 
     setup_keeps_outputs = True  # row 0 is shared (cl_bench.run.shared; tests/test_shared.py checks it)
 
     Config = LoRAConfig
-    tuning = {"lr": ("3e-4", "1e-3", "3e-3", "1e-2")}
+    tuning = {"projector_lr": ("1e-3", "3e-3", "1e-2"), "lr": ("3e-4", "1e-3", "3e-3")}
     per_modality = False
 
     def setup(self, model, context) -> None:
-        from peft import get_peft_model
-
         super().setup(model, context)
         self._base = [p for p in model.lm.parameters()]
         self.adapters: list[str] = []
         if not self.per_modality:
-            model.lm = get_peft_model(model.lm, self.config.peft(model.lm), adapter_name="shared")
+            model.lm = _peft_model(model.lm, self.config.peft(model.lm), "shared")
             self.adapters.append("shared")
 
     def footprint(self, model, modality: str):
         """PEFT's own LoRA modules on the meta model: the stage's adapter and the projector train."""
-        from peft import PeftModel, get_peft_model
+        from peft import PeftModel
 
         from cl_bench.api.footprint import Footprint, numel, projector
 
@@ -87,7 +98,7 @@ class LoRA(Strategy):
             model._plan_tasks = getattr(model, "_plan_tasks", -1) + 1
             name = f"task{model._plan_tasks}"
         if not isinstance(model.lm, PeftModel):
-            model.lm = get_peft_model(model.lm, self.config.peft(model.lm), adapter_name=name)
+            model.lm = _peft_model(model.lm, self.config.peft(model.lm), name)
         elif name not in model.lm.peft_config:
             model.lm.add_adapter(name, self.config.peft(model.lm.get_base_model()))
         lora = sum(p.numel() for n, p in model.lm.named_parameters() if f".{name}." in n or n.endswith(f".{name}"))
@@ -109,7 +120,7 @@ class LoRA(Strategy):
         return [weights_key(self.config.route, t) for t in self.context.tasks]
 
     def _ensure(self, name: str) -> None:
-        from peft import PeftModel, get_peft_model
+        from peft import PeftModel
 
         m = self.model
         if name in self.adapters:
@@ -117,7 +128,7 @@ class LoRA(Strategy):
         if isinstance(m.lm, PeftModel):
             m.lm.add_adapter(name, self.config.peft(m.lm.get_base_model()))
         else:
-            m.lm = get_peft_model(m.lm, self.config.peft(m.lm), adapter_name=name)
+            m.lm = _peft_model(m.lm, self.config.peft(m.lm), name)
         self.adapters.append(name)
 
     def learn(self, experience: Experience) -> dict:
@@ -202,6 +213,7 @@ class LoRAPerModalityConfig(LoRAConfig):
     """LoRA options of the per-modality variant (its own tuned learning rate)."""
 
     lr: float = field(default=1e-3, metadata={"help": "learning rate of the adapters"})  # chosen by clbench tune, results/hparams/vision-audio.md
+    projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
     route: Literal["modality", "task"] = route_option("adapter")
 
     def __post_init__(self) -> None:
@@ -214,7 +226,7 @@ class LoRAPerModality(LoRA):
 
     Config = LoRAPerModalityConfig
     per_modality = True
-    tuning = {"lr": ("3e-4", "1e-3", "3e-3")}
+    tuning = {"projector_lr": ("1e-3", "3e-3", "1e-2"), "lr": ("3e-4", "1e-3", "3e-3")}
     declares = Declaration(task_weights=True, modality_routed=True)
 
     def setup(self, model, context) -> None:

@@ -62,6 +62,7 @@ class MMERConfig:
     reselect: Literal["all", "new"] = field(default="all", metadata={
         "help": "all: choose alpha/lambda again for every modality at each stage, on their kept validation "
                 "splits; new: only for the new modality, earlier ones keep theirs (no past validation data)"})
+    # lr and projector_lr: chosen by clbench tune, results/hparams/vision-audio.md (both kept their defaults)
     lr: float = field(default=3e-4, metadata={"help": "LM learning rate of the per-modality fine-tuning"})
     projector_lr: float = field(default=5e-3, metadata={"help": "projector learning rate of the fine-tuning"})
     route: Literal["modality", "task"] = route_option("task vector and mask")
@@ -110,7 +111,7 @@ class MMER(Strategy):
     shares_fits = True  # plain fits on the stage's own split: each computed once (cl_bench.run.shared.FitStore)
 
     Config = MMERConfig
-    tuning = {"lr": ("1e-4", "3e-4", "1e-3")}
+    tuning = {"projector_lr": ("1e-3", "3e-3", "1e-2"), "lr": ("1e-4", "3e-4", "1e-3")}
     declares = Declaration(past_val=True, task_weights=True, modality_routed=True)
 
     def declaration(self) -> Declaration:

@@ -47,7 +47,9 @@ class MoExtendConfig:
     align_steps: int | None = field(default=None, metadata={"help": "alignment steps (default: from `phases`)"})
     extension_steps: int | None = field(default=None, metadata={"help": "router-tuning steps (default: from `phases`)"})
     finetune_steps: int | None = field(default=None, metadata={"help": "fine-tuning steps (default: from `phases`)"})
-    align_lr: float = field(default=2e-3, metadata={"help": "projector learning rate in alignment"})
+    # align_lr (and finetune_lr, projector_lr, align_share, calibration_input as they were): chosen by clbench tune,
+    # results/hparams/vision-audio.md
+    align_lr: float = field(default=1e-3, metadata={"help": "projector learning rate in alignment"})
     extension_lr: float = field(default=1e-3, metadata={"help": "router learning rate in extension"})
     finetune_lr: float = field(default=1e-3, metadata={"help": "learning rate of new experts, rows, calibration"})
     projector_lr: float = field(default=2e-3, metadata={"help": "projector learning rate in fine-tuning"})
@@ -109,7 +111,9 @@ class MoExtend(Strategy):
     setup_keeps_outputs = True  # row 0 is shared (cl_bench.run.shared; tests/test_shared.py checks it)
 
     Config = MoExtendConfig
-    tuning = {"finetune_lr": ("3e-4", "1e-3", "3e-3"), "calibration_input": ("prefix", "own")}
+    tuning = {"align_lr": ("1e-3", "3e-3", "1e-2"), "projector_lr": ("1e-3", "3e-3", "1e-2"),
+              "finetune_lr": ("3e-4", "1e-3", "3e-3"), "align_share": ("0.2", "0.4", "0.6"),
+              "calibration_input": ("prefix", "own")}
     declares = Declaration(task_weights=True)  # an expert, router row and calibration per modality (not routed
     # by modality: the extended routers choose among old and new experts for every token)
 
