@@ -10,7 +10,7 @@ is documented). Every other module of cl_bench is internal and may change: a plu
 ``cl_bench`` only, as examples/plugin-template does.
 """
 
-__version__ = "0.4.0.dev0"
+__version__ = "0.4.0"
 
 # The public API: name -> module that defines it (loaded lazily by __getattr__).
 _API = {
