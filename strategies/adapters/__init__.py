@@ -56,7 +56,7 @@ class AdapterPerModalityConfig(AdapterConfig):
     """Bottleneck adapter options, and what picks the adapter set at test time."""
 
     # its own choices (results/hparams/vision-audio.md): a factor of 1, a bottleneck as wide as the hidden size,
-    # past the grid's 4 (the next step down, 0.25, is no integer)
+    # reached by widening past the grid's 4; the table marks it on an edge, but no factor is smaller
     reduction_factor: int = field(default=1, metadata={"help": "bottleneck size = hidden size / reduction_factor"})
     projector_lr: float = field(default=5e-3, metadata={"help": "learning rate of the modality projector"})
     route: Literal["modality", "task"] = route_option("adapter set")
