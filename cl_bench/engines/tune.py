@@ -324,7 +324,9 @@ README_END = "<!-- hparams:end -->"
 
 def summary_markdown(report: dict) -> str:
     """The docs' summary of a report (docs/strategies.md): per strategy, its grid, the choice and the runner-up."""
-    lines = [f"| strategy | grid | chosen | mean final val ACC (seeds {', '.join(map(str, report['seeds']))}) "
+    extra = any(EXTRA_SEED in p.get("seeds", ()) for r in report["strategies"].values() for p in r["points"])
+    lines = [f"| strategy | grid | chosen | mean val score (seeds {', '.join(map(str, report['seeds']))}"
+             f"{f'; {EXTRA_SEED} where the two best were within their spread' if extra else ''}) "
              "| runner-up |", "|---|---|---|---:|---|"]
     for name, r in report["strategies"].items():
         # the default that competed in its option's round (where the grid lacks it) first, marked
