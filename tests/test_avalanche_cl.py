@@ -253,3 +253,14 @@ def test_a_stream_exported_to_avalanche_trains_with_avalanches_own_strategy(cach
     assert len(strategy.plugins[0].saved_params) == 3  # EWC consolidated after each experience
     assert any(not torch.equal(before[k], v) for k, v in mm.lm.state_dict().items())
     strategy.eval(bench.test_stream)  # avalanche's eval loop runs on every task's test items
+
+
+def test_importing_avalanche_through_the_glue_warns_nothing():
+    """avalanche-lib imports qpsolvers (for GEM, unused here), which warns on every run where no QP solver is
+    installed: the glue, the strategies' first avalanche import, keeps that out of the run's output."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c",
+                           "from cl_bench.strategies.avalanche_cl import glue"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr.splitlines()[-1:]

@@ -152,9 +152,9 @@ class AvalancheStrategy(Strategy):
 
     # -- the Strategy interface ------------------------------------------------------------
     def setup(self, model, context) -> None:
-        from avalanche.training.plugins import LRSchedulerPlugin
+        from cl_bench.strategies.avalanche_cl import glue  # before any other avalanche import: it imports it quietly
 
-        from cl_bench.strategies.avalanche_cl import glue
+        from avalanche.training.plugins import LRSchedulerPlugin  # noqa: I001
 
         super().setup(model, context)
         if model.compute_dtype == torch.float16:

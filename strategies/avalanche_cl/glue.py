@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import torch
-from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
-from avalanche.training.regularization import LearningWithoutForgetting
-from avalanche.training.storage_policy import ExperienceBalancedBuffer
-from avalanche.training.templates import SupervisedTemplate
-from avalanche.training.utils import ParamData
+
+with warnings.catch_warnings():  # the first import of avalanche-lib in a run (its strategies import glue first)
+    # avalanche imports qpsolvers for GEM, which clbench does not use; qpsolvers warns when no QP solver is installed
+    warnings.filterwarnings("ignore", message="no QP solver found", category=UserWarning)
+    from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
+    from avalanche.training.regularization import LearningWithoutForgetting
+    from avalanche.training.storage_policy import ExperienceBalancedBuffer
+    from avalanche.training.templates import SupervisedTemplate
+    from avalanche.training.utils import ParamData
 
 from cl_bench.interop.avalanche_data import (Collate, Item, LMModule, LMOutput, MixedBatch, answer_loss,  # noqa: F401
                                               make_dataset, make_experience)
