@@ -156,9 +156,10 @@ def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], see
 
     chosen: dict[str, str] = {}
     rounds, tried, refused = [], {k: list(v) for k, v in grid.items()}, {}
+    # each option's default competes first in its round (ties keep it) unless the grid holds it already
+    starts = {k: [] if any(_same(defaults[k], v) for v in tried[k]) else [defaults[k]] for k in grid}
     for option in grid:
-        # the default competes first (ties keep it) unless the grid holds it already
-        start = [] if any(_same(defaults[option], v) for v in tried[option]) else [defaults[option]]
+        start = starts[option]
         for widening in range(WIDENINGS + 1):
             values = start + tried[option]
             points = [{**chosen, option: v} for v in values]
@@ -197,8 +198,7 @@ def tune_strategy(name: str, run_one: Callable[[dict[str, str], int], dict], see
     for p in points:
         p["mean"] = round(statistics.fmean(p["val_acc"]), 6)
     # on an edge: of the values tried, the default included where it competed (a default chosen outside the grid)
-    still = [k for k in grid if widened(tuple(tried[k]) + tuple(v for v in [defaults[k]] if not any(
-        _same(v, t) for t in tried[k])), chosen[k]) is not None]
+    still = [k for k in grid if widened(tuple(tried[k] + starts[k]), chosen[k]) is not None]
     return {"grid": {k: list(v) for k, v in grid.items()}, "tried": tried, "score": rule, "procedure": "coordinate",
             "rounds": rounds, "points": points, "chosen": chosen, "on_edge": still, "refused": refused, "defaults_now": defaults,
             "defaults_match": all(_same(defaults[k], chosen[k]) for k in grid)}
