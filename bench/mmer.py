@@ -3,16 +3,16 @@ masks and without them (`-o masks=off`, the masks' ablation), merge time against
 memory against the model's size.
 
 Usage: python bench/mmer.py [--seeds 0 1 2 3 4] [--threads 2] [--results-dir results/ablations]
-                            [--page docs/strategies.md]
+                            [--page docs/strategies.md --page README.md]
 
 Each seed runs `mmer` at its defaults with export-dir set, so the per-modality fine-tuned models are kept, and
 `mmer -o masks=off` (the same fine-tunes: MMER's fits are shared through the cache, so the second run only merges
 and selects). The bench, as the evaluator and not the strategy, scores each exported model on its modality's test
 split; those scores are kept in RESULTS_DIR/mmer.json by run key, so a rerun that reuses the result files needs no
 export. Finished runs are reused, so the bench can be stopped and run again. Writes RESULTS_DIR/mmer.json and .md
-and, with --page, the page's MMER section between its markers. The merge's memory is measured in a fresh process
-that merges the saved task vectors with the strategy's own function (peak of torch's CPU allocations, from
-torch's profiler).
+and, with --page (repeatable), each page's MMER table and finding (one sentence) between their markers. The
+merge's memory is measured in a fresh process that merges the saved task vectors with the strategy's own function
+(peak of torch's CPU allocations, from torch's profiler).
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ print(json.dumps({"peak_bytes": peak, "merged_bytes": sum(t.numel() * 4 for t in
 PAGE = "docs/strategies.md"  # the published table's page (MMER, "Measured")
 BEGIN = f"<!-- mmer:begin (python bench/mmer.py --page {PAGE}) -->"
 END = "<!-- mmer:end -->"
+# A page gets whichever of the two sections it has markers for: the table (mmer) and the finding (mmer-findings,
+# the README's "<!-- mmer-findings:begin ... -->")
+SECTIONS = ("mmer", "mmer-findings")
 
 
 def own_accuracies(export: Path, stream, base, threads: int, eval_limit: int | None = None) -> dict[str, float]:
@@ -132,10 +135,27 @@ def measure(seeds, threads: int, results_dir: Path, cache_dir: str | None, steps
     return {"seeds": list(seeds), "threads": threads, "own": kept, "rows": rows}
 
 
+def _masks_test(rows):
+    """ACC with masks minus without, paired over the rows' seeds, as text, and its verdict."""
+    import numpy as np
+
+    from cl_bench.analysis.stats import paired_comparison
+
+    c = paired_comparison(np.array([r["acc"]["on"] for r in rows]), np.array([r["acc"]["off"] for r in rows]))
+    verdict = ("a tie" if not c.p_value < 0.05 else ("masks better" if c.mean_diff > 0 else "masks worse"))
+    return (f"{c.mean_diff:+.3f}" if math.isnan(c.low) else
+            f"{c.mean_diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}], p = {c.p_value:.2g}: {verdict}")
+
+
+def _retention(rows, masks: str, task: str) -> list[float | None]:
+    """Per seed: the task's final accuracy over its own fine-tuned model's (None where that is 0)."""
+    return [r["final"][masks][task] / r["own"][task] if r["own"][task] > 0 else None for r in rows]
+
+
 def table(report: dict) -> str:
     import numpy as np
 
-    from cl_bench.analysis.stats import bootstrap_ci, paired_comparison
+    from cl_bench.analysis.stats import bootstrap_ci
 
     rows = report["rows"]
     tasks = [t for t in rows[0]["own"]]
@@ -154,20 +174,16 @@ def table(report: dict) -> str:
                  + " | ".join(cell([r["own"][t] for r in rows]) for t in tasks) + " |")
     for masks, label in (("on", "MMER (masks), after the stream"), ("off", "masks off, after the stream")):
         lines.append(f"| {label} | " + " | ".join(cell([r["final"][masks][t] for r in rows]) for t in tasks) + " |")
-        lines.append(f"| retention, {'masks' if masks == 'on' else 'masks off'} (over own model) | " + " | ".join(
-            cell([r["final"][masks][t] / r["own"][t] if r["own"][t] > 0 else None for r in rows])  # n/a: own 0
-            for t in tasks) + " |")
-    c = paired_comparison(np.array([r["acc"]["on"] for r in rows]), np.array([r["acc"]["off"] for r in rows]))
-    verdict = ("a tie" if not c.p_value < 0.05 else ("masks better" if c.mean_diff > 0 else "masks worse"))
-    diff = (f"{c.mean_diff:+.3f}" if math.isnan(c.low) else
-            f"{c.mean_diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}], p = {c.p_value:.2g}: {verdict}")
+        lines.append(f"| retention, {'masks' if masks == 'on' else 'masks off'} (over own model) | "
+                     + " | ".join(cell(_retention(rows, masks, t)) for t in tasks) + " |")  # n/a: own 0
     mem = [r["merge_memory"]["peak_bytes"] / 2**20 for r in rows]
     seeds = ", ".join(str(r["seed"]) for r in rows)
     lines += ["", f"MMER at its defaults on vision-audio, seeds {seeds}, {report['threads']} threads; mean [95% "
               "bootstrap interval over seeds]. Own model: each per-modality fine-tune (`-o export-dir`) scored on its "
               "modality's test split by the bench. Masks off (`-o masks=off`): an input of modality i runs "
               "theta_0 + alpha * tau*, alpha chosen on validation as with masks; text runs theta_0 either way (its "
-              f"retention is 100% by construction). ACC with masks minus without (paired over seeds): {diff}. "
+              f"retention is 100% by construction). ACC with masks minus without (paired over seeds): "
+              f"{_masks_test(rows)}. "
               f"Merging the task vectors took {np.mean([r['merge_seconds'] for r in rows]):.2f} s against "
               f"{np.mean([r['finetune_seconds'] for r in rows]):.1f} s of fine-tuning (mean over seeds); the "
               f"merge's peak of torch's CPU allocations {np.mean(mem):.1f} MiB for a "
@@ -175,8 +191,27 @@ def table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def findings_markdown(report: dict) -> str:
+    """The masks' ablation as one sentence (the README's): each modality's retention over its own fine-tuned
+    model with the masks and without them, and ACC with masks minus without, paired over seeds."""
+    import numpy as np
+
+    rows = report["rows"]
+
+    def mean(values):
+        kept = [v for v in values if v is not None]
+        return f"{100 * np.mean(kept):.1f}%" if kept else "n/a"
+
+    tasks = list(rows[0]["own"])
+    on = ", ".join(f"{t} {mean(_retention(rows, 'on', t))}" for t in tasks)
+    off = ", ".join(f"{t} {mean(_retention(rows, 'off', t))}" for t in tasks)
+    return (f"- MMER at its defaults ({len(rows)} seeds) keeps, of each modality's own fine-tuned model's test "
+            f"accuracy, {on} with its masks and {off} without them (`-o masks=off`); ACC with masks minus without: "
+            f"{_masks_test(rows)}. Text runs the base either way (100% by construction).\n")
+
+
 def main() -> None:
-    from cl_bench.results import check_markers, write_between
+    from cl_bench.reporting.page import sections_present, write_sections
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -185,20 +220,22 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--steps", type=int, default=400, help="training steps per stage (the published: the default)")
     ap.add_argument("--eval-limit", type=int, default=None, help="score only the first N test items (quick looks)")
-    ap.add_argument("--page", type=Path, default=None,
-                    help=f"write the table into this page between its markers (the published one: {PAGE})")
+    ap.add_argument("--page", dest="pages", type=Path, action="append", default=[],
+                    help="write the table and/or the finding into this page between their markers (repeatable; "
+                         f"the published ones: {PAGE} and README.md)")
     a = ap.parse_args()
-    if a.page:
-        check_markers(a.page, BEGIN, END, "MMER table", home=PAGE)
+    for page in a.pages:
+        sections_present(page, SECTIONS, "MMER table or finding", home=PAGE)
     report = measure(a.seeds, a.threads, a.results_dir, a.cache_dir, a.steps, a.eval_limit)
     text = table(report)
     from cl_bench.results import atomic_write_json, atomic_write_text
 
     atomic_write_json(a.results_dir / "mmer.json", report)
-    atomic_write_text(a.results_dir / "mmer.md", text)
-    print(text)
-    if a.page:
-        write_between(a.page, BEGIN, END, text, "MMER table", home=PAGE)
+    bodies = {"mmer": text, "mmer-findings": findings_markdown(report)}
+    atomic_write_text(a.results_dir / "mmer.md", text + "\n" + bodies["mmer-findings"])
+    print(text + "\n" + bodies["mmer-findings"])
+    for page in a.pages:
+        write_sections(page, bodies, "MMER table or finding", home=PAGE)
 
 
 if __name__ == "__main__":

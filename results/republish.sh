@@ -58,8 +58,11 @@ sweep --stream audio-vision --order vision,audio --strategies "$FEW" --seeds 0,1
 
 # 6. Ablations at the current defaults: MoExtend's, one option at a time, and MMER with and without its masks
 #    (retention over each modality's own fine-tuned model).
-python bench/ablations.py --seeds 0 1 2 --threads 2 --results-dir "$RESULTS/ablations" --page "$PAGES/docs/strategies.md"
-python bench/mmer.py --seeds 0 1 2 3 4 --threads 2 --results-dir "$RESULTS/ablations" --page "$PAGES/docs/strategies.md"
+#    Each writes its table into docs/strategies.md and its findings there and into the README.
+python bench/ablations.py --seeds 0 1 2 --threads 2 --results-dir "$RESULTS/ablations" \
+  --page "$PAGES/docs/strategies.md" --page "$PAGES/README.md"
+python bench/mmer.py --seeds 0 1 2 3 4 --threads 2 --results-dir "$RESULTS/ablations" \
+  --page "$PAGES/docs/strategies.md" --page "$PAGES/README.md"
 
 if [ "$FAILED" != 0 ]; then
   echo "some cells failed (listed above with their logs); run the script again once they are fixed" >&2

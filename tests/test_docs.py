@@ -85,8 +85,9 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_is_a_page():
 
 
 def test_the_generated_sections_live_in_their_docs_pages():
-    """Each writer's markers are in the page its command names, once; the README holds only the findings and the
-    scale table (a short page), written by `clbench publish --page README.md`."""
+    """Each writer's markers are in the page its command names, once; the README holds only findings (a short
+    page): the leaderboard's and the scale table, written by `clbench publish --page README.md`, and the
+    ablations' sentences, written by the bench scripts with `--page README.md`."""
     from cl_bench.reporting.findings import FINDINGS_BEGIN, FINDINGS_END
     from cl_bench.reporting.page import sections_of
 
@@ -99,7 +100,14 @@ def test_the_generated_sections_live_in_their_docs_pages():
                 (LEADERBOARD_PAGE, "<!-- scale:begin (clbench publish --page docs/leaderboard.md) -->",
                  "<!-- scale:end -->"),
                 ("README.md", "<!-- findings:begin (clbench publish --page README.md) -->", FINDINGS_END),
-                ("README.md", "<!-- scale:begin (clbench publish --page README.md) -->", "<!-- scale:end -->")]
+                ("README.md", "<!-- scale:begin (clbench publish --page README.md) -->", "<!-- scale:end -->"),
+                (ablations.PAGE,
+                 f"<!-- ablation-findings:begin (python bench/ablations.py --page {ablations.PAGE}) -->",
+                 "<!-- ablation-findings:end -->"),
+                ("README.md", "<!-- ablation-findings:begin (python bench/ablations.py --page README.md) -->",
+                 "<!-- ablation-findings:end -->"),
+                ("README.md", "<!-- mmer-findings:begin (python bench/mmer.py --page README.md) -->",
+                 "<!-- mmer-findings:end -->")]
     for page, begin, end in sections:
         text = (ROOT / page).read_text(encoding="utf-8")
         assert text.count(begin) == 1 and text.count(end) == 1 and text.index(begin) < text.index(end), (page, begin)

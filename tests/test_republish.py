@@ -50,7 +50,11 @@ def test_the_republish_script_runs_its_commands_with_one_results_folder_and_thre
             key = setting.split("=")[0].replace("-", "_")
             assert any(key in {f.name for f in dataclasses.fields(registry.strategies.get(n).Config)}
                        for n in names), setting
-    assert [c[1] for c in commands if c[0] == "python"] == ["bench/ablations.py", "bench/mmer.py"]
+    benches = [c for c in commands if c[0] == "python"]
+    assert [c[1] for c in benches] == ["bench/ablations.py", "bench/mmer.py"]
+    for c in benches:  # each writes its table into docs/strategies.md and its findings there and into the README
+        assert [c[i + 1] for i, x in enumerate(c) if x == "--page"] == [f"{pages}/docs/strategies.md",
+                                                                        f"{pages}/README.md"], c
     last = commands[-1]
     assert last[:2] == ["clbench", "publish"] and last.count("--page") == 3
     main.commands["publish"].make_context("clbench publish", list(last[2:]))

@@ -81,3 +81,30 @@ def regenerate(text: str, board: Leaderboard, path=None) -> str:
         if where is not None:
             text = text[:where[0]] + "\n\n" + render(board) + "\n" + text[where[1]:]
     return text
+
+
+def sections_present(path, names, what: str, home: str | None = None) -> list[str]:
+    """Which of the sections `names` page `path` has markers for (a bench script's table and findings); a
+    UsageError naming the markers and the fix when it has none of them (checked before a long job, as
+    results.check_markers does for one section)."""
+    text = Path(path).read_text(encoding="utf-8")
+    found = [name for name in names if _bounds(text, name, path) is not None]
+    if not found:
+        markers = " or ".join(f"'<!-- {n}:begin -->' and '<!-- {n}:end -->'" for n in names)
+        raise UsageError(f"{path} has no {what} markers; put {markers} on lines of their own where the {what} goes"
+                         + (f" (clbench's own {what} is in {home})" if home else ""))
+    return found
+
+
+def write_sections(path, bodies: dict[str, str], what: str, home: str | None = None) -> list[str]:
+    """Page `path` with each section of `bodies` that it has markers for rewritten (atomically), the others left
+    alone; returns the sections written. A UsageError when it has none (sections_present)."""
+    from cl_bench.results import atomic_write_text
+
+    names = sections_present(path, list(bodies), what, home)
+    text = Path(path).read_text(encoding="utf-8")
+    for name in names:
+        start, stop = _bounds(text, name, path)
+        text = text[:start] + "\n" + bodies[name] + text[stop:]
+    atomic_write_text(Path(path), text)
+    return names
