@@ -137,21 +137,22 @@ def test_runnable_blocks_are_the_marked_ones_only(text, expected):
     assert runnable_blocks(text) == expected
 
 
-def test_the_readme_summary_is_its_published_file_printed():
-    """The quick start's printed summary is `format_summary` of the published file it names, as it prints it: it
-    changes with the file, never by hand."""
+@pytest.mark.parametrize("page", ["README.md", "docs/guide.md"])
+def test_the_quick_start_summary_is_its_published_file_printed(page):
+    """The quick start's printed summary (the README's and the guide's) is `format_summary` of the published file it
+    names, as it prints it: it changes with the file, never by hand."""
     import json
 
     from cl_bench.reporting.summary import format_summary
 
     blocks, block = [], None
-    for line in README.read_text(encoding="utf-8").splitlines(keepends=True):
+    for line in (ROOT / page).read_text(encoding="utf-8").splitlines(keepends=True):
         if line.startswith("```"):
             blocks, block = (blocks + [block], None) if block is not None else (blocks, [])
         elif block is not None:
             block.append(line)
     blocks = ["".join(b) for b in blocks if any(x.startswith("result file: ") for x in b)]
-    assert len(blocks) == 1, "README.md should print one run summary ending in its result file"
+    assert len(blocks) == 1, f"{page} should print one run summary ending in its result file"
     path = blocks[0].rstrip("\n").splitlines()[-1].removeprefix("result file: ")
     doc = json.loads((ROOT / path).read_text())
     assert blocks[0] == format_summary(doc, path).rstrip("\n") + "\n"
