@@ -69,17 +69,22 @@ def findings(board: Leaderboard, stream: str = DEFAULT_STREAM, pairs=PAIRS, alph
     out = []
     if t.groups is not None and t.groups.order:
         best = t.groups.order[0]
-        tied = [n for n in t.groups.order[1:] if n in rows and not t.groups.differ(best, n)
-                and not math.isnan(_mean(rows[n], "acc"))]
+        others = [n for n in t.groups.order[1:] if n in rows and not math.isnan(_mean(rows[n], "acc"))]
+        tied = [n for n in others if not t.groups.differ(best, n)]
+        below = [n for n in others if t.groups.differ(best, n)]
+        family = f"paired t-tests over shared seeds, Holm-adjusted over {t.groups.pairs} pairs"
         out.append(f"Highest mean ACC on {t.title}: {best} ({_with_interval(rows[best], 'acc')}). "
-                   + (f"Not significantly different from it (they share its letter): {', '.join(tied)}."
-                      if tied else "Every other strategy is significantly below it."))
+                   + (f"Not significantly different from it (they share its letter; {family}): {', '.join(tied)}"
+                      + (f"; significantly below it: {', '.join(below)}." if below else ".")
+                      if tied else f"Every other strategy is significantly below it ({family})."))
     kept = [r for r in t.rows if not math.isnan(_mean(r, "retention:text"))]
     if len(kept) >= 2:
         kept.sort(key=lambda r: -_mean(r, "retention:text"))
-        hi, lo = kept[0], kept[-1]
-        out.append(f"Text retention (text accuracy after the last stage over the base's, %): highest {hi.label} "
-                   f"({_with_interval(hi, 'retention:text', 'percent')}), lowest {lo.label} "
+        top = [r for r in kept if _mean(r, "retention:text") == _mean(kept[0], "retention:text")]  # equal means
+        lo = kept[-1]
+        out.append(f"Text retention (text accuracy after the last stage over the base's, %): highest "
+                   f"{', '.join(r.label for r in top)} ({_with_interval(top[0], 'retention:text', 'percent')}"
+                   + (", each" if len(top) > 1 else "") + f"), lowest {lo.label} "
                    f"({_with_interval(lo, 'retention:text', 'percent')}).")
     for a, b in pairs:
         sentence = compare(t, a, b, "acc", alpha, level)
