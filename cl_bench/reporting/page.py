@@ -87,7 +87,10 @@ def sections_present(path, names, what: str, home: str | None = None) -> list[st
     """Which of the sections `names` page `path` has markers for (a bench script's table and findings); a
     UsageError naming the markers and the fix when it has none of them (checked before a long job, as
     results.check_markers does for one section)."""
-    text = Path(path).read_text(encoding="utf-8")
+    return _present(Path(path).read_text(encoding="utf-8"), names, path, what, home)
+
+
+def _present(text: str, names, path, what: str, home: str | None) -> list[str]:
     found = [name for name in names if _bounds(text, name, path) is not None]
     if not found:
         markers = " or ".join(f"'<!-- {n}:begin -->' and '<!-- {n}:end -->'" for n in names)
@@ -101,8 +104,8 @@ def write_sections(path, bodies: dict[str, str], what: str, home: str | None = N
     alone; returns the sections written. A UsageError when it has none (sections_present)."""
     from cl_bench.results import atomic_write_text
 
-    names = sections_present(path, list(bodies), what, home)
     text = Path(path).read_text(encoding="utf-8")
+    names = _present(text, list(bodies), path, what, home)
     for name in names:
         start, stop = _bounds(text, name, path)
         text = text[:start] + "\n" + bodies[name] + text[stop:]
