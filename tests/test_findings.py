@@ -26,8 +26,9 @@ def test_the_best_strategy_and_its_ties_come_from_the_letter_groups(board):
     assert first.startswith(f"Highest mean ACC on vision-audio: {best} (")
     tied = [n for n in t.groups.order[1:] if not t.groups.differ(best, n)]
     below = [n for n in t.groups.order[1:] if t.groups.differ(best, n)]
-    family = f"paired t-tests over shared seeds, Holm-adjusted over {t.groups.pairs} pairs"
-    assert t.groups.pairs > 0
+    n = t.groups.pairs
+    family = f"paired t-tests over shared seeds, Holm-adjusted over {n} pair{'' if n == 1 else 's'}"
+    assert n > 0
     if tied:
         assert f"Not significantly different from it (they share its letter; {family}): {', '.join(tied)}" in first
         assert (f"; significantly below it: {', '.join(below)}." in first) == bool(below)
@@ -67,3 +68,22 @@ def test_the_page_gets_its_findings_between_their_markers(tmp_path, monkeypatch)
     text = page.read_text()
     assert "old findings" not in text and "- Highest mean ACC on vision-audio: " in text
     assert text.index(FINDINGS_BEGIN) < text.index("- Highest mean ACC") < text.index(FINDINGS_END)
+
+
+def test_the_findings_name_who_is_below_the_best_and_every_row_at_the_highest_retention(board):
+    """On the fixture every row shares joint's letter and one row has the highest retention; here full-ft is made
+    significantly below joint and joint's text retention equal to align-only's, and the sentences say so."""
+    import dataclasses
+    import math
+
+    t = main_table(board, "vision-audio")
+    adjusted = {pair: (0.001 if set(pair) == {"joint", "full-ft"} else p) for pair, p in t.groups.adjusted.items()}
+    t.groups = dataclasses.replace(t.groups, adjusted=adjusted)
+    rows = {r.label: r for r in t.rows}
+    rows["joint"].values["retention:text"] = rows["align-only"].values["retention:text"]
+    first, retention = findings(board, "vision-audio", pairs=())[:2]
+    # align-only has one seed: its pairs are untested, so the family is the one pair joint / full-ft
+    assert first.endswith("Holm-adjusted over 1 pair): align-only; significantly below it: full-ft.")
+    assert not math.isnan(rows["align-only"].values["retention:text"][0])
+    assert retention.startswith("Text retention (text accuracy after the last stage over the base's, %): highest "
+                                "joint, align-only (100.0") and ", each), lowest full-ft (" in retention

@@ -72,7 +72,8 @@ def findings(board: Leaderboard, stream: str = DEFAULT_STREAM, pairs=PAIRS, alph
         others = [n for n in t.groups.order[1:] if n in rows and not math.isnan(_mean(rows[n], "acc"))]
         tied = [n for n in others if not t.groups.differ(best, n)]
         below = [n for n in others if t.groups.differ(best, n)]
-        family = f"paired t-tests over shared seeds, Holm-adjusted over {t.groups.pairs} pairs"
+        n = t.groups.pairs
+        family = f"paired t-tests over shared seeds, Holm-adjusted over {n} pair{'' if n == 1 else 's'}"
         out.append(f"Highest mean ACC on {t.title}: {best} ({_with_interval(rows[best], 'acc')}). "
                    + (f"Not significantly different from it (they share its letter; {family}): {', '.join(tied)}"
                       + (f"; significantly below it: {', '.join(below)}." if below else ".")
