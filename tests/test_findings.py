@@ -87,3 +87,66 @@ def test_the_findings_name_who_is_below_the_best_and_every_row_at_the_highest_re
     assert not math.isnan(rows["align-only"].values["retention:text"][0])
     assert retention.startswith("Text retention (text accuracy after the last stage over the base's, %): highest "
                                 "joint, align-only (100.0") and ", each), lowest full-ft (" in retention
+
+
+def _full_ft_rows(tmp_path, options_by_name):
+    """The fixture's results with its full-ft runs replaced by one row per entry of `options_by_name` (name ->
+    strategy options), seeds 0 and 1 each, their accuracy matrices apart so that no file repeats another."""
+    import json
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(FIXTURES / "results", root)
+    folder = root / "runs" / "vision-audio" / "full-ft"
+    originals = sorted(folder.glob("*.json"))
+    docs = [json.loads(p.read_text()) for p in originals]
+    for p in originals:
+        p.unlink()
+    for i, (name, options) in enumerate(options_by_name.items()):
+        for doc in docs:
+            d = json.loads(json.dumps(doc))
+            d["config"]["strategy_options"] = options
+            d["run_key"] = f"full-ft-{name}"
+            d["accuracy_matrix"][-1][1] = round(d["accuracy_matrix"][-1][1] + 0.05 * i, 3)
+            (folder / f"mixtral-tiny-seed{d['seed']}-{name}.json").write_text(json.dumps(d))
+    return leaderboard.build(root)
+
+
+def test_a_named_comparison_takes_the_strategys_row_at_its_defaults_beside_its_variants(tmp_path):
+    """After a sweep with --set, a strategy has a row per recipe: the findings compare the one at its defaults,
+    named by its label, as `clbench compare` does."""
+    import dataclasses
+
+    from cl_bench.api.strategy import strategy_class
+    from cl_bench.reporting.tables import find_row
+
+    defaults = dataclasses.asdict(strategy_class("full-ft").Config())
+    board = _full_ft_rows(tmp_path, {"default": defaults, "variant": {**defaults, "align_fraction": 0.4}})
+    t = main_table(board, "vision-audio")
+    assert sorted(r.label for r in t.rows if r.strategy == "full-ft") == [
+        "full-ft (align_fraction=0.0)", "full-ft (align_fraction=0.4)"]
+    row = find_row(t, "full-ft")
+    assert row.label == "full-ft (align_fraction=0.0)" and {r.doc["run_key"] for r in row.runs} == {"full-ft-default"}
+    sentence = compare(t, "joint", "full-ft")
+    assert sentence.startswith("joint against full-ft (align_fraction=0.0) on ACC: ")
+    said = findings(board, "vision-audio", pairs=(("joint", "full-ft"),))
+    assert sentence in said and any(s.startswith("joint against full-ft (align_fraction=0.0) on Text ret. %: ")
+                                    for s in said)
+    assert find_row(t, "full-ft (align_fraction=0.4)").label == "full-ft (align_fraction=0.4)"
+
+
+def test_a_named_comparison_with_no_row_at_the_defaults_says_why_it_is_not_made(tmp_path):
+    """Rows of a strategy none of which is at its defaults (runs of an earlier version's defaults, say): the
+    findings say the comparison was not made and list the rows, instead of dropping it unsaid."""
+    board = _full_ft_rows(tmp_path, {"earlier": {"lr": 3e-4}, "variant": {"lr": 1e-3}})
+    t = main_table(board, "vision-audio")
+    said = findings(board, "vision-audio", pairs=(("joint", "full-ft"),))
+    sentence = compare(t, "joint", "full-ft")
+    assert sentence.startswith("joint against full-ft: not compared, strategy 'full-ft' has 2 rows with different "
+                               "options on stream 'vision-audio' (none at its defaults): ")
+    assert "'full-ft (lr=0.0003)'" in sentence and "'full-ft (lr=0.001)'" in sentence and sentence.endswith("'.")
+    assert sentence in said and not any("on Text ret. %" in s for s in said)
+    from cl_bench.reporting.tables import find_row
+
+    with pytest.raises(ValueError, match="none at its defaults.*; pass one of these labels instead"):
+        find_row(t, "full-ft")

@@ -141,11 +141,12 @@ def leaderboard(results_dir, stream, fmt, sort, output, device, pages) -> None:
 def compare(a, b, stream, metric, results_dir, level, order, budget, device) -> None:
     """Compare strategies A and B, paired by seed: is the difference real or a tie?
 
-    A and B are strategy names (or leaderboard row labels, for a strategy run with
-    several options). Runs with the same seed share the base model, projector init and
-    data order, so the comparison uses the difference on each shared seed: its mean and
-    paired-t interval, the paired t-test's p-value, the share of seeds A wins, and how
-    many seeds the observed difference would need to be detected at 95% and 80% power.
+    A and B are strategy names or leaderboard row labels: a strategy run with several
+    options has a row each, and its name picks the row at its defaults. Runs with the
+    same seed share the base model, projector init and data order, so the comparison
+    uses the difference on each shared seed: its mean and paired-t interval, the paired
+    t-test's p-value, the share of seeds A wins, and how many seeds the observed
+    difference would need to be detected at 95% and 80% power.
     """
     from cl_bench.analysis import stats
     from cl_bench.reporting.leaderboard import _number, find_row

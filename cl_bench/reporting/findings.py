@@ -4,7 +4,8 @@ docs' conclusions come out of the result files with their numbers and are never 
 
 The named comparisons are the questions the benchmark is built to answer (MoExtend against full fine-tuning and
 against align-only; MMER against per-modality LoRA, with what each trains and stores; LoRA against full
-fine-tuning). Each is one pre-named paired t-test at `alpha`, not adjusted for the others; the letter groups in the
+fine-tuning), each strategy by its row at its defaults where variants run beside it (rows labelled by their
+options). Each is one pre-named paired t-test at `alpha`, not adjusted for the others; the letter groups in the
 table are the all-pairs, Holm-adjusted answer.
 """
 
@@ -14,7 +15,7 @@ import math
 
 from cl_bench.analysis.stats import paired_comparison
 from cl_bench.reporting.formats import interval_text, number
-from cl_bench.reporting.tables import DEFAULT_STREAM, Leaderboard, Row, Table
+from cl_bench.reporting.tables import DEFAULT_STREAM, AmbiguousRow, Leaderboard, Row, Table, find_row
 
 PAIRS = (("moextend", "full-ft"), ("moextend", "align-only"), ("mmer", "lora-per-modality"), ("lora", "full-ft"))
 FINDINGS_BEGIN = "<!-- findings:begin (clbench publish --page docs/leaderboard.md) -->"
@@ -36,12 +37,18 @@ def _with_interval(row: Row, key: str, kind: str = "score") -> str:
 
 
 def compare(table: Table, a: str, b: str, key: str = "acc", alpha: float = 0.05, level: float = 0.95) -> str | None:
-    """One sentence: rows `a` and `b` (by label) paired over their shared seeds on column `key`; None when either
-    row is missing."""
-    rows = {r.label: r for r in table.rows}
-    if a not in rows or b not in rows:
+    """One sentence: the rows of `a` and `b` (a label, or a strategy's row at its defaults: tables.find_row) paired
+    over their shared seeds on column `key`, named by their labels; None when either has no row at all, and a
+    sentence saying why not where a strategy's rows leave it open which one to compare."""
+    if not any(a in (r.label, r.strategy) for r in table.rows) or not any(b in (r.label, r.strategy)
+                                                                          for r in table.rows):
         return None
-    va, vb = rows[a].per_seed.get(key, {}), rows[b].per_seed.get(key, {})
+    try:
+        row_a, row_b = find_row(table, a), find_row(table, b)
+    except AmbiguousRow as e:
+        return f"{a} against {b}: not compared, {e.why}."
+    a, b = row_a.label, row_b.label
+    va, vb = row_a.per_seed.get(key, {}), row_b.per_seed.get(key, {})
     shared = sorted(set(va) & set(vb))
     column = next((c for c in table.columns if c.key == key), None)
     header, kind = (column.header, column.kind) if column else (key, "score")
@@ -92,14 +99,17 @@ def findings(board: Leaderboard, stream: str = DEFAULT_STREAM, pairs=PAIRS, alph
         if sentence is None:
             continue
         out.append(sentence)
+        if sentence.startswith(f"{a} against {b}: not compared"):
+            continue
         text = compare(t, a, b, "retention:text", alpha, level)
         if text is not None and any(c.key == "retention:text" for c in t.columns):
             out.append(text)
         if {a, b} == {"mmer", "lora-per-modality"}:
-            out.append(f"Side by side: {a} trains {_with_interval(rows[a], 'trainable', 'count')} parameters and "
-                       f"stores {_with_interval(rows[a], 'task_weight_bytes', 'bytes')} per task; {b} trains "
-                       f"{_with_interval(rows[b], 'trainable', 'count')} and stores "
-                       f"{_with_interval(rows[b], 'task_weight_bytes', 'bytes')}.")
+            ra, rb = find_row(t, a), find_row(t, b)
+            out.append(f"Side by side: {ra.label} trains {_with_interval(ra, 'trainable', 'count')} parameters and "
+                       f"stores {_with_interval(ra, 'task_weight_bytes', 'bytes')} per task; {rb.label} trains "
+                       f"{_with_interval(rb, 'trainable', 'count')} and stores "
+                       f"{_with_interval(rb, 'task_weight_bytes', 'bytes')}.")
     return out
 
 

@@ -32,10 +32,10 @@ from cl_bench.reporting.formats import number as _number, render
 from cl_bench.reporting.readme import readme_section
 from cl_bench.reporting.scale import scale_tables
 from cl_bench.reporting.tables import (DEFAULT_EXAMPLES, DEFAULT_STREAM, BudgetCurves, Column, Leaderboard,
-                                      RecipePair, Row, Table)
+                                      RecipePair, Row, Table, find_row)
 
 # What the command line (cl_bench/cli/) imports from here, besides build, find_row and sort_rows: their homes are
-# collect.py, formats.py and readme.py.
+# collect.py, formats.py, readme.py and tables.py.
 __all__ = ["build", "columns_for", "find_row", "sort_rows", "collect", "render", "readme_section",
            "_number"]
 
@@ -239,24 +239,6 @@ def _set_groups(rows: list[Row]) -> grouping.Grouping:
         first = grouping.LETTERS.find(letters[0]) if letters else -1
         r.values["group"] = (float("nan") if first < 0 else float(first), float("nan"))
     return g
-
-
-def find_row(table: Table, name: str) -> Row:
-    """The row labelled `name`, or the only row of strategy `name`; UsageError naming the choices otherwise."""
-    for r in table.rows:
-        if r.label == name:
-            return r
-    rows = [r for r in table.rows if r.strategy == name]
-    if len(rows) == 1:
-        return rows[0]
-    if rows:
-        labels = ", ".join(repr(r.label) for r in rows)
-        raise UsageError(f"strategy {name!r} has {len(rows)} rows with different options on stream {table.stream!r}: "
-                         f"{labels}; pass one of these labels instead")
-    known = ", ".join(sorted({r.label for r in table.rows}))
-    raise UsageError(f"no finished runs of {name!r} on stream {table.stream!r} (there: {known}); "
-                     f"run `clbench run --stream {table.stream} --strategy {name}` first")
-
 
 
 # Recipes that spend a stage alike, shown side by side in a stream's budget curves wherever both ran with the same

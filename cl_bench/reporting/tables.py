@@ -8,6 +8,7 @@ write and draw it. Every number in it is computed in cl_bench.analysis.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from cl_bench.analysis.curves import Curve, Point
 from cl_bench.analysis.grouping import Grouping
 from cl_bench.analysis.rank_agreement import RankAgreement
 from cl_bench.config import Budget
+from cl_bench.errors import UsageError
 from cl_bench.reporting.collect import Run
 from cl_bench.run.config import RunConfig
 
@@ -89,6 +91,59 @@ class Table:
         """The table's name in file paths (figures/<slug>/): the stream's for its main table (the default budget's,
         or the budget most of its runs have), with the budget for the others."""
         return self.stream_slug + ("" if self.main_budget else f"--budget-{self.examples}")
+
+
+
+class AmbiguousRow(UsageError):
+    """A strategy named by its name has several rows and none (or several) at its defaults: `why`, then the fix."""
+
+    def __init__(self, why: str, fix: str) -> None:
+        super().__init__(f"{why}; {fix}")
+        self.why = why
+
+
+def find_row(table: Table, name: str) -> Row:
+    """The row labelled `name`; else the only row of strategy `name`; else, of its several rows (variants run with
+    --set beside its recipe), the one at the strategy's options today (its defaults). UsageError naming the choices
+    otherwise (AmbiguousRow where the strategy has rows but none is the one)."""
+    for r in table.rows:
+        if r.label == name:
+            return r
+    rows = [r for r in table.rows if r.strategy == name]
+    if len(rows) == 1:
+        return rows[0]
+    if rows:
+        defaults = default_options(name)
+        at = [r for r in rows if defaults is not None and options_of(r) == defaults]
+        if len(at) == 1:
+            return at[0]
+        labels = ", ".join(repr(r.label) for r in rows)
+        said = "its defaults are not known here" if defaults is None else f"{len(at) or 'none'} at its defaults"
+        raise AmbiguousRow(f"strategy {name!r} has {len(rows)} rows with different options on stream "
+                           f"{table.stream!r} ({said}): {labels}", "pass one of these labels instead")
+    known = ", ".join(sorted({r.label for r in table.rows}))
+    raise UsageError(f"no finished runs of {name!r} on stream {table.stream!r} (there: {known}); "
+                     f"run `clbench run --stream {table.stream} --strategy {name}` first")
+
+
+def options_of(row: Row) -> str:
+    """A row's strategy options as its runs recorded them (config.strategy_options), as canonical JSON."""
+    return json.dumps(row.runs[0].config.get("strategy_options", {}), sort_keys=True)
+
+
+def default_options(strategy: str) -> str | None:
+    """The options a run of `strategy` records when none is set (asdict of its Config today), as canonical JSON;
+    None when no installed strategy has that name or its Config takes no defaults."""
+    import dataclasses
+
+    from cl_bench.api.strategy import strategy_class
+    from cl_bench.errors import ClbenchError
+
+    try:
+        config = strategy_class(strategy).Config()
+    except (ClbenchError, TypeError):
+        return None
+    return json.dumps(dataclasses.asdict(config), sort_keys=True)
 
 
 def budget_ratio(examples: int) -> str:
