@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 from cl_bench.analysis.stats import paired_comparison
+from cl_bench.errors import UsageError
 from cl_bench.reporting.formats import interval_text, number
 from cl_bench.reporting.tables import DEFAULT_STREAM, AmbiguousRow, Leaderboard, Row, Table, find_row
 
@@ -36,17 +37,25 @@ def _with_interval(row: Row, key: str, kind: str = "score") -> str:
     return interval_text(_mean(row, key), low, high, kind)
 
 
+def _pair(table: Table, a: str, b: str) -> tuple[Row, Row] | str | None:
+    """The rows of `a` and `b` (tables.find_row); None when either has none, and a sentence saying why not where a
+    strategy's rows leave it open which one to compare."""
+    try:
+        return find_row(table, a), find_row(table, b)
+    except AmbiguousRow as e:
+        return f"{a} against {b}: not compared, {e.why}."
+    except UsageError:
+        return None
+
+
 def compare(table: Table, a: str, b: str, key: str = "acc", alpha: float = 0.05, level: float = 0.95) -> str | None:
     """One sentence: the rows of `a` and `b` (a label, or a strategy's row at its defaults: tables.find_row) paired
     over their shared seeds on column `key`, named by their labels; None when either has no row at all, and a
     sentence saying why not where a strategy's rows leave it open which one to compare."""
-    if not any(a in (r.label, r.strategy) for r in table.rows) or not any(b in (r.label, r.strategy)
-                                                                          for r in table.rows):
-        return None
-    try:
-        row_a, row_b = find_row(table, a), find_row(table, b)
-    except AmbiguousRow as e:
-        return f"{a} against {b}: not compared, {e.why}."
+    pair = _pair(table, a, b)
+    if not isinstance(pair, tuple):
+        return pair
+    row_a, row_b = pair
     a, b = row_a.label, row_b.label
     va, vb = row_a.per_seed.get(key, {}), row_b.per_seed.get(key, {})
     shared = sorted(set(va) & set(vb))
@@ -95,17 +104,15 @@ def findings(board: Leaderboard, stream: str = DEFAULT_STREAM, pairs=PAIRS, alph
                    + (", each" if len(top) > 1 else "") + f"), lowest {lo.label} "
                    f"({_with_interval(lo, 'retention:text', 'percent')}).")
     for a, b in pairs:
-        sentence = compare(t, a, b, "acc", alpha, level)
-        if sentence is None:
+        pair = _pair(t, a, b)
+        if not isinstance(pair, tuple):
+            out += [pair] if pair else []
             continue
-        out.append(sentence)
-        if sentence.startswith(f"{a} against {b}: not compared"):
-            continue
-        text = compare(t, a, b, "retention:text", alpha, level)
-        if text is not None and any(c.key == "retention:text" for c in t.columns):
-            out.append(text)
+        ra, rb = pair
+        out.append(compare(t, ra.label, rb.label, "acc", alpha, level))
+        if any(c.key == "retention:text" for c in t.columns):
+            out.append(compare(t, ra.label, rb.label, "retention:text", alpha, level))
         if {a, b} == {"mmer", "lora-per-modality"}:
-            ra, rb = find_row(t, a), find_row(t, b)
             out.append(f"Side by side: {ra.label} trains {_with_interval(ra, 'trainable', 'count')} parameters and "
                        f"stores {_with_interval(ra, 'task_weight_bytes', 'bytes')} per task; {rb.label} trains "
                        f"{_with_interval(rb, 'trainable', 'count')} and stores "

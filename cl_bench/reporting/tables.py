@@ -19,7 +19,7 @@ from cl_bench.analysis.curves import Curve, Point
 from cl_bench.analysis.grouping import Grouping
 from cl_bench.analysis.rank_agreement import RankAgreement
 from cl_bench.config import Budget
-from cl_bench.errors import UsageError
+from cl_bench.errors import ClbenchError, UsageError
 from cl_bench.reporting.collect import Run
 from cl_bench.run.config import RunConfig
 
@@ -93,7 +93,6 @@ class Table:
         return self.stream_slug + ("" if self.main_budget else f"--budget-{self.examples}")
 
 
-
 class AmbiguousRow(UsageError):
     """A strategy named by its name has several rows and none (or several) at its defaults: `why`, then the fix."""
 
@@ -137,7 +136,6 @@ def default_options(strategy: str) -> str | None:
     import dataclasses
 
     from cl_bench.api.strategy import strategy_class
-    from cl_bench.errors import ClbenchError
 
     try:
         config = strategy_class(strategy).Config()
