@@ -10,6 +10,8 @@
 # them). Run it from that checkout's root with its clbench installed, the files going to RESULTS (default
 # results/) and the generated sections to the pages under PAGES (default: this checkout):
 #   RESULTS=/path/to/main/results PAGES=/path/to/main nohup bash results/republish.sh > republish.log 2>&1 &
+# The 0.4.0 republish writes to main's republish/ folder, committed as it goes (republish/README.md: how it
+# resumes and how its files then replace results/runs).
 # The last command writes RESULTS' leaderboard.*, figures/ and the pages' generated sections.
 set -euo pipefail
 export HF_HUB_OFFLINE=1
