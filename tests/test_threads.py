@@ -142,3 +142,62 @@ def test_a_run_shares_again_with_the_runs_that_started_beside_it(small, cache_di
         release(other)
         torch.set_num_threads(before)
     assert doc["environment"]["torch_threads"] == 2
+
+
+def test_a_given_count_that_crowds_the_cpus_is_warned_of(monkeypatch):
+    monkeypatch.setattr(threads, "available_cpus", lambda: 2)
+    assert threads.crowding(None, 3) is None  # the default shares the CPUs
+    assert threads.crowding(2, 0) is None and threads.crowding(1, 1) is None
+    assert threads.crowding(2, 1) == (
+        "warning: --threads 2 beside 1 other clbench run on this cache asks for at least 3 threads on 2 CPUs, and "
+        "threads that wait for a CPU slow every step (bench/threads.py measures runs side by side); run them one "
+        "after another, or leave --threads out to share the CPUs (another count gives another run key)")
+    assert "beside 2 other clbench runs" in threads.crowding(1, 2)
+    assert threads.crowding(3, 0).startswith("warning: --threads 3 asks for at least 3 threads on 2 CPUs")
+    assert "give --threads 2 or fewer" in threads.crowding(3, 0)
+
+
+def test_a_run_says_so_as_it_starts_and_a_sweep_shows_it(tmp_path, monkeypatch):
+    """The run's own path: its presence lock counts the run already active, and the warning is its first line, before
+    the stream is built (stopped there); a sweep shows a cell's warning lines as the cell ends."""
+    import cl_bench.engines.sweep as sw
+    import cl_bench.run.runner as runner
+    from cl_bench.engines.sweep import Outcome, sweep
+
+    monkeypatch.setattr(threads, "available_cpus", lambda: 2)
+
+    def stop(*a, **k):
+        raise RuntimeError("stopped before the stream")
+
+    monkeypatch.setattr(runner, "_stream", stop)
+    cfg = RunConfig(stream="small-numbers", strategy="align-only", device="cpu", threads=2,
+                    results_dir=str(tmp_path / "r"), cache_dir=str(tmp_path))
+    before = torch.get_num_threads()
+    other = hold(tmp_path / "runs" / "active" / "beside.lock")
+    said = []
+    try:
+        with pytest.raises(RuntimeError, match="stopped before the stream"):
+            run(cfg, progress=False, echo=said.append)
+        assert said == [threads.crowding(2, 1)]
+        said.clear()  # alone, nothing to say
+        release(other)
+        with pytest.raises(RuntimeError, match="stopped before the stream"):
+            run(cfg, progress=False, echo=said.append)
+        assert said == []
+    finally:
+        other.poll() is None and release(other)
+        torch.set_num_threads(before)
+
+    class Engine:
+        name = "fake"
+
+        def map(self, configs, plugins, log_dir, done, restart=False):
+            out = [Outcome("a", "done", warnings=("warning: crowded",)), Outcome("b", "done")]
+            for o in out:
+                done(o)
+            return out
+
+    monkeypatch.setattr(sw, "check_cells", lambda configs: None)
+    said = []
+    sweep([cfg, cfg], Engine(), progress=False, echo=said.append)
+    assert said[:3] == ["a: warning: crowded", "a: done (0.0 s)", "b: done (0.0 s)"]

@@ -52,6 +52,7 @@ class Outcome:
     log: str | None = None
     seconds: float = 0.0
     retries: tuple[str, ...] = ()  # why each earlier attempt was lost (an engine's retries, e.g. NodeDiedError)
+    warnings: tuple[str, ...] = ()  # the run's "warning: ..." lines (e.g. more threads than CPUs), shown as it ends
 
 
 def load_grid_file(path: str) -> dict:
@@ -197,7 +198,7 @@ def run_cell(config, plugins: list | None = None, log_dir: str | None = None, th
         Path(log).parent.mkdir(parents=True, exist_ok=True)
         Path(log).write_text("\n".join(lines) + "\n")
     return Outcome(label(config), status, None if path is None else str(path), error, log,
-                   round(time.perf_counter() - t0, 3))
+                   round(time.perf_counter() - t0, 3), warnings=tuple(w for w in lines if w.startswith("warning:")))
 
 
 class LocalEngine:
@@ -348,6 +349,8 @@ def sweep(configs: Iterable, engine=None, log_dir: str | None = None, progress: 
 
     def done(o: Outcome) -> None:
         bar.update(1)
+        for w in o.warnings:
+            (bar.write if progress else echo)(f"{o.label}: {w}")
         if o.status == "failed":
             bar.write(f"failed: {o.label}: {o.error}")
         elif not progress:

@@ -89,8 +89,11 @@ def _run(config, progress, restart, echo, inspect, reuse, wait, held, items) -> 
     _check_writable(Path(config.results_dir) / "runs", config.results_dir)
     check_model(config.model)  # a missing or unsupported checkpoint too
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    n_threads = threads.choose(config.threads, threads.present(held, cache))
+    others = threads.present(held, cache)
+    n_threads = threads.choose(config.threads, others)
     threads.apply(n_threads)
+    if crowded := threads.crowding(config.threads, others):
+        echo(crowded)
     strategy_cls, strategy = _make_strategy(config)
     _quiet_libraries()
 

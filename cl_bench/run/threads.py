@@ -77,6 +77,22 @@ def choose(requested: int | None, others: int) -> int:
     return max(1, available_cpus() // (others + 1))
 
 
+def crowding(requested: int | None, others: int) -> str | None:
+    """A warning line where a given count, with the `others` runs active on the same cache (a thread each at
+    least), asks for more threads than the CPUs available; None where it fits or the count is the default (which
+    shares). Several runs with a fixed count each on too few CPUs slow far more than their share: their threads
+    wait on each other (bench/threads.py measures it)."""
+    cpus = available_cpus()
+    if requested is None or requested + others <= cpus:
+        return None
+    beside = f" beside {others} other clbench run{'s' * (others > 1)} on this cache" if others else ""
+    fix = ("run them one after another, or leave --threads out to share the CPUs" if others
+           else f"give --threads {cpus} or fewer")
+    return (f"warning: --threads {requested}{beside} asks for at least {requested + others} threads on {cpus} "
+            f"CPU{'s' * (cpus > 1)}, and threads that wait for a CPU slow every step (bench/threads.py measures "
+            f"runs side by side); {fix} (another count gives another run key)")
+
+
 def apply(threads: int) -> None:
     """Set torch's intra-op threads, and one inter-op thread (settable only before torch's first parallel
     work: later calls keep what the process has)."""
