@@ -8,10 +8,12 @@ Usage, from main's root with main's clbench installed: python republish/land.py 
    reworded stops the script, which then names it).
 3. The quick start's printed summary (README and guide) becomes the republished full-ft seed-0 file, printed by
    format_summary (tests/test_docs.py checks it).
-4. Every generated section is regenerated from the files by main's code: `clbench leaderboard --page ...`, then
+4. Everything derived from the files is made again by main's code, from the files alone: results/leaderboard.*,
+   results/figures/ and the pages' generated sections (as `clbench publish` writes them after its sweep), then
    bench/ablations.py and bench/mmer.py with the script's seeds (every run is reused; --no-bench skips them).
 
-Nothing is committed: read the diff and the findings, run the tests, then commit.
+Nothing is committed: read the diff and the findings, run the tests, then `git add -A results` (figures drawn
+under new names are new files) and commit.
 """
 
 from __future__ import annotations
@@ -78,6 +80,24 @@ def quick_start(page: str) -> None:
     path.write_text(text[:found[0].start(1)] + block + text[found[0].end(1):], encoding="utf-8")
 
 
+def publish_from_files() -> None:
+    """What `clbench publish` writes after its sweep, by main's code and from the files alone (no run is looked up or
+    run): results/leaderboard.{md,csv,tex,html}, results/figures/ and the pages' generated sections."""
+    import os
+
+    from cl_bench.cli.report import board_of, write_page
+    from cl_bench.reporting.figures import draw
+    from cl_bench.reporting.leaderboard import render
+    from cl_bench.results import atomic_write_text
+
+    os.chdir(ROOT)
+    board = board_of(Path("results"), None, "acc", "cpu")
+    figures = draw(board, Path("results/figures"), "cpu")
+    for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("html", "html")):
+        atomic_write_text(Path(f"results/leaderboard.{ext}"), render(board, fmt, figures))
+    write_page(PAGES, board)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-bench", action="store_true", help="skip bench/ablations.py and bench/mmer.py")
@@ -97,9 +117,7 @@ def main() -> None:
         drop_notice(page, notice, replacement)
     for page in ("README.md", "docs/guide.md"):
         quick_start(page)
-    clbench = str(Path(sys.executable).parent / "clbench")
-    subprocess.run([clbench, "leaderboard", "--device", "cpu", *(x for p in PAGES for x in ("--page", p))],
-                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    publish_from_files()
     if not args.no_bench:
         for bench, seeds in (("bench/ablations.py", "0 1 2"), ("bench/mmer.py", "0 1 2 3 4")):
             subprocess.run([sys.executable, bench, "--seeds", *seeds.split(), "--threads", "2", "--results-dir",
