@@ -3,7 +3,7 @@
 #   bash republish/resume.sh
 # Makes, where missing, a checkout of 727eb3c beside main (../republish), its venv (../republish-venv, about
 # 5 minutes) and a scratch copy for the pages (../republish-pages), then starts results/republish.sh with its files
-# going to this folder, and a loop that commits this folder on main every 20 minutes. Logs: ../logs/.
+# going to this folder, and a loop that commits this folder on main every 10 minutes. Logs: ../logs/.
 set -euo pipefail
 MAIN=$(git rev-parse --show-toplevel)
 UP=$(dirname "$MAIN")
@@ -20,7 +20,7 @@ cd "$UP/republish"
 PATH="$UP/republish-venv/bin:$PATH" RESULTS="$MAIN/republish" PAGES="$UP/republish-pages" \
   nohup bash results/republish.sh >> "$UP/logs/republish.log" 2>&1 &
 cd "$MAIN"
-nohup bash -c 'while sleep 1200; do n=$(find republish -name "*.json" | wc -l); git add republish \
+nohup bash -c 'while sleep 600; do n=$(find republish -name "*.json" | wc -l); git add republish \
   && git commit -q -m "Republish (in progress): result files so far ($n files)" -- republish \
   && echo "$(date +%H:%M) committed $n"; done' >> "$UP/logs/commit-loop.log" 2>&1 &
 echo "started; tail -f $UP/logs/republish.log"
