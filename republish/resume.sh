@@ -10,6 +10,7 @@ UP=$(dirname "$MAIN")
 COMMIT=727eb3c
 if pgrep -f "results/republish.sh" > /dev/null; then echo "the republish is running already"; exit 1; fi
 mkdir -p "$UP/logs"
+git -C "$MAIN" worktree prune  # a checkout registered by an earlier machine but gone
 [ -d "$UP/republish" ] || git -C "$MAIN" worktree add -q --detach "$UP/republish" "$COMMIT"
 [ -d "$UP/republish-pages" ] || git -C "$MAIN" worktree add -q --detach "$UP/republish-pages" "$COMMIT"
 if [ ! -x "$UP/republish-venv/bin/clbench" ]; then
