@@ -22,15 +22,20 @@ the built-in EWC/LwF/replay strategies and by `avalanche_benchmark` for avalanch
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
-from avalanche.benchmarks.scenarios.task_aware import with_task_labels
-from avalanche.benchmarks.utils import DataAttribute, TaskAwareSupervisedClassificationDataset
 from torch import nn
+
+with warnings.catch_warnings():  # often the first import of avalanche-lib in a process (a sweep's, an avalanche user's)
+    # avalanche imports qpsolvers for GEM, which clbench does not use; qpsolvers warns when no QP solver is installed
+    warnings.filterwarnings("ignore", message="no QP solver found", category=UserWarning)
+    from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
+    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+    from avalanche.benchmarks.utils import DataAttribute, TaskAwareSupervisedClassificationDataset
 
 from cl_bench.api.training import TaskData
 from cl_bench.models.multimodal import Batch, MultimodalLM
