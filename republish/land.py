@@ -33,21 +33,22 @@ PAGES = ("docs/leaderboard.md", "README.md", "results/README.md")
 # The quick start's run is the published file's run where it has the file's 2 threads (checked on 2026-12-07: a fresh
 # clone's run with an empty cache wrote the file's key, 71ae97ba, and the same accuracy matrix and per-item results).
 SAME_RUN = ("`results/`; on this project's 2-core CPU a fresh clone's run, at 2 threads, the default there, wrote "
-            "that very file, bit for bit: `clbench reproduce FILE` checks yours):")
+            "the same file (its key, accuracy matrix and per-item results): `clbench reproduce FILE` checks yours):")
 
 # (page, notice, what takes its place): a notice is its words, found whatever the line breaks, or a pattern (a
 # blockquote, whole)
 NOTICES = [
     ("README.md", "`results/`). Until the republish replaces it, that file is the earlier protocol's: today's tuned "
                   "defaults print other numbers (see \"What is measured\" below):", SAME_RUN),
-    ("docs/guide.md", "`results/`). Until the republish replaces it, that file is the earlier protocol's: today's tuned "
-                      "defaults print other numbers:", SAME_RUN),
+    ("docs/guide.md", "`results/`). Until the republish replaces it, that file is the earlier protocol's: today's "
+                      "tuned defaults print other numbers:", SAME_RUN),
     ("README.md", re.compile(r"> The protocol on main has moved on from the published result files:.*?\n\n", re.S), ""),
     ("docs/leaderboard.md", re.compile(r"> The protocol on main has moved on from these files:.*?\n\n", re.S), ""),
     ("docs/strategies.md", " Until the republish lands, the table and findings below are the earlier protocol's files "
                            "(the 400-step base, the earlier defaults, one torch thread a run).", ""),
     ("CHANGELOG.md", "Protocol (a republish follows; the published files are 0.3.0 and 0.4.0.dev0 runs of the earlier "
-                     "protocol):", "Protocol (the published files are this version's republish, `results/republish.sh`):"),
+                     "protocol):",
+     "Protocol (the published files are this version's republish, `results/republish.sh`):"),
 ]
 
 
