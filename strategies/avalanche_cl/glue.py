@@ -25,21 +25,18 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import torch
 
-with warnings.catch_warnings():  # the first import of avalanche-lib in a run (its strategies import glue first)
-    # avalanche imports qpsolvers for GEM, which clbench does not use; qpsolvers warns when no QP solver is installed
-    warnings.filterwarnings("ignore", message="no QP solver found", category=UserWarning)
-    from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
-    from avalanche.training.regularization import LearningWithoutForgetting
-    from avalanche.training.storage_policy import ExperienceBalancedBuffer
-    from avalanche.training.templates import SupervisedTemplate
-    from avalanche.training.utils import ParamData
-
+# first: the interop's data module imports avalanche-lib without qpsolvers' 'no QP solver found' warning (qpsolvers
+# warns once, as avalanche first imports it), so the imports below print nothing either
 from cl_bench.interop.avalanche_data import (Collate, Item, LMModule, LMOutput, MixedBatch, answer_loss,  # noqa: F401
                                               make_dataset, make_experience)
+from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
+from avalanche.training.regularization import LearningWithoutForgetting
+from avalanche.training.storage_policy import ExperienceBalancedBuffer
+from avalanche.training.templates import SupervisedTemplate
+from avalanche.training.utils import ParamData
 
 
 class LMTemplate(SupervisedTemplate):
